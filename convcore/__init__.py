@@ -1,0 +1,222 @@
+"""convcore: the compiled core of pyconv.
+
+The public functions check their inputs, choose the thread count and call the
+Cython kernels. Layouts: images NHWC (N, H, W, C), convolution kernels
+(kh, kw, C_in, C_out), dense weights (D_in, D_out), everything float32.
+`convcore.reference` holds the same functions in plain NumPy.
+"""
+import numpy as np
+
+from . import _checks as chk
+from ._threads import blas_single_thread, get_num_threads, set_num_threads
+
+try:
+    from . import _conv, _im2col, _linear, _pool
+    from ._openmp_info import openmp_enabled
+except ImportError as _err:  # the source tree without a build: reference still works
+    _IMPORT_ERROR = _err
+
+    def __getattr__(name):
+        raise ImportError(
+            f"convcore.{name} needs the compiled extension, which failed to import "
+            f"({_IMPORT_ERROR}). Build it with `pip install .` from the repository root; "
+            "convcore.reference works without it."
+        )
+else:
+    _IMPORT_ERROR = None
+
+__all__ = [
+    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
+    "set_num_threads", "get_num_threads", "openmp_enabled",
+]
+
+_X = "(N, H, W, C)"
+_W = "(kh, kw, C_in, C_out)"
+
+
+def _group(n_images, positions, batch):
+    """Images per work item: enough rows for an efficient sgemm, at most 64 items.
+
+    Depends on the shapes only, never on the thread count (same bits on any).
+    """
+    g = max(1, -(-256 // max(positions, 1)))
+    return max(g, -(-batch // 64)) if batch else g
+
+
+def _conv_checks(fn, x, w, stride, padding, b=None):
+    x = chk.array(fn, "x", x, 4, _X)
+    w = chk.array(fn, "w", w, 4, _W)
+    kh, kw, cin, cout = w.shape
+    if kh < 1 or kw < 1 or cin < 1 or cout < 1:
+        raise ValueError(f"{fn}: w must have every dimension >= 1, got shape {w.shape}")
+    if x.shape[3] != cin:
+        raise ValueError(f"{fn}: x has {x.shape[3]} channels but w expects C_in = {cin} "
+                         f"(x {x.shape}, w {w.shape})")
+    g = chk.window(fn, x.shape, (kh, kw), stride, padding, "kernel_size")
+    if b is not None:
+        b = chk.array(fn, "b", b, 1, f"({cout},)")
+        if b.shape[0] != cout:
+            raise ValueError(f"{fn}: b must have shape ({cout},) to match w, got {b.shape}")
+    n = x.shape[0]
+    chk.size(fn, "the output", n, g["OH"], g["OW"], cout)
+    k = kh * kw * cin
+    group = _group(n, g["OH"] * g["OW"], n)
+    chk.size(fn, "the im2col scratch", group, g["OH"], g["OW"], k)
+    chk.blas_dims(fn, K=k, C_out=cout, rows=group * g["OH"] * g["OW"])
+    return x, w.reshape(k, cout), b, g, group
+
+
+def im2col(x, kernel_size, stride=1, padding=0):
+    """Image sections: (N, H, W, C) -> (N, OH, OW, kh*kw*C), rows ordered (kh, kw, C).
+
+    cols @ w.reshape(-1, C_out) is the convolution of x with w (kh, kw, C, C_out).
+    """
+    fn = "im2col"
+    x = chk.array(fn, "x", x, 4, _X)
+    g = chk.window(fn, x.shape, kernel_size, stride, padding, "kernel_size")
+    if x.shape[3] < 1:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
+    k = g["KH"] * g["KW"] * g["C"]
+    chk.size(fn, "cols", x.shape[0], g["OH"], g["OW"], k)
+    cols = np.empty((x.shape[0], g["OH"], g["OW"], k), np.float32)
+    _im2col.im2col(x, cols, g, get_num_threads())
+    return cols
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
+    """The adjoint of im2col: scatter-add sections back into an (N, H, W, C) image."""
+    fn = "col2im"
+    cols = chk.array(fn, "cols", cols, 4, "(N, OH, OW, kh*kw*C)")
+    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
+    if x_shape[3] < 1:
+        raise ValueError(f"{fn}: x_shape must have at least one channel, got {x_shape}")
+    chk.size(fn, "x_shape", *x_shape)
+    g = chk.window(fn, x_shape, kernel_size, stride, padding, "kernel_size")
+    want = (x_shape[0], g["OH"], g["OW"], g["KH"] * g["KW"] * g["C"])
+    if cols.shape != want:
+        raise ValueError(f"{fn}: cols must have shape {want} for x_shape {x_shape}, "
+                         f"got {cols.shape}")
+    dx = np.empty(x_shape, np.float32)
+    _im2col.col2im(cols, dx, g, get_num_threads())
+    return dx
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+    """y = conv(x, w) + b, NHWC: (N, H, W, C_in) * (kh, kw, C_in, C_out) -> (N, OH, OW, C_out).
+
+    relu=True fuses max(y, 0) into the same pass (y >= 0 then marks the ReLU mask).
+    """
+    fn = "conv2d_forward"
+    x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
+    y = np.empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]), np.float32)
+    with blas_single_thread():
+        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
+    return y
+
+
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True):
+    """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
+
+    need_dx=False skips the input gradient (a first layer) and returns None for it.
+    """
+    fn = "conv2d_backward"
+    x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
+    want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
+    dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C_out)")
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    dx = np.empty(x.shape, np.float32) if need_dx else None
+    dw = np.empty(w2.shape, np.float32)
+    db = np.empty(w2.shape[1], np.float32)
+    with blas_single_thread():
+        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, get_num_threads())
+    return dx, dw.reshape(w.shape), db
+
+
+def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
+    """Max over windows: (N, H, W, C) -> (y, argmax), both (N, OH, OW, C).
+
+    argmax holds the flat index ih * W + iw of each window's winner (int32);
+    ties go to the first maximum in row-major window order, padding never wins.
+    """
+    fn = "maxpool2d_forward"
+    x = chk.array(fn, "x", x, 4, _X)
+    if stride is None:
+        stride = pool_size
+    g = chk.window(fn, x.shape, pool_size, stride, padding, "pool_size", pool=True)
+    if x.shape[3] < 1:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
+    if x.shape[1] * x.shape[2] > chk.INT_MAX:
+        raise ValueError(f"{fn}: x has {x.shape[1] * x.shape[2]} cells per image, more than "
+                         f"the int32 argmax can index ({chk.INT_MAX})")
+    shape = (x.shape[0], g["OH"], g["OW"], x.shape[3])
+    chk.size(fn, "the output", *shape)
+    y = np.empty(shape, np.float32)
+    argmax = np.empty(shape, np.int32)
+    _pool.maxpool2d_forward(x, y, argmax, g, get_num_threads())
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """Scatter-add each dy to its window's argmax: returns dx of shape x_shape."""
+    fn = "maxpool2d_backward"
+    dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C)")
+    argmax = chk.array(fn, "argmax", argmax, 4, "(N, OH, OW, C)", dtype=np.int32)
+    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
+    if argmax.shape != dy.shape:
+        raise ValueError(f"{fn}: argmax must have the shape of dy {dy.shape}, "
+                         f"got {argmax.shape}")
+    if x_shape[0] != dy.shape[0] or x_shape[3] != dy.shape[3]:
+        raise ValueError(f"{fn}: x_shape {x_shape} must match dy {dy.shape} in batch and "
+                         "channels")
+    chk.size(fn, "x_shape", *x_shape)
+    dx = np.empty(x_shape, np.float32)
+    n_bad = _pool.maxpool2d_backward(dy, argmax, dx, get_num_threads())
+    if n_bad:
+        raise ValueError(f"{fn}: argmax has {n_bad} entries outside [0, H*W) = "
+                         f"[0, {x_shape[1] * x_shape[2]}) for x_shape {x_shape}: it does not "
+                         "belong to this input")
+    return dx
+
+
+def _linear_checks(fn, x, w, b=None):
+    x = chk.array(fn, "x", x, 2, "(N, D_in)")
+    w = chk.array(fn, "w", w, 2, "(D_in, D_out)")
+    if w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"{fn}: w must have both dimensions >= 1, got shape {w.shape}")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"{fn}: x has {x.shape[1]} features but w expects D_in = "
+                         f"{w.shape[0]} (x {x.shape}, w {w.shape})")
+    if b is not None:
+        b = chk.array(fn, "b", b, 1, f"({w.shape[1]},)")
+        if b.shape[0] != w.shape[1]:
+            raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, "
+                             f"got {b.shape}")
+    chk.blas_dims(fn, N=x.shape[0], D_in=w.shape[0], D_out=w.shape[1])
+    return x, w, b
+
+
+def linear_forward(x, w, b=None, relu=False):
+    """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0)."""
+    x, w, b = _linear_checks("linear_forward", x, w, b)
+    y = np.empty((x.shape[0], w.shape[1]), np.float32)
+    with blas_single_thread():
+        _linear.linear_forward(x, w, b, y, get_num_threads(), bool(relu))
+    return y
+
+
+def linear_backward(x, w, dy, need_dx=True):
+    """Gradients of linear_forward: (dx, dw, db); dx is None if need_dx is False."""
+    fn = "linear_backward"
+    x, w, _ = _linear_checks(fn, x, w)
+    dy = chk.array(fn, "dy", dy, 2, "(N, D_out)")
+    want = (x.shape[0], w.shape[1])
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    dx = np.empty(x.shape, np.float32) if need_dx else None
+    dw = np.empty(w.shape, np.float32)
+    db = np.empty(w.shape[1], np.float32)
+    with blas_single_thread():
+        _linear.linear_backward(x, w, dy, dx, dw, db, get_num_threads())
+    return dx, dw, db

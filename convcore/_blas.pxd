@@ -1,0 +1,8 @@
+cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+               float alpha, const float* a, int lda,
+               const float* b, int ldb,
+               float beta, float* c, int ldc) noexcept nogil
+
+cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
+                     const float* a, int lda, const float* b, int ldb,
+                     float beta, float* c, int ldc, int n_threads) noexcept nogil

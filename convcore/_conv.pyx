@@ -1,0 +1,152 @@
+"""Convolution, forward and backward = image sections + gemm (after Darknet).
+
+Shapes (NHWC, row-major, float32):
+  x (N, H, W, C)   w (KH*KW*C, F) = w4.reshape(-1, F)   y, dy (N, OH, OW, F)
+  forward:   cols = im2col(x);  y = cols @ w + b
+  backward:  dw = cols^T @ dy;  db = sum(dy);  dx = col2im(dy @ w^T)
+
+The batch is cut into work items of `group` images, a number fixed by the
+shapes alone (never by the thread count). Each item runs im2col into its
+thread's scratch and one single-threaded sgemm; the weight gradient of each
+item goes to its own slot and the slots are summed in item order. So the same
+inputs give the same bits on any number of threads.
+"""
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from convcore._blas cimport gemm
+from convcore._geometry cimport Window
+from convcore._im2col cimport col2im_image, im2col_image
+
+
+cdef inline void _add_into(float* acc, const float* part, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t e
+    for e in range(n):
+        acc[e] += part[e]
+
+
+def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                   const float[:, ::1] w,          # IN  (KH*KW*C, F)
+                   const float[::1] b,             # IN  (F,) or None
+                   float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
+                   Window g, Py_ssize_t group, int n_threads, bint relu=False):
+    """y = im2col(x) @ w (+ b) (then max(y, 0) if relu), item by item."""
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
+    cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t it, n0, n1, n, r, f, rows
+    cdef float* cols
+    cdef float* yp
+    cdef float beta
+    cdef bint has_b = b is not None
+    cdef int n_failed = 0
+    if N == 0:
+        return
+    cdef const float* xptr = &x[0, 0, 0, 0]
+    cdef const float* wptr = &w[0, 0]
+    cdef const float* bptr = &b[0] if has_b else NULL
+    cdef float* yptr = &y[0, 0, 0, 0]
+    with nogil, parallel(num_threads=n_threads):
+        cols = <float*>malloc(group * P * K * sizeof(float))
+        for it in prange(n_items, schedule='dynamic'):
+            if cols == NULL:
+                n_failed += 1
+                continue
+            n0 = it * group
+            n1 = min(N, n0 + group)
+            rows = (n1 - n0) * P
+            for n in range(n0, n1):
+                im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
+            yp = yptr + n0 * P * F
+            beta = 0.0
+            if has_b:
+                beta = 1.0
+                for r in range(rows):
+                    memcpy(yp + r * F, bptr, F * sizeof(float))
+            gemm(False, False, <int>rows, <int>F, <int>K, 1.0, cols, <int>K,
+                 wptr, <int>F, beta, yp, <int>F)
+            if relu:
+                for r in range(rows * F):
+                    if yp[r] < 0:       # NaN stays NaN
+                        yp[r] = 0
+        free(cols)
+    if n_failed:
+        raise MemoryError("conv2d_forward: could not allocate the im2col scratch")
+
+
+def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                    const float[:, ::1] w,          # IN  (KH*KW*C, F)
+                    const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
+                    float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None
+                    float[:, ::1] dw,               # OUT (KH*KW*C, F)
+                    float[::1] db,                  # OUT (F,)
+                    Window g, Py_ssize_t group, int n_threads):
+    """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T)."""
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
+    cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t it, n0, n1, n, r, f, rows, e0, e1, blk
+    cdef Py_ssize_t KF = K * F, BLOCK = 4096
+    cdef float* cols
+    cdef float* dcols
+    cdef float* dwp
+    cdef float* dbp
+    cdef const float* dyp
+    cdef bint want_dx = dx is not None
+    cdef int n_failed = 0
+    dw[:, :] = 0
+    db[:] = 0
+    if N == 0:
+        return
+    cdef const float* xptr = &x[0, 0, 0, 0]
+    cdef const float* wptr = &w[0, 0]
+    cdef const float* dyptr = &dy[0, 0, 0, 0]
+    cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
+    # one slot per item for the partial weight and bias gradients
+    cdef float* parts = <float*>malloc(n_items * (KF + F) * sizeof(float))
+    if parts == NULL:
+        raise MemoryError("conv2d_backward: could not allocate the gradient slots")
+    with nogil, parallel(num_threads=n_threads):
+        cols = <float*>malloc(group * P * K * sizeof(float))
+        dcols = <float*>malloc(group * P * K * sizeof(float)) if want_dx else NULL
+        for it in prange(n_items, schedule='dynamic'):
+            if cols == NULL or (want_dx and dcols == NULL):
+                n_failed += 1
+                continue
+            n0 = it * group
+            n1 = min(N, n0 + group)
+            rows = (n1 - n0) * P
+            dyp = dyptr + n0 * P * F
+            for n in range(n0, n1):
+                im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
+            dwp = parts + it * (KF + F)
+            gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K,
+                 dyp, <int>F, 0.0, dwp, <int>F)
+            dbp = dwp + KF
+            memcpy(dbp, dyp, F * sizeof(float))
+            for r in range(1, rows):
+                _add_into(dbp, dyp + r * F, F)
+            if want_dx:
+                gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F,
+                     wptr, <int>F, 0.0, dcols, <int>K)
+                memset(dxptr + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
+                for n in range(n0, n1):
+                    col2im_image(dcols + (n - n0) * P * K, g, dxptr + n * xs)
+        free(cols)
+        free(dcols)
+    if n_failed:
+        free(parts)
+        raise MemoryError("conv2d_backward: could not allocate the im2col scratch")
+    # sum the slots in item order, in parallel over blocks of gradient entries
+    cdef float* dwo = &dw[0, 0]
+    cdef float* dbo = &db[0]
+    for blk in prange((KF + BLOCK - 1) // BLOCK, nogil=True, schedule='static',
+                      num_threads=n_threads):
+        e0 = blk * BLOCK
+        e1 = min(KF, e0 + BLOCK)
+        for it in range(n_items):
+            _add_into(dwo + e0, parts + it * (KF + F) + e0, e1 - e0)
+    for it in range(n_items):
+        _add_into(dbo, parts + it * (KF + F) + KF, F)
+    free(parts)

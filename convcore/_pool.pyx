@@ -1,0 +1,92 @@
+"""Max-pool: forward keeps the argmax, backward is a scatter (after Chainer, Darknet).
+
+x (N, H, W, C) -> y, argmax (N, OH, OW, C). argmax[n, oh, ow, c] is the flat
+index ih * W + iw of the winning input cell in image n, channel c. The winner
+is the first maximum in row-major window order; padded cells never win (every
+window holds at least one real cell: padding < pool size is checked before).
+NaN counts as larger than any number, and the first NaN wins, like np.argmax.
+"""
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+
+from convcore._geometry cimport Window
+
+
+cdef void _pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
+                    float* y, int* am) noexcept nogil:           # OUT row (OW, C)
+    cdef Py_ssize_t ow, i, j, ih, iw, c
+    cdef bint first
+    cdef const float* xp
+    cdef float* yr
+    cdef int* ar
+    cdef float v, best
+    cdef int idx
+    for ow in range(g.OW):
+        yr = y + ow * g.C
+        ar = am + ow * g.C
+        first = True
+        for i in range(g.KH):
+            ih = oh * g.SH - g.PT + i
+            if ih < 0 or ih >= g.H:
+                continue
+            for j in range(g.KW):
+                iw = ow * g.SW - g.PL + j
+                if iw < 0 or iw >= g.W:
+                    continue
+                xp = x + (ih * g.W + iw) * g.C
+                idx = <int>(ih * g.W + iw)
+                if first:
+                    memcpy(yr, xp, g.C * sizeof(float))
+                    for c in range(g.C):
+                        ar[c] = idx
+                    first = False
+                    continue
+                for c in range(g.C):
+                    v = xp[c]
+                    best = yr[c]
+                    if v > best or (v != v and best == best):
+                        yr[c] = v
+                        ar[c] = idx
+
+
+def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                      float[:, :, :, ::1] y,          # OUT (N, OH, OW, C)
+                      int[:, :, :, ::1] argmax,       # OUT (N, OH, OW, C)
+                      Window g, int n_threads):
+    cdef Py_ssize_t N = x.shape[0], t, n, oh
+    if N == 0 or g.OH == 0 or g.OW == 0:
+        return
+    cdef const float* xp = &x[0, 0, 0, 0]
+    cdef float* yp = &y[0, 0, 0, 0]
+    cdef int* ap = &argmax[0, 0, 0, 0]
+    cdef Py_ssize_t xs = g.H * g.W * g.C, rs = g.OW * g.C
+    for t in prange(N * g.OH, nogil=True, schedule='static', num_threads=n_threads):
+        n = t // g.OH
+        oh = t % g.OH
+        _pool_row(xp + n * xs, g, oh, yp + t * rs, ap + t * rs)
+
+
+def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
+                       const int[:, :, :, ::1] argmax,  # IN  (N, OH, OW, C)
+                       float[:, :, :, ::1] dx,          # OUT (N, H, W, C)
+                       int n_threads):
+    """dx[n, argmax[n, o, c], c] += dy[n, o, c]; returns how many indices were out of range."""
+    cdef Py_ssize_t N = dx.shape[0], HW = dx.shape[1] * dx.shape[2], C = dx.shape[3]
+    cdef Py_ssize_t O = dy.shape[1] * dy.shape[2], n, o, c
+    cdef Py_ssize_t n_bad = 0
+    cdef int idx
+    if N == 0:
+        return 0
+    cdef const float* dyp = &dy[0, 0, 0, 0]
+    cdef const int* ap = &argmax[0, 0, 0, 0]
+    cdef float* dxp = &dx[0, 0, 0, 0]
+    for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
+        memset(dxp + n * HW * C, 0, HW * C * sizeof(float))
+        for o in range(O):
+            for c in range(C):
+                idx = ap[(n * O + o) * C + c]
+                if idx < 0 or idx >= HW:
+                    n_bad += 1
+                    continue
+                dxp[(n * HW + idx) * C + c] += dyp[(n * O + o) * C + c]
+    return n_bad

@@ -1,0 +1,127 @@
+"""convcore's functions in plain NumPy: the executable specification.
+
+Written for clarity, not speed, in the seed's slicing style: an image section
+is a strided slice of the padded batch, one slice per kernel offset (as in
+Chainer's `chainer/utils/conv.py`). Works for float32 and float64 alike (the
+tests check it against finite differences in float64). Importable without the
+compiled extension. Same layouts as convcore: NHWC images, (kh, kw, C_in,
+C_out) kernels, (D_in, D_out) dense weights.
+"""
+import numpy as np
+
+__all__ = [
+    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
+]
+
+
+def _hw(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def _pads(in_hw, k_hw, s_hw, padding):
+    """((top, bottom), (left, right)) padding for one of the accepted forms."""
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding == "same":  # TensorFlow: output ceil(in / s), odd pixel bottom/right
+        pads = []
+        for n, k, s in zip(in_hw, k_hw, s_hw):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = _hw(padding)
+    return ((ph, ph), (pw, pw))
+
+
+def _sections(x, kernel_size, stride, padding, fill=0.0):
+    """Padded x and the (n, oh, ow, kh, kw, c) view geometry of its sections."""
+    kh, kw = _hw(kernel_size)
+    sh, sw = _hw(stride)
+    (pt, pb), (pl, pr) = _pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+    oh = (xp.shape[1] - kh) // sh + 1
+    ow = (xp.shape[2] - kw) // sw + 1
+    return xp, (kh, kw, sh, sw, oh, ow), (pt, pl)
+
+
+def im2col(x, kernel_size, stride=1, padding=0):
+    xp, (kh, kw, sh, sw, oh, ow), _ = _sections(x, kernel_size, stride, padding)
+    n, c = x.shape[0], x.shape[3]
+    cols = np.empty((n, oh, ow, kh, kw, c), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+    return cols.reshape(n, oh, ow, kh * kw * c)
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
+    x = np.zeros(x_shape, cols.dtype)
+    xp, (kh, kw, sh, sw, oh, ow), (pt, pl) = _sections(x, kernel_size, stride, padding)
+    n, h, w, c = x_shape
+    cols = cols.reshape(n, oh, ow, kh, kw, c)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] += cols[:, :, :, i, j, :]
+    return xp[:, pt:pt + h, pl:pl + w, :].copy()
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+    cols = im2col(x, w.shape[:2], stride, padding)
+    y = cols @ w.reshape(-1, w.shape[3])
+    if b is not None:
+        y = y + b
+    return np.maximum(y, 0) if relu else y
+
+
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True):
+    cols = im2col(x, w.shape[:2], stride, padding)
+    k, cout = cols.shape[-1], w.shape[3]
+    dw = (cols.reshape(-1, k).T @ dy.reshape(-1, cout)).reshape(w.shape)
+    db = dy.sum(axis=(0, 1, 2))
+    dx = None
+    if need_dx:
+        dx = col2im(dy @ w.reshape(k, cout).T, x.shape, w.shape[:2], stride, padding)
+    return dx, dw, db
+
+
+def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
+    stride = pool_size if stride is None else stride
+    xp, (kh, kw, sh, sw, oh, ow), (pt, pl) = _sections(x, pool_size, stride, padding)
+    n, h, w, c = x.shape
+    # the flat index ih * w + iw of every padded cell (-1 for padding)
+    rows = np.arange(xp.shape[1])[:, None] - pt
+    cols = np.arange(xp.shape[2])[None, :] - pl
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    index = np.where(inside, rows * w + cols, -1)
+    best = np.full((n, oh, ow, c), np.nan, x.dtype)
+    arg = np.full((n, oh, ow, c), -1, np.int64)
+    for i in range(kh):  # visit the window cells in row-major order
+        for j in range(kw):
+            v = xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+            idx = index[i:i + sh * oh:sh, j:j + sw * ow:sw][None, :, :, None]
+            real = idx >= 0
+            none_yet = arg < 0
+            # a later cell wins only if strictly larger, or NaN over a number
+            wins = real & (none_yet | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+            best = np.where(wins, v, best)
+            arg = np.where(wins, idx, arg)
+    return best, arg.astype(np.int32)
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    n, h, w, c = x_shape
+    dx = np.zeros((n, h * w, c), dy.dtype)
+    ni, _, _, ci = np.indices(dy.shape)
+    np.add.at(dx, (ni.ravel(), argmax.ravel(), ci.ravel()), dy.ravel())
+    return dx.reshape(x_shape)
+
+
+def linear_forward(x, w, b=None, relu=False):
+    y = x @ w
+    if b is not None:
+        y = y + b
+    return np.maximum(y, 0) if relu else y
+
+
+def linear_backward(x, w, dy, need_dx=True):
+    return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
