@@ -8,7 +8,7 @@ Cython kernels. Layouts: images NHWC (N, H, W, C), convolution kernels
 import numpy as np
 
 from . import _checks as chk
-from ._threads import blas_single_thread, get_num_threads, set_num_threads
+from ._threads import GEMM_TILES, blas_single_thread, get_num_threads, set_num_threads
 
 try:
     from . import _conv, _im2col, _linear, _pool
@@ -202,7 +202,7 @@ def linear_forward(x, w, b=None, relu=False):
     x, w, b = _linear_checks("linear_forward", x, w, b)
     y = np.empty((x.shape[0], w.shape[1]), np.float32)
     with blas_single_thread():
-        _linear.linear_forward(x, w, b, y, get_num_threads(), bool(relu))
+        _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bool(relu))
     return y
 
 
@@ -218,5 +218,5 @@ def linear_backward(x, w, dy, need_dx=True):
     dw = np.empty(w.shape, np.float32)
     db = np.empty(w.shape[1], np.float32)
     with blas_single_thread():
-        _linear.linear_backward(x, w, dy, dx, dw, db, get_num_threads())
+        _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads())
     return dx, dw, db

@@ -5,4 +5,5 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
                      const float* a, int lda, const float* b, int ldb,
-                     float beta, float* c, int ldc, int n_threads) noexcept nogil
+                     float beta, float* c, int ldc,
+                     int n_tiles, int n_threads) noexcept nogil

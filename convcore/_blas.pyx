@@ -21,43 +21,33 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
           &beta, c, &ldc)
 
 
-cdef inline int _tile(int size, int n_tiles) noexcept nogil:
-    """Tile length that cuts `size` into about n_tiles pieces, a multiple of 16."""
-    cdef int t = (size + n_tiles - 1) // n_tiles
-    t = ((t + 15) // 16) * 16
-    return t if t > 0 else 16
-
-
 cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
                      const float* a, int lda,      # IN  op(A): (m, k)
                      const float* b, int ldb,      # IN  op(B): (k, n)
                      float beta, float* c, int ldc,   # INOUT C: (m, n)
-                     int n_threads) noexcept nogil:
-    """C := op(A) @ op(B) + beta * C in tiles of C, one sgemm per tile.
+                     int n_tiles, int n_threads) noexcept nogil:
+    """C := op(A) @ op(B) + beta * C in n_tiles tiles of C, one sgemm per tile.
 
-    The tiling depends on (m, n) alone, never on n_threads: every element of C
-    is computed by the same single-threaded sgemm call whatever the thread
-    count, so the result has the same bits on 1 and on many threads. The
-    caller keeps BLAS itself single-threaded (threadpoolctl).
+    C is cut along its longer side, so that each tile re-reads (re-packs) only
+    the smaller operand. The tiling depends on the shapes and n_tiles alone,
+    never on n_threads: every element of C is computed by the same
+    single-threaded sgemm call whatever the thread count, so the result has
+    the same bits on 1 and on many threads. The caller keeps BLAS itself
+    single-threaded (threadpoolctl).
     """
-    cdef int target = 16                      # tiles wanted, enough for load balance
-    cdef int tm, tn, n_tm, n_tn, t, i0, j0, mm, nn
+    cdef int t, size, step, count, i0, j0, mm, nn
+    cdef bint along_m = m >= n
     if m <= 0 or n <= 0:
         return
-    tm = _tile(m, target) if m >= 64 else m
-    n_tm = (m + tm - 1) // tm
-    if n_tm >= target or n < 64:
-        tn = n
-    else:
-        tn = _tile(n, (target + n_tm - 1) // n_tm)
-        if tn < 32:
-            tn = 32
-    n_tn = (n + tn - 1) // tn
-    for t in prange(n_tm * n_tn, nogil=True, schedule='dynamic', num_threads=n_threads):
-        i0 = (t // n_tn) * tm
-        j0 = (t % n_tn) * tn
-        mm = min(tm, m - i0)
-        nn = min(tn, n - j0)
+    size = m if along_m else n
+    step = (size + n_tiles - 1) // n_tiles
+    step = max(16, ((step + 15) // 16) * 16)
+    count = (size + step - 1) // step
+    for t in prange(count, nogil=True, schedule='dynamic', num_threads=n_threads):
+        i0 = t * step if along_m else 0
+        j0 = 0 if along_m else t * step
+        mm = min(step, m - i0) if along_m else m
+        nn = n if along_m else min(step, n - j0)
         gemm(trans_a, trans_b, mm, nn, k, 1.0,
              a + (<Py_ssize_t>i0 if trans_a else <Py_ssize_t>i0 * lda), lda,
              b + (<Py_ssize_t>j0 * ldb if trans_b else <Py_ssize_t>j0), ldb,

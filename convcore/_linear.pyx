@@ -14,7 +14,8 @@ from convcore._blas cimport gemm_tiled
 
 
 def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
-                   float[:, ::1] y, int n_threads, bint relu=False):
+                   float[:, ::1] y, int n_tiles, int n_threads,
+                   bint relu=False):
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r
     cdef float beta = 0.0
     if N == 0:
@@ -25,7 +26,7 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
         for r in range(N):
             memcpy(yp + r * F, &b[0], F * sizeof(float))
     gemm_tiled(False, False, <int>N, <int>F, <int>D, &x[0, 0], <int>D, &w[0, 0], <int>F,
-               beta, yp, <int>F, n_threads)
+               beta, yp, <int>F, n_tiles, n_threads)
     if relu:
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
             if yp[r] < 0:
@@ -33,7 +34,8 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
 
 
 def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
-                    float[:, ::1] dx, float[:, ::1] dw, float[::1] db, int n_threads):
+                    float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
+                    int n_tiles, int n_threads):
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r
     cdef float s
     if N == 0:
@@ -43,9 +45,9 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
     cdef const float* dyp = &dy[0, 0]
     if dx is not None:
         gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
-                   0.0, &dx[0, 0], <int>D, n_threads)
+                   0.0, &dx[0, 0], <int>D, n_tiles, n_threads)
     gemm_tiled(True, False, <int>D, <int>F, <int>N, &x[0, 0], <int>D, dyp, <int>F,
-               0.0, &dw[0, 0], <int>F, n_threads)
+               0.0, &dw[0, 0], <int>F, n_tiles, n_threads)
     for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
         s = 0
         for r in range(N):

@@ -15,7 +15,7 @@ from convcore._geometry cimport Window
 cdef void _pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
                     float* y, int* am) noexcept nogil:           # OUT row (OW, C)
     cdef Py_ssize_t ow, i, j, ih, iw, c
-    cdef bint first
+    cdef bint first, take
     cdef const float* xp
     cdef float* yr
     cdef int* ar
@@ -41,12 +41,12 @@ cdef void _pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H,
                         ar[c] = idx
                     first = False
                     continue
-                for c in range(g.C):
+                for c in range(g.C):   # branch-free, so that it vectorises
                     v = xp[c]
                     best = yr[c]
-                    if v > best or (v != v and best == best):
-                        yr[c] = v
-                        ar[c] = idx
+                    take = (v > best) | ((v != v) & (best == best))
+                    yr[c] = v if take else best
+                    ar[c] = idx if take else ar[c]
 
 
 def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)

@@ -27,6 +27,12 @@ def _default_threads():
         return max(1, os.cpu_count() or 1)
 
 
+# Dense products are cut into this many tiles, one single-threaded sgemm each.
+# It is the machine's core count, fixed for the process and independent of the
+# thread setting, so that results keep the same bits on any thread count.
+GEMM_TILES = max(1, os.cpu_count() or 1)
+
+
 def set_num_threads(n):
     """Use n threads (an int >= 1) in every convcore kernel from now on."""
     from ._checks import integer

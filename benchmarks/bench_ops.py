@@ -1,0 +1,79 @@
+"""Each convcore function against convcore.reference at the tutorial's shapes.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_ops.py [--batch 50]
+
+Prints a Markdown table (median milliseconds, speed-up) and writes
+benchmarks/results/ops.json. A benchmark, not a test: nothing is asserted.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import convcore  # noqa: E402
+import convcore.reference as ref  # noqa: E402
+from _common import machine, markdown_table, median_seconds, write_json  # noqa: E402
+
+
+def cases(n, rng):
+    """(name, args) at the tutorial network's layers for batch n."""
+    def r(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    x1, w1, b1 = r(n, 28, 28, 1), r(5, 5, 1, 32, scale=0.1), r(32)
+    y1 = convcore.conv2d_forward(x1, w1, b1, padding="same", relu=True)
+    p1, a1 = convcore.maxpool2d_forward(y1, 2, padding="same")
+    w2, b2 = r(5, 5, 32, 64, scale=0.1), r(64)
+    y2 = convcore.conv2d_forward(p1, w2, b2, padding="same", relu=True)
+    p2, a2 = convcore.maxpool2d_forward(y2, 2, padding="same")
+    f = p2.reshape(n, -1)
+    w3, b3, w4, b4 = r(3136, 1024, scale=0.1), r(1024), r(1024, 10, scale=0.1), r(10)
+    h = convcore.linear_forward(f, w3, b3, relu=True)
+    cols2 = convcore.im2col(p1, 5, 1, "same")
+    return [
+        ("im2col conv2 (5x5x32)", "im2col", (p1, 5, 1, "same")),
+        ("col2im conv2 (5x5x32)", "col2im", (cols2, p1.shape, 5, 1, "same")),
+        ("conv1 forward 5x5x1x32", "conv2d_forward", (x1, w1, b1, 1, "same")),
+        ("conv1 backward (no dx)", "conv2d_backward", (x1, w1, y1, 1, "same", False)),
+        ("pool1 forward 2x2", "maxpool2d_forward", (y1, 2, None, "same")),
+        ("pool1 backward", "maxpool2d_backward", (p1, a1, y1.shape)),
+        ("conv2 forward 5x5x32x64", "conv2d_forward", (p1, w2, b2, 1, "same")),
+        ("conv2 backward", "conv2d_backward", (p1, w2, y2, 1, "same")),
+        ("pool2 forward 2x2", "maxpool2d_forward", (y2, 2, None, "same")),
+        ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape)),
+        ("dense1 forward 3136x1024", "linear_forward", (f, w3, b3)),
+        ("dense1 backward", "linear_backward", (f, w3, h)),
+        ("dense2 forward 1024x10", "linear_forward", (h, w4, b4)),
+        ("dense2 backward", "linear_backward", (h, w4, r(n, 10))),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ops.json"))
+    args = ap.parse_args()
+    if args.threads:
+        convcore.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    rows, records = [], []
+    for name, fn, a in cases(args.batch, rng):
+        t_core = median_seconds(lambda: getattr(convcore, fn)(*a), repeats=20)
+        t_ref = median_seconds(lambda: getattr(ref, fn)(*a), repeats=5)
+        rows.append((name, f"{t_core * 1e3:.3f}", f"{t_ref * 1e3:.3f}", f"{t_ref / t_core:.1f}x"))
+        records.append({"op": name, "function": fn, "convcore_ms": t_core * 1e3,
+                        "reference_ms": t_ref * 1e3, "speedup": t_ref / t_core})
+    m = machine()
+    print(f"convcore vs convcore.reference, batch {args.batch}, "
+          f"{convcore.get_num_threads()} threads, OpenMP {convcore.openmp_enabled()}")
+    print(f"CPU: {m['cpu']} ({m['cores']} cores); BLAS: {'; '.join(m['blas'])}")
+    print(f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}\n")
+    print(markdown_table(["operation", "convcore ms", "reference ms", "speed-up"], rows))
+    write_json(args.out, {"batch": args.batch, "threads": convcore.get_num_threads(),
+                          "machine": m, "ops": records})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Hypothesis strategies shared by the convcore tests: windows, arrays, tolerances."""
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def f32(shape, lo=-2.0, hi=2.0):
+    return arrays(np.float32, shape, elements=st.floats(lo, hi, width=32))
+
+
+def padding_forms(max_pad=3):
+    return st.one_of(
+        st.integers(0, max_pad),
+        st.tuples(st.integers(0, max_pad), st.integers(0, max_pad)),
+        st.sampled_from(["valid", "same"]),
+    )
+
+
+@st.composite
+def windows(draw, max_hw=9, max_c=4, max_n=3, pool=False):
+    """(x_shape, kernel (kh, kw), stride (sh, sw), padding): any legal window,
+    from 1x1 up to the whole padded image, strides larger than the kernel included.
+    For pooling, explicit padding stays below the pool size."""
+    n = draw(st.integers(0, max_n))
+    hw = (draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw)))
+    c = draw(st.integers(1, max_c))
+    pad = draw(padding_forms())
+    kernel = []
+    for axis in (0, 1):
+        if pad == "same":
+            lo, hi = 1, hw[axis] + 3          # 'same' pads as much as any kernel needs
+        else:
+            p = 0 if pad == "valid" else (pad if isinstance(pad, int) else pad[axis])
+            lo, hi = (p + 1 if pool else 1), hw[axis] + 2 * p
+        kernel.append(draw(st.integers(lo, min(hi, max(lo, 9)))))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    return (n, *hw, c), tuple(kernel), stride, pad
+
+
+def assert_within(got, want, bound, terms, what=""):
+    """|got - want| <= 2 (terms + 1) u * bound: the float32 error of a sum of
+    `terms` products, where bound = the same computation on absolute values."""
+    got = np.asarray(got, np.float64)
+    tol = 2.0 * (terms + 1) * U32 * np.asarray(bound, np.float64) + 1e-30
+    err = np.abs(got - want)
+    bad = ~(err <= tol)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert not bad.any(), (f"{what}: {bad.sum()} entries off; worst error "
+                           f"{err[bad].max():.3g} vs tolerance {tol[bad].min():.3g}")

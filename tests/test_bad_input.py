@@ -1,0 +1,140 @@
+"""Bad input: TypeError or ValueError naming the function and the argument.
+
+Never a crash, never a silently wrong result: float64 is refused, not cast.
+"""
+import numpy as np
+import pytest
+
+import convcore
+
+f32 = np.float32
+X = np.ones((2, 6, 6, 3), f32)
+W = np.ones((3, 3, 3, 4), f32)
+DY = np.ones((2, 4, 4, 4), f32)
+P, AM = convcore.maxpool2d_forward(X, 2)
+XL, WL, DYL = np.ones((5, 7), f32), np.ones((7, 3), f32), np.ones((5, 3), f32)
+
+CASES = {
+    # dtypes and non-arrays
+    "conv x float64": (lambda: convcore.conv2d_forward(X.astype(np.float64), W), TypeError, "x"),
+    "conv w float64": (lambda: convcore.conv2d_forward(X, W.astype(np.float64)), TypeError, "w"),
+    "conv x list": (lambda: convcore.conv2d_forward(X.tolist(), W), TypeError, "x"),
+    "conv b int": (lambda: convcore.conv2d_forward(X, W, np.ones(4, np.int32)), TypeError, "b"),
+    "im2col x int": (lambda: convcore.im2col(X.astype(np.int64), 3), TypeError, "x"),
+    "col2im cols float16": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), np.float16),
+                                                    X.shape, 3), TypeError, "cols"),
+    "pool x float64": (lambda: convcore.maxpool2d_forward(X.astype(np.float64)), TypeError, "x"),
+    "pool argmax int64": (lambda: convcore.maxpool2d_backward(P, AM.astype(np.int64), X.shape),
+                          TypeError, "argmax"),
+    "linear x None": (lambda: convcore.linear_forward(None, WL), TypeError, "x"),
+    "linear dy float64": (lambda: convcore.linear_backward(XL, WL, DYL.astype(np.float64)),
+                          TypeError, "dy"),
+    # ndim and shapes
+    "conv x 3-d": (lambda: convcore.conv2d_forward(X[0], W), ValueError, "x"),
+    "conv w 2-d": (lambda: convcore.conv2d_forward(X, W[0, 0]), ValueError, "w"),
+    "conv channels": (lambda: convcore.conv2d_forward(X, W[:, :, :2]), ValueError, "channels"),
+    "conv b shape": (lambda: convcore.conv2d_forward(X, W, np.ones(3, f32)), ValueError, "b"),
+    "conv w zero dim": (lambda: convcore.conv2d_forward(X, np.ones((3, 3, 3, 0), f32)),
+                        ValueError, "w"),
+    "conv dy shape": (lambda: convcore.conv2d_backward(X, W, DY[:, :3]), ValueError, "dy"),
+    "im2col zero height": (lambda: convcore.im2col(np.ones((1, 0, 4, 1), f32), 1),
+                           ValueError, "x"),
+    "col2im shape": (lambda: convcore.col2im(np.ones((2, 4, 4, 26), f32), X.shape, 3),
+                     ValueError, "cols"),
+    "col2im x_shape len": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), f32), (2, 6, 6), 3),
+                           ValueError, "x_shape"),
+    "col2im x_shape type": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), f32), "2663", 3),
+                            TypeError, "x_shape"),
+    "col2im x_shape negative": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), f32),
+                                                        (2, -6, 6, 3), 3), ValueError, "x_shape"),
+    "linear features": (lambda: convcore.linear_forward(XL, WL[:6]), ValueError, "features"),
+    "linear b shape": (lambda: convcore.linear_forward(XL, WL, np.ones(4, f32)),
+                       ValueError, "b"),
+    "linear dy shape": (lambda: convcore.linear_backward(XL, WL, DYL[:4]), ValueError, "dy"),
+    "linear x 3-d": (lambda: convcore.linear_forward(X, WL), ValueError, "x"),
+    # sizes, strides, padding
+    "kernel too large": (lambda: convcore.conv2d_forward(X, np.ones((7, 3, 3, 4), f32)),
+                         ValueError, "kernel_size"),
+    "kernel too large padded": (lambda: convcore.im2col(X, 9, padding=1), ValueError,
+                                "kernel_size"),
+    "kernel zero": (lambda: convcore.im2col(X, 0), ValueError, "kernel_size"),
+    "kernel triple": (lambda: convcore.im2col(X, (1, 2, 3)), ValueError, "kernel_size"),
+    "kernel float": (lambda: convcore.im2col(X, 2.0), TypeError, "kernel_size"),
+    "stride zero": (lambda: convcore.conv2d_forward(X, W, stride=0), ValueError, "stride"),
+    "stride negative": (lambda: convcore.im2col(X, 2, stride=(1, -1)), ValueError, "stride"),
+    "padding negative": (lambda: convcore.conv2d_forward(X, W, padding=-1), ValueError,
+                         "padding"),
+    "padding word": (lambda: convcore.conv2d_forward(X, W, padding="full"), ValueError,
+                     "padding"),
+    "padding bool": (lambda: convcore.im2col(X, 2, padding=True), TypeError, "padding"),
+    "pool size zero": (lambda: convcore.maxpool2d_forward(X, 0), ValueError, "pool_size"),
+    "pool too large": (lambda: convcore.maxpool2d_forward(X, 7), ValueError, "pool_size"),
+    "pool padding >= size": (lambda: convcore.maxpool2d_forward(X, 2, padding=2), ValueError,
+                             "padding"),
+    "pool stride zero": (lambda: convcore.maxpool2d_forward(X, 2, stride=0), ValueError,
+                         "stride"),
+    # argmax that does not match
+    "argmax shape": (lambda: convcore.maxpool2d_backward(P, AM[:, :2], X.shape), ValueError,
+                     "argmax"),
+    "argmax forged high": (lambda: convcore.maxpool2d_backward(P, AM + 36, X.shape),
+                           ValueError, "argmax"),
+    "argmax forged negative": (lambda: convcore.maxpool2d_backward(P, AM - 100, X.shape),
+                               ValueError, "argmax"),
+    "argmax other shape": (lambda: convcore.maxpool2d_backward(P, AM, (2, 3, 3, 3)),
+                           ValueError, "argmax"),
+    "argmax batch mismatch": (lambda: convcore.maxpool2d_backward(P, AM, (3, 6, 6, 3)),
+                              ValueError, "x_shape"),
+    # sizes that overflow
+    "col2im huge x_shape": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), f32),
+                                                    (2, 2**40, 2**40, 3), 3), ValueError,
+                            "x_shape"),
+    "pool huge x_shape": (lambda: convcore.maxpool2d_backward(P, AM, (2, 2**62, 2**62, 3)),
+                          ValueError, "x_shape"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_raises_naming_the_argument(name):
+    call, exc, word = CASES[name]
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert word in message, message
+    assert message.split(":")[0] in {"im2col", "col2im", "conv2d_forward", "conv2d_backward",
+                                     "maxpool2d_forward", "maxpool2d_backward",
+                                     "linear_forward", "linear_backward"}, message
+
+
+def test_error_message_says_expected_and_given():
+    with pytest.raises(TypeError) as info:
+        convcore.conv2d_forward(X, np.ones((3, 3, 1), np.float64))
+    assert str(info.value) == ("conv2d_forward: w must be float32 with shape "
+                               "(kh, kw, C_in, C_out), got float64 (3, 3, 1)")
+
+
+def test_non_contiguous_and_read_only_input_is_accepted():
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((4, 12, 12, 6)).astype(f32)
+    x = big[::2, ::2, ::2, ::2]          # non-contiguous view
+    x_ro = np.ascontiguousarray(x)
+    x_ro.setflags(write=False)
+    w = rng.standard_normal((3, 3, 3, 2)).astype(f32)
+    y = convcore.conv2d_forward(x, w)
+    np.testing.assert_array_equal(y, convcore.conv2d_forward(x_ro, w))
+    np.testing.assert_array_equal(convcore.maxpool2d_forward(x)[0],
+                                  convcore.maxpool2d_forward(x_ro)[0])
+    wt = np.asfortranarray(rng.standard_normal((7, 3)).astype(f32))
+    np.testing.assert_array_equal(convcore.linear_forward(XL, wt),
+                                  convcore.linear_forward(XL, np.ascontiguousarray(wt)))
+
+
+def test_empty_batch_gives_empty_results():
+    x = np.ones((0, 6, 6, 3), f32)
+    assert convcore.conv2d_forward(x, W).shape == (0, 4, 4, 4)
+    dx, dw, db = convcore.conv2d_backward(x, W, np.ones((0, 4, 4, 4), f32))
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+    y, am = convcore.maxpool2d_forward(x)
+    assert y.shape == (0, 3, 3, 3) and am.shape == y.shape
+    assert convcore.maxpool2d_backward(y, am, x.shape).shape == x.shape
+    dx, dw, db = convcore.linear_backward(np.ones((0, 7), f32), WL, np.ones((0, 3), f32))
+    assert dx.shape == (0, 7) and not dw.any() and not db.any()

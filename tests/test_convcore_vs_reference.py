@@ -1,0 +1,168 @@
+"""Properties: every convcore function equals convcore.reference.
+
+The reference runs in float64 on the same float32 inputs; the tolerance is the
+float32 error bound of a sum of L products (L the reduction length), scaled by
+the same computation on absolute values, so it grows with the reduction.
+"""
+import numpy as np
+from hypothesis import given, strategies as st
+
+import convcore
+import convcore.reference as ref
+from strategies import assert_within, f32, windows
+
+
+def _64(*arrays):
+    return [None if a is None else np.asarray(a, np.float64) for a in arrays]
+
+
+def _abs(*arrays):
+    return [None if a is None else np.abs(np.asarray(a, np.float64)) for a in arrays]
+
+
+@given(st.data(), windows())
+def test_im2col_equals_reference(data, win):
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    got = convcore.im2col(x, k, s, p)
+    np.testing.assert_array_equal(got, ref.im2col(x, k, s, p))  # a pure copy: exact
+
+
+@given(st.data(), windows())
+def test_col2im_equals_reference(data, win):
+    shape, k, s, p = win
+    cols_shape = ref.im2col(np.zeros(shape, np.float32), k, s, p).shape
+    c = data.draw(f32(cols_shape))
+    got = convcore.col2im(c, shape, k, s, p)
+    (c64,) = _64(c)
+    terms = k[0] * k[1]   # at most kh*kw sections overlap a pixel
+    assert_within(got, ref.col2im(c64, shape, k, s, p), ref.col2im(np.abs(c64), shape, k, s, p),
+                  terms, "col2im")
+
+
+@given(st.data(), windows())
+def test_im2col_col2im_adjoint(data, win):
+    """<im2col(x), c> == <x, col2im(c)>: col2im is im2col's transpose."""
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    cols = convcore.im2col(x, k, s, p)
+    c = data.draw(f32(cols.shape))
+    lhs = np.sum(cols.astype(np.float64) * c)
+    rhs = np.sum(x.astype(np.float64) * convcore.col2im(c, shape, k, s, p))
+    bound = np.sum(np.abs(cols.astype(np.float64) * c))
+    assert abs(lhs - rhs) <= 2 * (k[0] * k[1] + 1) * 2.0**-24 * bound + 1e-30
+
+
+@given(st.data(), windows(), st.integers(1, 5), st.booleans(), st.booleans())
+def test_conv2d_forward_equals_reference(data, win, cout, with_bias, relu):
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    w = data.draw(f32((*k, shape[3], cout)))
+    b = data.draw(f32((cout,))) if with_bias else None
+    got = convcore.conv2d_forward(x, w, b, stride=s, padding=p, relu=relu)
+    want = ref.conv2d_forward(*_64(x, w, b), stride=s, padding=p, relu=relu)
+    bound = ref.conv2d_forward(*_abs(x, w, b), stride=s, padding=p)
+    assert_within(got, want, bound, k[0] * k[1] * shape[3] + 1, "conv2d_forward y")
+
+
+@given(st.data(), windows(), st.integers(1, 5), st.booleans())
+def test_conv2d_backward_equals_reference(data, win, cout, need_dx):
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    w = data.draw(f32((*k, shape[3], cout)))
+    y_shape = ref.conv2d_forward(x, w, stride=s, padding=p).shape
+    dy = data.draw(f32(y_shape))
+    dx, dw, db = convcore.conv2d_backward(x, w, dy, stride=s, padding=p, need_dx=need_dx)
+    rdx, rdw, rdb = ref.conv2d_backward(*_64(x, w, dy), stride=s, padding=p)
+    bdx, bdw, bdb = ref.conv2d_backward(*_abs(x, w, dy), stride=s, padding=p)
+    positions = shape[0] * y_shape[1] * y_shape[2]
+    assert_within(dw, rdw, bdw, positions, "conv2d_backward dw")
+    assert_within(db, rdb, bdb, positions, "conv2d_backward db")
+    if need_dx:
+        assert_within(dx, rdx, bdx, k[0] * k[1] * cout, "conv2d_backward dx")
+    else:
+        assert dx is None
+
+
+@given(st.data(), windows(pool=True))
+def test_maxpool2d_forward_equals_reference(data, win):
+    shape, k, s, p = win
+    # few distinct values: ties are common, so the tie rule is exercised
+    x = data.draw(f32(shape, -2, 2).map(lambda a: np.round(a)))
+    y, am = convcore.maxpool2d_forward(x, k, s, p)
+    ry, ram = ref.maxpool2d_forward(x, k, s, p)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(am, ram)
+
+
+@given(st.data(), windows(pool=True))
+def test_maxpool2d_backward_sends_gradient_to_argmax(data, win):
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    y, am = convcore.maxpool2d_forward(x, k, s, p)
+    n, h, w, c = shape
+    # each argmax lies in its window and holds the window's value
+    flat = x.reshape(n, h * w, c)
+    o = y.shape[1] * y.shape[2]
+    np.testing.assert_array_equal(np.take_along_axis(flat, am.reshape(n, o, c), axis=1),
+                                  y.reshape(n, o, c))
+    oh, ow = np.indices(y.shape[1:3])
+    top = (oh * s[0])[None, :, :, None] - (ref._pads((h, w), k, s, p)[0][0])
+    left = (ow * s[1])[None, :, :, None] - (ref._pads((h, w), k, s, p)[1][0])
+    assert ((am // w >= top) & (am // w < top + k[0])).all()
+    assert ((am % w >= left) & (am % w < left + k[1])).all()
+    dy = data.draw(f32(y.shape))
+    got = convcore.maxpool2d_backward(dy, am, shape)
+    (dy64,) = _64(dy)
+    terms = -(-k[0] // s[0]) * -(-k[1] // s[1])   # windows that can share a cell
+    assert_within(got, ref.maxpool2d_backward(dy64, am, shape),
+                  ref.maxpool2d_backward(np.abs(dy64), am, shape), terms, "maxpool2d_backward")
+
+
+@given(st.data(), st.integers(0, 70), st.integers(1, 80), st.integers(1, 80),
+       st.booleans(), st.booleans())
+def test_linear_equals_reference(data, n, d_in, d_out, with_bias, relu):
+    x = data.draw(f32((n, d_in)))
+    w = data.draw(f32((d_in, d_out)))
+    b = data.draw(f32((d_out,))) if with_bias else None
+    got = convcore.linear_forward(x, w, b, relu=relu)
+    assert_within(got, ref.linear_forward(*_64(x, w, b), relu=relu),
+                  ref.linear_forward(*_abs(x, w, b)), d_in + 1, "linear_forward")
+    dy = data.draw(f32((n, d_out)))
+    dx, dw, db = convcore.linear_backward(x, w, dy)
+    rdx, rdw, rdb = ref.linear_backward(*_64(x, w, dy))
+    bdx, bdw, bdb = ref.linear_backward(*_abs(x, w, dy))
+    assert_within(dx, rdx, bdx, d_out, "linear_backward dx")
+    assert_within(dw, rdw, bdw, n, "linear_backward dw")
+    assert_within(db, rdb, bdb, n, "linear_backward db")
+
+
+def test_tutorial_shapes_equal_reference():
+    """The tutorial network's own shapes (batch 50): many work items, large sums."""
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 28, 28, 1), dtype=np.float32)
+    w1 = (rng.standard_normal((5, 5, 1, 32)) * 0.1).astype(np.float32)
+    y1 = convcore.conv2d_forward(x, w1, padding="same")
+    assert_within(y1, ref.conv2d_forward(*_64(x, w1), padding="same"),
+                  ref.conv2d_forward(*_abs(x, w1), padding="same"), 25, "conv1")
+    p1, a1 = convcore.maxpool2d_forward(y1, 2, padding="same")
+    np.testing.assert_array_equal(p1, ref.maxpool2d_forward(y1, 2, padding="same")[0])
+    w2 = (rng.standard_normal((5, 5, 32, 64)) * 0.1).astype(np.float32)
+    dy = rng.standard_normal((50, 14, 14, 64)).astype(np.float32)
+    got = convcore.conv2d_backward(p1, w2, dy, padding="same")
+    want = ref.conv2d_backward(*_64(p1, w2, dy), padding="same")
+    bound = ref.conv2d_backward(*_abs(p1, w2, dy), padding="same")
+    for name, g, r, bd, t in zip("dx dw db".split(), got, want, bound, (1600, 9800, 9800)):
+        assert_within(g, r, bd, t, f"conv2 {name}")
+
+
+def test_nan_and_inf_flow_through():
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 3, 3, 0] = np.inf
+    y, am = convcore.maxpool2d_forward(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and am[0, 0, 0, 0] == 0
+    assert y[0, 1, 1, 0] == np.inf and am[0, 1, 1, 0] == 15
+    w = np.ones((2, 2, 1, 1), np.float32)
+    yc = convcore.conv2d_forward(x, w)
+    assert np.isnan(yc[0, 0, 0, 0]) and np.isinf(yc[0, 2, 2, 0]) and yc[0, 1, 1, 0] == 0

@@ -1,0 +1,92 @@
+"""Thread control, the OpenMP build, and the same bits on 1 and 2 threads."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convcore
+
+
+def test_openmp_build():
+    """CI's compiler has OpenMP: a serial build there is a packaging bug."""
+    if os.environ.get("CONVCORE_ALLOW_SERIAL"):
+        pytest.skip("CONVCORE_ALLOW_SERIAL set: a serial build is expected here")
+    assert convcore.openmp_enabled(), "convcore was built without OpenMP"
+
+
+def test_set_and_get_num_threads(threads):
+    threads(1)
+    assert convcore.get_num_threads() == 1
+    threads(3)
+    assert convcore.get_num_threads() == (3 if convcore.openmp_enabled() else 1)
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_set_num_threads_rejects(bad, exc):
+    with pytest.raises(exc, match="set_num_threads: n"):
+        convcore.set_num_threads(bad)
+
+
+def test_default_threads_follow_omp_num_threads():
+    code = "import convcore; print(convcore.get_num_threads())"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "1"
+    env.pop("OMP_NUM_THREADS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    expected = len(os.sched_getaffinity(0)) if convcore.openmp_enabled() else 1
+    assert int(out) == expected
+
+
+def _all_ops(rng):
+    """Every public function at shapes that give many work items and tiles."""
+    x = rng.standard_normal((37, 15, 13, 3)).astype(np.float32)
+    w = rng.standard_normal((5, 5, 3, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    y = convcore.conv2d_forward(x, w, b, padding="same")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    p, am = convcore.maxpool2d_forward(y, 3, 2, "same")
+    xl = rng.standard_normal((301, 200)).astype(np.float32)
+    wl = rng.standard_normal((200, 130)).astype(np.float32)
+    dyl = rng.standard_normal((301, 130)).astype(np.float32)
+    cols = convcore.im2col(x, 4, 3, 1)
+    return [
+        cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
+        *convcore.conv2d_backward(x, w, dy, padding="same"),
+        p, am, convcore.maxpool2d_backward(p, am, y.shape),
+        convcore.linear_forward(xl, wl, b=dyl[0]),
+        *convcore.linear_backward(xl, wl, dyl),
+    ]
+
+
+def test_same_bits_on_one_and_two_threads(threads):
+    results = []
+    for n in (1, 2):
+        threads(n)
+        results.append(_all_ops(np.random.default_rng(7)))
+    for one, two in zip(*results):
+        assert one.tobytes() == two.tobytes()
+
+
+def test_concurrent_python_threads_get_right_answers():
+    """convcore releases the GIL: several Python threads calling it at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(3)
+    cases = [(rng.standard_normal((8, 12, 12, 2)).astype(np.float32),
+              rng.standard_normal((3, 3, 2, 5)).astype(np.float32)) for _ in range(8)]
+    expected = [convcore.conv2d_backward(x, w, convcore.conv2d_forward(x, w)) for x, w in cases]
+
+    def run(case):
+        x, w = case
+        return convcore.conv2d_backward(x, w, convcore.conv2d_forward(x, w))
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(run, cases), expected):
+                for g, e in zip(got, want):
+                    assert g.tobytes() == e.tobytes()
