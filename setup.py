@@ -20,7 +20,7 @@ DEBUG = os.environ.get("CONVCORE_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("CONVCORE_SANITIZE", "")
 NO_OPENMP = os.environ.get("CONVCORE_NO_OPENMP", "") not in ("", "0")
 
-MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_openmp_info"]
+MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_optim", "_openmp_info"]
 
 
 def openmp_flags():

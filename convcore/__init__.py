@@ -11,7 +11,7 @@ from . import _checks as chk
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads, set_num_threads
 
 try:
-    from . import _conv, _im2col, _linear, _pool
+    from . import _conv, _im2col, _linear, _optim, _pool
     from ._openmp_info import openmp_enabled
 except ImportError as _err:  # the source tree without a build: reference still works
     _IMPORT_ERROR = _err
@@ -28,7 +28,7 @@ else:
 __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
-    "set_num_threads", "get_num_threads", "openmp_enabled",
+    "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
 ]
 
 _X = "(N, H, W, C)"
@@ -220,3 +220,32 @@ def linear_backward(x, w, dy, need_dx=True):
     with blas_single_thread():
         _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads())
     return dx, dw, db
+
+
+def _update_checks(fn, p, g, states):
+    """Parameters and their state must be float32, C-contiguous (updated in place)."""
+    arrays = {"p": p, "g": g, **states}
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise TypeError(f"{fn}: {name} must be a float32 numpy array, got {got}")
+        if a.shape != p.shape:
+            raise ValueError(f"{fn}: {name} must have the shape of p {p.shape}, got {a.shape}")
+        if name != "g" and (not a.flags.c_contiguous or not a.flags.writeable):
+            raise ValueError(f"{fn}: {name} is updated in place and must be a writeable "
+                             "C-contiguous array")
+    return np.ascontiguousarray(g).reshape(-1)
+
+
+def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One fused Adam step in place (TensorFlow's ApplyAdam); lr_t is bias-corrected."""
+    g = _update_checks("adam_update", p, g, {"m": m, "v": v})
+    _optim.adam_update(p.reshape(-1), g, m.reshape(-1), v.reshape(-1), float(lr_t),
+                       float(beta1), float(beta2), float(eps), get_num_threads())
+
+
+def sgd_update(p, g, buf, lr, momentum=0.0):
+    """One SGD step in place: buf = momentum * buf + g; p -= lr * buf."""
+    g = _update_checks("sgd_update", p, g, {"buf": buf})
+    _optim.sgd_update(p.reshape(-1), g, buf.reshape(-1), float(lr), float(momentum),
+                      get_num_threads())

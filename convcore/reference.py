@@ -12,6 +12,7 @@ import numpy as np
 __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
+    "adam_update", "sgd_update",
 ]
 
 
@@ -125,3 +126,18 @@ def linear_forward(x, w, b=None, relu=False):
 
 def linear_backward(x, w, dy, need_dx=True):
     return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+
+
+def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
+    m += (g - m) * (1 - beta1)
+    v += (g * g - v) * (1 - beta2)
+    p -= lr_t * m / (np.sqrt(v) + eps)
+
+
+def sgd_update(p, g, buf, lr, momentum=0.0):
+    if momentum:
+        buf *= momentum
+        buf += g
+        p -= lr * buf
+    else:
+        p -= lr * g

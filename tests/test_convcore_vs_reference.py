@@ -166,3 +166,26 @@ def test_nan_and_inf_flow_through():
     w = np.ones((2, 2, 1, 1), np.float32)
     yc = convcore.conv2d_forward(x, w)
     assert np.isnan(yc[0, 0, 0, 0]) and np.isinf(yc[0, 2, 2, 0]) and yc[0, 1, 1, 0] == 0
+
+
+@given(st.data(), st.integers(1, 300), st.floats(1e-5, 1e-1), st.integers(1, 50))
+def test_adam_update_equals_reference(data, n, lr, t):
+    p, g = data.draw(f32((n,))), data.draw(f32((n,)))
+    m, v = data.draw(f32((n,))), data.draw(f32((n,), 0, 2))
+    lr_t = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+    want = [a.astype(np.float64) for a in (p, g, m, v)]
+    ref.adam_update(*want, lr_t)
+    convcore.adam_update(p, g, m, v, lr_t)
+    for got, w, name in zip((p, m, v), (want[0], want[2], want[3]), "pmv"):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@given(st.data(), st.integers(1, 300), st.floats(1e-4, 1.0), st.sampled_from([0.0, 0.9]))
+def test_sgd_update_equals_reference(data, n, lr, momentum):
+    p, g, buf = data.draw(f32((n,))), data.draw(f32((n,))), data.draw(f32((n,)))
+    want = [a.astype(np.float64) for a in (p, g, buf)]
+    ref.sgd_update(*want, lr, momentum)
+    convcore.sgd_update(p, g, buf, lr, momentum)
+    np.testing.assert_allclose(p, want[0], rtol=1e-5, atol=1e-6)
+    if momentum:
+        np.testing.assert_allclose(buf, want[2], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,37 @@
+"""Optimiser updates in one fused pass over the parameters (memory-bound work).
+
+Element-wise, so any split over threads gives the same bits.
+  adam:  m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  p -= lr_t m / (sqrt(v) + eps)
+         (TensorFlow's ApplyAdam; lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) is computed by the caller)
+  sgd:   buf = momentum buf + g;  p -= lr buf     (buf unused when momentum == 0)
+"""
+from cython.parallel cimport prange
+from libc.math cimport sqrtf
+
+
+def adam_update(float[::1] p, const float[::1] g, float[::1] m, float[::1] v,
+                float lr_t, double beta1, double beta2, float eps, int n_threads):
+    cdef Py_ssize_t i, n = p.shape[0]
+    # 1 - beta in double: float32(0.999) alone is off by 1.3e-5 relative in 1 - beta2
+    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2), gi, mi, vi
+    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * a1
+        vi = v[i] + (gi * gi - v[i]) * a2
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr_t * mi / (sqrtf(vi) + eps)
+
+
+def sgd_update(float[::1] p, const float[::1] g, float[::1] buf, float lr, float momentum,
+               int n_threads):
+    cdef Py_ssize_t i, n = p.shape[0]
+    cdef float b
+    if momentum == 0:
+        for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+            p[i] = p[i] - lr * g[i]
+        return
+    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+        b = momentum * buf[i] + g[i]
+        buf[i] = b
+        p[i] = p[i] - lr * b
