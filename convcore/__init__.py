@@ -115,10 +115,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     return y
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
 
     need_dx=False skips the input gradient (a first layer) and returns None for it.
+    relu_y: the output y of a relu=True forward; dy is then taken through the
+    ReLU (masked by y > 0) inside the kernel.
     """
     fn = "conv2d_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
@@ -126,11 +128,16 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True):
     dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C_out)")
     if dy.shape != want:
         raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    if relu_y is not None:
+        relu_y = chk.array(fn, "relu_y", relu_y, 4, "(N, OH, OW, C_out)")
+        if relu_y.shape != want:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
+                             f"got {relu_y.shape}")
     dx = np.empty(x.shape, np.float32) if need_dx else None
     dw = np.empty(w2.shape, np.float32)
     db = np.empty(w2.shape[1], np.float32)
     with blas_single_thread():
-        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, get_num_threads())
+        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, get_num_threads(), relu_y)
     return dx, dw.reshape(w.shape), db
 
 
@@ -206,19 +213,30 @@ def linear_forward(x, w, b=None, relu=False):
     return y
 
 
-def linear_backward(x, w, dy, need_dx=True):
-    """Gradients of linear_forward: (dx, dw, db); dx is None if need_dx is False."""
+def linear_backward(x, w, dy, need_dx=True, relu_y=None):
+    """Gradients of linear_forward: (dx, dw, db); dx is None if need_dx is False.
+
+    relu_y: the output y of a relu=True forward; dy is then masked by y > 0 first.
+    """
     fn = "linear_backward"
     x, w, _ = _linear_checks(fn, x, w)
     dy = chk.array(fn, "dy", dy, 2, "(N, D_out)")
     want = (x.shape[0], w.shape[1])
     if dy.shape != want:
         raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    scratch = None
+    if relu_y is not None:
+        relu_y = chk.array(fn, "relu_y", relu_y, 2, "(N, D_out)")
+        if relu_y.shape != want:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
+                             f"got {relu_y.shape}")
+        scratch = np.empty(want, np.float32)
     dx = np.empty(x.shape, np.float32) if need_dx else None
     dw = np.empty(w.shape, np.float32)
     db = np.empty(w.shape[1], np.float32)
     with blas_single_thread():
-        _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads())
+        _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
+                                relu_y, scratch)
     return dx, dw, db
 
 

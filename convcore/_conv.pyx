@@ -26,6 +26,23 @@ cdef inline void _add_into(float* acc, const float* part, Py_ssize_t n) noexcept
         acc[e] += part[e]
 
 
+cdef inline void _relu(float* y, Py_ssize_t n) noexcept nogil:
+    """y = max(y, 0) in place, branch-free so that it vectorises; NaN stays NaN."""
+    cdef Py_ssize_t e
+    cdef float v
+    for e in range(n):
+        v = y[e]
+        y[e] = 0 if v < 0 else v
+
+
+cdef inline void _relu_mask(float* out, const float* dy, const float* y,
+                            Py_ssize_t n) noexcept nogil:
+    """out = dy where y > 0, else 0: the gradient through a fused ReLU."""
+    cdef Py_ssize_t e
+    for e in range(n):
+        out[e] = dy[e] if y[e] > 0 else 0
+
+
 def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                    const float[:, ::1] w,          # IN  (KH*KW*C, F)
                    const float[::1] b,             # IN  (F,) or None
@@ -67,9 +84,7 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             gemm(False, False, <int>rows, <int>F, <int>K, 1.0, cols, <int>K,
                  wptr, <int>F, beta, yp, <int>F)
             if relu:
-                for r in range(rows * F):
-                    if yp[r] < 0:       # NaN stays NaN
-                        yp[r] = 0
+                _relu(yp, rows * F)
         free(cols)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the im2col scratch")
@@ -81,8 +96,13 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None
                     float[:, ::1] dw,               # OUT (KH*KW*C, F)
                     float[::1] db,                  # OUT (F,)
-                    Window g, Py_ssize_t group, int n_threads):
-    """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T)."""
+                    Window g, Py_ssize_t group, int n_threads,
+                    const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, F) or None
+    """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T).
+
+    With relu_y (the output of a relu=True forward), dy is first masked by
+    relu_y > 0, item by item, in the thread's scratch.
+    """
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t n_items = (N + group - 1) // group
@@ -90,6 +110,9 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t KF = K * F, BLOCK = 4096
     cdef float* cols
     cdef float* dcols
+    cdef float* dym
+    cdef const float* yp
+    cdef bint masked = relu_y is not None
     cdef float* dwp
     cdef float* dbp
     cdef const float* dyp
@@ -103,6 +126,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* wptr = &w[0, 0]
     cdef const float* dyptr = &dy[0, 0, 0, 0]
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
+    cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
     # one slot per item for the partial weight and bias gradients
     cdef float* parts = <float*>malloc(n_items * (KF + F) * sizeof(float))
     if parts == NULL:
@@ -110,14 +134,18 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     with nogil, parallel(num_threads=n_threads):
         cols = <float*>malloc(group * P * K * sizeof(float))
         dcols = <float*>malloc(group * P * K * sizeof(float)) if want_dx else NULL
+        dym = <float*>malloc(group * P * F * sizeof(float)) if masked else NULL
         for it in prange(n_items, schedule='dynamic'):
-            if cols == NULL or (want_dx and dcols == NULL):
+            if cols == NULL or (want_dx and dcols == NULL) or (masked and dym == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
             n1 = min(N, n0 + group)
             rows = (n1 - n0) * P
             dyp = dyptr + n0 * P * F
+            if masked:
+                _relu_mask(dym, dyp, yptr + n0 * P * F, rows * F)
+                dyp = dym
             for n in range(n0, n1):
                 im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
             dwp = parts + it * (KF + F)
@@ -135,6 +163,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     col2im_image(dcols + (n - n0) * P * K, g, dxptr + n * xs)
         free(cols)
         free(dcols)
+        free(dym)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the im2col scratch")

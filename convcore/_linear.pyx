@@ -27,15 +27,19 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
             memcpy(yp + r * F, &b[0], F * sizeof(float))
     gemm_tiled(False, False, <int>N, <int>F, <int>D, &x[0, 0], <int>D, &w[0, 0], <int>F,
                beta, yp, <int>F, n_tiles, n_threads)
+    cdef float v
     if relu:
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
-            if yp[r] < 0:
-                yp[r] = 0
+            v = yp[r]
+            yp[r] = 0 if v < 0 else v    # branch-free (vectorises); NaN stays NaN
 
 
 def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                     float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
-                    int n_tiles, int n_threads):
+                    int n_tiles, int n_threads, const float[:, ::1] relu_y=None,
+                    float[:, ::1] scratch=None):
+    """With relu_y (the output of a relu=True forward), dy is first masked by
+    relu_y > 0 into scratch (N, F)."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r
     cdef float s
     if N == 0:
@@ -43,6 +47,14 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
         db[:] = 0
         return
     cdef const float* dyp = &dy[0, 0]
+    cdef const float* yp
+    cdef float* sp
+    if relu_y is not None:
+        yp = &relu_y[0, 0]
+        sp = &scratch[0, 0]
+        for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
+            sp[r] = dyp[r] if yp[r] > 0 else 0
+        dyp = sp
     if dx is not None:
         gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
                    0.0, &dx[0, 0], <int>D, n_tiles, n_threads)

@@ -74,7 +74,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     return np.maximum(y, 0) if relu else y
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
+    if relu_y is not None:
+        dy = np.where(relu_y > 0, dy, 0)
     cols = im2col(x, w.shape[:2], stride, padding)
     k, cout = cols.shape[-1], w.shape[3]
     dw = (cols.reshape(-1, k).T @ dy.reshape(-1, cout)).reshape(w.shape)
@@ -124,7 +126,9 @@ def linear_forward(x, w, b=None, relu=False):
     return np.maximum(y, 0) if relu else y
 
 
-def linear_backward(x, w, dy, need_dx=True):
+def linear_backward(x, w, dy, need_dx=True, relu_y=None):
+    if relu_y is not None:
+        dy = np.where(relu_y > 0, dy, 0)
     return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
 
 

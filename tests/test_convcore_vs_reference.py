@@ -65,15 +65,17 @@ def test_conv2d_forward_equals_reference(data, win, cout, with_bias, relu):
     assert_within(got, want, bound, k[0] * k[1] * shape[3] + 1, "conv2d_forward y")
 
 
-@given(st.data(), windows(), st.integers(1, 5), st.booleans())
-def test_conv2d_backward_equals_reference(data, win, cout, need_dx):
+@given(st.data(), windows(), st.integers(1, 5), st.booleans(), st.booleans())
+def test_conv2d_backward_equals_reference(data, win, cout, need_dx, relu):
     shape, k, s, p = win
     x = data.draw(f32(shape))
     w = data.draw(f32((*k, shape[3], cout)))
     y_shape = ref.conv2d_forward(x, w, stride=s, padding=p).shape
     dy = data.draw(f32(y_shape))
-    dx, dw, db = convcore.conv2d_backward(x, w, dy, stride=s, padding=p, need_dx=need_dx)
-    rdx, rdw, rdb = ref.conv2d_backward(*_64(x, w, dy), stride=s, padding=p)
+    relu_y = data.draw(f32(y_shape)) if relu else None   # any sign pattern
+    dx, dw, db = convcore.conv2d_backward(x, w, dy, stride=s, padding=p, need_dx=need_dx,
+                                          relu_y=relu_y)
+    rdx, rdw, rdb = ref.conv2d_backward(*_64(x, w, dy), stride=s, padding=p, relu_y=relu_y)
     bdx, bdw, bdb = ref.conv2d_backward(*_abs(x, w, dy), stride=s, padding=p)
     positions = shape[0] * y_shape[1] * y_shape[2]
     assert_within(dw, rdw, bdw, positions, "conv2d_backward dw")
@@ -129,8 +131,9 @@ def test_linear_equals_reference(data, n, d_in, d_out, with_bias, relu):
     assert_within(got, ref.linear_forward(*_64(x, w, b), relu=relu),
                   ref.linear_forward(*_abs(x, w, b)), d_in + 1, "linear_forward")
     dy = data.draw(f32((n, d_out)))
-    dx, dw, db = convcore.linear_backward(x, w, dy)
-    rdx, rdw, rdb = ref.linear_backward(*_64(x, w, dy))
+    relu_y = data.draw(f32((n, d_out))) if relu else None
+    dx, dw, db = convcore.linear_backward(x, w, dy, relu_y=relu_y)
+    rdx, rdw, rdb = ref.linear_backward(*_64(x, w, dy), relu_y=relu_y)
     bdx, bdw, bdb = ref.linear_backward(*_abs(x, w, dy))
     assert_within(dx, rdx, bdx, d_out, "linear_backward dx")
     assert_within(dw, rdw, bdw, n, "linear_backward dw")

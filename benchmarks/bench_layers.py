@@ -1,0 +1,68 @@
+"""Per-layer breakdown of a tutorial_cnn training step (forward and backward of
+each layer, and the optimiser step), median over steps.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py [--batch 50]
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import convcore  # noqa: E402
+import pyconv  # noqa: E402
+from _common import markdown_table  # noqa: E402
+from pyconv.losses import softmax_cross_entropy  # noqa: E402
+
+
+def breakdown(batch, steps=20, threads=None, seed=0):
+    if threads:
+        convcore.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = pyconv.models.tutorial_cnn(seed)
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
+    names = [f"{i} {type(l).__name__}" for i, l in enumerate(model.layers)]
+    times = {n: {"forward": [], "backward": []} for n in names}
+    times["loss"] = {"forward": [], "backward": []}
+    times["Adam step"] = {"forward": [], "backward": []}
+    for _ in range(steps + 3):
+        h = x
+        for n, layer in zip(names, model.layers):
+            t = time.perf_counter()
+            h = layer.forward(h, training=True)
+            times[n]["forward"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        _, d = softmax_cross_entropy(h, y)
+        times["loss"]["forward"].append(time.perf_counter() - t)
+        for n, layer in zip(reversed(names), reversed(model.layers)):
+            t = time.perf_counter()
+            d = layer.backward(d)
+            times[n]["backward"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        opt.step()
+        times["Adam step"]["forward"].append(time.perf_counter() - t)
+    med = {n: {k: float(np.median(v[3:])) * 1e3 if v else 0.0 for k, v in d.items()}
+           for n, d in times.items()}
+    return med
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    med = breakdown(args.batch, threads=args.threads)
+    total = sum(v["forward"] + v["backward"] for v in med.values())
+    rows = [(n, f"{v['forward']:.2f}", f"{v['backward']:.2f}",
+             f"{100 * (v['forward'] + v['backward']) / total:.0f}%") for n, v in med.items()]
+    rows.append(("total", "", "", f"{total:.1f} ms = {args.batch / total * 1e3:.0f} img/s"))
+    print(f"tutorial_cnn step, batch {args.batch}, {convcore.get_num_threads()} threads")
+    print(markdown_table(["layer", "forward ms", "backward ms", "share"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""pyconv's error types: each a ValueError, each message naming the file."""
+
+
+class DataError(ValueError):
+    """An MNIST/IDX file that is missing, broken or does not match its checksum."""
+
+
+class ModelFileError(ValueError):
+    """A saved model or checkpoint that is truncated, tampered with or of an unknown format."""

@@ -1,0 +1,204 @@
+"""Layers: each holds its parameters, their gradients and what its backward needs.
+
+The arithmetic is convcore's (Chainer's split: stateless functions there,
+parameter-holding layers here). Forward and backward of each layer sit side by
+side. Activations are NHWC float32.
+"""
+import numpy as np
+
+import convcore
+
+from . import init
+
+
+class Parameter:
+    """A trainable array and its gradient (same shape, float32)."""
+    __slots__ = ("name", "value", "grad")
+
+    def __init__(self, name, value):
+        self.name = name
+        self.value = np.ascontiguousarray(value, np.float32)
+        self.grad = np.zeros_like(self.value)
+
+    def __repr__(self):
+        return f"Parameter({self.name}, shape={self.value.shape})"
+
+
+class Layer:
+    """Base class: forward(x, training) -> y, backward(dy) -> dx."""
+    needs_input_grad = True     # False on a first layer: its dx is never used
+
+    def __init__(self):
+        self.params = {}
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def config(self):
+        """The constructor arguments, JSON-serialisable (for save/load)."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _activation(name):
+    if name not in (None, "relu"):
+        raise ValueError(f"activation must be None or 'relu', got {name!r}")
+    return name
+
+
+class Conv2D(Layer):
+    """y = act(conv(x, w) + b), x (N, H, W, C_in) -> (N, OH, OW, C_out); ReLU fused."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
+                 activation=None, use_bias=True, w_init=("truncated_normal", {"stddev": 0.1}),
+                 b_init=("constant", {"value": 0.1}), rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.activation, self.use_bias = _activation(activation), use_bias
+        rng = rng if rng is not None else np.random.default_rng()
+        self.params["w"] = Parameter("w", init.make(w_init, (kh, kw, in_channels, out_channels), rng))
+        if use_bias:
+            self.params["b"] = Parameter("b", init.make(b_init, (out_channels,), rng))
+
+    def forward(self, x, training=False):
+        b = self.params["b"].value if self.use_bias else None
+        y = convcore.conv2d_forward(x, self.params["w"].value, b, self.stride, self.padding,
+                                    relu=self.activation == "relu")
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy):
+        relu_y = self._y if self.activation == "relu" else None
+        dx, dw, db = convcore.conv2d_backward(self._x, self.params["w"].value, dy, self.stride,
+                                              self.padding, need_dx=self.needs_input_grad,
+                                              relu_y=relu_y)
+        self.params["w"].grad[...] = dw
+        if self.use_bias:
+            self.params["b"].grad[...] = db
+        return dx
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=self.stride,
+                    padding=self.padding, activation=self.activation, use_bias=self.use_bias)
+
+
+class Dense(Layer):
+    """y = act(x @ w + b), x (N, D_in) -> (N, D_out); ReLU fused."""
+
+    def __init__(self, in_features, out_features, activation=None, use_bias=True,
+                 w_init=("truncated_normal", {"stddev": 0.1}),
+                 b_init=("constant", {"value": 0.1}), rng=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation, self.use_bias = _activation(activation), use_bias
+        rng = rng if rng is not None else np.random.default_rng()
+        self.params["w"] = Parameter("w", init.make(w_init, (in_features, out_features), rng))
+        if use_bias:
+            self.params["b"] = Parameter("b", init.make(b_init, (out_features,), rng))
+
+    def forward(self, x, training=False):
+        b = self.params["b"].value if self.use_bias else None
+        y = convcore.linear_forward(x, self.params["w"].value, b,
+                                    relu=self.activation == "relu")
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy):
+        relu_y = self._y if self.activation == "relu" else None
+        dx, dw, db = convcore.linear_backward(self._x, self.params["w"].value, dy,
+                                              need_dx=self.needs_input_grad, relu_y=relu_y)
+        self.params["w"].grad[...] = dw
+        if self.use_bias:
+            self.params["b"].grad[...] = db
+        return dx
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation, use_bias=self.use_bias)
+
+
+class MaxPool2D(Layer):
+    """Max over pool_size windows; backward sends each gradient to its window's argmax."""
+
+    def __init__(self, pool_size=2, stride=None, padding="same"):
+        super().__init__()
+        self.pool_size, self.stride, self.padding = pool_size, stride, padding
+
+    def forward(self, x, training=False):
+        y, self._argmax = convcore.maxpool2d_forward(x, self.pool_size, self.stride, self.padding)
+        self._x_shape = x.shape
+        return y
+
+    def backward(self, dy):
+        return convcore.maxpool2d_backward(dy, self._argmax, self._x_shape)
+
+    def config(self):
+        return dict(pool_size=self.pool_size, stride=self.stride, padding=self.padding)
+
+
+class ReLU(Layer):
+    def forward(self, x, training=False):
+        self._y = np.maximum(x, np.float32(0))
+        return self._y
+
+    def backward(self, dy):
+        return np.where(self._y > 0, dy, np.float32(0))
+
+
+class Tanh(Layer):
+    def forward(self, x, training=False):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y * self._y)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training keep each unit with probability 1 - rate and
+    scale it by 1 / (1 - rate); the identity at inference. Draws from `rng`,
+    which a Sequential model sets to its own generator."""
+
+    def __init__(self, rate=0.5):
+        super().__init__()
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        self.rate = rate
+        self.rng = np.random.default_rng()
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.rate
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep) * np.float32(1 / keep)
+        return x * self._mask
+
+    def backward(self, dy):
+        return dy if self._mask is None else dy * self._mask
+
+    def config(self):
+        return dict(rate=self.rate)
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)), in C order (NHWC: h, w, c)."""
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._shape)
+
+
+LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, MaxPool2D, ReLU, Tanh, Dropout, Flatten)}

@@ -1,0 +1,31 @@
+"""Softmax cross-entropy: the mean loss over the batch and its gradient."""
+import numpy as np
+
+
+def softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, labels):
+    """(mean loss, dlogits) for logits (N, K) and integer labels (N,)."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, K), got {logits.shape}")
+    if labels.shape != (logits.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"softmax_cross_entropy: labels must be integers of shape "
+                         f"({logits.shape[0]},), got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"softmax_cross_entropy: labels must be in [0, {logits.shape[1]}), "
+                         f"got values in [{labels.min()}, {labels.max()}]")
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(z).sum(axis=1))
+    rows = np.arange(n)
+    loss = float(np.mean(log_sum - z[rows, labels])) if n else 0.0
+    grad = np.exp(z - log_sum[:, None])
+    grad[rows, labels] -= 1
+    grad /= max(n, 1)
+    return loss, grad.astype(np.float32)

@@ -1,0 +1,142 @@
+"""Save and load models and checkpoints: plain .npz, loaded with allow_pickle=False.
+
+A file holds the format version, the architecture (JSON), every parameter,
+and a SHA-256 digest over all of it; checkpoints add the optimiser state and
+the training state. Files are written atomically: a temporary file in the
+same folder, flushed and fsync'd, then renamed over the target.
+"""
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import ModelFileError
+from .model import Sequential
+from .optim import OPTIMIZERS
+
+FORMAT_VERSION = 1
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _json(obj):
+    return np.array(json.dumps(obj))
+
+
+def atomic_write(path, write):
+    """Call write(fileobj) on a temporary file, fsync it, rename it to path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _model_arrays(model):
+    arrays = {"pyconv_format": np.array(FORMAT_VERSION),
+              "architecture": _json(model.architecture())}
+    for name, p in model.named_parameters():
+        arrays[f"param/{name}"] = p.value
+    return arrays
+
+
+def _write(path, arrays):
+    arrays = dict(arrays)
+    arrays["digest"] = np.array(_digest(arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def save(model, path):
+    """Save a model's architecture and weights to `path` (.npz), atomically."""
+    _write(path, _model_arrays(model))
+
+
+def save_checkpoint(path, model, optimizer, train_state):
+    """A model plus its optimiser state and a JSON-able training state."""
+    arrays = _model_arrays(model)
+    arrays["optimizer"] = _json({"type": type(optimizer).__name__, "t": optimizer.t,
+                                 "lr": optimizer.lr})
+    for name, a in optimizer.state_arrays().items():
+        arrays[f"opt/{name}"] = a
+    arrays["train_state"] = _json(train_state)
+    _write(path, arrays)
+
+
+def _read(path):
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise ModelFileError(f"{path}: not a readable pyconv model file (truncated or "
+                             f"corrupted?): {e}") from None
+    if "pyconv_format" not in arrays or "digest" not in arrays:
+        raise ModelFileError(f"{path}: not a pyconv model file (no format version or digest)")
+    version = int(arrays["pyconv_format"])
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written in pyconv format version {version}, newer "
+                             f"than this pyconv reads ({FORMAT_VERSION}); upgrade pyconv")
+    digest = str(arrays.pop("digest"))
+    if _digest(arrays) != digest:
+        raise ModelFileError(f"{path}: content does not match its digest (tampered with or "
+                             "corrupted)")
+    return arrays
+
+
+def _build(path, arrays):
+    try:
+        model = Sequential.from_architecture(json.loads(str(arrays["architecture"])))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: bad architecture record: {e}") from None
+    for name, p in model.named_parameters():
+        key = f"param/{name}"
+        if key not in arrays or arrays[key].shape != p.value.shape:
+            raise ModelFileError(f"{path}: parameter {name} missing or of the wrong shape")
+        p.value[...] = arrays[key]
+    return model
+
+
+def load(path):
+    """Load a model saved by save() (or the model inside a checkpoint)."""
+    return _build(path, _read(path))
+
+
+def load_checkpoint(path, lr=None):
+    """(model, optimizer, train_state) from a checkpoint written by save_checkpoint."""
+    arrays = _read(path)
+    model = _build(path, arrays)
+    if "optimizer" not in arrays or "train_state" not in arrays:
+        raise ModelFileError(f"{path}: a model file, not a training checkpoint")
+    meta = json.loads(str(arrays["optimizer"]))
+    opt = OPTIMIZERS[meta["type"]](model.parameters(), lr=meta["lr"] if lr is None else lr)
+    opt.load_state(meta["t"], {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")})
+    return model, opt, json.loads(str(arrays["train_state"]))
