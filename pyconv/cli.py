@@ -33,7 +33,7 @@ def build_parser():
                    "model's published budget: tutorial 20000, grokking 2100)")
     t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, grokking 128")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
-                   "Adam, grokking 0.5 SGD)")
+                   "Adam, grokking 1.0 SGD)")
     t.add_argument("--seed", type=int, default=0, help="initialisation, dropout and data order")
     t.add_argument("--threads", type=_positive_int, help="convcore threads (default: "
                    "OMP_NUM_THREADS, else all cores)")

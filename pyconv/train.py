@@ -23,7 +23,7 @@ RECIPES = {
                      train=(5000, 60000), validation=(0, 5000), shuffle=True),
     # 300 passes over the first 1,000 images in batches of 128 (7 full batches a
     # pass, in order, as the book's loop does), plain SGD
-    "grokking": dict(steps=2100, batch_size=128, lr=0.5, optimizer="sgd",
+    "grokking": dict(steps=2100, batch_size=128, lr=1.0, optimizer="sgd",
                      train=(0, 1000), validation=(55000, 60000), shuffle=False),
 }
 
