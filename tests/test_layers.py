@@ -1,0 +1,176 @@
+"""pyconv layers: gradients against finite differences, loss and optimiser maths."""
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
+from pyconv.losses import softmax_cross_entropy
+
+
+def numeric_grad(f, a, eps=1e-3):
+    """Central differences of the float64 scalar f() with respect to float32 array a."""
+    g = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        hi = f()
+        a[i] = old - eps
+        lo = f()
+        a[i] = old
+        g[i] = (hi - lo) / (2 * eps)
+    return g
+
+
+def check_layer(layer, x, rng, rtol=2e-2, atol=2e-3):
+    """backward(r) == d sum(forward(x) * r) / d(x, params) (Chainer's check_backward)."""
+    y = layer.forward(x, training=True)
+    r = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(r)
+
+    def loss():
+        return float(np.sum(layer.forward(x, training=True).astype(np.float64) * r))
+
+    if dx is not None:
+        np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=rtol, atol=atol)
+    for name, p in layer.params.items():
+        layer.forward(x, training=True)
+        layer.backward(r)
+        analytic = p.grad.copy()
+        np.testing.assert_allclose(analytic, numeric_grad(loss, p.value), rtol=rtol, atol=atol,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("padding,stride,activation", [("same", 1, "relu"), ("valid", 2, None),
+                                                        (1, (2, 1), None)])
+def test_conv2d_gradients(padding, stride, activation):
+    rng = np.random.default_rng(0)
+    layer = Conv2D(2, 3, 3, stride=stride, padding=padding, activation=activation, rng=rng)
+    # pre-activations |conv| < 1.5 here: biases of +-3 keep every one far from the
+    # ReLU's kink (one channel always on, one always off) for the finite differences
+    layer.params["b"].value[...] = [3, -3, 3]
+    check_layer(layer, rng.standard_normal((2, 5, 6, 2)).astype(np.float32), rng)
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_dense_gradients(activation):
+    rng = np.random.default_rng(1)
+    layer = Dense(6, 4, activation=activation, rng=rng)
+    check_layer(layer, rng.standard_normal((3, 6)).astype(np.float32), rng)
+
+
+def test_maxpool_relu_tanh_flatten_gradients():
+    rng = np.random.default_rng(2)
+    # values well apart, so that no finite-difference step crosses a kink
+    x = (rng.permutation(2 * 6 * 6 * 2).reshape(2, 6, 6, 2) * 0.1 - 3.55).astype(np.float32)
+    for layer in (MaxPool2D(2), MaxPool2D(3, stride=2, padding="same"), ReLU(), Tanh(),
+                  Flatten()):
+        check_layer(layer, x.copy(), rng)
+
+
+def test_dropout_is_identity_at_inference_and_scales_in_training():
+    layer = Dropout(0.5)
+    layer.rng = np.random.default_rng(0)
+    x = np.ones((200, 100), np.float32)
+    np.testing.assert_array_equal(layer.forward(x, training=False), x)
+    y = layer.forward(x, training=True)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert abs(y.mean() - 1.0) < 0.05
+    np.testing.assert_array_equal(layer.backward(x), y)   # same mask on the way back
+    with pytest.raises(ValueError, match="rate"):
+        Dropout(1.0)
+
+
+def test_softmax_cross_entropy_value_and_gradient():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((5, 4)).astype(np.float32) * 3
+    labels = np.array([0, 3, 1, 1, 2])
+    loss, grad = softmax_cross_entropy(logits, labels)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(5), labels])), rel=1e-5)
+    g = numeric_grad(lambda: softmax_cross_entropy(logits, labels)[0], logits, eps=1e-3)
+    np.testing.assert_allclose(grad, g, atol=1e-4)
+    with pytest.raises(ValueError, match="labels"):
+        softmax_cross_entropy(logits, np.array([0, 1, 2, 3, 4]))
+
+
+def test_whole_model_gradient():
+    """Sequential.backward through conv, pool, flatten, dense against the loss."""
+    rng = np.random.default_rng(4)
+    model = pyconv.Sequential([Conv2D(1, 2, 3, activation="relu", rng=rng), MaxPool2D(2),
+                               Flatten(), Dense(2 * 3 * 3, 3, rng=rng)])
+    model.layers[0].params["b"].value[...] = [2, -2]     # far from the ReLU kink
+    x = rng.random((2, 6, 6, 1), dtype=np.float32)
+    y = np.array([0, 2])
+    _, d = softmax_cross_entropy(model.forward(x, True), y)
+    model.backward(d)
+    for layer in (model.layers[0], model.layers[3]):
+        for name, p in layer.params.items():
+            analytic = p.grad.copy()
+            g = numeric_grad(lambda: softmax_cross_entropy(model.forward(x, True), y)[0],
+                             p.value, eps=1e-3)
+            np.testing.assert_allclose(analytic, g, rtol=2e-2, atol=2e-3, err_msg=name)
+
+
+def test_adam_matches_tensorflows_update():
+    p = pyconv.layers.Parameter("p", np.array([1.0, -2.0, 0.5], np.float32))
+    opt = pyconv.optim.Adam([p], lr=0.1)
+    m = np.zeros(3)
+    v = np.zeros(3)
+    want = p.value.astype(np.float64)
+    for t, g in enumerate(([0.5, -1.0, 2.0], [0.1, 0.2, -0.3], [1.0, 1.0, 1.0]), start=1):
+        g = np.array(g)
+        p.grad[...] = g
+        opt.step()
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        lr_t = 0.1 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        want -= lr_t * m / (np.sqrt(v) + 1e-8)
+        np.testing.assert_allclose(p.value, want, rtol=1e-5)
+
+
+def test_sgd_momentum():
+    p = pyconv.layers.Parameter("p", np.array([1.0], np.float32))
+    opt = pyconv.optim.SGD([p], lr=0.5, momentum=0.9)
+    p.grad[...] = 1.0
+    opt.step()
+    opt.step()
+    assert p.value[0] == pytest.approx(1.0 - 0.5 * 1.0 - 0.5 * 1.9)
+
+
+def test_initialisers():
+    rng = np.random.default_rng(0)
+    t = pyconv.init.truncated_normal((200, 300), rng, stddev=0.1)
+    assert t.dtype == np.float32 and np.abs(t).max() <= 0.2 and abs(t.std() - 0.088) < 0.005
+    g = pyconv.init.glorot_uniform((100, 50), rng)
+    assert np.abs(g).max() <= np.sqrt(6 / 150)
+    h = pyconv.init.he_normal((3, 3, 16, 32), rng)
+    assert abs(h.std() - np.sqrt(2 / 144)) < 0.01
+    assert (pyconv.init.constant((4,), value=0.1) == np.float32(0.1)).all()
+
+
+def test_tutorial_cnn_is_the_seeds_network():
+    model = pyconv.models.tutorial_cnn(seed=0)
+    shapes = [p.value.shape for p in model.parameters()]
+    assert shapes == [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 1024), (1024,),
+                      (1024, 10), (10,)]
+    assert sum(p.value.size for p in model.parameters()) == 3274634
+    assert all((p.value == np.float32(0.1)).all() for p in model.parameters() if p.name == "b")
+    w = model.parameters()[4].value
+    assert np.abs(w).max() <= 0.2 and abs(w.std() - 0.088) < 0.002
+    x = np.zeros((3, 28, 28, 1), np.float32)
+    assert model.predict(x).shape == (3, 10)
+
+
+def test_train_step_learns_a_batch():
+    rng = np.random.default_rng(0)
+    model = pyconv.models.grokking_cnn(seed=0)
+    opt = pyconv.optim.SGD(model.parameters(), lr=0.05)
+    x = rng.random((20, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 20)
+    first = model.train_step(x, y, opt)
+    for _ in range(30):
+        last = model.train_step(x, y, opt)
+    assert last < first / 2
+    with pytest.raises(TypeError, match="x must be float32"):
+        model.train_step(x.astype(np.float64), y, opt)
