@@ -23,10 +23,9 @@ def _positive_float(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a network on MNIST and print its test accuracy",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train a network on MNIST and print its test accuracy")
     t.add_argument("--model", choices=sorted(RECIPES), default="tutorial",
-                   help="tutorial: the seed's TensorFlow CNN; grokking: its NumPy CNN")
+                   help="tutorial (default): the seed's TensorFlow CNN; grokking: its NumPy CNN")
     t.add_argument("--data-dir", help="folder with the four MNIST IDX files (else "
                    "$PYCONV_DATA_DIR, else the cache, else a download)")
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
@@ -34,21 +33,22 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, grokking 128")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
                    "Adam, grokking 1.0 SGD)")
-    t.add_argument("--seed", type=int, default=0, help="initialisation, dropout and data order")
+    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order (default: 0)")
     t.add_argument("--threads", type=_positive_int, help="convcore threads (default: "
                    "OMP_NUM_THREADS, else all cores)")
     t.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here periodically "
                    "and at the end")
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
-                   help="steps between checkpoints")
+                   help="steps between checkpoints (default: 1000)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--metrics", metavar="PATH", help="write a JSON file of the run's figures")
     t.add_argument("--eval-every", type=_positive_int, default=1000, metavar="N",
-                   help="steps between validation (and test) accuracy reports")
+                   help="steps between validation (and test) accuracy reports "
+                   "(default: 1000)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     e = sub.add_parser("evaluate", help="test accuracy of a saved model or checkpoint")
-    e.add_argument("path")
-    e.add_argument("--data-dir")
+    e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
+    e.add_argument("--data-dir", help="as for train")
     return p
 
 
