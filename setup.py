@@ -19,6 +19,10 @@ from setuptools.command.build_ext import build_ext
 DEBUG = os.environ.get("CONVCORE_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("CONVCORE_SANITIZE", "")
 NO_OPENMP = os.environ.get("CONVCORE_NO_OPENMP", "") not in ("", "0")
+# Each configuration gets its own generated C and object files, so that an
+# in-tree build never reuses artefacts compiled with other flags.
+CONFIG = "-".join(["debug" if DEBUG else "release"] + ([SANITIZE] if SANITIZE else [])
+                  + (["serial"] if NO_OPENMP else []))
 
 MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_optim", "_openmp_info"]
 
@@ -54,6 +58,12 @@ def openmp_flags():
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(self.build_temp, CONFIG)
+        if CONFIG != "release":
+            self.force = True
+
     def build_extensions(self):
         omp = openmp_flags()
         if not omp:
@@ -96,7 +106,8 @@ def extensions():
         "cdivision": not DEBUG,
         "embedsignature": True,
     }
-    return cythonize(exts, compiler_directives=directives)
+    return cythonize(exts, compiler_directives=directives,
+                     build_dir=os.path.join("build", f"cython-{CONFIG}"))
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,257 @@
+"""pyconv against TensorFlow and PyTorch on the tutorial CNN, same cores, one run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py
+
+Measures training-step images/s (batch 50 on 1 and 2 threads, batch 256 on 2)
+and inference images/s (model.predict, batch 1000, 2 threads), median of 30
+steps on random data, each framework and setting in its own process (thread
+pools are fixed at start-up). TensorFlow and PyTorch are measured when
+importable, skipped with a note otherwise. Also: the float32 sgemm peak of the
+BLAS convcore uses, measured in the same run, pyconv's fraction of it, the
+per-layer breakdown and the peak memory (max RSS) of a training process.
+Prints a Markdown table; writes benchmarks/results/peers.json and peers.md.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import machine, markdown_table, write_json  # noqa: E402
+
+TRAIN_MFLOP = 82.0      # per image per training step (forward 27.8 MFLOP)
+INFER_MFLOP = 27.8
+SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 2), ("infer", 1000, 2)]
+FRAMEWORKS = ["pyconv", "tensorflow", "torch"]
+
+
+# ------------------------------------------------------------------ workers
+
+def _pyconv(mode, batch, threads):
+    import convcore
+    import pyconv
+    convcore.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = pyconv.models.tutorial_cnn(seed=0)
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
+    if mode == "train":
+        return lambda: model.train_step(x, y, opt), pyconv.__version__
+    return lambda: model.predict(x, batch_size=batch), pyconv.__version__
+
+
+def _torch(mode, batch, threads):
+    import torch
+    from torch import nn
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+            nn.init.constant_(m.bias, 0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-8)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def infer():
+        model.eval()
+        with torch.inference_mode():
+            return model(x).numpy()
+
+    return (train if mode == "train" else infer), torch.__version__
+
+
+def _tensorflow(mode, batch, threads):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.random.set_seed(0)
+    init = dict(kernel_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.1),
+                bias_initializer=tf.keras.initializers.Constant(0.1))
+    L = tf.keras.layers
+    model = tf.keras.Sequential([
+        tf.keras.Input((28, 28, 1)),
+        L.Conv2D(32, 5, padding="same", activation="relu", **init),
+        L.MaxPool2D(2, padding="same"),
+        L.Conv2D(64, 5, padding="same", activation="relu", **init),
+        L.MaxPool2D(2, padding="same"), L.Flatten(),
+        L.Dense(1024, activation="relu", **init), L.Dropout(0.5), L.Dense(10, **init)])
+    opt = tf.keras.optimizers.Adam(1e-4, epsilon=1e-8)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((batch, 28, 28, 1), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 10, batch))
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function
+    def infer():
+        return model(x, training=False)
+
+    fn = train_step if mode == "train" else infer
+    return (lambda: fn().numpy()), tf.__version__
+
+
+def worker(framework, mode, batch, threads, steps):
+    make = {"pyconv": _pyconv, "torch": _torch, "tensorflow": _tensorflow}[framework]
+    fn, version = make(mode, batch, threads)
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    med = float(np.median(times))
+    return {"framework": framework, "version": version, "mode": mode, "batch": batch,
+            "threads": threads, "median_s": med, "images_per_s": batch / med,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# ------------------------------------------------------------------ parent
+
+def sgemm_peak(threads, n=2048, repeats=5):
+    """GFLOP/s of the sgemm convcore calls (scipy's OpenBLAS), n x n x n."""
+    from scipy.linalg.blas import sgemm
+    from threadpoolctl import threadpool_limits
+    a = np.asfortranarray(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    with threadpool_limits(threads, "blas"):
+        sgemm(1.0, a, a)
+        best = min(_time(lambda: sgemm(1.0, a, a)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _time(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def available(framework):
+    if framework == "pyconv":
+        return True
+    mod = "tensorflow" if framework == "tensorflow" else "torch"
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec('{mod}') is None)"
+    return subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def run_worker(framework, mode, batch, threads, steps):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, mode, str(batch),
+           str(threads), str(steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"framework": framework, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description="pyconv vs TensorFlow vs PyTorch")
+    ap.add_argument("--worker", nargs=5, metavar=("FW", "MODE", "BATCH", "THREADS", "STEPS"))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.json"))
+    args = ap.parse_args()
+    if args.worker:
+        fw, mode, batch, threads, steps = args.worker
+        print(json.dumps(worker(fw, mode, int(batch), int(threads), int(steps))))
+        return
+
+    m = machine()
+    peak = {1: sgemm_peak(1), 2: sgemm_peak(2)}
+    results, notes = {}, []
+    for fw in FRAMEWORKS:
+        if not available(fw):
+            notes.append(f"{fw}: not installed, skipped")
+            continue
+        for mode, batch, threads in SETTINGS:
+            r = run_worker(fw, mode, batch, threads, args.steps)
+            if "error" in r:
+                notes.append(f"{fw} {mode} b{batch} t{threads}: failed: {r['error']}")
+                continue
+            results[(fw, mode, batch, threads)] = r
+    header = ["", *[f"{'train' if m_ == 'train' else 'inference'} b{b}, {t} thread{'s' * (t > 1)}"
+                    for m_, b, t in SETTINGS]]
+    rows = []
+    for fw in FRAMEWORKS:
+        cells = []
+        for s in SETTINGS:
+            r = results.get((fw, *s))
+            cells.append(f"{r['images_per_s']:,.0f} img/s" if r else "-")
+        version = next((r["version"] for k, r in results.items() if k[0] == fw), "")
+        rows.append([f"{fw} {version}", *cells])
+    for peer in ("tensorflow", "torch"):
+        cells = []
+        for s in SETTINGS:
+            a, b = results.get(("pyconv", *s)), results.get((peer, *s))
+            cells.append(f"{a['images_per_s'] / b['images_per_s']:.2f}x" if a and b else "-")
+        rows.append([f"pyconv / {peer}", *cells])
+    cells = []
+    for mode, batch, threads in SETTINGS:
+        r = results.get(("pyconv", mode, batch, threads))
+        flops = (TRAIN_MFLOP if mode == "train" else INFER_MFLOP) * 1e6
+        cells.append(f"{r['images_per_s'] * flops / 1e9:.0f} GFLOP/s = "
+                     f"{r['images_per_s'] * flops / 1e9 / peak[threads]:.0%} of peak" if r else "-")
+    rows.append(["pyconv fraction of sgemm peak", *cells])
+    p1, p2 = results.get(("pyconv", "train", 50, 1)), results.get(("pyconv", "train", 50, 2))
+    scaling = p2["images_per_s"] / p1["images_per_s"] if p1 and p2 else None
+
+    from bench_layers import breakdown
+    layers = breakdown(50, threads=2)
+    total = sum(v["forward"] + v["backward"] for v in layers.values())
+    layer_rows = [(n, f"{v['forward']:.2f}", f"{v['backward']:.2f}",
+                   f"{100 * (v['forward'] + v['backward']) / total:.0f}%")
+                  for n, v in layers.items()]
+    mem_rows = [(f"{fw}", f"{r['max_rss_mb']:.0f} MB") for (fw, mode, b, t), r in results.items()
+                if (mode, b, t) == ("train", 50, 2)]
+
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores; BLAS: {'; '.join(m['blas'])}",
+        f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}; "
+        f"sgemm peak (scipy OpenBLAS, 2048^3): {peak[1]:.0f} GFLOP/s on 1 thread, "
+        f"{peak[2]:.0f} on 2",
+        f"Median of {args.steps} steps, random data; training {TRAIN_MFLOP} MFLOP/image, "
+        f"inference {INFER_MFLOP}.", "",
+        markdown_table(header, rows), "",
+        f"pyconv 2 threads / 1 thread (train b50): {scaling:.2f}x" if scaling else "", "",
+        "Per-layer breakdown, pyconv train step, batch 50, 2 threads (ms):", "",
+        markdown_table(["layer", "forward", "backward", "share"], layer_rows), "",
+        "Peak memory (max RSS of the process, train b50, 2 threads):", "",
+        markdown_table(["framework", "max RSS"], mem_rows), "",
+        *[f"Note: {n}" for n in notes],
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_json(args.out, {"machine": m, "sgemm_peak_gflops": peak, "steps": args.steps,
+                          "results": [dict(r) for r in results.values()],
+                          "pyconv_2t_over_1t": scaling, "layers_ms": layers, "notes": notes})
+    with open(args.out.replace(".json", ".md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
