@@ -52,7 +52,33 @@ def _activation(name):
     return name
 
 
-class Conv2D(Layer):
+class _Affine(Layer):
+    """y = act(x * w + b) for a product `*` given by _forward/_backward (convcore's)."""
+
+    def _init_params(self, w_shape, activation, use_bias, w_init, b_init, rng):
+        self.activation, self.use_bias = _activation(activation), use_bias
+        rng = rng if rng is not None else np.random.default_rng()
+        self.params["w"] = Parameter("w", init.make(w_init, w_shape, rng))
+        if use_bias:
+            self.params["b"] = Parameter("b", init.make(b_init, (w_shape[-1],), rng))
+
+    def forward(self, x, training=False):
+        b = self.params["b"].value if self.use_bias else None
+        self._x = x
+        self._y = self._forward(x, self.params["w"].value, b, self.activation == "relu")
+        return self._y
+
+    def backward(self, dy):
+        relu_y = self._y if self.activation == "relu" else None
+        dx, dw, db = self._backward(self._x, self.params["w"].value, dy, self.needs_input_grad,
+                                    relu_y)
+        self.params["w"].grad[...] = dw
+        if self.use_bias:
+            self.params["b"].grad[...] = db
+        return dx
+
+
+class Conv2D(_Affine):
     """y = act(conv(x, w) + b), x (N, H, W, C_in) -> (N, OH, OW, C_out); ReLU fused."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
@@ -62,28 +88,15 @@ class Conv2D(Layer):
         self.in_channels, self.out_channels = in_channels, out_channels
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self.activation, self.use_bias = _activation(activation), use_bias
-        rng = rng if rng is not None else np.random.default_rng()
-        self.params["w"] = Parameter("w", init.make(w_init, (kh, kw, in_channels, out_channels), rng))
-        if use_bias:
-            self.params["b"] = Parameter("b", init.make(b_init, (out_channels,), rng))
+        self._init_params((kh, kw, in_channels, out_channels), activation, use_bias, w_init,
+                          b_init, rng)
 
-    def forward(self, x, training=False):
-        b = self.params["b"].value if self.use_bias else None
-        y = convcore.conv2d_forward(x, self.params["w"].value, b, self.stride, self.padding,
-                                    relu=self.activation == "relu")
-        self._x, self._y = x, y
-        return y
+    def _forward(self, x, w, b, relu):
+        return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu)
 
-    def backward(self, dy):
-        relu_y = self._y if self.activation == "relu" else None
-        dx, dw, db = convcore.conv2d_backward(self._x, self.params["w"].value, dy, self.stride,
-                                              self.padding, need_dx=self.needs_input_grad,
-                                              relu_y=relu_y)
-        self.params["w"].grad[...] = dw
-        if self.use_bias:
-            self.params["b"].grad[...] = db
-        return dx
+    def _backward(self, x, w, dy, need_dx, relu_y):
+        return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
+                                        relu_y=relu_y)
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -91,7 +104,7 @@ class Conv2D(Layer):
                     padding=self.padding, activation=self.activation, use_bias=self.use_bias)
 
 
-class Dense(Layer):
+class Dense(_Affine):
     """y = act(x @ w + b), x (N, D_in) -> (N, D_out); ReLU fused."""
 
     def __init__(self, in_features, out_features, activation=None, use_bias=True,
@@ -99,27 +112,14 @@ class Dense(Layer):
                  b_init=("constant", {"value": 0.1}), rng=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.activation, self.use_bias = _activation(activation), use_bias
-        rng = rng if rng is not None else np.random.default_rng()
-        self.params["w"] = Parameter("w", init.make(w_init, (in_features, out_features), rng))
-        if use_bias:
-            self.params["b"] = Parameter("b", init.make(b_init, (out_features,), rng))
+        self._init_params((in_features, out_features), activation, use_bias, w_init, b_init,
+                          rng)
 
-    def forward(self, x, training=False):
-        b = self.params["b"].value if self.use_bias else None
-        y = convcore.linear_forward(x, self.params["w"].value, b,
-                                    relu=self.activation == "relu")
-        self._x, self._y = x, y
-        return y
+    def _forward(self, x, w, b, relu):
+        return convcore.linear_forward(x, w, b, relu=relu)
 
-    def backward(self, dy):
-        relu_y = self._y if self.activation == "relu" else None
-        dx, dw, db = convcore.linear_backward(self._x, self.params["w"].value, dy,
-                                              need_dx=self.needs_input_grad, relu_y=relu_y)
-        self.params["w"].grad[...] = dw
-        if self.use_bias:
-            self.params["b"].grad[...] = db
-        return dx
+    def _backward(self, x, w, dy, need_dx, relu_y):
+        return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y)
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,

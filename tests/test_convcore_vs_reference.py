@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 import convcore
 import convcore.reference as ref
-from strategies import assert_within, f32, windows
+from helpers import assert_within, f32, windows
 
 
 def _64(*arrays):

@@ -1,5 +1,7 @@
 """pyconv layers: gradients against finite differences, loss and optimiser maths."""
 import numpy as np
+
+import helpers
 import pytest
 
 import pyconv
@@ -8,17 +10,7 @@ from pyconv.losses import softmax_cross_entropy
 
 
 def numeric_grad(f, a, eps=1e-3):
-    """Central differences of the float64 scalar f() with respect to float32 array a."""
-    g = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        hi = f()
-        a[i] = old - eps
-        lo = f()
-        a[i] = old
-        g[i] = (hi - lo) / (2 * eps)
-    return g
+    return helpers.numeric_grad(f, a, eps)
 
 
 def check_layer(layer, x, rng, rtol=2e-2, atol=2e-3):

@@ -4,11 +4,13 @@ Each check differentiates the scalar L = sum(forward(...) * r) for a random r,
 whose gradients are exactly what the backward functions return for dy = r.
 """
 import numpy as np
+
+import helpers
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import convcore.reference as ref
-from strategies import windows
+from helpers import windows
 
 
 def f64(shape):
@@ -16,16 +18,7 @@ def f64(shape):
 
 
 def numeric_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        hi = f()
-        a[i] = old - eps
-        lo = f()
-        a[i] = old
-        g[i] = (hi - lo) / (2 * eps)
-    return g
+    return helpers.numeric_grad(f, a, eps)
 
 
 @settings(max_examples=25)

@@ -10,6 +10,15 @@ import pyconv
 from pyconv.serialize import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 
+def rewrite(path, **changes):
+    """Rewrite a saved .npz with some arrays changed (a consistent zip, new content)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+    return arrays
+
+
 @pytest.fixture
 def model():
     return pyconv.models.tutorial_cnn(seed=3)
@@ -50,9 +59,8 @@ def test_tampered_file_is_refused(tmp_path, model):
     path = tmp_path / "m.npz"
     pyconv.save(model, path)
     with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    arrays["param/0.Conv2D.w"] = arrays["param/0.Conv2D.w"] * 2     # consistent zip, new values
-    np.savez(path, **arrays)
+        w = f["param/0.Conv2D.w"]
+    rewrite(path, **{"param/0.Conv2D.w": w * 2})
     with pytest.raises(pyconv.ModelFileError, match="digest"):
         pyconv.load(path)
     raw = bytearray((tmp_path / "m.npz").read_bytes())
@@ -65,10 +73,7 @@ def test_tampered_file_is_refused(tmp_path, model):
 def test_newer_format_version_says_so(tmp_path, model):
     path = tmp_path / "m.npz"
     pyconv.save(model, path)
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    arrays["pyconv_format"] = np.array(FORMAT_VERSION + 1)
-    np.savez(path, **arrays)
+    rewrite(path, pyconv_format=np.array(FORMAT_VERSION + 1))
     with pytest.raises(pyconv.ModelFileError, match="newer"):
         pyconv.load(path)
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the convcore tests: windows, arrays, tolerances."""
+"""Shared by the tests: Hypothesis strategies, tolerances, finite differences."""
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -49,3 +49,17 @@ def assert_within(got, want, bound, terms, what=""):
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     assert not bad.any(), (f"{what}: {bad.sum()} entries off; worst error "
                            f"{err[bad].max():.3g} vs tolerance {tol[bad].min():.3g}")
+
+
+def numeric_grad(f, a, eps):
+    """Central differences of the scalar f() with respect to every entry of array a."""
+    g = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        hi = f()
+        a[i] = old - eps
+        lo = f()
+        a[i] = old
+        g[i] = (hi - lo) / (2 * eps)
+    return g
