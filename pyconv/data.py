@@ -9,6 +9,7 @@ its decompressed payload) before it is renamed into place.
 """
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import tempfile
@@ -132,7 +133,10 @@ def _fetch(url, progress):
             while chunk := r.read(1 << 16):
                 chunks.append(chunk)
                 bar.update(len(chunk))
-    return b"".join(chunks)
+    payload = b"".join(chunks)
+    if total is not None and len(payload) != total:
+        raise http.client.IncompleteRead(payload, total - len(payload))
+    return payload
 
 
 def download(folder, mirrors=None, progress=True):
@@ -147,8 +151,8 @@ def download(folder, mirrors=None, progress=True):
             url = mirror.rstrip("/") + "/" + name
             try:
                 payload = _fetch(url, progress)
-            except OSError as e:
-                errors.append(f"{url}: {e}")
+            except (OSError, http.client.HTTPException) as e:   # incl. a cut-off transfer
+                errors.append(f"{url}: {type(e).__name__}: {e}")
                 continue
             if not _checksum_ok(name, payload):
                 errors.append(f"{url}: checksum mismatch (rejected)")

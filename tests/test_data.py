@@ -109,6 +109,18 @@ def server(tmp_path):
         def __init__(self, *a, **kw):
             super().__init__(*a, directory=str(root), **kw)
 
+        def do_GET(self):
+            if not self.path.startswith("/cut/"):
+                return super().do_GET()
+            # an interrupted transfer: promise the whole file, send a tenth, hang up
+            body = (root / self.path[len("/cut/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 10])
+            self.wfile.flush()
+            self.close_connection = True
+
         def log_message(self, *a):
             pass
 
@@ -142,6 +154,15 @@ def test_checksum_mismatch_is_rejected_and_nothing_is_cached(server, isolated_ca
     fake_mnist(str(root))            # valid IDX files, but not MNIST's bytes
     with pytest.raises(DataError, match="checksum mismatch"):
         data.load_mnist(mirrors=[url], progress=False)
+    assert not isolated_cache.exists() or os.listdir(isolated_cache) == []
+
+
+def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache):
+    root, url = server
+    for name in data.FILES:
+        shutil.copy(os.path.join(MNIST_DIR, name), root / name)
+    with pytest.raises(DataError, match="IncompleteRead"):
+        data.load_mnist(mirrors=[url + "cut/"], progress=False)
     assert not isolated_cache.exists() or os.listdir(isolated_cache) == []
 
 
