@@ -1,7 +1,7 @@
 """Build only: the extension list, the Cython directives, the OpenMP probe.
 
 Switches (environment variables read at build time):
-  CONVCORE_DEBUG=1     Cython bounds/wraparound/initialised checks on, -O0 -g
+  CONVCORE_DEBUG=1     Cython bounds/wraparound/initialised checks on, -O1 -g
   CONVCORE_SANITIZE=address   compile and link with AddressSanitizer
   CONVCORE_NO_OPENMP=1 build the serial core even if the compiler has OpenMP
 """
@@ -82,7 +82,7 @@ class BuildExt(build_ext):
 def extensions():
     import numpy as np
 
-    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    compile_args = ["-O1", "-g"] if DEBUG else ["-O3"]   # -O1: what ASan recommends
     link_args = []
     if SANITIZE:
         compile_args += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
