@@ -21,6 +21,7 @@ def median_seconds(fn, repeats=15, warmup=2, min_time=0.0):
 
 def machine():
     """CPU, core count, versions and which BLAS kernel runs (threadpoolctl)."""
+    import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS convcore calls
     from threadpoolctl import threadpool_info
     cpu = platform.processor() or platform.machine()
     try:
