@@ -90,7 +90,7 @@ def extensions():
     exts = [
         Extension(
             f"convcore.{name}",
-            [f"convcore/{name}.pyx"],
+            [f"src/convcore/{name}.pyx"],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),

@@ -1,35 +1,9 @@
-"""convcore: the compiled core of pyconv.
-
-The public functions check their inputs, choose the thread count and call the
-Cython kernels. Layouts: images NHWC (N, H, W, C), convolution kernels
-(kh, kw, C_in, C_out), dense weights (D_in, D_out), everything float32.
-`convcore.reference` holds the same functions in plain NumPy.
-"""
+"""convcore's public functions: check inputs, choose the thread count, call the kernels."""
 import numpy as np
 
 from . import _checks as chk
-from ._threads import GEMM_TILES, blas_single_thread, get_num_threads, set_num_threads
-
-try:
-    from . import _conv, _im2col, _linear, _optim, _pool
-    from ._openmp_info import openmp_enabled
-except ImportError as _err:  # the source tree without a build: reference still works
-    _IMPORT_ERROR = _err
-
-    def __getattr__(name):
-        raise ImportError(
-            f"convcore.{name} needs the compiled extension, which failed to import "
-            f"({_IMPORT_ERROR}). Build it with `pip install .` from the repository root; "
-            "convcore.reference works without it."
-        )
-else:
-    _IMPORT_ERROR = None
-
-__all__ = [
-    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
-    "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
-]
+from . import _conv, _im2col, _linear, _optim, _pool
+from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
 
 _X = "(N, H, W, C)"
 _W = "(kh, kw, C_in, C_out)"
