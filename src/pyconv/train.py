@@ -199,8 +199,8 @@ def train(cfg, data=None, log=_log):
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step",
                dynamic_ncols=True, file=sys.stderr, desc=cfg.model)
     recent = []      # (correct, seen) of the last batches, for the bar
-    t_start = t_run = time.perf_counter()
-    step0 = step
+    t_start = time.perf_counter()
+    step0, elapsed0 = step, elapsed
     try:
         with _Interrupts() as interrupts:
             while step < cfg.steps:
@@ -228,7 +228,8 @@ def train(cfg, data=None, log=_log):
                 recent = recent[-50:]
                 if cfg.progress and (step % 10 == 0 or step == cfg.steps):
                     correct, seen = map(sum, zip(*recent))
-                    rate = (step - step0) * cfg.batch_size / (time.perf_counter() - t_run)
+                    secs = elapsed - elapsed0 + time.perf_counter() - t_start   # no evals
+                    rate = (step - step0) * cfg.batch_size / secs
                     bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / seen:.3f}",
                                     img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
