@@ -37,10 +37,16 @@ cdef inline void _relu(float* y, Py_ssize_t n) noexcept nogil:
 
 cdef inline void _relu_mask(float* out, const float* dy, const float* y,
                             Py_ssize_t n) noexcept nogil:
-    """out = dy where y > 0, else 0: the gradient through a fused ReLU."""
+    """out = dy where y > 0, else 0: the gradient through a fused ReLU.
+
+    A bitwise AND with an all-ones/all-zeros mask: branch-free (a branch on
+    random signs mispredicts half the time) and exact (a masked NaN gives 0).
+    """
     cdef Py_ssize_t e
+    cdef const unsigned int* d = <const unsigned int*>dy
+    cdef unsigned int* o = <unsigned int*>out
     for e in range(n):
-        out[e] = dy[e] if y[e] > 0 else 0
+        o[e] = d[e] & (0u - <unsigned int>(y[e] > 0))
 
 
 def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)

@@ -49,11 +49,12 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
     cdef const float* dyp = &dy[0, 0]
     cdef const float* yp
     cdef float* sp
-    if relu_y is not None:
+    if relu_y is not None:   # dy masked by y > 0, branch-free (see _conv._relu_mask)
         yp = &relu_y[0, 0]
         sp = &scratch[0, 0]
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
-            sp[r] = dyp[r] if yp[r] > 0 else 0
+            (<unsigned int*>sp)[r] = ((<const unsigned int*>dyp)[r]
+                                      & (0u - <unsigned int>(yp[r] > 0)))
         dyp = sp
     if dx is not None:
         gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
