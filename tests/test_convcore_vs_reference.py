@@ -159,6 +159,19 @@ def test_tutorial_shapes_equal_reference():
         assert_within(g, r, bd, t, f"conv2 {name}")
 
 
+def test_large_batch_several_items_per_slot_equals_reference():
+    """More work items than gradient slots (150 > 64): slots accumulate items in order."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((150, 16, 16, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    dy = rng.standard_normal((150, 16, 16, 4)).astype(np.float32)
+    got = convcore.conv2d_backward(x, w, dy, padding="same")
+    want = ref.conv2d_backward(*_64(x, w, dy), padding="same")
+    bound = ref.conv2d_backward(*_abs(x, w, dy), padding="same")
+    for name, g, r, bd, t in zip("dx dw db".split(), got, want, bound, (36, 38400, 38400)):
+        assert_within(g, r, bd, t, name)
+
+
 def test_nan_and_inf_flow_through():
     x = np.zeros((1, 4, 4, 1), np.float32)
     x[0, 0, 0, 0] = np.nan

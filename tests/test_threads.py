@@ -55,7 +55,12 @@ def _all_ops(rng):
     wl = rng.standard_normal((200, 130)).astype(np.float32)
     dyl = rng.standard_normal((301, 130)).astype(np.float32)
     cols = convcore.im2col(x, 4, 3, 1)
+    # 150 one-image items > 64 slots: several items accumulate in each slot
+    xb = rng.standard_normal((150, 16, 16, 2)).astype(np.float32)
+    wb = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    yb = convcore.conv2d_forward(xb, wb, padding="same", relu=True)
     return [
+        *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
         cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
         *convcore.conv2d_backward(x, w, dy, padding="same"),
         p, am, convcore.maxpool2d_backward(p, am, y.shape),

@@ -9,13 +9,14 @@ _X = "(N, H, W, C)"
 _W = "(kh, kw, C_in, C_out)"
 
 
-def _group(n_images, positions, batch):
-    """Images per work item: enough rows for an efficient sgemm, at most 64 items.
+MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 
-    Depends on the shapes only, never on the thread count (same bits on any).
-    """
-    g = max(1, -(-256 // max(positions, 1)))
-    return max(g, -(-batch // 64)) if batch else g
+
+def _group(positions):
+    """Images per work item: enough rows (>= 256) for an efficient sgemm, few
+    enough that the item's im2col scratch stays near the core's cache.
+    Depends on the shapes only, never on the thread count (same bits on any)."""
+    return max(1, -(-256 // max(positions, 1)))
 
 
 def _conv_checks(fn, x, w, stride, padding, b=None):
@@ -35,7 +36,7 @@ def _conv_checks(fn, x, w, stride, padding, b=None):
     n = x.shape[0]
     chk.size(fn, "the output", n, g["OH"], g["OW"], cout)
     k = kh * kw * cin
-    group = _group(n, g["OH"] * g["OW"], n)
+    group = _group(g["OH"] * g["OW"])
     chk.size(fn, "the im2col scratch", group, g["OH"], g["OW"], k)
     chk.blas_dims(fn, K=k, C_out=cout, rows=group * g["OH"] * g["OW"])
     return x, w.reshape(k, cout), b, g, group
@@ -111,7 +112,8 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     dw = np.empty(w2.shape, np.float32)
     db = np.empty(w2.shape[1], np.float32)
     with blas_single_thread():
-        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, get_num_threads(), relu_y)
+        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
+                              relu_y)
     return dx, dw.reshape(w.shape), db
 
 

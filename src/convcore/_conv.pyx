@@ -7,9 +7,12 @@ Shapes (NHWC, row-major, float32):
 
 The batch is cut into work items of `group` images, a number fixed by the
 shapes alone (never by the thread count). Each item runs im2col into its
-thread's scratch and one single-threaded sgemm; the weight gradient of each
-item goes to its own slot and the slots are summed in item order. So the same
-inputs give the same bits on any number of threads.
+thread's scratch and one single-threaded sgemm. In the backward pass,
+consecutive items are gathered into at most `max_slots` slots; one thread
+runs a slot's items in order, accumulating their weight gradient in the
+slot, and the slots are then summed in slot order. So the same inputs give
+the same bits on any number of threads, with small cache-friendly items and
+bounded slot memory at any batch size.
 """
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
@@ -102,7 +105,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None
                     float[:, ::1] dw,               # OUT (KH*KW*C, F)
                     float[::1] db,                  # OUT (F,)
-                    Window g, Py_ssize_t group, int n_threads,
+                    Window g, Py_ssize_t group, Py_ssize_t max_slots, int n_threads,
                     const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, F) or None
     """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T).
 
@@ -112,8 +115,11 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t n_items = (N + group - 1) // group
-    cdef Py_ssize_t it, n0, n1, n, r, f, rows, e0, e1, blk
+    cdef Py_ssize_t per_slot = (n_items + max_slots - 1) // max_slots
+    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
+    cdef Py_ssize_t it, sl, n0, n1, n, r, f, rows, e0, e1, blk
     cdef Py_ssize_t KF = K * F, BLOCK = 4096
+    cdef float beta
     cdef float* cols
     cdef float* dcols
     cdef float* dym
@@ -133,40 +139,42 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* dyptr = &dy[0, 0, 0, 0]
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
     cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
-    # one slot per item for the partial weight and bias gradients
-    cdef float* parts = <float*>malloc(n_items * (KF + F) * sizeof(float))
+    # one slot per group of consecutive items for the partial weight and bias gradients
+    cdef float* parts = <float*>malloc(n_slots * (KF + F) * sizeof(float))
     if parts == NULL:
         raise MemoryError("conv2d_backward: could not allocate the gradient slots")
     with nogil, parallel(num_threads=n_threads):
         cols = <float*>malloc(group * P * K * sizeof(float))
         dcols = <float*>malloc(group * P * K * sizeof(float)) if want_dx else NULL
         dym = <float*>malloc(group * P * F * sizeof(float)) if masked else NULL
-        for it in prange(n_items, schedule='dynamic'):
+        for sl in prange(n_slots, schedule='dynamic'):
             if cols == NULL or (want_dx and dcols == NULL) or (masked and dym == NULL):
                 n_failed += 1
                 continue
-            n0 = it * group
-            n1 = min(N, n0 + group)
-            rows = (n1 - n0) * P
-            dyp = dyptr + n0 * P * F
-            if masked:
-                _relu_mask(dym, dyp, yptr + n0 * P * F, rows * F)
-                dyp = dym
-            for n in range(n0, n1):
-                im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
-            dwp = parts + it * (KF + F)
-            gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K,
-                 dyp, <int>F, 0.0, dwp, <int>F)
+            dwp = parts + sl * (KF + F)
             dbp = dwp + KF
-            memcpy(dbp, dyp, F * sizeof(float))
-            for r in range(1, rows):
-                _add_into(dbp, dyp + r * F, F)
-            if want_dx:
-                gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F,
-                     wptr, <int>F, 0.0, dcols, <int>K)
-                memset(dxptr + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
+            memset(dbp, 0, F * sizeof(float))
+            for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
+                n0 = it * group
+                n1 = min(N, n0 + group)
+                rows = (n1 - n0) * P
+                dyp = dyptr + n0 * P * F
+                if masked:
+                    _relu_mask(dym, dyp, yptr + n0 * P * F, rows * F)
+                    dyp = dym
                 for n in range(n0, n1):
-                    col2im_image(dcols + (n - n0) * P * K, g, dxptr + n * xs)
+                    im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
+                beta = 0.0 if it == sl * per_slot else 1.0
+                gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K,
+                     dyp, <int>F, beta, dwp, <int>F)
+                for r in range(rows):
+                    _add_into(dbp, dyp + r * F, F)
+                if want_dx:
+                    gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F,
+                         wptr, <int>F, 0.0, dcols, <int>K)
+                    memset(dxptr + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
+                    for n in range(n0, n1):
+                        col2im_image(dcols + (n - n0) * P * K, g, dxptr + n * xs)
         free(cols)
         free(dcols)
         free(dym)
@@ -180,8 +188,8 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                       num_threads=n_threads):
         e0 = blk * BLOCK
         e1 = min(KF, e0 + BLOCK)
-        for it in range(n_items):
-            _add_into(dwo + e0, parts + it * (KF + F) + e0, e1 - e0)
-    for it in range(n_items):
-        _add_into(dbo, parts + it * (KF + F) + KF, F)
+        for sl in range(n_slots):
+            _add_into(dwo + e0, parts + sl * (KF + F) + e0, e1 - e0)
+    for sl in range(n_slots):
+        _add_into(dbo, parts + sl * (KF + F) + KF, F)
     free(parts)
