@@ -1,7 +1,5 @@
 """save/load: same predictions; truncated, tampered and future files refused."""
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
