@@ -61,7 +61,7 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t n_items = (N + group - 1) // group
-    cdef Py_ssize_t it, n0, n1, n, r, f, rows
+    cdef Py_ssize_t it, n0, n1, n, r, rows
     cdef float* cols
     cdef float* yp
     cdef float beta
@@ -118,7 +118,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     # >= 1 even for an empty batch (n_items = 0), so that n_slots never divides by zero
     cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
-    cdef Py_ssize_t it, sl, n0, n1, n, r, f, rows, e0, e1, blk
+    cdef Py_ssize_t it, sl, n0, n1, n, r, rows, e0, e1, blk
     cdef Py_ssize_t KF = K * F, BLOCK = 4096
     cdef float beta
     cdef float* cols

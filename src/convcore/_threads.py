@@ -52,6 +52,7 @@ def get_num_threads():
 
 _controller = None
 _depth = 0
+_restore = []     # BLAS thread counts to put back on the outermost exit
 
 
 @contextmanager
@@ -61,17 +62,16 @@ def blas_single_thread():
     The limit is set on the outermost entry and lifted on the outermost exit,
     so that concurrent callers from several Python threads nest correctly.
     """
-    global _controller, _depth
+    global _controller, _depth, _restore
     with _lock:
         if _controller is None:
             from threadpoolctl import ThreadpoolController
             _controller = ThreadpoolController().select(user_api="blas")
         if _depth == 0:
-            _blas_restore = [lib.num_threads for lib in _controller.lib_controllers]
-            for lib in _controller.lib_controllers:
-                if lib.num_threads != 1:
+            _restore = [lib.num_threads for lib in _controller.lib_controllers]
+            for lib, n in zip(_controller.lib_controllers, _restore):
+                if n != 1:
                     lib.set_num_threads(1)
-            blas_single_thread.restore = _blas_restore
         _depth += 1
     try:
         yield
@@ -79,6 +79,6 @@ def blas_single_thread():
         with _lock:
             _depth -= 1
             if _depth == 0:
-                for lib, n in zip(_controller.lib_controllers, blas_single_thread.restore):
+                for lib, n in zip(_controller.lib_controllers, _restore):
                     if n != 1:
                         lib.set_num_threads(n)

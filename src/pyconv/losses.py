@@ -2,12 +2,6 @@
 import numpy as np
 
 
-def softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def softmax_cross_entropy(logits, labels):
     """(mean loss, dlogits) for logits (N, K) and integer labels (N,)."""
     logits = np.asarray(logits)
