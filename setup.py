@@ -91,7 +91,8 @@ def extensions():
         Extension(
             f"convcore.{name}",
             [f"src/convcore/{name}.pyx"],
-            include_dirs=[np.get_include()],
+            include_dirs=[np.get_include(), "src/convcore"],
+            depends=["src/convcore/_conv_direct.h"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=list(link_args),

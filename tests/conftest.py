@@ -28,8 +28,18 @@ def threads():
     convcore.set_num_threads(before)
 
 
+@pytest.fixture
+def algorithm():
+    """Set convcore's convolution algorithm inside a test and restore it afterwards."""
+    import convcore
+    before = convcore.get_conv_algorithm()
+    yield convcore.set_conv_algorithm
+    convcore.set_conv_algorithm(before)
+
+
 def pytest_report_header(config):
     import convcore
     return (f"convcore from {os.path.dirname(convcore.__file__)}; "
-            f"openmp={convcore.openmp_enabled()} threads={convcore.get_num_threads()}; "
+            f"openmp={convcore.openmp_enabled()} threads={convcore.get_num_threads()} "
+            f"direct_kernels={convcore.direct_supported()}; "
             f"numpy {np.__version__}")

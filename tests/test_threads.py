@@ -59,7 +59,12 @@ def _all_ops(rng):
     xb = rng.standard_normal((150, 16, 16, 2)).astype(np.float32)
     wb = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
     yb = convcore.conv2d_forward(xb, wb, padding="same", relu=True)
+    # the direct kernels (where the CPU has them): 16k channels, 37 images in slots
+    xd = rng.standard_normal((37, 9, 11, 16)).astype(np.float32)
+    wd = rng.standard_normal((3, 5, 16, 48)).astype(np.float32)
+    yd = convcore.conv2d_forward(xd, wd, b[:16].repeat(3), padding="same", relu=True)
     return [
+        yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
         *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
         cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
         *convcore.conv2d_backward(x, w, dy, padding="same"),

@@ -10,12 +10,55 @@ _W = "(kh, kw, C_in, C_out)"
 
 
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
+DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
+
+ALGORITHMS = ("auto", "direct", "im2col")
+_algorithm = "auto"
+
+
+def set_conv_algorithm(name):
+    """Choose how conv2d_forward/backward compute: "auto" (the default: the
+    direct kernels where they apply, else im2col + sgemm), "direct" (always the
+    direct kernels: a ValueError where they do not apply), or "im2col" (always
+    im2col + sgemm).
+
+    The direct kernels need AVX-512F and C_out a multiple of 16 (and for the
+    input gradient, stride 1 and C_in a multiple of 16)."""
+    global _algorithm
+    if name not in ALGORITHMS:
+        raise ValueError(f"set_conv_algorithm: name must be one of {ALGORITHMS}, got {name!r}")
+    if name == "direct" and not _conv.direct_supported():
+        raise ValueError("set_conv_algorithm: the direct kernels need a CPU with AVX-512F "
+                         "and a GCC build for x86-64; use 'auto' or 'im2col'")
+    _algorithm = name
+
+
+def get_conv_algorithm():
+    """The setting of set_conv_algorithm: "auto", "direct" or "im2col"."""
+    return _algorithm
+
+
+def _direct(fn, g, cout, need_dx):
+    """Whether this convolution takes the direct kernels (under "direct": must)."""
+    if _algorithm == "im2col" or not _conv.direct_supported():
+        return False
+    why = None
+    if cout % 16:
+        why = f"C_out a multiple of 16, got C_out = {cout}"
+    elif need_dx and g["C"] % 16:
+        why = f"C_in a multiple of 16 for the input gradient, got C_in = {g['C']}"
+    elif need_dx and (g["SH"], g["SW"]) != (1, 1):
+        why = f"stride 1 for the input gradient, got stride {(g['SH'], g['SW'])}"
+    if why and _algorithm == "direct":
+        raise ValueError(f"{fn}: set_conv_algorithm('direct') needs {why}; "
+                         "use 'auto' to fall back to im2col where the direct kernels do not apply")
+    return why is None
 
 
 def _group(positions):
-    """Images per work item: enough rows (>= 256) for an efficient sgemm, few
-    enough that the item's im2col scratch stays near the core's cache.
-    Depends on the shapes only, never on the thread count (same bits on any)."""
+    """Images per work item of the im2col path: enough rows (>= 256) for an
+    efficient sgemm, few enough that the item's im2col scratch stays near the
+    core's cache. Depends on the shapes only, never on the thread count."""
     return max(1, -(-256 // max(positions, 1)))
 
 
@@ -85,6 +128,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
     y = np.empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]), np.float32)
+    if _direct(fn, g, w2.shape[1], need_dx=False):
+        _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), bool(relu))
+        return y
     with blas_single_thread():
         _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
     return y
@@ -111,6 +157,10 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     dx = np.empty(x.shape, np.float32) if need_dx else None
     dw = np.empty(w2.shape, np.float32)
     db = np.empty(w2.shape[1], np.float32)
+    if _direct(fn, g, w2.shape[1], need_dx):
+        _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
+                                     relu_y)
+        return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
                               relu_y)

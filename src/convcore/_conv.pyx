@@ -194,3 +194,152 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     for sl in range(n_slots):
         _add_into(dbo, parts + sl * (KF + F) + KF, F)
     free(parts)
+
+
+# ------------------------------------------------------------ direct kernels
+# The fast path where the CPU has AVX-512 and the channel counts are multiples
+# of 16 (_conv_direct.h): no column matrix, each image padded once into the
+# thread's scratch and convolved by register-blocked tiles.
+
+cdef extern from "_conv_direct.h" nogil:
+    int cc_direct_supported()
+    void cc_pad_image(const float* src, int H, int W, int C, int top, int left,
+                      int Hp, int Wp, float* dst)
+    void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float* wt)
+    void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW, int SH,
+                               int SW, int OH, int OW, const float* w, int F,
+                               const float* b, float* y, int relu)
+    void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW,
+                          int OH, int OW, const float* dy, int F, float* dw)
+
+
+def direct_supported():
+    """True if the direct kernels were compiled in and this CPU runs them (AVX-512F)."""
+    return bool(cc_direct_supported())
+
+
+def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                          const float[:, ::1] w,          # IN  (KH*KW*C, F), F % 16 == 0
+                          const float[::1] b,             # IN  (F,) or None
+                          float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
+                          Window g, int n_threads, bint relu=False):
+    """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image."""
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n
+    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef Py_ssize_t xs = g.H * g.W * g.C, ys = g.OH * g.OW * F
+    cdef float* xp
+    cdef int n_failed = 0
+    if N == 0:
+        return
+    cdef const float* xptr = &x[0, 0, 0, 0]
+    cdef const float* wptr = &w[0, 0]
+    cdef const float* bptr = &b[0] if b is not None else NULL
+    cdef float* yptr = &y[0, 0, 0, 0]
+    with nogil, parallel(num_threads=n_threads):
+        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * g.C * sizeof(float))
+        for n in prange(N, schedule='dynamic'):
+            if xp == NULL:
+                n_failed += 1
+                continue
+            cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
+            cc_conv_forward_image(xp, Wp, g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
+                                  wptr, <int>F, bptr, yptr + n * ys, relu)
+        free(xp)
+    if n_failed:
+        raise MemoryError("conv2d_forward: could not allocate the padded-image scratch")
+
+
+def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                           const float[:, ::1] w,          # IN  (KH*KW*C, F), F % 16 == 0
+                           const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
+                           float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None;
+                                                           #     needs stride 1, C % 16 == 0
+                           float[:, ::1] dw,               # OUT (KH*KW*C, F)
+                           float[::1] db,                  # OUT (F,)
+                           Window g, Py_ssize_t max_slots, int n_threads,
+                           const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, F) or None
+    """dw, db and dx of conv2d_forward_direct, image by image.
+
+    Consecutive images are gathered into at most max_slots slots; one thread
+    runs a slot's images in order, adding their weight and bias gradients into
+    the slot, and the slots are summed in slot order (as in conv2d_backward).
+    dx of an image is the forward kernel run on its (masked) dy, padded by
+    (KH-1-PT, KW-1-PL), with the flipped kernels.
+    """
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], C = g.C
+    cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * C
+    cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
+    cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
+    cdef Py_ssize_t KF = K * F, BLOCK = 4096
+    cdef Py_ssize_t sl, n, p, e0, e1, blk
+    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef int Hd = g.H + g.KH - 1, Wd = g.W + g.KW - 1       # padded dy, for dx
+    cdef bint masked = relu_y is not None
+    cdef bint want_dx = dx is not None
+    cdef float* xp
+    cdef float* dym
+    cdef float* dyp_pad
+    cdef const float* dyp
+    cdef float* dwp
+    cdef float* dbp
+    cdef int n_failed = 0
+    dw[:, :] = 0
+    db[:] = 0
+    if N == 0:
+        return
+    cdef const float* xptr = &x[0, 0, 0, 0]
+    cdef const float* dyptr = &dy[0, 0, 0, 0]
+    cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
+    cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
+    cdef float* parts = <float*>malloc(n_slots * (KF + F) * sizeof(float))
+    cdef float* wt = <float*>malloc(KF * sizeof(float)) if want_dx else NULL
+    if parts == NULL or (want_dx and wt == NULL):
+        free(parts)
+        free(wt)
+        raise MemoryError("conv2d_backward: could not allocate the gradient slots")
+    if want_dx:
+        cc_flip_kernels(&w[0, 0], g.KH, g.KW, <int>C, <int>F, wt)
+    with nogil, parallel(num_threads=n_threads):
+        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * C * sizeof(float))
+        dym = <float*>malloc(P * F * sizeof(float)) if masked else NULL
+        dyp_pad = <float*>malloc(<Py_ssize_t>Hd * Wd * F * sizeof(float)) if want_dx else NULL
+        for sl in prange(n_slots, schedule='dynamic'):
+            if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL):
+                n_failed += 1
+                continue
+            dwp = parts + sl * (KF + F)
+            dbp = dwp + KF
+            memset(dwp, 0, (KF + F) * sizeof(float))
+            for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
+                dyp = dyptr + n * P * F
+                if masked:
+                    _relu_mask(dym, dyp, yptr + n * P * F, P * F)
+                    dyp = dym
+                cc_pad_image(xptr + n * xs, g.H, g.W, <int>C, g.PT, g.PL, Hp, Wp, xp)
+                cc_conv_dw_image(xp, Wp, <int>C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
+                                 dyp, <int>F, dwp)
+                for p in range(P):
+                    _add_into(dbp, dyp + p * F, F)
+                if want_dx:
+                    cc_pad_image(dyp, g.OH, g.OW, <int>F, g.KH - 1 - g.PT, g.KW - 1 - g.PL,
+                                 Hd, Wd, dyp_pad)
+                    cc_conv_forward_image(dyp_pad, Wd, <int>F, g.KH, g.KW, 1, 1, g.H, g.W,
+                                          wt, <int>C, NULL, dxptr + n * xs, 0)
+        free(xp)
+        free(dym)
+        free(dyp_pad)
+    free(wt)
+    if n_failed:
+        free(parts)
+        raise MemoryError("conv2d_backward: could not allocate the padded-image scratch")
+    cdef float* dwo = &dw[0, 0]
+    cdef float* dbo = &db[0]
+    for blk in prange((KF + BLOCK - 1) // BLOCK, nogil=True, schedule='static',
+                      num_threads=n_threads):
+        e0 = blk * BLOCK
+        e1 = min(KF, e0 + BLOCK)
+        for sl in range(n_slots):
+            _add_into(dwo + e0, parts + sl * (KF + F) + e0, e1 - e0)
+    for sl in range(n_slots):
+        _add_into(dbo, parts + sl * (KF + F) + KF, F)
+    free(parts)
