@@ -29,17 +29,17 @@ def threads():
 
 
 @pytest.fixture
-def algorithm():
-    """Set convcore's convolution algorithm inside a test and restore it afterwards."""
+def kernels():
+    """Set convcore's kernels ("simd"/"blas") inside a test and restore them afterwards."""
     import convcore
-    before = convcore.get_conv_algorithm()
-    yield convcore.set_conv_algorithm
-    convcore.set_conv_algorithm(before)
+    before = convcore.get_kernels()
+    yield convcore.set_kernels
+    convcore.set_kernels(before)
 
 
 def pytest_report_header(config):
     import convcore
     return (f"convcore from {os.path.dirname(convcore.__file__)}; "
             f"openmp={convcore.openmp_enabled()} threads={convcore.get_num_threads()} "
-            f"direct_kernels={convcore.direct_supported()}; "
+            f"simd={convcore.simd_supported()}; "
             f"numpy {np.__version__}")

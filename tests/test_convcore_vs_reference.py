@@ -12,9 +12,10 @@ import convcore
 import convcore.reference as ref
 from helpers import assert_within, f32, padding_forms, windows
 
-# The convolutions have two implementations: im2col + sgemm, and the direct
-# kernels (AVX-512, C_out a multiple of 16). Both must equal the reference.
-ALGORITHMS = ["im2col", "direct"] if convcore.direct_supported() else ["im2col"]
+# The convolutions and dense layers have two implementations: BLAS (im2col +
+# sgemm, sgemm) and the simd kernels (AVX-512, a multiple of 16 output
+# channels). Both must equal the reference.
+KERNELS = ["blas", "simd"] if convcore.simd_supported() else ["blas"]
 
 
 def _64(*arrays):
@@ -145,10 +146,38 @@ def test_linear_equals_reference(data, n, d_in, d_out, with_bias, relu):
     assert_within(db, rdb, bdb, n, "linear_backward db")
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_tutorial_shapes_equal_reference(algorithm, name):
+@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+@given(st.integers(0, 96), st.integers(1, 600), st.integers(1, 9), st.booleans(),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_simd_dense_tiles_equal_reference(n, d_in, blocks, with_bias, relu, seed):
+    """The dense tiles under set_kernels("simd"): D_out = 16 * blocks (every tile
+    width and remainder), up to the largest batch they take, several k-blocks."""
+    rng = np.random.default_rng(seed)
+    d_out = 16 * blocks
+    x, w, dy = (rng.uniform(-2, 2, s).astype(np.float32)
+                for s in ((n, d_in), (d_in, d_out), (n, d_out)))
+    b = rng.uniform(-2, 2, d_out).astype(np.float32) if with_bias else None
+    before = convcore.get_kernels()
+    convcore.set_kernels("simd")
+    try:
+        y = convcore.linear_forward(x, w, b, relu=relu)
+        relu_y = y if relu else None
+        dx, dw, db = convcore.linear_backward(x, w, dy, relu_y=relu_y)
+    finally:
+        convcore.set_kernels(before)
+    assert_within(y, ref.linear_forward(*_64(x, w, b), relu=relu),
+                  ref.linear_forward(*_abs(x, w, b)), d_in + 1, "simd linear_forward")
+    rdx, rdw, rdb = ref.linear_backward(*_64(x, w, dy), relu_y=relu_y)
+    bdx, bdw, bdb = ref.linear_backward(*_abs(x, w, dy))
+    assert_within(dx, rdx, bdx, d_out, "simd linear_backward dx")
+    assert_within(dw, rdw, bdw, n, "simd linear_backward dw")
+    assert_within(db, rdb, bdb, n, "simd linear_backward db")
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_tutorial_shapes_equal_reference(kernels, name):
     """The tutorial network's own shapes (batch 50): many work items, large sums."""
-    algorithm(name)
+    kernels(name)
     rng = np.random.default_rng(0)
     x = rng.random((50, 28, 28, 1), dtype=np.float32)
     w1 = (rng.standard_normal((5, 5, 1, 32)) * 0.1).astype(np.float32)
@@ -162,14 +191,26 @@ def test_tutorial_shapes_equal_reference(algorithm, name):
     got = convcore.conv2d_backward(p1, w2, dy, padding="same")
     want = ref.conv2d_backward(*_64(p1, w2, dy), padding="same")
     bound = ref.conv2d_backward(*_abs(p1, w2, dy), padding="same")
-    for name, g, r, bd, t in zip("dx dw db".split(), got, want, bound, (1600, 9800, 9800)):
-        assert_within(g, r, bd, t, f"conv2 {name}")
+    for what, g, r, bd, t in zip("dx dw db".split(), got, want, bound, (1600, 9800, 9800)):
+        assert_within(g, r, bd, t, f"conv2 {what}")
+    x3 = rng.standard_normal((50, 3136)).astype(np.float32)
+    w3 = (rng.standard_normal((3136, 1024)) * 0.02).astype(np.float32)
+    b3 = np.full(1024, 0.1, np.float32)
+    y3 = convcore.linear_forward(x3, w3, b3, relu=True)
+    assert_within(y3, ref.linear_forward(*_64(x3, w3, b3), relu=True),
+                  ref.linear_forward(*_abs(x3, w3, b3)), 3137, "dense1 y")
+    dy3 = rng.standard_normal((50, 1024)).astype(np.float32)
+    got = convcore.linear_backward(x3, w3, dy3, relu_y=y3)
+    want = ref.linear_backward(*_64(x3, w3, dy3), relu_y=y3)
+    bound = ref.linear_backward(*_abs(x3, w3, dy3))
+    for what, g, r, bd, t in zip("dx dw db".split(), got, want, bound, (1024, 50, 50)):
+        assert_within(g, r, bd, t, f"dense1 {what}")
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_large_batch_several_items_per_slot_equals_reference(algorithm, name):
+@pytest.mark.parametrize("name", KERNELS)
+def test_large_batch_several_items_per_slot_equals_reference(kernels, name):
     """More work items than gradient slots (150 > 64 or 32): slots accumulate items in order."""
-    algorithm(name)
+    kernels(name)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((150, 12, 12, 16)).astype(np.float32)
     w = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
@@ -201,10 +242,10 @@ def direct_cases(draw):
     return (n, h, w_, cin), tuple(kernel), stride, pad, cout, seed
 
 
-@pytest.mark.skipif(not convcore.direct_supported(), reason="this CPU has no AVX-512F")
+@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
 @given(direct_cases(), st.booleans(), st.booleans())
 def test_direct_kernels_equal_reference(case, with_bias, relu):
-    """Under set_conv_algorithm("direct"), every call below runs the direct
+    """Under set_kernels("simd"), every call below runs the direct convolution
     kernels (or raises): the input gradient where it applies (stride 1, C_in a
     multiple of 16), the weight gradient always."""
     shape, k, s, p, cout, seed = case
@@ -213,8 +254,8 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
     x = rng.uniform(-2, 2, shape).astype(np.float32)
     w = rng.uniform(-2, 2, (*k, shape[3], cout)).astype(np.float32)
     b = rng.uniform(-2, 2, cout).astype(np.float32) if with_bias else None
-    before = convcore.get_conv_algorithm()
-    convcore.set_conv_algorithm("direct")
+    before = convcore.get_kernels()
+    convcore.set_kernels("simd")
     try:
         y = convcore.conv2d_forward(x, w, b, stride=s, padding=p, relu=relu)
         dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
@@ -222,7 +263,7 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
         dx, dw, db = convcore.conv2d_backward(x, w, dy, stride=s, padding=p, need_dx=need_dx,
                                               relu_y=relu_y)
     finally:
-        convcore.set_conv_algorithm(before)
+        convcore.set_kernels(before)
     x64, w64, b64, dy64 = _64(x, w, b, dy)
     want = ref.conv2d_forward(x64, w64, b64, stride=s, padding=p, relu=relu)
     bound = ref.conv2d_forward(*_abs(x, w, b), stride=s, padding=p)
@@ -238,33 +279,42 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
         assert dx is None
 
 
-def test_set_conv_algorithm(algorithm):
-    algorithm("im2col")
-    assert convcore.get_conv_algorithm() == "im2col"
-    with pytest.raises(ValueError, match="set_conv_algorithm: name must be one of"):
-        convcore.set_conv_algorithm("winograd")
-    if convcore.direct_supported():
-        algorithm("direct")
-        assert convcore.get_conv_algorithm() == "direct"
-        x = np.ones((1, 5, 5, 3), np.float32)
-        with pytest.raises(ValueError, match="conv2d_forward: .* C_out a multiple of 16, got "
-                                             "C_out = 8"):
-            convcore.conv2d_forward(x, np.ones((3, 3, 3, 8), np.float32))
-        w = np.ones((3, 3, 3, 16), np.float32)
-        dy = convcore.conv2d_forward(x, w)
-        with pytest.raises(ValueError, match="conv2d_backward: .* C_in a multiple of 16"):
-            convcore.conv2d_backward(x, w, dy)
-        assert convcore.conv2d_backward(x, w, dy, need_dx=False)[0] is None
-        algorithm("auto")   # falls back to im2col where the direct kernels do not apply
-        assert convcore.conv2d_backward(x, w, dy)[0].shape == x.shape
-    else:
+def test_set_kernels(kernels):
+    kernels("blas")
+    assert convcore.get_kernels() == "blas"
+    with pytest.raises(ValueError, match="set_kernels: name must be one of"):
+        convcore.set_kernels("winograd")
+    if not convcore.simd_supported():
         with pytest.raises(ValueError, match="AVX-512F"):
-            convcore.set_conv_algorithm("direct")
+            convcore.set_kernels("simd")
+        return
+    kernels("simd")
+    assert convcore.get_kernels() == "simd"
+    x = np.ones((1, 5, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="conv2d_forward: .* C_out a multiple of 16, got "
+                                         "C_out = 8"):
+        convcore.conv2d_forward(x, np.ones((3, 3, 3, 8), np.float32))
+    w = np.ones((3, 3, 3, 16), np.float32)
+    dy = convcore.conv2d_forward(x, w)
+    with pytest.raises(ValueError, match="conv2d_backward: .* C_in a multiple of 16"):
+        convcore.conv2d_backward(x, w, dy)
+    assert convcore.conv2d_backward(x, w, dy, need_dx=False)[0] is None
+    with pytest.raises(ValueError, match="linear_forward: .* D_out a multiple of 16, got "
+                                         "D_out = 10"):
+        convcore.linear_forward(np.ones((2, 3), np.float32), np.ones((3, 10), np.float32))
+    with pytest.raises(ValueError, match="linear_backward: .* a batch of at most 96 for a "
+                                         "dense layer, got N = 97"):
+        convcore.linear_backward(np.ones((97, 3), np.float32), np.ones((3, 16), np.float32),
+                                 np.ones((97, 16), np.float32))
+    kernels("auto")   # falls back to BLAS where the simd kernels do not apply
+    assert convcore.conv2d_backward(x, w, dy)[0].shape == x.shape
+    assert convcore.linear_forward(np.ones((2, 3), np.float32),
+                                   np.ones((3, 10), np.float32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_nan_and_inf_flow_through(algorithm, name):
-    algorithm(name)
+@pytest.mark.parametrize("name", KERNELS)
+def test_nan_and_inf_flow_through(kernels, name):
+    kernels(name)
     x = np.zeros((1, 4, 4, 1), np.float32)
     x[0, 0, 0, 0] = np.nan
     x[0, 3, 3, 0] = np.inf

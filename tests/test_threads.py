@@ -63,7 +63,12 @@ def _all_ops(rng):
     xd = rng.standard_normal((37, 9, 11, 16)).astype(np.float32)
     wd = rng.standard_normal((3, 5, 16, 48)).astype(np.float32)
     yd = convcore.conv2d_forward(xd, wd, b[:16].repeat(3), padding="same", relu=True)
+    # the dense tiles: 2 k-blocks, 64- and 16-wide column blocks
+    xt = rng.standard_normal((91, 300)).astype(np.float32)
+    wt = rng.standard_normal((300, 80)).astype(np.float32)
+    yt = convcore.linear_forward(xt, wt, b[:16].repeat(5), relu=True)
     return [
+        yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),
         yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
         *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
         cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,

@@ -12,14 +12,14 @@ __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
     "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "set_conv_algorithm", "get_conv_algorithm", "direct_supported",
+    "set_kernels", "get_kernels", "simd_supported",
 ]
 
 try:
     from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward, im2col,
                        linear_backward, linear_forward, maxpool2d_backward,
-                       maxpool2d_forward, sgd_update, set_conv_algorithm, get_conv_algorithm)
-    from ._conv import direct_supported
+                       maxpool2d_forward, sgd_update, set_kernels, get_kernels)
+    from ._conv import simd_supported
     from ._openmp_info import openmp_enabled
 except ImportError as _err:  # not built: say so on first use; reference still works
     _IMPORT_ERROR = _err

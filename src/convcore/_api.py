@@ -12,36 +12,48 @@ _W = "(kh, kw, C_in, C_out)"
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
 
-ALGORITHMS = ("auto", "direct", "im2col")
-_algorithm = "auto"
+KERNELS = ("auto", "simd", "blas")
+_kernels = "auto"
 
 
-def set_conv_algorithm(name):
-    """Choose how conv2d_forward/backward compute: "auto" (the default: the
-    direct kernels where they apply, else im2col + sgemm), "direct" (always the
-    direct kernels: a ValueError where they do not apply), or "im2col" (always
-    im2col + sgemm).
+def set_kernels(name):
+    """Choose the kernels of the convolutions and dense layers:
 
-    The direct kernels need AVX-512F and C_out a multiple of 16 (and for the
-    input gradient, stride 1 and C_in a multiple of 16)."""
-    global _algorithm
-    if name not in ALGORITHMS:
-        raise ValueError(f"set_conv_algorithm: name must be one of {ALGORITHMS}, got {name!r}")
-    if name == "direct" and not _conv.direct_supported():
-        raise ValueError("set_conv_algorithm: the direct kernels need a CPU with AVX-512F "
-                         "and a GCC build for x86-64; use 'auto' or 'im2col'")
-    _algorithm = name
+    "simd": convcore's register-tiled AVX-512 kernels (direct convolution,
+            dense tiles); a ValueError where they do not apply.
+    "blas": im2col + sgemm for the convolutions, sgemm for the dense layers.
+    "auto": (the default) "simd" where it applies, else "blas".
+
+    "simd" needs a CPU with AVX-512F and a multiple of 16 output channels
+    (C_out, D_out); a convolution's input gradient also needs stride 1 and
+    C_in a multiple of 16; a dense layer a batch of at most 96. Both give the same results up to float32 rounding
+    (both are tested against convcore.reference) and the same bits on any
+    thread count."""
+    global _kernels
+    if name not in KERNELS:
+        raise ValueError(f"set_kernels: name must be one of {KERNELS}, got {name!r}")
+    if name == "simd" and not _conv.simd_supported():
+        raise ValueError("set_kernels: the 'simd' kernels need a CPU with AVX-512F and a "
+                         "GCC build for x86-64; use 'auto' or 'blas'")
+    _kernels = name
 
 
-def get_conv_algorithm():
-    """The setting of set_conv_algorithm: "auto", "direct" or "im2col"."""
-    return _algorithm
+def get_kernels():
+    """The setting of set_kernels: "auto", "simd" or "blas"."""
+    return _kernels
 
 
-def _direct(fn, g, cout, need_dx):
-    """Whether this convolution takes the direct kernels (under "direct": must)."""
-    if _algorithm == "im2col" or not _conv.direct_supported():
+def _simd(fn, why):
+    """Whether to take the simd kernels, given why they would not apply (or None)."""
+    if _kernels == "blas" or not _conv.simd_supported():
         return False
+    if why and _kernels == "simd":
+        raise ValueError(f"{fn}: set_kernels('simd') needs {why}; "
+                         "use 'auto' to fall back to BLAS where the simd kernels do not apply")
+    return why is None
+
+
+def _conv_simd(fn, g, cout, need_dx):
     why = None
     if cout % 16:
         why = f"C_out a multiple of 16, got C_out = {cout}"
@@ -49,10 +61,19 @@ def _direct(fn, g, cout, need_dx):
         why = f"C_in a multiple of 16 for the input gradient, got C_in = {g['C']}"
     elif need_dx and (g["SH"], g["SW"]) != (1, 1):
         why = f"stride 1 for the input gradient, got stride {(g['SH'], g['SW'])}"
-    if why and _algorithm == "direct":
-        raise ValueError(f"{fn}: set_conv_algorithm('direct') needs {why}; "
-                         "use 'auto' to fall back to im2col where the direct kernels do not apply")
-    return why is None
+    return _simd(fn, why)
+
+
+SIMD_MAX_BATCH = _linear.simd_max_batch()
+
+
+def _linear_simd(fn, n, dout):
+    why = None
+    if dout % 16:
+        why = f"D_out a multiple of 16, got D_out = {dout}"
+    elif n > SIMD_MAX_BATCH:   # larger batches: sgemm's packing pays for itself
+        why = f"a batch of at most {SIMD_MAX_BATCH} for a dense layer, got N = {n}"
+    return _simd(fn, why)
 
 
 def _group(positions):
@@ -128,7 +149,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
     y = np.empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]), np.float32)
-    if _direct(fn, g, w2.shape[1], need_dx=False):
+    if _conv_simd(fn, g, w2.shape[1], need_dx=False):
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), bool(relu))
         return y
     with blas_single_thread():
@@ -157,7 +178,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     dx = np.empty(x.shape, np.float32) if need_dx else None
     dw = np.empty(w2.shape, np.float32)
     db = np.empty(w2.shape[1], np.float32)
-    if _direct(fn, g, w2.shape[1], need_dx):
+    if _conv_simd(fn, g, w2.shape[1], need_dx):
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
                                      relu_y)
         return dx, dw.reshape(w.shape), db
@@ -232,8 +253,12 @@ def _linear_checks(fn, x, w, b=None):
 
 def linear_forward(x, w, b=None, relu=False):
     """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0)."""
-    x, w, b = _linear_checks("linear_forward", x, w, b)
+    fn = "linear_forward"
+    x, w, b = _linear_checks(fn, x, w, b)
     y = np.empty((x.shape[0], w.shape[1]), np.float32)
+    if _linear_simd(fn, x.shape[0], w.shape[1]):
+        _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), bool(relu))
+        return y
     with blas_single_thread():
         _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bool(relu))
     return y
@@ -260,6 +285,11 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     dx = np.empty(x.shape, np.float32) if need_dx else None
     dw = np.empty(w.shape, np.float32)
     db = np.empty(w.shape[1], np.float32)
+    if _linear_simd(fn, x.shape[0], w.shape[1]):
+        with blas_single_thread():
+            _linear.linear_backward_tiles(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
+                                          relu_y, scratch)
+        return dx, dw, db
     with blas_single_thread():
         _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
                                 relu_y, scratch)

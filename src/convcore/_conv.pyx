@@ -202,7 +202,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 # thread's scratch and convolved by register-blocked tiles.
 
 cdef extern from "_conv_direct.h" nogil:
-    int cc_direct_supported()
+    int cc_simd_supported()
     void cc_pad_image(const float* src, int H, int W, int C, int top, int left,
                       int Hp, int Wp, float* dst)
     void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float* wt)
@@ -213,9 +213,9 @@ cdef extern from "_conv_direct.h" nogil:
                           int OH, int OW, const float* dy, int F, float* dw)
 
 
-def direct_supported():
-    """True if the direct kernels were compiled in and this CPU runs them (AVX-512F)."""
-    return bool(cc_direct_supported())
+def simd_supported():
+    """True if the AVX-512 kernels (_simd.h) were compiled in and this CPU runs them."""
+    return bool(cc_simd_supported())
 
 
 def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)

@@ -14,10 +14,9 @@
  *             kernels flipped and their channel axes swapped (stride 1)
  *
  * Each output entry is one sum in a fixed order, computed by one call, so
- * the bits do not depend on the thread count. Compiled for AVX-512F (GCC
- * function target) and used only where the CPU has it (cc_direct_supported)
- * and the blocked channel count is a multiple of 16; otherwise _conv.pyx
- * takes the im2col path.
+ * the bits do not depend on the thread count. Compiled for AVX-512F (_simd.h)
+ * and used only where the CPU has it (cc_simd_supported) and the blocked
+ * channel count is a multiple of 16; otherwise _conv.pyx takes the im2col path.
  */
 #ifndef CONVCORE_CONV_DIRECT_H
 #define CONVCORE_CONV_DIRECT_H
@@ -59,24 +58,10 @@ static void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float*
         }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 8 \
-    && !defined(CONVCORE_NO_DIRECT)
-#define CC_DIRECT_COMPILED 1
+#include "_simd.h"
 
-static int cc_direct_supported(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-
-typedef float cc_v16 __attribute__((vector_size(64)));
-typedef int cc_v16i __attribute__((vector_size(64)));
-
-static inline cc_v16 cc_load(const float* p) { cc_v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void cc_store(float* p, cc_v16 v) { memcpy(p, &v, sizeof v); }
+#if CC_SIMD_COMPILED
+CC_SIMD_BEGIN
 
 /* ---------------------------------------------------------------- forward */
 
@@ -114,8 +99,8 @@ static void cc_forward_tile_##R##x##V(const float* const* xr, ptrdiff_t xrs,    
         if (r < nvalid) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                      \
                 cc_v16 a = acc[r][v];                                                  \
-                if (relu)   /* max(a, 0) as a mask: NaN and -0 pass, as in _relu */    \
-                    a = (cc_v16)((cc_v16i)a & ~(a < 0));                               \
+                if (relu)                                                      \
+                    a = cc_relu(a);                                            \
                 cc_store(y[r] + 16 * v, a);                                            \
             }                                                                          \
         }                                                                              \
@@ -227,11 +212,9 @@ static void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int
     }
 }
 
-#pragma GCC pop_options
+CC_SIMD_END
 
 #else   /* no GCC x86-64 AVX-512 target: the im2col path only */
-#define CC_DIRECT_COMPILED 0
-static int cc_direct_supported(void) { return 0; }
 static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW, int SH,
                                   int SW, int OH, int OW, const float* w, int F,
                                   const float* b, float* y, int relu) {}

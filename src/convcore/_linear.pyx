@@ -66,3 +66,87 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
         for r in range(N):
             s = s + dyp[r * F + f]
         db[f] = s
+
+
+# -------------------------------------------------------------- tile kernels
+# The fast path for a small batch (N <= CC_MC) where the CPU has AVX-512 and
+# D_out is a multiple of 16 (_linear_tiles.h): no packing, the weight panel
+# read straight from w.
+
+cdef extern from "_linear_tiles.h" nogil:
+    int CC_MC
+    void cc_linear_forward_block(const float* x, int D, const float* w, int F,
+                                 const float* b, float* y, int n0, int n1,
+                                 int c0, int c1, int relu)
+    void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
+                            float* dw, int d0, int d1)
+
+def simd_max_batch():
+    """The largest batch the dense tiles take (one row block: w is read once)."""
+    return CC_MC
+
+
+DEF COLS = 64    # output columns per forward work item
+DEF ROWS = 48    # rows of w (entries of D_in) per backward work item
+
+
+def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
+                         float[:, ::1] y, int n_threads, bint relu=False):
+    """y = x @ w (+ b) (then max(y, 0) if relu); D_out % 16 == 0.
+
+    Work items: blocks of CC_MC rows x 64 columns of y, fixed by the shapes."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1]
+    cdef Py_ssize_t n_cb = (F + COLS - 1) // COLS, n_rb = (N + CC_MC - 1) // CC_MC, it
+    cdef int n0, c0
+    if N == 0:
+        return
+    cdef const float* bp = &b[0] if b is not None else NULL
+    cdef const float* xp = &x[0, 0]
+    cdef const float* wp = &w[0, 0]
+    cdef float* yp = &y[0, 0]
+    for it in prange(n_rb * n_cb, nogil=True, schedule='dynamic', num_threads=n_threads):
+        n0 = <int>((it // n_cb) * CC_MC)
+        c0 = <int>((it % n_cb) * COLS)
+        cc_linear_forward_block(xp, <int>D, wp, <int>F, bp, yp, n0, <int>min(N, n0 + CC_MC),
+                                c0, <int>min(F, c0 + COLS), relu)
+
+
+def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
+                          float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
+                          int n_tiles, int n_threads,
+                          const float[:, ::1] relu_y=None, float[:, ::1] scratch=None):
+    """dw = x^T @ dy by tiles, dx = dy @ w^T by gemm_tiled, db = sum dy; D_out % 16 == 0.
+
+    dw work items: blocks of 48 rows (entries of D_in), fixed by the shapes.
+    With relu_y, dy is first masked by relu_y > 0 into scratch (N, F)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r, it
+    cdef Py_ssize_t n_items = (D + ROWS - 1) // ROWS
+    cdef int d0
+    cdef float s
+    if N == 0:
+        dw[:, :] = 0
+        db[:] = 0
+        return
+    cdef const float* dyp = &dy[0, 0]
+    cdef const float* yp
+    cdef float* sp
+    if relu_y is not None:   # dy masked by y > 0, branch-free (see _conv._relu_mask)
+        yp = &relu_y[0, 0]
+        sp = &scratch[0, 0]
+        for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
+            (<unsigned int*>sp)[r] = ((<const unsigned int*>dyp)[r]
+                                      & (0u - <unsigned int>(yp[r] > 0)))
+        dyp = sp
+    if dx is not None:
+        gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
+                   0.0, &dx[0, 0], <int>D, n_tiles, n_threads)
+    cdef const float* xp = &x[0, 0]
+    cdef float* dwp = &dw[0, 0]
+    for it in prange(n_items, nogil=True, schedule='dynamic', num_threads=n_threads):
+        d0 = <int>(it * ROWS)
+        cc_linear_dw_block(xp, <int>N, <int>D, dyp, <int>F, dwp, d0, <int>min(D, d0 + ROWS))
+    for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
+        s = 0
+        for r in range(N):
+            s = s + dyp[r * F + f]
+        db[f] = s

@@ -1,0 +1,161 @@
+/* Dense-layer kernels (the fast path of _linear.pyx for a small batch):
+ * register tiles as in _conv_direct.h, for the skinny products where sgemm
+ * spends much of its time packing the weight matrix.
+ *
+ *   forward:  y[n, f]  = sum_d x[n, d] w[d, f]      R rows x V*16 columns per tile
+ *   dw:       dw[d, f] = sum_n x[n, d] dy[n, f]     6 rows x V*16 columns per tile
+ *
+ * (dx = dy @ w^T stays with sgemm, which measured faster.) Every output entry
+ * is one sum in a fixed order inside one call: the bits do not depend on how
+ * the calls are spread over threads. F must be a multiple of 16; _api.py
+ * checks and otherwise uses sgemm.
+ */
+#ifndef CONVCORE_LINEAR_TILES_H
+#define CONVCORE_LINEAR_TILES_H
+
+#include <stddef.h>
+#include "_simd.h"
+
+#define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
+#define CC_MC 96    /* the largest batch for the tiles (one row block: w read once) */
+#ifndef CC_PD
+#define CC_PD 8    /* prefetch distance (k steps) for the first pass over a weight panel */
+#endif
+
+#if CC_SIMD_COMPILED
+CC_SIMD_BEGIN
+
+/* ---------------------------------------------------------------- forward */
+
+/* y[r][0 : 16V] (+)= sum_{k0 <= k < k1} xr[r][k] w[k, 0 : 16V] for R rows r.
+ * first: start from the bias (or 0), else from y; relu on the last k-block. */
+#define CC_DEF_LINEAR_TILE(R, V)                                                       \
+static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,           \
+                                     ptrdiff_t F, int k0, int k1, const float* bias,   \
+                                     float* const* y, int nvalid, int first, int relu, \
+                                     int pf)                                           \
+{                                                                                      \
+    cc_v16 acc[R][V];                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            acc[r][v] = !first ? cc_load(y[r] + 16 * v)                                \
+                      : bias ? cc_load(bias + 16 * v) : (cc_v16){0};                   \
+    for (int k = k0; k < k1; k++) {                                                    \
+        cc_v16 wv[V];                                                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                          \
+            wv[v] = cc_load(w + (ptrdiff_t)k * F + 16 * v);                            \
+            if (pf) __builtin_prefetch(w + (ptrdiff_t)(k + CC_PD) * F + 16 * v);       \
+        }                                                                              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
+            float xs = xr[r][k];                                                       \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                acc[r][v] += xs * wv[v];                                               \
+        }                                                                              \
+    }                                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        if (r < nvalid) {                                                              \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                cc_store(y[r] + 16 * v, relu ? cc_relu(acc[r][v]) : acc[r][v]);        \
+        }                                                                              \
+}
+CC_DEF_LINEAR_TILE(6, 4)
+CC_DEF_LINEAR_TILE(14, 2)
+CC_DEF_LINEAR_TILE(14, 1)
+
+/* y[n0:n1, c0:c1] of y = x @ w (+ b) (relu); c0, c1 multiples of 16. */
+static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
+                                    const float* b, float* y, int n0, int n1,
+                                    int c0, int c1, int relu)
+{
+    const float* xr[14];
+    float* yr[14];
+    for (int f0 = c0; f0 < c1; ) {
+        int V = c1 - f0 >= 64 ? 4 : c1 - f0 >= 32 ? 2 : 1;
+        int R = V == 4 ? 6 : 14;
+        for (int k0 = 0; k0 < D || k0 == 0; k0 += CC_KC) {
+            int k1 = k0 + CC_KC < D ? k0 + CC_KC : D;
+            for (int r0 = n0; r0 < n1; r0 += R) {
+                int nv = n1 - r0 < R ? n1 - r0 : R;
+                for (int r = 0; r < R; r++) {
+                    int n = r0 + (r < nv ? r : nv - 1);
+                    xr[r] = x + (ptrdiff_t)n * D;
+                    yr[r] = y + (ptrdiff_t)n * F + f0;
+                }
+                int first = k0 == 0, last = relu && k1 == D, pf = r0 == n0;
+                const float* bb = b ? b + f0 : NULL;
+                if (V == 4)
+                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                else if (V == 2)
+                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                else
+                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+            }
+        }
+        f0 += 16 * V;
+    }
+}
+
+/* --------------------------------------------------------------- backward */
+
+/* dw[d0 + i, 0 : 16V] = sum_n x[n, d0 + i] dy[n, 0 : 16V] for i < 6;
+ * rows past ni repeat the last one and are not stored. */
+#define CC_DEF_LINEAR_DW_TILE(V)                                                       \
+static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,       \
+                                  ptrdiff_t F, float* dw, int d0, int ni)              \
+{                                                                                      \
+    cc_v16 acc[6][V];                                                                  \
+    int di[6];                                                                         \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
+        di[i] = i < ni ? i : ni - 1;                                                   \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            acc[i][v] = (cc_v16){0};                                                   \
+    for (int n = 0; n < N; n++) {                                                      \
+        const float* xs = x + (ptrdiff_t)n * D + d0;                                   \
+        cc_v16 dv[V];                                                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            dv[v] = cc_load(dy + (ptrdiff_t)n * F + 16 * v);                           \
+        _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                          \
+            float s = xs[di[i]];                                                       \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                acc[i][v] += s * dv[v];                                                \
+        }                                                                              \
+    }                                                                                  \
+    for (int i = 0; i < ni; i++)                                                       \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            cc_store(dw + (ptrdiff_t)(d0 + i) * F + 16 * v, acc[i][v]);                \
+}
+CC_DEF_LINEAR_DW_TILE(4)
+CC_DEF_LINEAR_DW_TILE(2)
+CC_DEF_LINEAR_DW_TILE(1)
+
+/* dw[d0:d1, :] = x[:, d0:d1]^T @ dy; F % 16 == 0. */
+static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
+                               float* dw, int d0, int d1)
+{
+    for (int i0 = d0; i0 < d1; i0 += 6) {
+        int ni = d1 - i0 < 6 ? d1 - i0 : 6;
+        for (int f0 = 0; f0 < F; ) {
+            int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
+            if (V == 4)
+                cc_linear_dw_tile_4(x, N, D, dy + f0, F, dw + f0, i0, ni);
+            else if (V == 2)
+                cc_linear_dw_tile_2(x, N, D, dy + f0, F, dw + f0, i0, ni);
+            else
+                cc_linear_dw_tile_1(x, N, D, dy + f0, F, dw + f0, i0, ni);
+            f0 += 16 * V;
+        }
+    }
+}
+
+CC_SIMD_END
+
+#else   /* no GCC x86-64 AVX-512 target: sgemm only */
+static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
+                                    const float* b, float* y, int n0, int n1,
+                                    int c0, int c1, int relu) {}
+static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
+                               float* dw, int d0, int d1) {}
+#endif
+
+#endif
