@@ -12,13 +12,13 @@ __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
     "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "set_kernels", "get_kernels", "simd_supported",
+    "set_kernels", "get_kernels", "simd_supported", "empty", "zeros",
 ]
 
 try:
-    from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward, im2col,
+    from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward, empty, im2col,
                        linear_backward, linear_forward, maxpool2d_backward,
-                       maxpool2d_forward, sgd_update, set_kernels, get_kernels)
+                       maxpool2d_forward, sgd_update, set_kernels, get_kernels, zeros)
     from ._conv import simd_supported
     from ._openmp_info import openmp_enabled
 except ImportError as _err:  # not built: say so on first use; reference still works

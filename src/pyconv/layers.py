@@ -17,8 +17,9 @@ class Parameter:
 
     def __init__(self, name, value):
         self.name = name
-        self.value = np.ascontiguousarray(value, np.float32)
-        self.grad = np.zeros_like(self.value)
+        self.value = convcore.empty(np.shape(value))   # cache-line aligned, for the kernels
+        self.value[...] = value
+        self.grad = convcore.zeros(self.value.shape)
 
     def __repr__(self):
         return f"Parameter({self.name}, shape={self.value.shape})"
@@ -72,9 +73,9 @@ class _Affine(Layer):
         relu_y = self._y if self.activation == "relu" else None
         dx, dw, db = self._backward(self._x, self.params["w"].value, dy, self.needs_input_grad,
                                     relu_y)
-        self.params["w"].grad[...] = dw
+        self.params["w"].grad = dw    # convcore's fresh (aligned) arrays: no copy
         if self.use_bias:
-            self.params["b"].grad[...] = db
+            self.params["b"].grad = db
         return dx
 
 

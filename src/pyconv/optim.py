@@ -38,7 +38,7 @@ class SGD(Optimizer):
         if not 0 <= momentum < 1:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
-        self.buf = [np.zeros_like(p.value) for p in self.params]
+        self.buf = [convcore.zeros(p.value.shape) for p in self.params]
 
     def step(self):
         self.t += 1
@@ -55,8 +55,8 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = [np.zeros_like(p.value) for p in self.params]
-        self.v = [np.zeros_like(p.value) for p in self.params]
+        self.m = [convcore.zeros(p.value.shape) for p in self.params]
+        self.v = [convcore.zeros(p.value.shape) for p in self.params]
 
     def step(self):
         self.t += 1
