@@ -310,9 +310,9 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     dw = empty(w.shape)
     db = empty(w.shape[1])
     if _linear_simd(fn, x.shape[0], w.shape[1]):
-        with blas_single_thread():
-            _linear.linear_backward_tiles(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
-                                          relu_y, scratch)
+        dym = empty(want)
+        dyT = empty((want[1], -(-want[0] // 16) * 16))
+        _linear.linear_backward_tiles(x, w, dy, dx, dw, db, get_num_threads(), dym, dyT, relu_y)
         return dx, dw, db
     with blas_single_thread():
         _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),

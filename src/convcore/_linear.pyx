@@ -80,6 +80,8 @@ cdef extern from "_linear_tiles.h" nogil:
                                  int c0, int c1, int relu)
     void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
                             float* dw, int d0, int d1)
+    void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
+                            int D, int N, int d0, int d1)
 
 def simd_max_batch():
     """The largest batch the dense tiles take (one row block: w is read once)."""
@@ -112,41 +114,48 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
 
 
 def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
-                          float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
-                          int n_tiles, int n_threads,
-                          const float[:, ::1] relu_y=None, float[:, ::1] scratch=None):
-    """dw = x^T @ dy by tiles, dx = dy @ w^T by gemm_tiled, db = sum dy; D_out % 16 == 0.
+                          float[:, ::1] dx, float[:, ::1] dw, float[::1] db, int n_threads,
+                          float[:, ::1] dym, float[:, ::1] dyT,
+                          const float[:, ::1] relu_y=None):
+    """dw = x^T @ dy, dx = dy @ w^T, db = sum dy, by tiles; D_out % 16 == 0.
 
-    dw work items: blocks of 48 rows (entries of D_in), fixed by the shapes.
-    With relu_y, dy is first masked by relu_y > 0 into scratch (N, F)."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r, it
-    cdef Py_ssize_t n_items = (D + ROWS - 1) // ROWS
+    Scratch: dym (N, F) for dy masked by relu_y > 0 (if relu_y is given), and
+    dyT (F, NP) for the same transposed, NP = N rounded up to a multiple of 16.
+    Work items: blocks of 48 rows of w (entries of D_in), fixed by the shapes."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], NP = dyT.shape[1]
+    cdef Py_ssize_t f, r, it, n_items = (D + ROWS - 1) // ROWS
     cdef int d0
-    cdef float s
+    cdef float s, v
+    cdef bint masked = relu_y is not None
     if N == 0:
         dw[:, :] = 0
         db[:] = 0
         return
     cdef const float* dyp = &dy[0, 0]
-    cdef const float* yp
-    cdef float* sp
-    if relu_y is not None:   # dy masked by y > 0, branch-free (see _conv._relu_mask)
-        yp = &relu_y[0, 0]
-        sp = &scratch[0, 0]
-        for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
-            (<unsigned int*>sp)[r] = ((<const unsigned int*>dyp)[r]
-                                      & (0u - <unsigned int>(yp[r] > 0)))
-        dyp = sp
-    if dx is not None:
-        gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
-                   0.0, &dx[0, 0], <int>D, n_tiles, n_threads)
-    cdef const float* xp = &x[0, 0]
-    cdef float* dwp = &dw[0, 0]
-    for it in prange(n_items, nogil=True, schedule='dynamic', num_threads=n_threads):
-        d0 = <int>(it * ROWS)
-        cc_linear_dw_block(xp, <int>N, <int>D, dyp, <int>F, dwp, d0, <int>min(D, d0 + ROWS))
+    cdef const float* yp = &relu_y[0, 0] if masked else NULL
+    cdef float* mp = &dym[0, 0]
+    cdef float* tp = &dyT[0, 0]
+    # dym = dy (masked by y > 0, branch-free: see _conv._relu_mask); dyT = dym^T, 0 past N
     for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
         s = 0
         for r in range(N):
-            s = s + dyp[r * F + f]
+            v = dyp[r * F + f]
+            if masked:
+                (<unsigned int*>&v)[0] = ((<unsigned int*>&v)[0]
+                                          & (0u - <unsigned int>(yp[r * F + f] > 0)))
+            mp[r * F + f] = v
+            tp[f * NP + r] = v
+            s = s + v
+        for r in range(N, NP):
+            tp[f * NP + r] = 0
         db[f] = s
+    cdef const float* xp = &x[0, 0]
+    cdef const float* wp = &w[0, 0]
+    cdef float* dxp = &dx[0, 0] if dx is not None else NULL
+    cdef float* dwp = &dw[0, 0]
+    for it in prange(n_items, nogil=True, schedule='dynamic', num_threads=n_threads):
+        d0 = <int>(it * ROWS)
+        if dxp != NULL:
+            cc_linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0,
+                               <int>min(D, d0 + ROWS))
+        cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp, d0, <int>min(D, d0 + ROWS))

@@ -4,8 +4,10 @@
  *
  *   forward:  y[n, f]  = sum_d x[n, d] w[d, f]      R rows x V*16 columns per tile
  *   dw:       dw[d, f] = sum_n x[n, d] dy[n, f]     6 rows x V*16 columns per tile
+ *   dx:       dx[n, d] = sum_f w[d, f] dy[n, f]     6 rows of w x V*16 batch entries,
+ *                                                   from dy transposed (F, N padded)
  *
- * (dx = dy @ w^T stays with sgemm, which measured faster.) Every output entry
+ * Every output entry
  * is one sum in a fixed order inside one call: the bits do not depend on how
  * the calls are spread over threads. F must be a multiple of 16; _api.py
  * checks and otherwise uses sgemm.
@@ -148,9 +150,68 @@ static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, in
     }
 }
 
+/* dx[n0 + 16v + l, d0 + i] = sum_f w[d0 + i, f] dyT[f, n0 + 16v + l] for i < 6,
+ * l < 16, v < V: dx^T by tiles of 6 rows of w (each streamed once, in order)
+ * x V*16 batch entries; dyT (F, NP) is dy transposed and zero-padded to NP
+ * columns. Rows past ni repeat the last one; entries past N are not stored. */
+#define CC_DEF_LINEAR_DX_TILE(V)                                                       \
+static void cc_linear_dx_tile_##V(const float* w, ptrdiff_t F, const float* dyT,       \
+                                  ptrdiff_t NP, float* dx, ptrdiff_t D, int N,         \
+                                  int d0, int ni, int n0)                              \
+{                                                                                      \
+    cc_v16 acc[6][V];                                                                  \
+    const float* wr[6];                                                                \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                              \
+        wr[i] = w + (d0 + (i < ni ? i : ni - 1)) * F;                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            acc[i][v] = (cc_v16){0};                                                   \
+    }                                                                                  \
+    for (ptrdiff_t f = 0; f < F; f++) {                                                \
+        cc_v16 dv[V];                                                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            dv[v] = cc_load(dyT + f * NP + n0 + 16 * v);                               \
+        _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                          \
+            float s = wr[i][f];                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                acc[i][v] += s * dv[v];                                                \
+        }                                                                              \
+    }                                                                                  \
+    for (int i = 0; i < ni; i++)                                                       \
+        for (int v = 0; v < V; v++) {                                                  \
+            float t[16];                                                               \
+            memcpy(t, &acc[i][v], sizeof t);                                           \
+            for (int l = 0; l < 16 && n0 + 16 * v + l < N; l++)                        \
+                dx[(n0 + 16 * v + l) * D + d0 + i] = t[l];                             \
+        }                                                                              \
+}
+CC_DEF_LINEAR_DX_TILE(4)
+CC_DEF_LINEAR_DX_TILE(2)
+CC_DEF_LINEAR_DX_TILE(1)
+
+/* dx[:, d0:d1] = dy @ w[d0:d1, :]^T from dyT (F, NP), NP = N rounded up to 16. */
+static void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
+                               int D, int N, int d0, int d1)
+{
+    for (int i0 = d0; i0 < d1; i0 += 6) {
+        int ni = d1 - i0 < 6 ? d1 - i0 : 6;
+        for (int n0 = 0; n0 < NP; ) {
+            int V = NP - n0 >= 64 ? 4 : NP - n0 >= 32 ? 2 : 1;
+            if (V == 4)
+                cc_linear_dx_tile_4(w, F, dyT, NP, dx, D, N, i0, ni, n0);
+            else if (V == 2)
+                cc_linear_dx_tile_2(w, F, dyT, NP, dx, D, N, i0, ni, n0);
+            else
+                cc_linear_dx_tile_1(w, F, dyT, NP, dx, D, N, i0, ni, n0);
+            n0 += 16 * V;
+        }
+    }
+}
+
 CC_SIMD_END
 
 #else   /* no GCC x86-64 AVX-512 target: sgemm only */
+static void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
+                               int D, int N, int d0, int d1) {}
 static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
                                     const float* b, float* y, int n0, int n1,
                                     int c0, int c1, int relu) {}
