@@ -4,7 +4,9 @@ import numpy as np
 import helpers
 import pytest
 
+import convcore
 import pyconv
+from pyconv.models import tutorial_cnn
 from pyconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
 from pyconv.losses import softmax_cross_entropy
 
@@ -166,3 +168,34 @@ def test_train_step_learns_a_batch():
     assert last < first / 2
     with pytest.raises(TypeError, match="x must be float32"):
         model.train_step(x.astype(np.float64), y, opt)
+
+
+@pytest.mark.parametrize("kernels_name", ["auto", "blas"])
+def test_inference_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name):
+    """predict runs Conv2D + MaxPool2D as one conv2d_maxpool_forward: the same
+    logits, bit for bit, as the layers one by one."""
+    kernels(kernels_name)
+    model = tutorial_cnn(seed=3)
+    x = np.random.default_rng(3).random((7, 28, 28, 1), dtype=np.float32)
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=False)
+    fused = model.predict(x)
+    assert fused.tobytes() == h.tobytes()
+
+
+def test_conv2d_maxpool_forward_equals_the_two_calls(kernels):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 9, 11, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 48)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    for kernels_name in ("auto", "blas"):
+        kernels(kernels_name)
+        for pool, stride, padding in ((2, None, "same"), (3, 2, 1), (2, 1, "valid")):
+            got = convcore.conv2d_maxpool_forward(x, w, b, 1, "same", True, pool, stride,
+                                                  padding)
+            y = convcore.conv2d_forward(x, w, b, 1, "same", relu=True)
+            want = convcore.maxpool2d_forward(y, pool, stride, padding)[0]
+            assert got.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="conv2d_maxpool_forward: pool_padding must be smaller"):
+        convcore.conv2d_maxpool_forward(x, w, b, pool_size=2, pool_padding=2)

@@ -181,6 +181,29 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     return y
 
 
+def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
+                           pool_stride=None, pool_padding=0):
+    """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
+    pool_stride, pool_padding)[0] in one pass, for inference: with the simd
+    kernels each image's convolution output stays in cache and only the pooled
+    result is written (no argmax). The same bits as the two calls."""
+    fn = "conv2d_maxpool_forward"
+    x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
+    cout = w2.shape[1]
+    if pool_stride is None:
+        pool_stride = pool_size
+    y_shape = (x.shape[0], g["OH"], g["OW"], cout)
+    pg = chk.window(fn, y_shape, pool_size, pool_stride, pool_padding, "pool_size", pool=True,
+                    stride_name="pool_stride", padding_name="pool_padding")
+    if not _conv_simd(fn, g, cout, need_dx=False):
+        y = conv2d_forward(x, w, b, stride, padding, relu)
+        return maxpool2d_forward(y, pool_size, pool_stride, pool_padding)[0]
+    chk.size(fn, "the pooled output", x.shape[0], pg["OH"], pg["OW"], cout)
+    out = empty((x.shape[0], pg["OH"], pg["OW"], cout))
+    _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), bool(relu))
+    return out
+
+
 def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
 

@@ -51,7 +51,8 @@ def pair(fn, name, v, minimum=1):
     return (i, i)
 
 
-def window(fn, x_shape, size, stride, padding, size_name, pool=False):
+def window(fn, x_shape, size, stride, padding, size_name, pool=False, stride_name="stride",
+           padding_name="padding"):
     """Resolve a sliding window over (N, H, W, C) into the kernels' Window dict.
 
     padding: an int or (h, w) pair (both sides), 'valid' (0) or 'same'
@@ -59,7 +60,7 @@ def window(fn, x_shape, size, stride, padding, size_name, pool=False):
     """
     _, H, W, C = x_shape
     kh, kw = pair(fn, size_name, size)
-    sh, sw = pair(fn, "stride", stride)
+    sh, sw = pair(fn, stride_name, stride)
     if H < 1 or W < 1:
         raise ValueError(f"{fn}: x must have height and width >= 1, got shape {tuple(x_shape)}")
     if isinstance(padding, str):
@@ -68,13 +69,13 @@ def window(fn, x_shape, size, stride, padding, size_name, pool=False):
         elif padding.lower() == "same":
             pads = tuple(_same(n, k, s) for n, k, s in ((H, kh, sh), (W, kw, sw)))
         else:
-            raise ValueError(f"{fn}: padding must be an int, an (h, w) pair, 'valid' or "
-                             f"'same', got {padding!r}")
+            raise ValueError(f"{fn}: {padding_name} must be an int, an (h, w) pair, 'valid' "
+                             f"or 'same', got {padding!r}")
     else:
-        ph, pw = pair(fn, "padding", padding, minimum=0)
+        ph, pw = pair(fn, padding_name, padding, minimum=0)
         pads = ((ph, ph), (pw, pw))
         if pool and (ph >= kh or pw >= kw):
-            raise ValueError(f"{fn}: padding must be smaller than {size_name} "
+            raise ValueError(f"{fn}: {padding_name} must be smaller than {size_name} "
                              f"({kh}, {kw}) so that every window holds a real cell, "
                              f"got ({ph}, {pw})")
     (pt, pb), (pl, pr) = pads

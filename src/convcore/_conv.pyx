@@ -21,6 +21,7 @@ from libc.string cimport memcpy, memset
 from convcore._blas cimport gemm
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
+from convcore._pool cimport pool_row
 
 
 cdef inline void _add_into(float* acc, const float* part, Py_ssize_t n) noexcept nogil:
@@ -256,6 +257,47 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         free(xp)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the padded-image scratch")
+
+
+def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W, C)
+                                  const float[:, ::1] w,         # IN  (KH*KW*C, F), F % 16 == 0
+                                  const float[::1] b,            # IN  (F,) or None
+                                  float[:, :, :, ::1] y,         # OUT (N, PH, PW, F)
+                                  Window g, Window pg, int n_threads, bint relu=False):
+    """y = maxpool(conv(x, w) (+ b) (relu)), image by image, for inference: each
+    image's convolution output stays in the thread's scratch (in cache) and only
+    the pooled result is written. pg: the pool window over the (OH, OW, F) output."""
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n, oh
+    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef Py_ssize_t xs = g.H * g.W * g.C, ps = pg.OH * pg.OW * F
+    cdef float* xp
+    cdef float* yc
+    cdef int* am
+    cdef int n_failed = 0
+    if N == 0 or pg.OH == 0 or pg.OW == 0:
+        return
+    cdef const float* xptr = &x[0, 0, 0, 0]
+    cdef const float* wptr = &w[0, 0]
+    cdef const float* bptr = &b[0] if b is not None else NULL
+    cdef float* yptr = &y[0, 0, 0, 0]
+    with nogil, parallel(num_threads=n_threads):
+        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * g.C * sizeof(float))
+        yc = _alloc64(g.OH * g.OW * F)
+        am = <int*>malloc(pg.OW * F * sizeof(int))
+        for n in prange(N, schedule='dynamic'):
+            if xp == NULL or yc == NULL or am == NULL:
+                n_failed += 1
+                continue
+            cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
+            cc_conv_forward_image(xp, Wp, g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
+                                  wptr, <int>F, bptr, yc, relu)
+            for oh in range(pg.OH):
+                pool_row(yc, pg, oh, yptr + n * ps + oh * pg.OW * F, am)
+        free(xp)
+        free(yc)
+        free(am)
+    if n_failed:
+        raise MemoryError("conv2d_maxpool_forward: could not allocate the image scratch")
 
 
 def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)

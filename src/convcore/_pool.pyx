@@ -12,8 +12,9 @@ from libc.string cimport memcpy, memset
 from convcore._geometry cimport Window
 
 
-cdef void _pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
-                    float* y, int* am) noexcept nogil:           # OUT row (OW, C)
+cdef void pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
+                   float* y, int* am) noexcept nogil:           # OUT row (OW, C)
+    """Output row oh of one image: the max and argmax of each window."""
     cdef Py_ssize_t ow, i, j, ih, iw, c
     cdef bint first, take
     cdef const float* xp
@@ -63,7 +64,7 @@ def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     for t in prange(N * g.OH, nogil=True, schedule='static', num_threads=n_threads):
         n = t // g.OH
         oh = t % g.OH
-        _pool_row(xp + n * xs, g, oh, yp + t * rs, ap + t * rs)
+        pool_row(xp + n * xs, g, oh, yp + t * rs, ap + t * rs)
 
 
 def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)

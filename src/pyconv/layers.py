@@ -95,6 +95,14 @@ class Conv2D(_Affine):
     def _forward(self, x, w, b, relu):
         return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu)
 
+    def forward_pooled(self, x, pool):
+        """pool.forward(self.forward(x)) at inference, in one convcore pass."""
+        b = self.params["b"].value if self.use_bias else None
+        return convcore.conv2d_maxpool_forward(
+            x, self.params["w"].value, b, self.stride, self.padding,
+            relu=self.activation == "relu", pool_size=pool.pool_size, pool_stride=pool.stride,
+            pool_padding=pool.padding)
+
     def _backward(self, x, w, dy, need_dx, relu_y):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
                                         relu_y=relu_y)

@@ -1,7 +1,7 @@
 """Sequential: a stack of layers with forward, backward, a training step and predict."""
 import numpy as np
 
-from .layers import LAYERS, Dropout
+from .layers import LAYERS, Conv2D, Dropout, MaxPool2D
 from .losses import softmax_cross_entropy
 
 
@@ -24,8 +24,19 @@ class Sequential:
                 for i, layer in enumerate(self.layers) for name, p in layer.params.items()]
 
     def forward(self, x, training=False):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """The layers in order. At inference a Conv2D followed by a MaxPool2D runs
+        as one convcore call (conv2d_maxpool_forward: the same bits, without
+        writing the full-size convolution output)."""
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            pool = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if not training and isinstance(layer, Conv2D) and isinstance(pool, MaxPool2D):
+                x = layer.forward_pooled(x, pool)
+                i += 2
+            else:
+                x = layer.forward(x, training)
+                i += 1
         return x
 
     def backward(self, dy):
