@@ -349,3 +349,34 @@ def test_sgd_update_equals_reference(data, n, lr, momentum):
     np.testing.assert_allclose(p, want[0], rtol=1e-5, atol=1e-6)
     if momentum:
         np.testing.assert_allclose(buf, want[2], rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(0, 120), st.integers(1, 300), st.sampled_from([10, 16, 48, 80]),
+       st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_linear_backward_adam_equals_the_separate_calls(n, d_in, d_out, with_bias, relu,
+                                                        need_dx, seed):
+    """The fused dense backward + Adam gives the same bits as linear_backward and
+    two adam_update calls, on the simd path (D_out 16k, N <= 96) and off it."""
+    rng = np.random.default_rng(seed)
+    x, w, dy, yr = (rng.uniform(-2, 2, s).astype(np.float32)
+                    for s in ((n, d_in), (d_in, d_out), (n, d_out), (n, d_out)))
+    relu_y = yr if relu else None
+    b = rng.uniform(-1, 1, d_out).astype(np.float32) if with_bias else None
+    state = [rng.uniform(0, 1, a.shape).astype(np.float32) for a in (w, w, w[0], w[0])]
+    w2, b2 = w.copy(), None if b is None else b.copy()
+    state2 = [a.copy() for a in state]
+    dx = convcore.linear_backward_adam(x, w, dy, b, *state, 1e-3, need_dx=need_dx,
+                                       relu_y=relu_y)
+    dx2, dw, db = convcore.linear_backward(x, w2, dy, need_dx=need_dx, relu_y=relu_y)
+    convcore.adam_update(w2, dw, state2[0], state2[1], 1e-3)
+    if b is not None:
+        convcore.adam_update(b2, db, state2[2], state2[3], 1e-3)
+        assert b.tobytes() == b2.tobytes()
+        assert state[2].tobytes() == state2[2].tobytes()
+        assert state[3].tobytes() == state2[3].tobytes()
+    assert w.tobytes() == w2.tobytes()
+    assert state[0].tobytes() == state2[0].tobytes()
+    assert state[1].tobytes() == state2[1].tobytes()
+    assert (dx is None) == (not need_dx)
+    if need_dx:
+        assert dx.tobytes() == dx2.tobytes()

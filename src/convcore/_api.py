@@ -343,15 +343,53 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     return dx, dw, db
 
 
-def _update_checks(fn, p, g, states):
+def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
+                         eps=1e-8, need_dx=True, relu_y=None):
+    """linear_backward, then adam_update of w (state m_w, v_w) and b (m_b, v_b;
+    b and its state may be None), in one pass where the simd kernels apply:
+    each block of w's gradient is applied while in cache, never stored. The
+    same bits as the separate calls. Returns dx (None if need_dx is False)."""
+    fn = "linear_backward_adam"
+    _update_checks(fn, w, w, {"m_w": m_w, "v_w": v_w}, p_name="w")   # updated in place:
+    if b is not None:                                                 # no copies allowed
+        _update_checks(fn, b, b, {"m_b": m_b, "v_b": v_b}, p_name="b")
+    x, w, _ = _linear_checks(fn, x, w)
+    dy = chk.array(fn, "dy", dy, 2, "(N, D_out)")
+    want = (x.shape[0], w.shape[1])
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    if relu_y is not None:
+        relu_y = chk.array(fn, "relu_y", relu_y, 2, "(N, D_out)")
+        if relu_y.shape != want:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
+                             f"got {relu_y.shape}")
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
+    if not _linear_simd(fn, x.shape[0], w.shape[1]):
+        dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y)
+        adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
+        if b is not None:
+            adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)
+        return dx
+    dx = empty(x.shape) if need_dx else None
+    dym = empty(want)
+    dyT = empty((want[1], -(-want[0] // 16) * 16))
+    _linear.linear_backward_adam_tiles(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
+                                       float(beta1), float(beta2), float(eps),
+                                       get_num_threads(), dym, dyT, relu_y)
+    return dx
+
+
+def _update_checks(fn, p, g, states, p_name="p"):
     """Parameters and their state must be float32, C-contiguous (updated in place)."""
-    arrays = {"p": p, "g": g, **states}
+    arrays = {p_name: p, "g": g, **states}
     for name, a in arrays.items():
         if not isinstance(a, np.ndarray) or a.dtype != np.float32:
             got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
             raise TypeError(f"{fn}: {name} must be a float32 numpy array, got {got}")
         if a.shape != p.shape:
-            raise ValueError(f"{fn}: {name} must have the shape of p {p.shape}, got {a.shape}")
+            raise ValueError(f"{fn}: {name} must have the shape of {p_name} {p.shape}, "
+                             f"got {a.shape}")
         if name != "g" and (not a.flags.c_contiguous or not a.flags.writeable):
             raise ValueError(f"{fn}: {name} is updated in place and must be a writeable "
                              "C-contiguous array")

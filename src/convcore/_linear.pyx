@@ -4,11 +4,14 @@
   forward:   y = x @ w + b
   backward:  dx = dy @ w^T;  dw = x^T @ dy;  db = sum over N of dy
 
-Every product is gemm_tiled: tiles of the output fixed by the shapes, each
-one single-threaded sgemm, so no sum is ever split across threads.
+Two implementations: gemm_tiled (tiles of the output fixed by the shapes,
+each one single-threaded sgemm) and, for small batches, the register tiles of
+_linear_tiles.h, which also come fused with the Adam update of w and b
+(linear_backward_adam_tiles). Either way no sum is ever split across threads.
 """
-from cython.parallel cimport prange
-from libc.string cimport memcpy
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
 
 from convcore._blas cimport gemm_tiled
 
@@ -73,13 +76,27 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
 # D_out is a multiple of 16 (_linear_tiles.h): no packing, the weight panel
 # read straight from w.
 
+cdef extern from "stdlib.h" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
+
+cdef extern from "_adam.h" nogil:
+    void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
+                 float a1, float a2, float eps)
+
+
+cdef inline float* _alloc_floats(Py_ssize_t n) noexcept nogil:
+    """n floats on a 64-byte boundary; free()."""
+    return <float*>aligned_alloc(64, ((n * sizeof(float) + 63) // 64) * 64)
+
+
 cdef extern from "_linear_tiles.h" nogil:
     int CC_MC
     void cc_linear_forward_block(const float* x, int D, const float* w, int F,
                                  const float* b, float* y, int n0, int n1,
                                  int c0, int c1, int relu)
     void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                            float* dw, int d0, int d1)
+                            float* dwr, int d0, int d1)
     void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
                             int D, int N, int d0, int d1)
 
@@ -113,6 +130,28 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
                                 c0, <int>min(F, c0 + COLS), relu)
 
 
+cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_t F,
+                      Py_ssize_t NP, float* mp, float* tp, float* db,
+                      int n_threads) noexcept nogil:
+    """mp (N, F) = dy, masked by yp > 0 when yp is not NULL (branch-free: see
+    _conv._relu_mask); tp (F, NP) = mp^T, zero past N; db = sum over N of mp."""
+    cdef Py_ssize_t f, r
+    cdef float s, v
+    for f in prange(F, schedule='static', num_threads=n_threads):
+        s = 0
+        for r in range(N):
+            v = dyp[r * F + f]
+            if yp != NULL:
+                (<unsigned int*>&v)[0] = ((<unsigned int*>&v)[0]
+                                          & (0u - <unsigned int>(yp[r * F + f] > 0)))
+            mp[r * F + f] = v
+            tp[f * NP + r] = v
+            s = s + v
+        for r in range(N, NP):
+            tp[f * NP + r] = 0
+        db[f] = s
+
+
 def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                           float[:, ::1] dx, float[:, ::1] dw, float[::1] db, int n_threads,
                           float[:, ::1] dym, float[:, ::1] dyT,
@@ -123,32 +162,16 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
     dyT (F, NP) for the same transposed, NP = N rounded up to a multiple of 16.
     Work items: blocks of 48 rows of w (entries of D_in), fixed by the shapes."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], NP = dyT.shape[1]
-    cdef Py_ssize_t f, r, it, n_items = (D + ROWS - 1) // ROWS
+    cdef Py_ssize_t it, n_items = (D + ROWS - 1) // ROWS
     cdef int d0
-    cdef float s, v
-    cdef bint masked = relu_y is not None
     if N == 0:
         dw[:, :] = 0
         db[:] = 0
         return
-    cdef const float* dyp = &dy[0, 0]
-    cdef const float* yp = &relu_y[0, 0] if masked else NULL
     cdef float* mp = &dym[0, 0]
     cdef float* tp = &dyT[0, 0]
-    # dym = dy (masked by y > 0, branch-free: see _conv._relu_mask); dyT = dym^T, 0 past N
-    for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
-        s = 0
-        for r in range(N):
-            v = dyp[r * F + f]
-            if masked:
-                (<unsigned int*>&v)[0] = ((<unsigned int*>&v)[0]
-                                          & (0u - <unsigned int>(yp[r * F + f] > 0)))
-            mp[r * F + f] = v
-            tp[f * NP + r] = v
-            s = s + v
-        for r in range(N, NP):
-            tp[f * NP + r] = 0
-        db[f] = s
+    _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp, tp,
+                &db[0], n_threads)
     cdef const float* xp = &x[0, 0]
     cdef const float* wp = &w[0, 0]
     cdef float* dxp = &dx[0, 0] if dx is not None else NULL
@@ -158,4 +181,60 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
         if dxp != NULL:
             cc_linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0,
                                <int>min(D, d0 + ROWS))
-        cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp, d0, <int>min(D, d0 + ROWS))
+        cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp + d0 * F, d0,
+                           <int>min(D, d0 + ROWS))
+
+
+def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const float[:, ::1] dy,
+                               float[:, ::1] dx, float[::1] b, float[:, ::1] m_w,
+                               float[:, ::1] v_w, float[::1] m_b, float[::1] v_b,
+                               float lr_t, double beta1, double beta2, float eps,
+                               int n_threads, float[:, ::1] dym, float[:, ::1] dyT,
+                               const float[:, ::1] relu_y=None):
+    """linear_backward_tiles, then Adam on w and b, fused: per block of 48 rows
+    of w, dx uses the old rows, their gradient goes to a cache-sized scratch
+    and cc_adam (_adam.h, the code of adam_update) updates the rows at once.
+    The gradient of w never reaches memory and w is read once. b may be None."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], NP = dyT.shape[1]
+    cdef Py_ssize_t it, n_items = (D + ROWS - 1) // ROWS
+    cdef int d0, d1
+    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
+    cdef float* g
+    cdef int n_failed = 0
+    cdef float* db = _alloc_floats(F)
+    if db == NULL:
+        raise MemoryError("linear_backward_adam: could not allocate the bias gradient")
+    cdef float* mp = &dym[0, 0] if N > 0 else NULL
+    cdef float* tp = &dyT[0, 0] if N > 0 else NULL
+    if N == 0:
+        memset(db, 0, F * sizeof(float))
+    else:
+        _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp,
+                    tp, db, n_threads)
+    cdef const float* xp = &x[0, 0] if N > 0 else NULL
+    cdef float* wp = &w[0, 0]
+    cdef float* mwp = &m_w[0, 0]
+    cdef float* vwp = &v_w[0, 0]
+    cdef float* dxp = &dx[0, 0] if dx is not None and N > 0 else NULL
+    with nogil, parallel(num_threads=n_threads):
+        g = _alloc_floats(ROWS * F)
+        for it in prange(n_items, schedule='dynamic'):
+            if g == NULL:
+                n_failed += 1
+                continue
+            d0 = <int>(it * ROWS)
+            d1 = <int>min(D, d0 + ROWS)
+            if dxp != NULL:
+                cc_linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0, d1)
+            if N > 0:
+                cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, g, d0, d1)
+            else:
+                memset(g, 0, (d1 - d0) * F * sizeof(float))
+            cc_adam(wp + d0 * F, g, mwp + d0 * F, vwp + d0 * F, (d1 - d0) * F, lr_t, a1, a2,
+                    eps)
+        free(g)
+    if n_failed == 0 and b is not None:
+        cc_adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
+    free(db)
+    if n_failed:
+        raise MemoryError("linear_backward_adam: could not allocate the gradient scratch")

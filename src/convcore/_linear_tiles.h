@@ -99,8 +99,8 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
 
 /* --------------------------------------------------------------- backward */
 
-/* dw[d0 + i, 0 : 16V] = sum_n x[n, d0 + i] dy[n, 0 : 16V] for i < 6;
- * rows past ni repeat the last one and are not stored. */
+/* dw[i, 0 : 16V] = sum_n x[n, d0 + i] dy[n, 0 : 16V] for i < 6 (dw: the tile's
+ * first row); rows past ni repeat the last one and are not stored. */
 #define CC_DEF_LINEAR_DW_TILE(V)                                                       \
 static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,       \
                                   ptrdiff_t F, float* dw, int d0, int ni)              \
@@ -125,26 +125,27 @@ static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,
     }                                                                                  \
     for (int i = 0; i < ni; i++)                                                       \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            cc_store(dw + (ptrdiff_t)(d0 + i) * F + 16 * v, acc[i][v]);                \
+            cc_store(dw + (ptrdiff_t)i * F + 16 * v, acc[i][v]);                       \
 }
 CC_DEF_LINEAR_DW_TILE(4)
 CC_DEF_LINEAR_DW_TILE(2)
 CC_DEF_LINEAR_DW_TILE(1)
 
-/* dw[d0:d1, :] = x[:, d0:d1]^T @ dy; F % 16 == 0. */
+/* rows d0:d1 of dw = x^T @ dy into dwr (d1 - d0, F); F % 16 == 0. */
 static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                               float* dw, int d0, int d1)
+                               float* dwr, int d0, int d1)
 {
     for (int i0 = d0; i0 < d1; i0 += 6) {
         int ni = d1 - i0 < 6 ? d1 - i0 : 6;
+        float* t = dwr + (ptrdiff_t)(i0 - d0) * F;
         for (int f0 = 0; f0 < F; ) {
             int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
             if (V == 4)
-                cc_linear_dw_tile_4(x, N, D, dy + f0, F, dw + f0, i0, ni);
+                cc_linear_dw_tile_4(x, N, D, dy + f0, F, t + f0, i0, ni);
             else if (V == 2)
-                cc_linear_dw_tile_2(x, N, D, dy + f0, F, dw + f0, i0, ni);
+                cc_linear_dw_tile_2(x, N, D, dy + f0, F, t + f0, i0, ni);
             else
-                cc_linear_dw_tile_1(x, N, D, dy + f0, F, dw + f0, i0, ni);
+                cc_linear_dw_tile_1(x, N, D, dy + f0, F, t + f0, i0, ni);
             f0 += 16 * V;
         }
     }
@@ -216,7 +217,7 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
                                     const float* b, float* y, int n0, int n1,
                                     int c0, int c1, int relu) {}
 static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                               float* dw, int d0, int d1) {}
+                               float* dwr, int d0, int d1) {}
 #endif
 
 #endif

@@ -6,21 +6,26 @@ Element-wise, so any split over threads gives the same bits.
   sgd:   buf = momentum buf + g;  p -= lr buf     (buf unused when momentum == 0)
 """
 from cython.parallel cimport prange
-from libc.math cimport sqrtf
+
+
+cdef extern from "_adam.h" nogil:
+    void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
+                 float a1, float a2, float eps)
+
+DEF CHUNK = 4096   # parameters per work item
 
 
 def adam_update(float[::1] p, const float[::1] g, float[::1] m, float[::1] v,
                 float lr_t, double beta1, double beta2, float eps, int n_threads):
-    cdef Py_ssize_t i, n = p.shape[0]
+    cdef Py_ssize_t c, i0, n = p.shape[0]
     # 1 - beta in double: float32(0.999) alone is off by 1.3e-5 relative in 1 - beta2
-    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2), gi, mi, vi
-    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
-        gi = g[i]
-        mi = m[i] + (gi - m[i]) * a1
-        vi = v[i] + (gi * gi - v[i]) * a2
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - lr_t * mi / (sqrtf(vi) + eps)
+    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
+    if n == 0:
+        return
+    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+                    num_threads=n_threads):
+        i0 = c * CHUNK
+        cc_adam(&p[i0], &g[i0], &m[i0], &v[i0], min(CHUNK, n - i0), lr_t, a1, a2, eps)
 
 
 def sgd_update(float[::1] p, const float[::1] g, float[::1] buf, float lr, float momentum,

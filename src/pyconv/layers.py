@@ -130,6 +130,19 @@ class Dense(_Affine):
     def _backward(self, x, w, dy, need_dx, relu_y):
         return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y)
 
+    def backward_and_update(self, dy, optimizer):
+        """backward(dy), and the optimiser's update of w and b in the same pass
+        where the optimiser can fuse them (Adam); else backward(dy) alone, the
+        update left to optimizer.finish_step()."""
+        update = getattr(optimizer, "dense_backward_update", None)
+        if update is not None:
+            relu_y = self._y if self.activation == "relu" else None
+            dx = update(self.params["w"], self.params.get("b"), self._x, dy,
+                        self.needs_input_grad, relu_y)
+            if dx is not NotImplemented:
+                return dx
+        return self.backward(dy)
+
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
                     activation=self.activation, use_bias=self.use_bias)

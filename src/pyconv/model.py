@@ -39,9 +39,15 @@ class Sequential:
                 i += 1
         return x
 
-    def backward(self, dy):
+    def backward(self, dy, optimizer=None):
+        """The layers' backward passes in reverse. With an optimizer (between its
+        begin_step and finish_step), layers that can update their parameters in
+        the same pass do so (Dense.backward_and_update)."""
         for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+            if optimizer is not None and hasattr(layer, "backward_and_update"):
+                dy = layer.backward_and_update(dy, optimizer)
+            else:
+                dy = layer.backward(dy)
         return dy
 
     def train_step(self, x, y, optimizer):
@@ -49,8 +55,9 @@ class Sequential:
         x = _check_images("train_step", x)
         logits = self.forward(x, training=True)
         loss, dlogits = softmax_cross_entropy(logits, y)
-        self.backward(dlogits)
-        optimizer.step()
+        optimizer.begin_step()
+        self.backward(dlogits, optimizer)
+        optimizer.finish_step()
         self.last_logits = logits
         return loss
 

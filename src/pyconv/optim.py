@@ -13,8 +13,27 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
         self.lr = float(lr)
         self.t = 0
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self._updated = set()
 
     def step(self):
+        """One update of every parameter from its gradient."""
+        self.begin_step()
+        self.finish_step()
+
+    def begin_step(self):
+        """Start step t + 1. Between begin_step and finish_step a layer may update
+        its own parameters in its backward pass (Dense.backward_and_update)."""
+        self.t += 1
+        self._updated = set()
+
+    def finish_step(self):
+        """Update the parameters that no layer updated since begin_step."""
+        for i, p in enumerate(self.params):
+            if i not in self._updated:
+                self._update(i)
+
+    def _update(self, i):
         raise NotImplementedError
 
     def state_arrays(self):
@@ -40,29 +59,53 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.buf = [convcore.zeros(p.value.shape) for p in self.params]
 
-    def step(self):
-        self.t += 1
-        for p, b in zip(self.params, self.buf):
-            convcore.sgd_update(p.value, p.grad, b, self.lr, self.momentum)
+    def _update(self, i):
+        p = self.params[i]
+        convcore.sgd_update(p.value, p.grad, self.buf[i], self.lr, self.momentum)
 
     def state_arrays(self):
         return {f"buf{i}": b for i, b in enumerate(self.buf)}
 
 
 class Adam(Optimizer):
-    """Adam with TensorFlow's defaults and update (beta1 0.9, beta2 0.999, epsilon 1e-8)."""
+    """Adam with TensorFlow's defaults and update (beta1 0.9, beta2 0.999, epsilon 1e-8).
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    fused=True: a Dense layer's weights are updated inside its backward pass
+    (convcore.linear_backward_adam: the weight gradient is applied block by
+    block while in cache, never stored; the same bits as unfused)."""
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, fused=True):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.fused = bool(fused)
         self.m = [convcore.zeros(p.value.shape) for p in self.params]
         self.v = [convcore.zeros(p.value.shape) for p in self.params]
 
-    def step(self):
-        self.t += 1
-        lr_t = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            convcore.adam_update(p.value, p.grad, m, v, lr_t, self.beta1, self.beta2, self.eps)
+    def _lr_t(self):
+        return self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+
+    def _update(self, i):
+        p = self.params[i]
+        convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], self._lr_t(), self.beta1,
+                             self.beta2, self.eps)
+
+    def dense_backward_update(self, w, b, x, dy, need_dx, relu_y):
+        """The backward pass of a dense layer with parameters w, b (b may be None)
+        and this step's update of both; returns dx, or NotImplemented where this
+        optimiser does not fuse (fused=False, or parameters it does not hold)."""
+        iw, ib = self._index.get(id(w)), None if b is None else self._index.get(id(b))
+        if not self.fused or iw is None or (b is not None and ib is None):
+            return NotImplemented
+        dx = convcore.linear_backward_adam(
+            x, w.value, dy, None if b is None else b.value, self.m[iw], self.v[iw],
+            None if b is None else self.m[ib], None if b is None else self.v[ib],
+            self._lr_t(), self.beta1, self.beta2, self.eps, need_dx=need_dx, relu_y=relu_y)
+        self._updated.add(iw)
+        w.grad = None           # applied, not stored
+        if b is not None:
+            self._updated.add(ib)
+            b.grad = None
+        return dx
 
     def state_arrays(self):
         return {**{f"m{i}": m for i, m in enumerate(self.m)},
