@@ -100,6 +100,19 @@ def _linear_simd(fn, n, dout):
     return _simd(fn, why)
 
 
+def _dy_checks(fn, dy, relu_y, want, desc):
+    """An output gradient dy and the optional ReLU output relu_y, both of shape want."""
+    dy = chk.array(fn, "dy", dy, len(want), desc)
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
+    if relu_y is not None:
+        relu_y = chk.array(fn, "relu_y", relu_y, len(want), desc)
+        if relu_y.shape != want:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
+                             f"got {relu_y.shape}")
+    return dy, relu_y
+
+
 def _group(positions):
     """Images per work item of the im2col path: enough rows (>= 256) for an
     efficient sgemm, few enough that the item's im2col scratch stays near the
@@ -214,14 +227,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     fn = "conv2d_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
-    dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C_out)")
-    if dy.shape != want:
-        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
-    if relu_y is not None:
-        relu_y = chk.array(fn, "relu_y", relu_y, 4, "(N, OH, OW, C_out)")
-        if relu_y.shape != want:
-            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
-                             f"got {relu_y.shape}")
+    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(w2.shape[1])
@@ -318,17 +324,8 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     """
     fn = "linear_backward"
     x, w, _ = _linear_checks(fn, x, w)
-    dy = chk.array(fn, "dy", dy, 2, "(N, D_out)")
     want = (x.shape[0], w.shape[1])
-    if dy.shape != want:
-        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
-    scratch = None
-    if relu_y is not None:
-        relu_y = chk.array(fn, "relu_y", relu_y, 2, "(N, D_out)")
-        if relu_y.shape != want:
-            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
-                             f"got {relu_y.shape}")
-        scratch = empty(want)
+    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
     dx = empty(x.shape) if need_dx else None
     dw = empty(w.shape)
     db = empty(w.shape[1])
@@ -337,6 +334,7 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
         dyT = empty((want[1], -(-want[0] // 16) * 16))
         _linear.linear_backward_tiles(x, w, dy, dx, dw, db, get_num_threads(), dym, dyT, relu_y)
         return dx, dw, db
+    scratch = empty(want) if relu_y is not None else None
     with blas_single_thread():
         _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
                                 relu_y, scratch)
@@ -354,15 +352,8 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     if b is not None:                                                 # no copies allowed
         _update_checks(fn, b, b, {"m_b": m_b, "v_b": v_b}, p_name="b")
     x, w, _ = _linear_checks(fn, x, w)
-    dy = chk.array(fn, "dy", dy, 2, "(N, D_out)")
     want = (x.shape[0], w.shape[1])
-    if dy.shape != want:
-        raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
-    if relu_y is not None:
-        relu_y = chk.array(fn, "relu_y", relu_y, 2, "(N, D_out)")
-        if relu_y.shape != want:
-            raise ValueError(f"{fn}: relu_y must have the shape of dy {want}, "
-                             f"got {relu_y.shape}")
+    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
     if not _linear_simd(fn, x.shape[0], w.shape[1]):

@@ -53,6 +53,20 @@ cdef inline void _relu_mask(float* out, const float* dy, const float* y,
         o[e] = d[e] & (0u - <unsigned int>(y[e] > 0))
 
 
+cdef void _sum_slots(const float* parts, Py_ssize_t n_slots, Py_ssize_t KF, Py_ssize_t F,
+                     float* dw, float* db, int n_threads) noexcept nogil:
+    """dw (KF) and db (F) += the slots (n_slots x (KF + F)), in slot order, in
+    parallel over blocks of gradient entries (the order of each sum is fixed)."""
+    cdef Py_ssize_t blk, sl, e0, e1, BLOCK = 4096
+    for blk in prange((KF + BLOCK - 1) // BLOCK, schedule='static', num_threads=n_threads):
+        e0 = blk * BLOCK
+        e1 = min(KF, e0 + BLOCK)
+        for sl in range(n_slots):
+            _add_into(dw + e0, parts + sl * (KF + F) + e0, e1 - e0)
+    for sl in range(n_slots):
+        _add_into(db, parts + sl * (KF + F) + KF, F)
+
+
 def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                    const float[:, ::1] w,          # IN  (KH*KW*C, F)
                    const float[::1] b,             # IN  (F,) or None
@@ -119,8 +133,8 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     # >= 1 even for an empty batch (n_items = 0), so that n_slots never divides by zero
     cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
-    cdef Py_ssize_t it, sl, n0, n1, n, r, rows, e0, e1, blk
-    cdef Py_ssize_t KF = K * F, BLOCK = 4096
+    cdef Py_ssize_t it, sl, n0, n1, n, r, rows
+    cdef Py_ssize_t KF = K * F
     cdef float beta
     cdef float* cols
     cdef float* dcols
@@ -183,17 +197,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the im2col scratch")
-    # sum the slots in item order, in parallel over blocks of gradient entries
-    cdef float* dwo = &dw[0, 0]
-    cdef float* dbo = &db[0]
-    for blk in prange((KF + BLOCK - 1) // BLOCK, nogil=True, schedule='static',
-                      num_threads=n_threads):
-        e0 = blk * BLOCK
-        e1 = min(KF, e0 + BLOCK)
-        for sl in range(n_slots):
-            _add_into(dwo + e0, parts + sl * (KF + F) + e0, e1 - e0)
-    for sl in range(n_slots):
-        _add_into(dbo, parts + sl * (KF + F) + KF, F)
+    _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
     free(parts)
 
 
@@ -321,8 +325,8 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * C
     cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
-    cdef Py_ssize_t KF = K * F, BLOCK = 4096
-    cdef Py_ssize_t sl, n, p, e0, e1, blk
+    cdef Py_ssize_t KF = K * F
+    cdef Py_ssize_t sl, n, p
     cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
     cdef int Hd = g.H + g.KH - 1, Wd = g.W + g.KW - 1       # padded dy, for dx
     cdef bint masked = relu_y is not None
@@ -383,14 +387,5 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the padded-image scratch")
-    cdef float* dwo = &dw[0, 0]
-    cdef float* dbo = &db[0]
-    for blk in prange((KF + BLOCK - 1) // BLOCK, nogil=True, schedule='static',
-                      num_threads=n_threads):
-        e0 = blk * BLOCK
-        e1 = min(KF, e0 + BLOCK)
-        for sl in range(n_slots):
-            _add_into(dwo + e0, parts + sl * (KF + F) + e0, e1 - e0)
-    for sl in range(n_slots):
-        _add_into(dbo, parts + sl * (KF + F) + KF, F)
+    _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
     free(parts)

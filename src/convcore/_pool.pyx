@@ -7,47 +7,21 @@ window holds at least one real cell: padding < pool size is checked before).
 NaN counts as larger than any number, and the first NaN wins, like np.argmax.
 """
 from cython.parallel cimport prange
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from convcore._geometry cimport Window
 
 
+cdef extern from "_pool_row.h" nogil:
+    void cc_pool_row(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
+                     Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT, Py_ssize_t PL,
+                     Py_ssize_t OW, Py_ssize_t oh, float* y, int* am)
+
+
 cdef void pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
                    float* y, int* am) noexcept nogil:           # OUT row (OW, C)
-    """Output row oh of one image: the max and argmax of each window."""
-    cdef Py_ssize_t ow, i, j, ih, iw, c
-    cdef bint first, take
-    cdef const float* xp
-    cdef float* yr
-    cdef int* ar
-    cdef float v, best
-    cdef int idx
-    for ow in range(g.OW):
-        yr = y + ow * g.C
-        ar = am + ow * g.C
-        first = True
-        for i in range(g.KH):
-            ih = oh * g.SH - g.PT + i
-            if ih < 0 or ih >= g.H:
-                continue
-            for j in range(g.KW):
-                iw = ow * g.SW - g.PL + j
-                if iw < 0 or iw >= g.W:
-                    continue
-                xp = x + (ih * g.W + iw) * g.C
-                idx = <int>(ih * g.W + iw)
-                if first:
-                    memcpy(yr, xp, g.C * sizeof(float))
-                    for c in range(g.C):
-                        ar[c] = idx
-                    first = False
-                    continue
-                for c in range(g.C):   # branch-free, so that it vectorises
-                    v = xp[c]
-                    best = yr[c]
-                    take = (v > best) | ((v != v) & (best == best))
-                    yr[c] = v if take else best
-                    ar[c] = idx if take else ar[c]
+    """Output row oh of one image: the max and argmax of each window (_pool_row.h)."""
+    cc_pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, y, am)
 
 
 def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
