@@ -2,7 +2,8 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_ops.py [--batch 50]
 
-Prints a Markdown table (median milliseconds, speed-up) and writes
+Prints a Markdown table (median milliseconds of convcore with its default
+kernels and with BLAS only, of the reference, and the speed-up) and writes
 benchmarks/results/ops.json. A benchmark, not a test: nothing is asserted.
 """
 import argparse
@@ -18,7 +19,9 @@ from _common import machine, markdown_table, median_seconds, write_json  # noqa:
 
 
 def cases(n, rng):
-    """(name, args) at the tutorial network's layers for batch n."""
+    """(name, function, args) at the tutorial network's layers for batch n; the
+    function is a convcore name (convcore.reference has the same) or a pair of
+    callables (convcore, reference) for the fused operations."""
     def r(*shape, scale=1.0):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
     x1, w1, b1 = r(n, 28, 28, 1), r(5, 5, 1, 32, scale=0.1), r(32)
@@ -28,9 +31,24 @@ def cases(n, rng):
     y2 = convcore.conv2d_forward(p1, w2, b2, padding="same", relu=True)
     p2, a2 = convcore.maxpool2d_forward(y2, 2, padding="same")
     f = p2.reshape(n, -1)
-    w3, b3, w4, b4 = r(3136, 1024, scale=0.1), r(1024), r(1024, 10, scale=0.1), r(10)
+    w3, b3, w4, b4 = convcore.empty((3136, 1024)), r(1024), r(1024, 10, scale=0.1), r(10)
+    w3[...] = r(3136, 1024, scale=0.1)
     h = convcore.linear_forward(f, w3, b3, relu=True)
     cols2 = convcore.im2col(p1, 5, 1, "same")
+    state = [convcore.zeros(a.shape) for a in (w3, w3, b3, b3)]
+
+    def conv_pool(mod):
+        return lambda x, w, b: mod.maxpool2d_forward(
+            mod.conv2d_forward(x, w, b, 1, "same", relu=True), 2, None, "same")[0]
+
+    def dense_adam(x, w, dy, b, mw, vw, mb, vb):   # the reference: the separate steps
+        _, dw, db = ref.linear_backward(x, w, dy, relu_y=dy)
+        ref.adam_update(w, dw, mw, vw, 1e-7)
+        ref.adam_update(b, db, mb, vb, 1e-7)
+
+    def fused_dense_adam(x, w, dy, b, mw, vw, mb, vb):
+        convcore.linear_backward_adam(x, w, dy, b, mw, vw, mb, vb, 1e-7, relu_y=dy)
+
     return [
         ("im2col conv2 (5x5x32)", "im2col", (p1, 5, 1, "same")),
         ("col2im conv2 (5x5x32)", "col2im", (cols2, p1.shape, 5, 1, "same")),
@@ -38,12 +56,16 @@ def cases(n, rng):
         ("conv1 backward (no dx)", "conv2d_backward", (x1, w1, y1, 1, "same", False)),
         ("pool1 forward 2x2", "maxpool2d_forward", (y1, 2, None, "same")),
         ("pool1 backward", "maxpool2d_backward", (p1, a1, y1.shape)),
+        ("conv1 + pool1 forward (inference)",
+         (lambda *a: convcore.conv2d_maxpool_forward(*a, 1, "same", True, 2, None, "same"),
+          conv_pool(ref)), (x1, w1, b1)),
         ("conv2 forward 5x5x32x64", "conv2d_forward", (p1, w2, b2, 1, "same")),
         ("conv2 backward", "conv2d_backward", (p1, w2, y2, 1, "same")),
         ("pool2 forward 2x2", "maxpool2d_forward", (y2, 2, None, "same")),
         ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape)),
         ("dense1 forward 3136x1024", "linear_forward", (f, w3, b3)),
         ("dense1 backward", "linear_backward", (f, w3, h)),
+        ("dense1 backward + Adam", (fused_dense_adam, dense_adam), (f, w3, h, b3, *state)),
         ("dense2 forward 1024x10", "linear_forward", (h, w4, b4)),
         ("dense2 backward", "linear_backward", (h, w4, r(n, 10))),
     ]
@@ -60,17 +82,27 @@ def main():
     rng = np.random.default_rng(0)
     rows, records = [], []
     for name, fn, a in cases(args.batch, rng):
-        t_core = median_seconds(lambda: getattr(convcore, fn)(*a), repeats=20)
-        t_ref = median_seconds(lambda: getattr(ref, fn)(*a), repeats=5)
-        rows.append((name, f"{t_core * 1e3:.3f}", f"{t_ref * 1e3:.3f}", f"{t_ref / t_core:.1f}x"))
-        records.append({"op": name, "function": fn, "convcore_ms": t_core * 1e3,
-                        "reference_ms": t_ref * 1e3, "speedup": t_ref / t_core})
+        core, reference = (fn if isinstance(fn, tuple)
+                           else (getattr(convcore, fn), getattr(ref, fn)))
+        t = {}
+        for kernels in ("auto", "blas"):     # convcore's default kernels, and BLAS only
+            convcore.set_kernels(kernels)
+            t[kernels] = median_seconds(lambda: core(*a), repeats=20)
+        convcore.set_kernels("auto")
+        t_ref = median_seconds(lambda: reference(*a), repeats=5)
+        rows.append((name, f"{t['auto'] * 1e3:.2f}", f"{t['blas'] * 1e3:.2f}",
+                     f"{t_ref * 1e3:.2f}", f"{t_ref / t['auto']:.1f}x"))
+        records.append({"op": name, "convcore_ms": t["auto"] * 1e3,
+                        "convcore_blas_ms": t["blas"] * 1e3, "reference_ms": t_ref * 1e3,
+                        "speedup": t_ref / t["auto"]})
     m = machine()
     print(f"convcore vs convcore.reference, batch {args.batch}, "
-          f"{convcore.get_num_threads()} threads, OpenMP {convcore.openmp_enabled()}")
+          f"{convcore.get_num_threads()} threads, OpenMP {convcore.openmp_enabled()}, "
+          f"simd kernels {convcore.simd_supported()}")
     print(f"CPU: {m['cpu']} ({m['cores']} cores); BLAS: {'; '.join(m['blas'])}")
     print(f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}\n")
-    print(markdown_table(["operation", "convcore ms", "reference ms", "speed-up"], rows))
+    print(markdown_table(["operation", "convcore ms", "convcore ms, BLAS kernels",
+                          "reference ms", "speed-up"], rows))
     write_json(args.out, {"batch": args.batch, "threads": convcore.get_num_threads(),
                           "machine": m, "ops": records})
 
