@@ -186,7 +186,7 @@ def main():
 
     m = machine()
     peak = {1: 0.0, 2: 0.0}
-    results, notes = {}, []
+    notes = []
     frameworks = []
     for fw in FRAMEWORKS:
         if available(fw):
@@ -195,43 +195,54 @@ def main():
             notes.append(f"{fw}: not installed, skipped (pip install tensorflow-cpu "
                          "torch==2.13.0)")
     # Rounds interleave the frameworks, so that a slow spell of this shared
-    # machine hits all of them alike; each setting keeps its best round.
+    # machine hits all of them alike. The table gives each setting's median over
+    # the rounds, and each ratio is the median of the ratios within a round
+    # (the two runs minutes apart at most), which a slow spell cannot bias.
+    runs = {}      # (framework, mode, batch, threads) -> one result per round (None: failed)
     for _ in range(args.rounds):
         for t in peak:   # the peak is measured in every round too; the best counts
             peak[t] = max(peak[t], sgemm_peak(t))
         for mode, batch, threads in SETTINGS:
             for fw in frameworks:
                 r = run_worker(fw, mode, batch, threads, args.steps)
-                key = (fw, mode, batch, threads)
                 if "error" in r:
                     notes.append(f"{fw} {mode} b{batch} t{threads}: failed: {r['error']}")
-                elif key not in results or r["images_per_s"] > results[key]["images_per_s"]:
-                    results[key] = r
+                    r = None
+                runs.setdefault((fw, mode, batch, threads), []).append(r)
+
+    def speed(key):
+        vals = [r["images_per_s"] for r in runs.get(key, []) if r]
+        return float(np.median(vals)) if vals else None
+
+    def ratio(key_a, key_b):
+        vals = [a["images_per_s"] / b["images_per_s"]
+                for a, b in zip(runs.get(key_a, []), runs.get(key_b, [])) if a and b]
+        return float(np.median(vals)) if vals else None
+
     header = ["", *[f"{'train' if m_ == 'train' else 'inference'} b{b}, {t} thread{'s' * (t > 1)}"
                     for m_, b, t in SETTINGS]]
     rows = []
     for fw in FRAMEWORKS:
-        cells = []
-        for s in SETTINGS:
-            r = results.get((fw, *s))
-            cells.append(f"{r['images_per_s']:,.0f} img/s" if r else "-")
-        version = next((r["version"] for k, r in results.items() if k[0] == fw), "")
+        cells = [f"{speed((fw, *s)):,.0f} img/s" if speed((fw, *s)) else "-" for s in SETTINGS]
+        version = next((r["version"] for k, rs in runs.items() for r in rs
+                        if r and k[0] == fw), "")
         rows.append([f"{fw} {version}", *cells])
+    ratios = {}
     for peer in ("tensorflow", "torch"):
         cells = []
         for s in SETTINGS:
-            a, b = results.get(("pyconv", *s)), results.get((peer, *s))
-            cells.append(f"{a['images_per_s'] / b['images_per_s']:.2f}x" if a and b else "-")
+            q = ratio(("pyconv", *s), (peer, *s))
+            ratios[f"pyconv/{peer} {s[0]} b{s[1]} t{s[2]}"] = q
+            cells.append(f"{q:.2f}x" if q else "-")
         rows.append([f"pyconv / {peer}", *cells])
     cells = []
     for mode, batch, threads in SETTINGS:
-        r = results.get(("pyconv", mode, batch, threads))
+        v = speed(("pyconv", mode, batch, threads))
         flops = (TRAIN_MFLOP if mode == "train" else INFER_MFLOP) * 1e6
-        cells.append(f"{r['images_per_s'] * flops / 1e9:.0f} GFLOP/s = "
-                     f"{r['images_per_s'] * flops / 1e9 / peak[threads]:.0%} of peak" if r else "-")
+        cells.append(f"{v * flops / 1e9:.0f} GFLOP/s = {v * flops / 1e9 / peak[threads]:.0%} "
+                     "of peak" if v else "-")
     rows.append(["pyconv fraction of sgemm peak", *cells])
-    p1, p2 = results.get(("pyconv", "train", 50, 1)), results.get(("pyconv", "train", 50, 2))
-    scaling = p2["images_per_s"] / p1["images_per_s"] if p1 and p2 else None
+    scaling = ratio(("pyconv", "train", 50, 2), ("pyconv", "train", 50, 1))
 
     from bench_layers import breakdown
     layers = breakdown(50, threads=2)
@@ -239,16 +250,19 @@ def main():
     layer_rows = [(n, f"{v['forward']:.2f}", f"{v['backward']:.2f}",
                    f"{100 * (v['forward'] + v['backward']) / total:.0f}%")
                   for n, v in layers.items()]
-    mem_rows = [(f"{fw}", f"{r['max_rss_mb']:.0f} MB") for (fw, mode, b, t), r in results.items()
-                if (mode, b, t) == ("train", 50, 2)]
+    mem_rows = [(f"{fw}", f"{max(r['max_rss_mb'] for r in rs if r):.0f} MB")
+                for (fw, mode, b, t), rs in runs.items()
+                if (mode, b, t) == ("train", 50, 2) and any(rs)]
 
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores; BLAS: {'; '.join(m['blas'])}",
         f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}; "
         f"sgemm peak (scipy OpenBLAS, 2048^3): {peak[1]:.0f} GFLOP/s on 1 thread, "
         f"{peak[2]:.0f} on 2",
-        f"Median of {args.steps} steps, random data, best of {args.rounds} interleaved rounds; "
-        f"training {TRAIN_MFLOP} MFLOP/image, inference {INFER_MFLOP}.", "",
+        f"Median of {args.steps} steps, random data; {args.rounds} rounds interleaving the "
+        f"frameworks: each figure the median over the rounds, each ratio the median of the "
+        f"ratios within a round; training {TRAIN_MFLOP} MFLOP/image, inference {INFER_MFLOP}.",
+        "",
         markdown_table(header, rows), "",
         f"pyconv 2 threads / 1 thread (train b50): {scaling:.2f}x" if scaling else "", "",
         "Per-layer breakdown, pyconv train step, batch 50, 2 threads (ms):", "",
@@ -260,8 +274,10 @@ def main():
     text = "\n".join(lines)
     print(text)
     write_json(args.out, {"machine": m, "sgemm_peak_gflops": peak, "steps": args.steps,
-                          "results": [dict(r) for r in results.values()],
-                          "pyconv_2t_over_1t": scaling, "layers_ms": layers, "notes": notes})
+                          "rounds": args.rounds,
+                          "results": [r for rs in runs.values() for r in rs if r],
+                          "median_ratios": ratios, "pyconv_2t_over_1t": scaling,
+                          "layers_ms": layers, "notes": notes})
     with open(args.out.replace(".json", ".md"), "w") as f:
         f.write(text + "\n")
 
