@@ -18,6 +18,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from convcore._memory cimport alloc64
 from convcore._blas cimport gemm
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
@@ -206,15 +207,6 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 # of 16 (_conv_direct.h): no column matrix, each image padded once into the
 # thread's scratch and convolved by register-blocked tiles.
 
-cdef extern from "stdlib.h" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
-
-
-cdef inline float* _alloc64(Py_ssize_t n) noexcept nogil:
-    """n floats on a 64-byte boundary (vector loads and stores stay in one line); free()."""
-    return <float*>aligned_alloc(64, ((n * sizeof(float) + 63) // 64) * 64)
-
-
 cdef extern from "_conv_direct.h" nogil:
     int cc_simd_supported()
     void cc_pad_image(const float* src, int H, int W, int C, int top, int left,
@@ -286,7 +278,7 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
     cdef float* yptr = &y[0, 0, 0, 0]
     with nogil, parallel(num_threads=n_threads):
         xp = <float*>malloc(<Py_ssize_t>Hp * Wp * g.C * sizeof(float))
-        yc = _alloc64(g.OH * g.OW * F)
+        yc = alloc64(g.OH * g.OW * F)
         am = <int*>malloc(pg.OW * F * sizeof(int))
         for n in prange(N, schedule='dynamic'):
             if xp == NULL or yc == NULL or am == NULL:
@@ -346,8 +338,8 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* dyptr = &dy[0, 0, 0, 0]
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
     cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
-    cdef float* parts = _alloc64(n_slots * (KF + F))
-    cdef float* wt = _alloc64(KF) if want_dx else NULL
+    cdef float* parts = alloc64(n_slots * (KF + F))
+    cdef float* wt = alloc64(KF) if want_dx else NULL
     if parts == NULL or (want_dx and wt == NULL):
         free(parts)
         free(wt)
@@ -356,7 +348,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         cc_flip_kernels(&w[0, 0], g.KH, g.KW, <int>C, <int>F, wt)
     with nogil, parallel(num_threads=n_threads):
         xp = <float*>malloc(<Py_ssize_t>Hp * Wp * C * sizeof(float))
-        dym = _alloc64(P * F) if masked else NULL
+        dym = alloc64(P * F) if masked else NULL
         dyp_pad = <float*>malloc(<Py_ssize_t>Hd * Wd * F * sizeof(float)) if want_dx else NULL
         for sl in prange(n_slots, schedule='dynamic'):
             if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL):

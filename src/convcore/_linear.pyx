@@ -13,6 +13,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
+from convcore._memory cimport alloc64
 from convcore._blas cimport gemm_tiled
 
 
@@ -76,18 +77,9 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
 # D_out is a multiple of 16 (_linear_tiles.h): no packing, the weight panel
 # read straight from w.
 
-cdef extern from "stdlib.h" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
-
-
 cdef extern from "_adam.h" nogil:
     void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
                  float a1, float a2, float eps)
-
-
-cdef inline float* _alloc_floats(Py_ssize_t n) noexcept nogil:
-    """n floats on a 64-byte boundary; free()."""
-    return <float*>aligned_alloc(64, ((n * sizeof(float) + 63) // 64) * 64)
 
 
 cdef extern from "_linear_tiles.h" nogil:
@@ -201,7 +193,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
     cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
     cdef float* g
     cdef int n_failed = 0
-    cdef float* db = _alloc_floats(F)
+    cdef float* db = alloc64(F)
     if db == NULL:
         raise MemoryError("linear_backward_adam: could not allocate the bias gradient")
     cdef float* mp = &dym[0, 0] if N > 0 else NULL
@@ -217,7 +209,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
     cdef float* vwp = &v_w[0, 0]
     cdef float* dxp = &dx[0, 0] if dx is not None and N > 0 else NULL
     with nogil, parallel(num_threads=n_threads):
-        g = _alloc_floats(ROWS * F)
+        g = alloc64(ROWS * F)
         for it in prange(n_items, schedule='dynamic'):
             if g == NULL:
                 n_failed += 1

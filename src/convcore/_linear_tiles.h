@@ -20,9 +20,6 @@
 
 #define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
 #define CC_MC 96    /* the largest batch for the tiles (one row block: w read once) */
-#ifndef CC_PD
-#define CC_PD 8    /* prefetch distance (k steps) for the first pass over a weight panel */
-#endif
 
 #if CC_SIMD_COMPILED
 CC_SIMD_BEGIN
@@ -34,8 +31,7 @@ CC_SIMD_BEGIN
 #define CC_DEF_LINEAR_TILE(R, V)                                                       \
 static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,           \
                                      ptrdiff_t F, int k0, int k1, const float* bias,   \
-                                     float* const* y, int nvalid, int first, int relu, \
-                                     int pf)                                           \
+                                     float* const* y, int nvalid, int first, int relu) \
 {                                                                                      \
     cc_v16 acc[R][V];                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
@@ -44,10 +40,8 @@ static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,    
                       : bias ? cc_load(bias + 16 * v) : (cc_v16){0};                   \
     for (int k = k0; k < k1; k++) {                                                    \
         cc_v16 wv[V];                                                                  \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                          \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             wv[v] = cc_load(w + (ptrdiff_t)k * F + 16 * v);                            \
-            if (pf) __builtin_prefetch(w + (ptrdiff_t)(k + CC_PD) * F + 16 * v);       \
-        }                                                                              \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
             float xs = xr[r][k];                                                       \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -83,14 +77,14 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
                     xr[r] = x + (ptrdiff_t)n * D;
                     yr[r] = y + (ptrdiff_t)n * F + f0;
                 }
-                int first = k0 == 0, last = relu && k1 == D, pf = r0 == n0;
+                int first = k0 == 0, last = relu && k1 == D;
                 const float* bb = b ? b + f0 : NULL;
                 if (V == 4)
-                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
                 else if (V == 2)
-                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
                 else
-                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
             }
         }
         f0 += 16 * V;
