@@ -63,3 +63,34 @@ def numeric_grad(f, a, eps):
         a[i] = old
         g[i] = (hi - lo) / (2 * eps)
     return g
+
+
+# Winograd F(2x2, 5x5), as in convcore/_conv_winograd.h: Y = A^T [(G g G^T) (.) (B^T d B)] A
+WINO_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+WINO_G = np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+                   [0, 0, 0, 0, 1]])
+WINO_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float)
+
+
+def winograd_bound(x, w, b, top, left, oh, ow):
+    """The Winograd computation of conv(x, w) + b on absolute values, every
+    matrix and array replaced by its absolute value: |computed - exact| is at
+    most (its depth) * u times this, the componentwise bound of a bilinear
+    algorithm in floating point (the transforms scale values by up to
+    10 * 10 and 7 * 7, so it can exceed the direct sum's bound). x (N, H, W, C)
+    padded by top/left, w (5, 5, C, F); returns (N, oh, ow, F)."""
+    n, h, wd, c = x.shape
+    th, tw = -(-oh // 2), -(-ow // 2)
+    xp = np.zeros((n, 2 * th + 4, 2 * tw + 4, c))
+    rows, cols = min(h, xp.shape[1] - top), min(wd, xp.shape[2] - left)
+    xp[:, top:top + rows, left:left + cols] = np.abs(x[:, :rows, :cols])
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::2, ::2]
+    bt, g, at = np.abs(WINO_BT), np.abs(WINO_G), np.abs(WINO_AT)
+    v = np.einsum("ai,ntscij,bj->ntsabc", bt, tiles, bt, optimize=True)
+    u = np.einsum("ai,ijcf,bj->abcf", g, np.abs(np.asarray(w, float)), g, optimize=True)
+    m = np.einsum("ntsabc,abcf->ntsabf", v, u, optimize=True)
+    y = np.einsum("pa,ntsabf,qb->ntpsqf", at, m, at, optimize=True)
+    y = y.reshape(n, 2 * th, 2 * tw, w.shape[3])[:, :oh, :ow]
+    return y + (0 if b is None else np.abs(np.asarray(b, float)))

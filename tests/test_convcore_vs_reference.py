@@ -10,12 +10,13 @@ from hypothesis import given, strategies as st
 
 import convcore
 import convcore.reference as ref
-from helpers import assert_within, f32, padding_forms, windows
+from helpers import assert_within, f32, padding_forms, winograd_bound, windows
 
-# The convolutions and dense layers have two implementations: BLAS (im2col +
-# sgemm, sgemm) and the simd kernels (AVX-512, a multiple of 16 output
-# channels). Both must equal the reference.
-KERNELS = ["blas", "simd"] if convcore.simd_supported() else ["blas"]
+# The convolutions and dense layers have three implementations: BLAS (im2col +
+# sgemm, sgemm), the simd kernels (AVX-512, a multiple of 16 output channels;
+# Winograd for 5x5 convolutions at stride 1) and "direct" (the simd kernels
+# without Winograd). All must equal the reference.
+KERNELS = ["blas", "direct", "simd"] if convcore.simd_supported() else ["blas"]
 
 
 def _64(*arrays):
@@ -245,7 +246,7 @@ def direct_cases(draw):
 @pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
 @given(direct_cases(), st.booleans(), st.booleans())
 def test_direct_kernels_equal_reference(case, with_bias, relu):
-    """Under set_kernels("simd"), every call below runs the direct convolution
+    """Under set_kernels("direct"), every call below runs the direct convolution
     kernels (or raises): the input gradient where it applies (stride 1, C_in a
     multiple of 16), the weight gradient always."""
     shape, k, s, p, cout, seed = case
@@ -255,7 +256,7 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
     w = rng.uniform(-2, 2, (*k, shape[3], cout)).astype(np.float32)
     b = rng.uniform(-2, 2, cout).astype(np.float32) if with_bias else None
     before = convcore.get_kernels()
-    convcore.set_kernels("simd")
+    convcore.set_kernels("direct")
     try:
         y = convcore.conv2d_forward(x, w, b, stride=s, padding=p, relu=relu)
         dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
@@ -279,11 +280,101 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
         assert dx is None
 
 
+def _pads(padding):
+    """(top, left) padding of a 5x5 window at stride 1, from any padding form."""
+    if padding == "same":
+        return 2, 2
+    if padding == "valid":
+        return 0, 0
+    return (padding, padding) if isinstance(padding, int) else padding
+
+
+@st.composite
+def winograd_cases(draw):
+    """Convolutions in Winograd's domain (5x5, stride 1, C_in and C_out multiples
+    of 16: every tile width, odd and even output sizes, blocks of tiles with
+    remainders) with data from a drawn seed and distribution: uniform, or
+    magnitudes over six decades with random signs (cancellation)."""
+    pad = draw(padding_forms())
+    top, left = _pads(pad)
+    h = draw(st.integers(max(1, 5 - 2 * top), 12))
+    w_ = draw(st.integers(max(1, 5 - 2 * left), 12))
+    shape = (draw(st.integers(0, 3)), h, w_, 16 * draw(st.integers(1, 3)))
+    cout = 16 * draw(st.integers(1, 5))
+    return shape, pad, cout, draw(st.integers(0, 2**32 - 1)), draw(st.booleans())
+
+
+def _draw_values(rng, shape, wide):
+    if not wide:
+        return rng.uniform(-2, 2, shape).astype(np.float32)
+    signs = rng.choice([-1.0, 1.0], shape)
+    return (signs * 10.0 ** rng.uniform(-3, 3, shape)).astype(np.float32)
+
+
+@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+@given(winograd_cases(), st.booleans(), st.booleans())
+def test_winograd_equals_reference(case, with_bias, relu):
+    """Under set_kernels("simd"), 5x5 convolutions at stride 1 run Winograd
+    F(2x2, 5x5), forward and input gradient, each within Winograd's own
+    rounding bound (helpers.winograd_bound); the weight gradient runs the
+    direct kernel, within the direct sum's bound."""
+    shape, pad, cout, seed, wide = case
+    rng = np.random.default_rng(seed)
+    x = _draw_values(rng, shape, wide)
+    w = _draw_values(rng, (5, 5, shape[3], cout), wide)
+    b = _draw_values(rng, cout, wide) if with_bias else None
+    before = convcore.get_kernels()
+    convcore.set_kernels("simd")
+    try:
+        y = convcore.conv2d_forward(x, w, b, padding=pad, relu=relu)
+        dy = _draw_values(rng, y.shape, wide)
+        relu_y = y if relu else None
+        dx, dw, db = convcore.conv2d_backward(x, w, dy, padding=pad, relu_y=relu_y)
+    finally:
+        convcore.set_kernels(before)
+    x64, w64, b64, dy64 = _64(x, w, b, dy)
+    top, left = _pads(pad)
+    _, oh, ow, _ = y.shape
+    want = ref.conv2d_forward(x64, w64, b64, padding=pad, relu=relu)
+    depth = shape[3] + 32   # the sum over C_in, plus the transforms' roundings
+    assert_within(y, want, winograd_bound(x, w, b, top, left, oh, ow), depth, "winograd y")
+    rdx, rdw, rdb = ref.conv2d_backward(x64, w64, dy64, padding=pad, relu_y=relu_y)
+    bdx, bdw, bdb = ref.conv2d_backward(*_abs(x, w, dy), padding=pad)
+    positions = shape[0] * oh * ow
+    assert_within(dw, rdw, bdw, positions, "winograd-path dw")
+    assert_within(db, rdb, bdb, positions, "winograd-path db")
+    # dx = the convolution of dy, padded by 4 - top, 4 - left, with the kernels
+    # flipped and their channel axes swapped
+    wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
+    bound = winograd_bound(dy, wt, None, 4 - top, 4 - left, shape[1], shape[2])
+    assert_within(dx, rdx, bound, cout + 32, "winograd dx")
+
+
+@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+def test_winograd_rounding_at_the_tutorial_shapes(kernels):
+    """The worst-case bound above is loose (the transforms amplify |values| by
+    up to 100 * 49), so also hold the typical error at conv2's shapes, on fixed
+    data, to what Winograd F(2x2, 5x5) achieves: a maximum error within 1e-5
+    of the largest output (measured: 2.5e-6 forward, 3e-6 dx; the direct sum:
+    about 1e-6). A wrong transform coefficient off by 1e-5 fails this."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((8, 14, 14, 32)).astype(np.float32)
+    w = (rng.standard_normal((5, 5, 32, 64)) * 0.1).astype(np.float32)
+    dy = rng.standard_normal((8, 14, 14, 64)).astype(np.float32)
+    kernels("simd")
+    y = convcore.conv2d_forward(x, w, padding="same")
+    dx = convcore.conv2d_backward(x, w, dy, padding="same")[0]
+    want = ref.conv2d_forward(*_64(x, w), padding="same")
+    want_dx = ref.conv2d_backward(*_64(x, w, dy), padding="same")[0]
+    assert np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+    assert np.abs(dx - want_dx).max() <= 1e-5 * np.abs(want_dx).max()
+
+
 def test_set_kernels(kernels):
     kernels("blas")
     assert convcore.get_kernels() == "blas"
     with pytest.raises(ValueError, match="set_kernels: name must be one of"):
-        convcore.set_kernels("winograd")
+        convcore.set_kernels("fast")
     if not convcore.simd_supported():
         with pytest.raises(ValueError, match="AVX-512F"):
             convcore.set_kernels("simd")

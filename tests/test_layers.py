@@ -184,10 +184,11 @@ def test_inference_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name)
     assert fused.tobytes() == h.tobytes()
 
 
-def test_conv2d_maxpool_forward_equals_the_two_calls(kernels):
+@pytest.mark.parametrize("k", [3, 5])   # 5: Winograd under "auto"
+def test_conv2d_maxpool_forward_equals_the_two_calls(kernels, k):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 9, 11, 16)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 16, 48)).astype(np.float32)
+    w = rng.standard_normal((k, k, 16, 48)).astype(np.float32)
     b = rng.standard_normal(48).astype(np.float32)
     for kernels_name in ("auto", "blas"):
         kernels(kernels_name)

@@ -63,6 +63,10 @@ def _all_ops(rng):
     xd = rng.standard_normal((37, 9, 11, 16)).astype(np.float32)
     wd = rng.standard_normal((3, 5, 16, 48)).astype(np.float32)
     yd = convcore.conv2d_forward(xd, wd, b[:16].repeat(3), padding="same", relu=True)
+    # Winograd (5x5, stride 1, 16k channels in and out): odd sizes, 48 -> 80 channels
+    xw = rng.standard_normal((37, 9, 11, 48)).astype(np.float32)
+    ww = rng.standard_normal((5, 5, 48, 80)).astype(np.float32)
+    yw = convcore.conv2d_forward(xw, ww, b[:16].repeat(5), padding="same", relu=True)
     # the dense tiles: 2 k-blocks, 64- and 16-wide column blocks
     xt = rng.standard_normal((91, 300)).astype(np.float32)
     wt = rng.standard_normal((300, 80)).astype(np.float32)
@@ -70,6 +74,7 @@ def _all_ops(rng):
     return [
         yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),
         yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
+        yw, *convcore.conv2d_backward(xw, ww, yw, padding="same", relu_y=yw),
         *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
         cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
         *convcore.conv2d_backward(x, w, dy, padding="same"),

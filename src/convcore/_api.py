@@ -36,34 +36,38 @@ _W = "(kh, kw, C_in, C_out)"
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
 
-KERNELS = ("auto", "simd", "blas")
+KERNELS = ("auto", "simd", "direct", "blas")
 _kernels = "auto"
 
 
 def set_kernels(name):
     """Choose the kernels of the convolutions and dense layers:
 
-    "simd": convcore's register-tiled AVX-512 kernels (direct convolution,
-            dense tiles); a ValueError where they do not apply.
-    "blas": im2col + sgemm for the convolutions, sgemm for the dense layers.
-    "auto": (the default) "simd" where it applies, else "blas".
+    "simd":   convcore's register-tiled AVX-512 kernels: Winograd F(2x2, 5x5)
+              for 5x5 convolutions at stride 1 with C_in a multiple of 16
+              (2.8x fewer multiplications), the direct convolution for the
+              others, dense-layer tiles; a ValueError where they do not apply.
+    "direct": "simd" without Winograd: the direct convolution everywhere.
+    "blas":   im2col + sgemm for the convolutions, sgemm for the dense layers.
+    "auto":   (the default) "simd" where it applies, else "blas".
 
-    "simd" needs a CPU with AVX-512F and a multiple of 16 output channels
-    (C_out, D_out); a convolution's input gradient also needs stride 1 and
-    C_in a multiple of 16; a dense layer a batch of at most 96. Both give the same results up to float32 rounding
-    (both are tested against convcore.reference) and the same bits on any
-    thread count."""
+    "simd" and "direct" need a CPU with AVX-512F and a multiple of 16 output
+    channels (C_out, D_out); a convolution's input gradient also needs
+    stride 1 and C_in a multiple of 16; a dense layer a batch of at most 96.
+    All give the same results up to float32 rounding (each is tested against
+    convcore.reference; Winograd's rounding error is a few times the direct
+    sum's, within its own error bound) and the same bits on any thread count."""
     global _kernels
     if name not in KERNELS:
         raise ValueError(f"set_kernels: name must be one of {KERNELS}, got {name!r}")
-    if name == "simd" and not _conv.simd_supported():
-        raise ValueError("set_kernels: the 'simd' kernels need a CPU with AVX-512F and a "
+    if name in ("simd", "direct") and not _conv.simd_supported():
+        raise ValueError(f"set_kernels: the {name!r} kernels need a CPU with AVX-512F and a "
                          "GCC build for x86-64; use 'auto' or 'blas'")
     _kernels = name
 
 
 def get_kernels():
-    """The setting of set_kernels: "auto", "simd" or "blas"."""
+    """The setting of set_kernels: "auto", "simd", "direct" or "blas"."""
     return _kernels
 
 
@@ -71,8 +75,8 @@ def _simd(fn, why):
     """Whether to take the simd kernels, given why they would not apply (or None)."""
     if _kernels == "blas" or not _conv.simd_supported():
         return False
-    if why and _kernels == "simd":
-        raise ValueError(f"{fn}: set_kernels('simd') needs {why}; "
+    if why and _kernels in ("simd", "direct"):
+        raise ValueError(f"{fn}: set_kernels({_kernels!r}) needs {why}; "
                          "use 'auto' to fall back to BLAS where the simd kernels do not apply")
     return why is None
 
@@ -86,6 +90,13 @@ def _conv_simd(fn, g, cout, need_dx):
     elif need_dx and (g["SH"], g["SW"]) != (1, 1):
         why = f"stride 1 for the input gradient, got stride {(g['SH'], g['SW'])}"
     return _simd(fn, why)
+
+
+def _winograd(g):
+    """Whether a simd convolution (or its input gradient) of window g runs as
+    Winograd F(2x2, 5x5): 5x5 kernels, stride 1, C_in a multiple of 16."""
+    return (_kernels != "direct" and (g["KH"], g["KW"]) == (5, 5)
+            and (g["SH"], g["SW"]) == (1, 1) and g["C"] % 16 == 0)
 
 
 SIMD_MAX_BATCH = _linear.simd_max_batch()
@@ -187,7 +198,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
     y = empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]))
     if _conv_simd(fn, g, w2.shape[1], need_dx=False):
-        _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), bool(relu))
+        _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), bool(relu), _winograd(g))
         return y
     with blas_single_thread():
         _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
@@ -213,7 +224,8 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
         return maxpool2d_forward(y, pool_size, pool_stride, pool_padding)[0]
     chk.size(fn, "the pooled output", x.shape[0], pg["OH"], pg["OW"], cout)
     out = empty((x.shape[0], pg["OH"], pg["OW"], cout))
-    _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), bool(relu))
+    _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), bool(relu),
+                                        _winograd(g))
     return out
 
 
@@ -233,7 +245,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     db = empty(w2.shape[1])
     if _conv_simd(fn, g, w2.shape[1], need_dx):
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
-                                     relu_y)
+                                     relu_y, need_dx and _winograd(g))
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),

@@ -219,6 +219,42 @@ cdef extern from "_conv_direct.h" nogil:
                           int OH, int OW, const float* dy, int F, float* dw)
 
 
+cdef extern from "_conv_winograd.h" nogil:
+    size_t cc_wino_scratch_floats(int C)
+    void cc_wino_filter(const float* w, int C, int F, float* U)
+    void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
+                               const float* U, int F, const float* b, float* y, int relu,
+                               float* scratch)
+
+
+cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k, bint winograd) noexcept nogil:
+    """Rows (or columns) of the padded image: the direct kernel reads
+    (out - 1) * stride + k; Winograd reads whole 2x2 tiles."""
+    if winograd:
+        return <int>(2 * ((out + 1) // 2) + 4)
+    return <int>((out - 1) * stride + k)
+
+
+cdef inline void _forward_image(const float* xp, int Wp, int C, Window g, int OH, int OW,
+                                const float* w, const float* U, int F, const float* b,
+                                float* y, bint relu, float* scratch) noexcept nogil:
+    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if U
+    (its transformed kernels) is given, else the direct kernel."""
+    if U != NULL:
+        cc_wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, relu, scratch)
+    else:
+        cc_conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
+                              w, F, b, y, relu)
+
+
+cdef float* _wino_kernels(const float* w, int C, int F) noexcept nogil:
+    """U (36, C, F): the Winograd transform of w (5, 5, C, F); NULL if out of memory."""
+    cdef float* U = alloc64(36 * C * F)
+    if U != NULL:
+        cc_wino_filter(w, C, F, U)
+    return U
+
+
 def simd_supported():
     """True if the AVX-512 kernels (_simd.h) were compiled in and this CPU runs them."""
     return bool(cc_simd_supported())
@@ -228,12 +264,15 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                           const float[:, ::1] w,          # IN  (KH*KW*C, F), F % 16 == 0
                           const float[::1] b,             # IN  (F,) or None
                           float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
-                          Window g, int n_threads, bint relu=False):
-    """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image."""
+                          Window g, int n_threads, bint relu=False, bint winograd=False):
+    """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image; with
+    winograd (5x5 kernels, stride 1, C % 16 == 0), by Winograd F(2x2, 5x5)."""
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n
-    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
     cdef Py_ssize_t xs = g.H * g.W * g.C, ys = g.OH * g.OW * F
     cdef float* xp
+    cdef float* scratch
+    cdef float* U = NULL
     cdef int n_failed = 0
     if N == 0:
         return
@@ -241,16 +280,23 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* wptr = &w[0, 0]
     cdef const float* bptr = &b[0] if b is not None else NULL
     cdef float* yptr = &y[0, 0, 0, 0]
+    if winograd:
+        U = _wino_kernels(wptr, <int>g.C, <int>F)
+        if U == NULL:
+            raise MemoryError("conv2d_forward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
-        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * g.C * sizeof(float))
+        xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
+        scratch = alloc64(cc_wino_scratch_floats(<int>g.C)) if winograd else NULL
         for n in prange(N, schedule='dynamic'):
-            if xp == NULL:
+            if xp == NULL or (winograd and scratch == NULL):
                 n_failed += 1
                 continue
             cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
-            cc_conv_forward_image(xp, Wp, g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
-                                  wptr, <int>F, bptr, yptr + n * ys, relu)
+            _forward_image(xp, Wp, <int>g.C, g, <int>g.OH, <int>g.OW, wptr, U, <int>F, bptr,
+                           yptr + n * ys, relu, scratch)
         free(xp)
+        free(scratch)
+    free(U)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the padded-image scratch")
 
@@ -259,15 +305,19 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
                                   const float[:, ::1] w,         # IN  (KH*KW*C, F), F % 16 == 0
                                   const float[::1] b,            # IN  (F,) or None
                                   float[:, :, :, ::1] y,         # OUT (N, PH, PW, F)
-                                  Window g, Window pg, int n_threads, bint relu=False):
+                                  Window g, Window pg, int n_threads, bint relu=False,
+                                  bint winograd=False):
     """y = maxpool(conv(x, w) (+ b) (relu)), image by image, for inference: each
     image's convolution output stays in the thread's scratch (in cache) and only
-    the pooled result is written. pg: the pool window over the (OH, OW, F) output."""
+    the pooled result is written. pg: the pool window over the (OH, OW, F) output.
+    winograd: as in conv2d_forward_direct."""
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n, oh
-    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
     cdef Py_ssize_t xs = g.H * g.W * g.C, ps = pg.OH * pg.OW * F
     cdef float* xp
     cdef float* yc
+    cdef float* scratch
+    cdef float* U = NULL
     cdef int* am
     cdef int n_failed = 0
     if N == 0 or pg.OH == 0 or pg.OW == 0:
@@ -276,22 +326,29 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
     cdef const float* wptr = &w[0, 0]
     cdef const float* bptr = &b[0] if b is not None else NULL
     cdef float* yptr = &y[0, 0, 0, 0]
+    if winograd:
+        U = _wino_kernels(wptr, <int>g.C, <int>F)
+        if U == NULL:
+            raise MemoryError("conv2d_maxpool_forward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
-        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * g.C * sizeof(float))
+        xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
         yc = alloc64(g.OH * g.OW * F)
         am = <int*>malloc(pg.OW * F * sizeof(int))
+        scratch = alloc64(cc_wino_scratch_floats(<int>g.C)) if winograd else NULL
         for n in prange(N, schedule='dynamic'):
-            if xp == NULL or yc == NULL or am == NULL:
+            if xp == NULL or yc == NULL or am == NULL or (winograd and scratch == NULL):
                 n_failed += 1
                 continue
             cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
-            cc_conv_forward_image(xp, Wp, g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
-                                  wptr, <int>F, bptr, yc, relu)
+            _forward_image(xp, Wp, <int>g.C, g, <int>g.OH, <int>g.OW, wptr, U, <int>F, bptr,
+                           yc, relu, scratch)
             for oh in range(pg.OH):
                 pool_row(yc, pg, oh, yptr + n * ps + oh * pg.OW * F, am)
         free(xp)
         free(yc)
         free(am)
+        free(scratch)
+    free(U)
     if n_failed:
         raise MemoryError("conv2d_maxpool_forward: could not allocate the image scratch")
 
@@ -304,14 +361,16 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            float[:, ::1] dw,               # OUT (KH*KW*C, F)
                            float[::1] db,                  # OUT (F,)
                            Window g, Py_ssize_t max_slots, int n_threads,
-                           const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, F) or None
+                           const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
+                           bint winograd=False):
     """dw, db and dx of conv2d_forward_direct, image by image.
 
     Consecutive images are gathered into at most max_slots slots; one thread
     runs a slot's images in order, adding their weight and bias gradients into
     the slot, and the slots are summed in slot order (as in conv2d_backward).
     dx of an image is the forward kernel run on its (masked) dy, padded by
-    (KH-1-PT, KW-1-PL), with the flipped kernels.
+    (KH-1-PT, KW-1-PL), with the flipped kernels; with winograd (5x5 kernels,
+    stride 1, F % 16 == 0) by Winograd F(2x2, 5x5).
     """
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], C = g.C
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * C
@@ -320,7 +379,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t KF = K * F
     cdef Py_ssize_t sl, n, p
     cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
-    cdef int Hd = g.H + g.KH - 1, Wd = g.W + g.KW - 1       # padded dy, for dx
+    cdef int Hd = _padded(g.H, 1, g.KH, winograd), Wd = _padded(g.W, 1, g.KW, winograd)  # dy, for dx
     cdef bint masked = relu_y is not None
     cdef bint want_dx = dx is not None
     cdef float* xp
@@ -329,6 +388,8 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* dyp
     cdef float* dwp
     cdef float* dbp
+    cdef float* scratch
+    cdef float* U = NULL
     cdef int n_failed = 0
     dw[:, :] = 0
     db[:] = 0
@@ -346,12 +407,20 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         raise MemoryError("conv2d_backward: could not allocate the gradient slots")
     if want_dx:
         cc_flip_kernels(&w[0, 0], g.KH, g.KW, <int>C, <int>F, wt)
+        if winograd:
+            U = _wino_kernels(wt, <int>F, <int>C)
+            if U == NULL:
+                free(parts)
+                free(wt)
+                raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
         xp = <float*>malloc(<Py_ssize_t>Hp * Wp * C * sizeof(float))
         dym = alloc64(P * F) if masked else NULL
-        dyp_pad = <float*>malloc(<Py_ssize_t>Hd * Wd * F * sizeof(float)) if want_dx else NULL
+        dyp_pad = alloc64(<Py_ssize_t>Hd * Wd * F) if want_dx else NULL
+        scratch = alloc64(cc_wino_scratch_floats(<int>F)) if U != NULL else NULL
         for sl in prange(n_slots, schedule='dynamic'):
-            if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL):
+            if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL) \
+                    or (U != NULL and scratch == NULL):
                 n_failed += 1
                 continue
             dwp = parts + sl * (KF + F)
@@ -370,12 +439,14 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 if want_dx:
                     cc_pad_image(dyp, g.OH, g.OW, <int>F, g.KH - 1 - g.PT, g.KW - 1 - g.PL,
                                  Hd, Wd, dyp_pad)
-                    cc_conv_forward_image(dyp_pad, Wd, <int>F, g.KH, g.KW, 1, 1, g.H, g.W,
-                                          wt, <int>C, NULL, dxptr + n * xs, 0)
+                    _forward_image(dyp_pad, Wd, <int>F, g, <int>g.H, <int>g.W, wt, U, <int>C,
+                                   NULL, dxptr + n * xs, 0, scratch)
         free(xp)
         free(dym)
         free(dyp_pad)
+        free(scratch)
     free(wt)
+    free(U)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the padded-image scratch")

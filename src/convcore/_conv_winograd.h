@@ -1,0 +1,247 @@
+/* Winograd convolution F(2x2, 5x5) (NHWC), the fast path of _conv.pyx for
+ * 5x5 kernels at stride 1: conv2's forward and its input gradient.
+ *
+ * A 6x6 patch d of the padded image gives a 2x2 block of outputs of the 5x5
+ * kernel g as
+ *
+ *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A            ((.) elementwise)
+ *
+ * with the interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2016):
+ *
+ *   B^T = [4  0 -5  0  1  0]   G = [ 1/4     0     0     0     0  ]   A^T = [1 1  1 1  1 0]
+ *         [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6  -1/6  -1/6  ]         [0 1 -1 2 -2 1]
+ *         [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6   1/6  -1/6  ]
+ *         [0 -2 -1  2  1  0]       [1/24  1/12   1/6   1/3   2/3  ]
+ *         [0  2 -1 -2  1  0]       [1/24 -1/12   1/6  -1/3   2/3  ]
+ *         [0  4  0 -5  0  1]       [ 0      0     0     0     1   ]
+ *
+ * Summed over input channels, the elementwise products become 36 matrix
+ * products, one per point (k = 0..35) of the 6x6 transform:
+ *
+ *     M[k] (tiles, F) = V[k] (tiles, C) @ U[k] (C, F)
+ *
+ * 36 products of C multiply-adds per 2x2 outputs instead of 4 * 25: 2.8x
+ * fewer. The transforms are additions along memory (16 channels a vector).
+ * Per image, the tiles go in blocks of CC_WINO_TB: the block's V is
+ * transformed into the thread's scratch, then for each k the block's
+ * products run with U[k] (C x 64 floats) held in L1, and the block's
+ * outputs are transformed back, with bias and ReLU. The sums are in a fixed
+ * order per output, so the bits do not depend on the thread count; they
+ * differ from the direct kernels' by float32 rounding (the transforms
+ * scale values by up to 100 and back).
+ *
+ * Needs C % 16 == 0 and F % 16 == 0 (vectors run along the channels).
+ */
+#ifndef CONVCORE_CONV_WINOGRAD_H
+#define CONVCORE_CONV_WINOGRAD_H
+
+#include <stddef.h>
+#include <string.h>
+#include "_simd.h"
+
+#define CC_WINO_TB 24   /* tiles per block: a multiple of the register tiles' 6 and 12 */
+
+/* Scratch floats per thread: V (36, TB, C) and M (36, TB, 64). */
+static size_t cc_wino_scratch_floats(int C)
+{
+    return (size_t)36 * CC_WINO_TB * (size_t)C + (size_t)36 * CC_WINO_TB * 64;
+}
+
+#if CC_SIMD_COMPILED
+CC_SIMD_BEGIN
+
+/* t = B^T d */
+static inline void cc_wino_bt(const cc_v16 d[6], cc_v16 t[6])
+{
+    cc_v16 d42 = d[4] - d[2], d31 = d[3] - d[1];
+    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    t[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
+    t[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
+    t[3] = d42 + 2.0f * d31;
+    t[4] = d42 - 2.0f * d31;
+    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* u = G g */
+static inline void cc_wino_g(const cc_v16 g[5], cc_v16 u[6])
+{
+    cc_v16 even = g[0] + g[2] + g[4], odd = g[1] + g[3];
+    cc_v16 even4 = g[0] + 4.0f * g[2] + 16.0f * g[4], odd4 = 2.0f * g[1] + 8.0f * g[3];
+    u[0] = g[0] * 0.25f;
+    u[1] = (even + odd) * (-1.0f / 6);
+    u[2] = (even - odd) * (-1.0f / 6);
+    u[3] = (even4 + odd4) * (1.0f / 24);
+    u[4] = (even4 - odd4) * (1.0f / 24);
+    u[5] = g[4];
+}
+
+/* y = A^T m */
+static inline void cc_wino_at(const cc_v16 m[6], cc_v16 y[2])
+{
+    y[0] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);
+    y[1] = (m[1] - m[2]) + 2.0f * (m[3] - m[4]) + m[5];
+}
+
+/* U (36, C, F) = G g G^T for every (c, f) of w (5, 5, C, F). */
+static void cc_wino_filter(const float* w, int C, int F, float* U)
+{
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f += 16) {
+            cc_v16 g[5], t[6][5], u[6], row[5];
+            for (int kw = 0; kw < 5; kw++) {
+                for (int kh = 0; kh < 5; kh++)
+                    g[kh] = cc_load(w + (((ptrdiff_t)kh * 5 + kw) * C + c) * F + f);
+                cc_wino_g(g, u);
+                for (int i = 0; i < 6; i++)
+                    t[i][kw] = u[i];
+            }
+            for (int i = 0; i < 6; i++) {
+                for (int kw = 0; kw < 5; kw++)
+                    row[kw] = t[i][kw];
+                cc_wino_g(row, u);
+                for (int j = 0; j < 6; j++)
+                    cc_store(U + ((ptrdiff_t)(i * 6 + j) * C + c) * F + f, u[j]);
+            }
+        }
+}
+
+/* V (36, TBp, C) of tiles t0 .. t0+nb-1 (rows past nb are zeros): tile t
+ * covers xp rows 2*(t / tw) .. +5 and columns 2*(t % tw) .. +5. */
+static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb, int TBp,
+                          float* Vs)
+{
+    for (int k = 0; k < 36; k++)
+        memset(Vs + ((ptrdiff_t)k * TBp + nb) * C, 0, sizeof(float) * (size_t)(TBp - nb) * C);
+    for (int i = 0; i < nb; i++) {
+        int t = t0 + i;
+        const float* base = xp + ((ptrdiff_t)(2 * (t / tw)) * Wp + 2 * (t % tw)) * C;
+        for (int c = 0; c < C; c += 16) {
+            cc_v16 col[6], tmp[6][6], out[6];
+            for (int j = 0; j < 6; j++) {
+                for (int r = 0; r < 6; r++)
+                    col[r] = cc_load(base + ((ptrdiff_t)r * Wp + j) * C + c);
+                cc_wino_bt(col, out);
+                for (int r = 0; r < 6; r++)
+                    tmp[r][j] = out[r];
+            }
+            for (int r = 0; r < 6; r++) {
+                cc_wino_bt(tmp[r], out);
+                for (int j = 0; j < 6; j++)
+                    cc_store(Vs + ((ptrdiff_t)(r * 6 + j) * TBp + i) * C + c, out[j]);
+            }
+        }
+    }
+}
+
+/* M[k] rows 0..R-1 (stride 64) = V[k] rows (stride C) @ U[k] (C, F) at f0,
+ * V vectors of 16 columns. */
+#define CC_DEF_WINO_TILE(R, V)                                                         \
+static void cc_wino_tile_##R##x##V(const float* Vk, int C, const float* Uk, ptrdiff_t F,\
+                                   float* Mk)                                          \
+{                                                                                      \
+    cc_v16 acc[R][V];                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            acc[r][v] = (cc_v16){0};                                                   \
+    for (int c = 0; c < C; c++) {                                                      \
+        cc_v16 u[V];                                                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            u[v] = cc_load(Uk + c * F + 16 * v);                                       \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
+            float s = Vk[(ptrdiff_t)r * C + c];                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                acc[r][v] += s * u[v];                                                 \
+        }                                                                              \
+    }                                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            cc_store(Mk + r * 64 + 16 * v, acc[r][v]);                                 \
+}
+CC_DEF_WINO_TILE(6, 4)
+CC_DEF_WINO_TILE(6, 2)
+CC_DEF_WINO_TILE(12, 1)
+
+/* The outputs of tiles t0 .. t0+nb-1, V vectors at f0, from M (36, TBp, 64):
+ * Y = A^T M A (+ bias) (ReLU), stored where inside (OH, OW). */
+static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int tw, int OH,
+                           int OW, const float* bias, float* y, int F, int relu)
+{
+    for (int i = 0; i < nb; i++) {
+        int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
+        for (int v = 0; v < V; v++) {
+            cc_v16 col[6], tmp[2][6], row[6], out[2];
+            for (int j = 0; j < 6; j++) {
+                for (int r = 0; r < 6; r++)
+                    col[r] = cc_load(Ms + ((ptrdiff_t)(r * 6 + j) * TBp + i) * 64 + 16 * v);
+                cc_wino_at(col, out);
+                tmp[0][j] = out[0];
+                tmp[1][j] = out[1];
+            }
+            for (int a = 0; a < 2 && oh + a < OH; a++) {
+                for (int j = 0; j < 6; j++)
+                    row[j] = tmp[a][j];
+                cc_wino_at(row, out);
+                for (int b = 0; b < 2 && ow + b < OW; b++) {
+                    cc_v16 o = out[b];
+                    if (bias)
+                        o += cc_load(bias + 16 * v);
+                    if (relu)
+                        o = cc_relu(o);
+                    cc_store(y + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + 16 * v, o);
+                }
+            }
+        }
+    }
+}
+
+/* y (OH, OW, F) of one image, stride 1, from its padded copy xp, which has
+ * at least 2 * ceil(OH / 2) + 4 rows and Wp >= 2 * ceil(OW / 2) + 4 columns
+ * of C channels; U (36, C, F) from cc_wino_filter; scratch of
+ * cc_wino_scratch_floats(C) floats, 64-byte aligned. */
+static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
+                                  const float* U, int F, const float* b, float* y, int relu,
+                                  float* scratch)
+{
+    int tw = (OW + 1) / 2, nt = ((OH + 1) / 2) * tw;
+    float* Vs = scratch;
+    float* Ms = scratch + (ptrdiff_t)36 * CC_WINO_TB * C;
+    for (int t0 = 0; t0 < nt; t0 += CC_WINO_TB) {
+        int nb = nt - t0 < CC_WINO_TB ? nt - t0 : CC_WINO_TB;
+        int RB = F % 32 ? 12 : 6;     /* the block is a whole number of register tiles */
+        int TBp = (nb + RB - 1) / RB * RB;
+        cc_wino_input(xp, Wp, C, tw, t0, nb, TBp, Vs);
+        for (int f0 = 0; f0 < F; ) {
+            int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
+            int R = V == 1 ? 12 : 6;
+            for (int k = 0; k < 36; k++) {
+                const float* Uk = U + (ptrdiff_t)k * C * F + f0;
+                const float* Vk = Vs + (ptrdiff_t)k * TBp * C;
+                float* Mk = Ms + (ptrdiff_t)k * TBp * 64;
+                for (int s = 0; s < TBp; s += R) {
+                    const float* Vr = Vk + (ptrdiff_t)s * C;
+                    float* Mr = Mk + s * 64;
+                    if (V == 4)
+                        cc_wino_tile_6x4(Vr, C, Uk, F, Mr);
+                    else if (V == 2)
+                        cc_wino_tile_6x2(Vr, C, Uk, F, Mr);
+                    else
+                        cc_wino_tile_12x1(Vr, C, Uk, F, Mr);
+                }
+            }
+            cc_wino_output(Ms, TBp, V, t0, nb, tw, OH, OW, b ? b + f0 : NULL, y + f0, F, relu);
+            f0 += 16 * V;
+        }
+    }
+}
+
+CC_SIMD_END
+
+#else   /* no GCC x86-64 AVX-512 target: never called (cc_simd_supported is 0) */
+static void cc_wino_filter(const float* w, int C, int F, float* U) {}
+static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
+                                  const float* U, int F, const float* b, float* y, int relu,
+                                  float* scratch) {}
+#endif
+
+#endif
