@@ -30,11 +30,11 @@ def threads():
 
 @pytest.fixture
 def kernels():
-    """Set convcore's kernels ("simd"/"blas") inside a test and restore them afterwards."""
+    """convcore.set_kernels(name, winograd=True) inside a test, restored afterwards."""
     import convcore
-    before = convcore.get_kernels()
+    before = convcore.get_kernels(), convcore.winograd_enabled()
     yield convcore.set_kernels
-    convcore.set_kernels(before)
+    convcore.set_kernels(*before)
 
 
 def pytest_report_header(config):

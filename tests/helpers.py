@@ -1,4 +1,6 @@
 """Shared by the tests: Hypothesis strategies, tolerances, finite differences."""
+import contextlib
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -74,6 +76,19 @@ WINO_G = np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 
 WINO_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float)
 
 
+def _abs_tiles(x, top, left, oh, ow):
+    """|B^T| |d| |B| of every 6x6 input tile d of x (N, H, W, C) padded by
+    top/left (tiles at stride 2 over the (oh, ow) output): (N, th, tw, 6, 6, C)."""
+    n, h, wd, c = x.shape
+    th, tw = -(-oh // 2), -(-ow // 2)
+    xp = np.zeros((n, 2 * th + 4, 2 * tw + 4, c))
+    rows, cols = min(h, xp.shape[1] - top), min(wd, xp.shape[2] - left)
+    xp[:, top:top + rows, left:left + cols] = np.abs(x[:, :rows, :cols])
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::2, ::2]
+    bt = np.abs(WINO_BT)
+    return np.einsum("ai,ntscij,bj->ntsabc", bt, tiles, bt, optimize=True)
+
+
 def winograd_bound(x, w, b, top, left, oh, ow):
     """The Winograd computation of conv(x, w) + b on absolute values, every
     matrix and array replaced by its absolute value: |computed - exact| is at
@@ -81,16 +96,42 @@ def winograd_bound(x, w, b, top, left, oh, ow):
     algorithm in floating point (the transforms scale values by up to
     10 * 10 and 7 * 7, so it can exceed the direct sum's bound). x (N, H, W, C)
     padded by top/left, w (5, 5, C, F); returns (N, oh, ow, F)."""
-    n, h, wd, c = x.shape
+    n = x.shape[0]
     th, tw = -(-oh // 2), -(-ow // 2)
-    xp = np.zeros((n, 2 * th + 4, 2 * tw + 4, c))
-    rows, cols = min(h, xp.shape[1] - top), min(wd, xp.shape[2] - left)
-    xp[:, top:top + rows, left:left + cols] = np.abs(x[:, :rows, :cols])
-    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::2, ::2]
-    bt, g, at = np.abs(WINO_BT), np.abs(WINO_G), np.abs(WINO_AT)
-    v = np.einsum("ai,ntscij,bj->ntsabc", bt, tiles, bt, optimize=True)
+    v = _abs_tiles(x, top, left, oh, ow)
+    g, at = np.abs(WINO_G), np.abs(WINO_AT)
     u = np.einsum("ai,ijcf,bj->abcf", g, np.abs(np.asarray(w, float)), g, optimize=True)
     m = np.einsum("ntsabc,abcf->ntsabf", v, u, optimize=True)
     y = np.einsum("pa,ntsabf,qb->ntpsqf", at, m, at, optimize=True)
     y = y.reshape(n, 2 * th, 2 * tw, w.shape[3])[:, :oh, :ow]
     return y + (0 if b is None else np.abs(np.asarray(b, float)))
+
+
+def winograd_dw_bound(x, dy, top, left):
+    """The same for the weight gradient, dW = G^T [sum over tiles of
+    (A dY A^T) (.) (B^T d B)] G: x (N, H, W, C) padded by top/left, dy
+    (N, OH, OW, F); returns (5, 5, C, F)."""
+    n, oh, ow, f = dy.shape
+    th, tw = -(-oh // 2), -(-ow // 2)
+    v = _abs_tiles(x, top, left, oh, ow)
+    d = np.zeros((n, 2 * th, 2 * tw, f))
+    d[:, :oh, :ow] = np.abs(dy)
+    d = d.reshape(n, th, 2, tw, 2, f)
+    a = np.abs(WINO_AT).T
+    dt = np.einsum("ip,ntpsqf,jq->ntsijf", a, d, a, optimize=True)
+    m = np.einsum("ntsijc,ntsijf->ijcf", v, dt, optimize=True)
+    g = np.abs(WINO_G)
+    return np.einsum("ia,ijcf,jb->abcf", g, m, g, optimize=True)
+
+
+@contextlib.contextmanager
+def using_kernels(name, winograd=True):
+    """convcore.set_kernels(name, winograd) inside the block, restored after
+    (for @given tests, where a function-scoped fixture would be shared)."""
+    import convcore
+    before = convcore.get_kernels(), convcore.winograd_enabled()
+    convcore.set_kernels(name, winograd)
+    try:
+        yield
+    finally:
+        convcore.set_kernels(*before)

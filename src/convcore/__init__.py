@@ -13,14 +13,15 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
     "linear_backward_adam",
     "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "set_kernels", "get_kernels", "simd_supported", "empty", "zeros",
+    "set_kernels", "get_kernels", "winograd_enabled", "simd_supported", "empty", "zeros",
 ]
 
 try:
     from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward,
                        conv2d_maxpool_forward, empty, im2col, linear_backward_adam,
                        linear_backward, linear_forward, maxpool2d_backward,
-                       maxpool2d_forward, sgd_update, set_kernels, get_kernels, zeros)
+                       maxpool2d_forward, sgd_update, set_kernels, get_kernels, winograd_enabled,
+                       zeros)
     from ._conv import simd_supported
     from ._openmp_info import openmp_enabled
 except ImportError as _err:  # not built: say so on first use; reference still works

@@ -36,47 +36,59 @@ _W = "(kh, kw, C_in, C_out)"
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
 
-KERNELS = ("auto", "simd", "direct", "blas")
+KERNELS = ("auto", "simd", "blas")
 _kernels = "auto"
+_winograd_on = True
 
 
-def set_kernels(name):
+def set_kernels(name, winograd=True):
     """Choose the kernels of the convolutions and dense layers:
 
-    "simd":   convcore's register-tiled AVX-512 kernels: Winograd F(2x2, 5x5)
-              for 5x5 convolutions at stride 1 with C_in a multiple of 16
-              (2.8x fewer multiplications), the direct convolution for the
-              others, dense-layer tiles; a ValueError where they do not apply.
-    "direct": "simd" without Winograd: the direct convolution everywhere.
-    "blas":   im2col + sgemm for the convolutions, sgemm for the dense layers.
-    "auto":   (the default) "simd" where it applies, else "blas".
+    "simd": convcore's register-tiled AVX-512 kernels (direct convolution,
+            dense tiles); a ValueError where they do not apply.
+    "blas": im2col + sgemm for the convolutions, sgemm for the dense layers.
+    "auto": (the default) "simd" where it applies, else "blas".
 
-    "simd" and "direct" need a CPU with AVX-512F and a multiple of 16 output
-    channels (C_out, D_out); a convolution's input gradient also needs
-    stride 1 and C_in a multiple of 16; a dense layer a batch of at most 96.
+    "simd" needs a CPU with AVX-512F and a multiple of 16 output channels
+    (C_out, D_out); a convolution's input gradient also needs stride 1 and
+    C_in a multiple of 16; a dense layer a batch of at most 96.
+
+    winograd: with "simd" or "auto", run the simd convolutions with 5x5
+    kernels at stride 1 and C_in a multiple of 16 (forward, input and weight
+    gradients) as Winograd F(2x2, 5x5): 2.8x fewer multiplications, a few
+    times (the weight gradient: about 25 times) the direct sum's rounding
+    error. False: the direct kernel always.
+
     All give the same results up to float32 rounding (each is tested against
-    convcore.reference; Winograd's rounding error is a few times the direct
-    sum's, within its own error bound) and the same bits on any thread count."""
-    global _kernels
+    convcore.reference) and the same bits on any thread count."""
+    global _kernels, _winograd_on
     if name not in KERNELS:
         raise ValueError(f"set_kernels: name must be one of {KERNELS}, got {name!r}")
-    if name in ("simd", "direct") and not _conv.simd_supported():
-        raise ValueError(f"set_kernels: the {name!r} kernels need a CPU with AVX-512F and a "
+    if not isinstance(winograd, (bool, np.bool_)):
+        raise TypeError(f"set_kernels: winograd must be True or False, got {winograd!r}")
+    if name == "simd" and not _conv.simd_supported():
+        raise ValueError("set_kernels: the 'simd' kernels need a CPU with AVX-512F and a "
                          "GCC build for x86-64; use 'auto' or 'blas'")
     _kernels = name
+    _winograd_on = bool(winograd)
 
 
 def get_kernels():
-    """The setting of set_kernels: "auto", "simd", "direct" or "blas"."""
+    """The name given to set_kernels: "auto", "simd" or "blas"."""
     return _kernels
+
+
+def winograd_enabled():
+    """The winograd setting of set_kernels (True by default)."""
+    return _winograd_on
 
 
 def _simd(fn, why):
     """Whether to take the simd kernels, given why they would not apply (or None)."""
     if _kernels == "blas" or not _conv.simd_supported():
         return False
-    if why and _kernels in ("simd", "direct"):
-        raise ValueError(f"{fn}: set_kernels({_kernels!r}) needs {why}; "
+    if why and _kernels == "simd":
+        raise ValueError(f"{fn}: set_kernels('simd') needs {why}; "
                          "use 'auto' to fall back to BLAS where the simd kernels do not apply")
     return why is None
 
@@ -95,7 +107,7 @@ def _conv_simd(fn, g, cout, need_dx):
 def _winograd(g):
     """Whether a simd convolution (or its input gradient) of window g runs as
     Winograd F(2x2, 5x5): 5x5 kernels, stride 1, C_in a multiple of 16."""
-    return (_kernels != "direct" and (g["KH"], g["KW"]) == (5, 5)
+    return (_winograd_on and (g["KH"], g["KW"]) == (5, 5)
             and (g["SH"], g["SW"]) == (1, 1) and g["C"] % 16 == 0)
 
 
@@ -245,7 +257,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     db = empty(w2.shape[1])
     if _conv_simd(fn, g, w2.shape[1], need_dx):
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
-                                     relu_y, need_dx and _winograd(g))
+                                     relu_y, _winograd(g))
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),

@@ -220,7 +220,10 @@ cdef extern from "_conv_direct.h" nogil:
 
 
 cdef extern from "_conv_winograd.h" nogil:
-    size_t cc_wino_scratch_floats(int C)
+    size_t cc_wino_scratch_floats(int C, int F)
+    void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
+                          int F, float* M, int first, float* scratch)
+    void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
     void cc_wino_filter(const float* w, int C, int F, float* U)
     void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
                                const float* U, int F, const float* b, float* y, int relu,
@@ -286,7 +289,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             raise MemoryError("conv2d_forward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
         xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
-        scratch = alloc64(cc_wino_scratch_floats(<int>g.C)) if winograd else NULL
+        scratch = alloc64(cc_wino_scratch_floats(<int>g.C, <int>F)) if winograd else NULL
         for n in prange(N, schedule='dynamic'):
             if xp == NULL or (winograd and scratch == NULL):
                 n_failed += 1
@@ -334,7 +337,7 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
         xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
         yc = alloc64(g.OH * g.OW * F)
         am = <int*>malloc(pg.OW * F * sizeof(int))
-        scratch = alloc64(cc_wino_scratch_floats(<int>g.C)) if winograd else NULL
+        scratch = alloc64(cc_wino_scratch_floats(<int>g.C, <int>F)) if winograd else NULL
         for n in prange(N, schedule='dynamic'):
             if xp == NULL or yc == NULL or am == NULL or (winograd and scratch == NULL):
                 n_failed += 1
@@ -369,17 +372,21 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     runs a slot's images in order, adding their weight and bias gradients into
     the slot, and the slots are summed in slot order (as in conv2d_backward).
     dx of an image is the forward kernel run on its (masked) dy, padded by
-    (KH-1-PT, KW-1-PL), with the flipped kernels; with winograd (5x5 kernels,
-    stride 1, F % 16 == 0) by Winograd F(2x2, 5x5).
+    (KH-1-PT, KW-1-PL), with the flipped kernels. With winograd (5x5 kernels,
+    stride 1, C % 16 == 0) both run as Winograd F(2x2, 5x5): dx as the
+    forward, dw as its transpose, the slots holding the transformed gradient
+    M (36, C, F), transformed to dw once after the slots are summed.
     """
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], C = g.C
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * C
     cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
-    cdef Py_ssize_t KF = K * F
+    cdef Py_ssize_t KF = 36 * C * F if winograd else K * F    # a slot's weight-gradient part
     cdef Py_ssize_t sl, n, p
-    cdef int Hp = (g.OH - 1) * g.SH + g.KH, Wp = (g.OW - 1) * g.SW + g.KW
+    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
     cdef int Hd = _padded(g.H, 1, g.KH, winograd), Wd = _padded(g.W, 1, g.KW, winograd)  # dy, for dx
+    cdef Py_ssize_t n_scratch = max(cc_wino_scratch_floats(<int>C, <int>F),
+                                    cc_wino_scratch_floats(<int>F, <int>C))
     cdef bint masked = relu_y is not None
     cdef bint want_dx = dx is not None
     cdef float* xp
@@ -390,6 +397,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef float* dbp
     cdef float* scratch
     cdef float* U = NULL
+    cdef float* msum = NULL
     cdef int n_failed = 0
     dw[:, :] = 0
     db[:] = 0
@@ -400,7 +408,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
     cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
     cdef float* parts = alloc64(n_slots * (KF + F))
-    cdef float* wt = alloc64(KF) if want_dx else NULL
+    cdef float* wt = alloc64(K * F) if want_dx else NULL
     if parts == NULL or (want_dx and wt == NULL):
         free(parts)
         free(wt)
@@ -414,26 +422,33 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 free(wt)
                 raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
-        xp = <float*>malloc(<Py_ssize_t>Hp * Wp * C * sizeof(float))
+        xp = alloc64(<Py_ssize_t>Hp * Wp * C)
         dym = alloc64(P * F) if masked else NULL
         dyp_pad = alloc64(<Py_ssize_t>Hd * Wd * F) if want_dx else NULL
-        scratch = alloc64(cc_wino_scratch_floats(<int>F)) if U != NULL else NULL
+        scratch = alloc64(n_scratch) if winograd else NULL
         for sl in prange(n_slots, schedule='dynamic'):
             if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL) \
-                    or (U != NULL and scratch == NULL):
+                    or (winograd and scratch == NULL):
                 n_failed += 1
                 continue
             dwp = parts + sl * (KF + F)
             dbp = dwp + KF
-            memset(dwp, 0, (KF + F) * sizeof(float))
+            if winograd:   # the slot's first image sets its M
+                memset(dbp, 0, F * sizeof(float))
+            else:
+                memset(dwp, 0, (KF + F) * sizeof(float))
             for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
                 dyp = dyptr + n * P * F
                 if masked:
                     _relu_mask(dym, dyp, yptr + n * P * F, P * F)
                     dyp = dym
                 cc_pad_image(xptr + n * xs, g.H, g.W, <int>C, g.PT, g.PL, Hp, Wp, xp)
-                cc_conv_dw_image(xp, Wp, <int>C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
-                                 dyp, <int>F, dwp)
+                if winograd:
+                    cc_wino_dw_image(xp, Wp, <int>C, dyp, <int>g.OH, <int>g.OW, <int>F, dwp,
+                                     n == sl * per_slot, scratch)
+                else:
+                    cc_conv_dw_image(xp, Wp, <int>C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
+                                     dyp, <int>F, dwp)
                 for p in range(P):
                     _add_into(dbp, dyp + p * F, F)
                 if want_dx:
@@ -450,5 +465,15 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the padded-image scratch")
-    _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
+    if winograd:
+        msum = alloc64(KF)
+        if msum == NULL:
+            free(parts)
+            raise MemoryError("conv2d_backward: could not allocate the Winograd gradient")
+        memset(msum, 0, KF * sizeof(float))
+        _sum_slots(parts, n_slots, KF, F, msum, &db[0], n_threads)
+        cc_wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
+        free(msum)
+    else:
+        _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
     free(parts)

@@ -31,6 +31,15 @@
  * differ from the direct kernels' by float32 rounding (the transforms
  * scale values by up to 100 and back).
  *
+ * The weight gradient is the same algorithm transposed (the gradient of
+ * sum(dY * Y) with respect to g):
+ *
+ *     dW = G^T [ sum over tiles and images of (A dY A^T) (.) (B^T d B) ] G
+ *
+ * where dY is a tile's 2x2 output gradient: per k, M[k] (C, F) += V[k]^T
+ * DY[k], a product whose reduction runs over the tiles; the 6x6 -> 5x5
+ * transform G^T M G is applied once, after the per-slot sums are added.
+ *
  * Needs C % 16 == 0 and F % 16 == 0 (vectors run along the channels).
  */
 #ifndef CONVCORE_CONV_WINOGRAD_H
@@ -42,10 +51,15 @@
 
 #define CC_WINO_TB 24   /* tiles per block: a multiple of the register tiles' 6 and 12 */
 
-/* Scratch floats per thread: V (36, TB, C) and M (36, TB, 64). */
-static size_t cc_wino_scratch_floats(int C)
+#define CC_WINO_TBW 64  /* tiles per block of the weight gradient (a 14 x 14 output: one) */
+
+/* Scratch floats per thread: forward, V (36, TB, C) and M (36, TB, 64);
+ * weight gradient, V (36, TBW, C) and DY (36, TBW, F). */
+static size_t cc_wino_scratch_floats(int C, int F)
 {
-    return (size_t)36 * CC_WINO_TB * (size_t)C + (size_t)36 * CC_WINO_TB * 64;
+    size_t fwd = (size_t)36 * CC_WINO_TB * ((size_t)C + 64);
+    size_t dw = (size_t)36 * CC_WINO_TBW * ((size_t)C + (size_t)F);
+    return fwd > dw ? fwd : dw;
 }
 
 #if CC_SIMD_COMPILED
@@ -198,7 +212,7 @@ static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int 
 /* y (OH, OW, F) of one image, stride 1, from its padded copy xp, which has
  * at least 2 * ceil(OH / 2) + 4 rows and Wp >= 2 * ceil(OW / 2) + 4 columns
  * of C channels; U (36, C, F) from cc_wino_filter; scratch of
- * cc_wino_scratch_floats(C) floats, 64-byte aligned. */
+ * cc_wino_scratch_floats(C, F) floats, 64-byte aligned. */
 static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
                                   const float* U, int F, const float* b, float* y, int relu,
                                   float* scratch)
@@ -235,6 +249,144 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
     }
 }
 
+/* ------------------------------------------------------ weight gradient */
+
+/* z = A y: a 2-point output gradient to the 6 points */
+static inline void cc_wino_a(cc_v16 y0, cc_v16 y1, cc_v16 z[6])
+{
+    cc_v16 y2 = 2.0f * y1;
+    z[0] = y0;
+    z[1] = y0 + y1;
+    z[2] = y0 - y1;
+    z[3] = y0 + y2;
+    z[4] = y0 - y2;
+    z[5] = y1;
+}
+
+/* DY (36, TBW, F) = A dy A^T of tiles t0 .. t0+nb-1 (outputs past OH, OW: 0) */
+static void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int t0, int nb,
+                       float* Ds)
+{
+    for (int i = 0; i < nb; i++) {
+        int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
+        for (int f = 0; f < F; f += 16) {
+            cc_v16 g[2][2], rows[2][6], col[6];
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++)
+                    g[a][b] = oh + a < OH && ow + b < OW
+                        ? cc_load(dy + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + f)
+                        : (cc_v16){0};
+            for (int a = 0; a < 2; a++)
+                cc_wino_a(g[a][0], g[a][1], rows[a]);
+            for (int j = 0; j < 6; j++) {
+                cc_wino_a(rows[0][j], rows[1][j], col);
+                for (int r = 0; r < 6; r++)
+                    cc_store(Ds + ((ptrdiff_t)(r * 6 + j) * CC_WINO_TBW + i) * F + f, col[r]);
+            }
+        }
+    }
+}
+
+/* M[k] rows c0 .. c0+R-1 (R channels) x V*16 columns at f0 += (or, if
+ * first, =) the sum over nb tiles of Vk[t][c] DYk[t][f]:  Vk (TBW, C),
+ * DYk (TBW, F), Mk (C, F). */
+#define CC_DEF_WINO_DW_TILE(R, V)                                                      \
+static void cc_wino_dw_tile_##R##x##V(const float* Vk, int C, const float* Dk,         \
+                                      ptrdiff_t F, int nb, float* Mk, int first)       \
+{                                                                                      \
+    cc_v16 acc[R][V];                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            acc[r][v] = first ? (cc_v16){0} : cc_load(Mk + r * F + 16 * v);            \
+    for (int t = 0; t < nb; t++) {                                                     \
+        cc_v16 d[V];                                                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            d[v] = cc_load(Dk + t * F + 16 * v);                                       \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
+            float s = Vk[(ptrdiff_t)t * C + r];                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                acc[r][v] += s * d[v];                                                 \
+        }                                                                              \
+    }                                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            cc_store(Mk + r * F + 16 * v, acc[r][v]);                                  \
+}
+CC_DEF_WINO_DW_TILE(4, 4)
+CC_DEF_WINO_DW_TILE(8, 2)
+CC_DEF_WINO_DW_TILE(16, 1)
+
+/* M (36, C, F) += (or, if first, =) the transformed weight gradient of one
+ * image: xp its padded copy (as for cc_wino_forward_image), dy (OH, OW, F)
+ * its output gradient; scratch of cc_wino_scratch_floats(C, F) floats,
+ * 64-byte aligned. */
+static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
+                             int F, float* M, int first, float* scratch)
+{
+    int tw = (OW + 1) / 2, nt = ((OH + 1) / 2) * tw;
+    float* Vs = scratch;
+    float* Ds = scratch + (ptrdiff_t)36 * CC_WINO_TBW * C;
+    for (int t0 = 0; t0 < nt; t0 += CC_WINO_TBW) {
+        int nb = nt - t0 < CC_WINO_TBW ? nt - t0 : CC_WINO_TBW;
+        cc_wino_input(xp, Wp, C, tw, t0, nb, CC_WINO_TBW, Vs);
+        cc_wino_dy(dy, OH, OW, F, tw, t0, nb, Ds);
+        int fst = first && t0 == 0;
+        for (int k = 0; k < 36; k++) {
+            const float* Vk = Vs + (ptrdiff_t)k * CC_WINO_TBW * C;
+            const float* Dk = Ds + (ptrdiff_t)k * CC_WINO_TBW * F;
+            float* Mk = M + (ptrdiff_t)k * C * F;
+            for (int f0 = 0; f0 < F; ) {
+                int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
+                for (int c0 = 0; c0 < C; c0 += 16 / V) {   /* R = 4, 8, 16 rows */
+                    float* Mr = Mk + (ptrdiff_t)c0 * F + f0;
+                    if (V == 4)
+                        cc_wino_dw_tile_4x4(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                    else if (V == 2)
+                        cc_wino_dw_tile_8x2(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                    else
+                        cc_wino_dw_tile_16x1(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                }
+                f0 += 16 * V;
+            }
+        }
+    }
+}
+
+/* dw (5, 5, C, F) = G^T M G for every (c, f) of M (36, C, F). */
+static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
+{
+    const float s6 = 1.0f / 6, s24 = 1.0f / 24, s12 = 1.0f / 12, s3 = 1.0f / 3;
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f += 16) {
+            cc_v16 m[6][6], t[5][6];
+            for (int k = 0; k < 36; k++)
+                m[k / 6][k % 6] = cc_load(M + ((ptrdiff_t)k * C + c) * F + f);
+            for (int pass = 0; pass < 2; pass++)
+                for (int j = 0; j < 6; j++) {
+                    if (pass == 1 && j == 5)
+                        break;
+                    /* pass 0: column j of m -> column j of t (rows 0..4 of G^T m);
+                     * pass 1: row j of t -> the 5 outputs of dw row j */
+                    cc_v16 v[6], o[5];
+                    for (int i = 0; i < 6; i++)
+                        v[i] = pass == 0 ? m[i][j] : t[j][i];
+                    cc_v16 sum12 = v[1] + v[2], dif12 = v[2] - v[1];
+                    cc_v16 sum34 = v[3] + v[4], dif34 = v[3] - v[4];
+                    o[0] = 0.25f * v[0] - s6 * sum12 + s24 * sum34;
+                    o[1] = s6 * dif12 + s12 * dif34;
+                    o[2] = s6 * (sum34 - sum12);
+                    o[3] = s6 * dif12 + s3 * dif34;
+                    o[4] = (2.0f * s3) * sum34 - s6 * sum12 + v[5];
+                    for (int kk = 0; kk < 5; kk++) {
+                        if (pass == 0)
+                            t[kk][j] = o[kk];
+                        else
+                            cc_store(dw + (((ptrdiff_t)j * 5 + kk) * C + c) * F + f, o[kk]);
+                    }
+                }
+        }
+}
+
 CC_SIMD_END
 
 #else   /* no GCC x86-64 AVX-512 target: never called (cc_simd_supported is 0) */
@@ -242,6 +394,9 @@ static void cc_wino_filter(const float* w, int C, int F, float* U) {}
 static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
                                   const float* U, int F, const float* b, float* y, int relu,
                                   float* scratch) {}
+static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
+                             int F, float* M, int first, float* scratch) {}
+static void cc_wino_dw_finish(const float* M, int C, int F, float* dw) {}
 #endif
 
 #endif
