@@ -20,6 +20,7 @@
 
 #define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
 #define CC_MC 96    /* the largest batch for the tiles (one row block: w read once) */
+#define CC_PD 48    /* prefetch distance (rows of w) in the first pass over a panel */
 
 #if CC_SIMD_COMPILED
 CC_SIMD_BEGIN
@@ -27,11 +28,16 @@ CC_SIMD_BEGIN
 /* ---------------------------------------------------------------- forward */
 
 /* y[r][0 : 16V] (+)= sum_{k0 <= k < k1} xr[r][k] w[k, 0 : 16V] for R rows r.
- * first: start from the bias (or 0), else from y; relu on the last k-block. */
+ * first: start from the bias (or 0), else from y; relu on the last k-block.
+ * pf_end: prefetch row k + CC_PD of w while that is < pf_end (0: none). The
+ * first row tile of a panel reads it from memory, and the panel's rows are
+ * F floats apart (4 KB for dense1), a stride the hardware prefetchers do not
+ * follow: a training step at batch 50 on 1 thread, 926 -> 1037 images/s. */
 #define CC_DEF_LINEAR_TILE(R, V)                                                       \
 static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,           \
                                      ptrdiff_t F, int k0, int k1, const float* bias,   \
-                                     float* const* y, int nvalid, int first, int relu) \
+                                     float* const* y, int nvalid, int first, int relu, \
+                                     int pf_end)                                       \
 {                                                                                      \
     cc_v16 acc[R][V];                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
@@ -42,6 +48,9 @@ static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,    
         cc_v16 wv[V];                                                                  \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             wv[v] = cc_load(w + (ptrdiff_t)k * F + 16 * v);                            \
+        if (k + CC_PD < pf_end)                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
+                __builtin_prefetch(w + (ptrdiff_t)(k + CC_PD) * F + 16 * v);           \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
             float xs = xr[r][k];                                                       \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -77,14 +86,14 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
                     xr[r] = x + (ptrdiff_t)n * D;
                     yr[r] = y + (ptrdiff_t)n * F + f0;
                 }
-                int first = k0 == 0, last = relu && k1 == D;
+                int first = k0 == 0, last = relu && k1 == D, pf = r0 == n0 ? D : 0;
                 const float* bb = b ? b + f0 : NULL;
                 if (V == 4)
-                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
+                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
                 else if (V == 2)
-                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
+                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
                 else
-                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last);
+                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
             }
         }
         f0 += 16 * V;
