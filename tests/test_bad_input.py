@@ -90,6 +90,15 @@ CASES = {
                             "x_shape"),
     "pool huge x_shape": (lambda: convcore.maxpool2d_backward(P, AM, (2, 2**62, 2**62, 3)),
                           ValueError, "x_shape"),
+    # window sizes past the kernels' 32-bit ints (found by test_fuzz: an empty
+    # batch got as far as the C struct and raised OverflowError)
+    "pool size 2**63 + 5": (lambda: convcore.maxpool2d_forward(X[:0], 2**63 + 5,
+                                                               padding="same"),
+                            ValueError, "pool_size"),
+    "stride 2**40": (lambda: convcore.conv2d_forward(X, W, stride=2**40), ValueError,
+                     "stride"),
+    "padding 2**31": (lambda: convcore.im2col(X, 2, padding=(0, 2**31)), ValueError,
+                      "padding"),
 }
 
 

@@ -11,7 +11,7 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import Phase, given, settings, strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from fuzz_worker import run_case
@@ -105,14 +105,29 @@ def _executor():
     return _pool
 
 
+TIMEOUT = 60   # seconds: every fuzz case is tiny; one that runs this long is a hang
+
+
+def _kill_pool():
+    global _pool
+    for proc in list(getattr(_pool, "_processes", {}).values()):
+        proc.kill()
+    _pool.shutdown(wait=False, cancel_futures=True)
+    _pool = None
+
+
 def call_isolated(name, args, kwargs):
     global _pool
     future = _executor().submit(run_case, name, args, kwargs)
     try:
-        return future.result(timeout=120)
+        return future.result(timeout=TIMEOUT)
     except cf.process.BrokenProcessPool:
         _pool = None
         pytest.fail(f"convcore.{name} CRASHED the process on args={args!r} kwargs={kwargs!r}")
+    except cf.TimeoutError:
+        _kill_pool()
+        pytest.fail(f"convcore.{name} did not return within {TIMEOUT} s on args={args!r} "
+                    f"kwargs={kwargs!r}")
 
 
 def _agree(name, out, args, kwargs):
@@ -140,7 +155,10 @@ def _agree(name, out, args, kwargs):
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_fuzz_never_crashes(name):
-    @settings(max_examples=150, deadline=None, database=None)
+    # no shrinking: a hung case would cost TIMEOUT seconds per shrink step;
+    # the case is reported as generated
+    @settings(max_examples=150, deadline=None, database=None,
+              phases=(Phase.explicit, Phase.reuse, Phase.generate))
     @given(arguments(name))
     def fuzz(case):
         args, kwargs = case

@@ -59,8 +59,8 @@ def window(fn, x_shape, size, stride, padding, size_name, pool=False, stride_nam
     (TensorFlow: output ceil(in / stride), the odd pixel at the bottom/right).
     """
     _, H, W, C = x_shape
-    kh, kw = pair(fn, size_name, size)
-    sh, sw = pair(fn, stride_name, stride)
+    kh, kw = _bounded(fn, size_name, pair(fn, size_name, size))
+    sh, sw = _bounded(fn, stride_name, pair(fn, stride_name, stride))
     if H < 1 or W < 1:
         raise ValueError(f"{fn}: x must have height and width >= 1, got shape {tuple(x_shape)}")
     if isinstance(padding, str):
@@ -72,19 +72,30 @@ def window(fn, x_shape, size, stride, padding, size_name, pool=False, stride_nam
             raise ValueError(f"{fn}: {padding_name} must be an int, an (h, w) pair, 'valid' "
                              f"or 'same', got {padding!r}")
     else:
-        ph, pw = pair(fn, padding_name, padding, minimum=0)
+        ph, pw = _bounded(fn, padding_name, pair(fn, padding_name, padding, minimum=0))
         pads = ((ph, ph), (pw, pw))
         if pool and (ph >= kh or pw >= kw):
             raise ValueError(f"{fn}: {padding_name} must be smaller than {size_name} "
                              f"({kh}, {kw}) so that every window holds a real cell, "
                              f"got ({ph}, {pw})")
     (pt, pb), (pl, pr) = pads
+    _bounded(fn, f"the padded input of {padding_name}={padding!r}",
+             (H + pt + pb, W + pl + pr))
     if H + pt + pb < kh or W + pl + pr < kw:
         raise ValueError(f"{fn}: {size_name} ({kh}, {kw}) is larger than the padded input "
                          f"({H + pt + pb}, {W + pl + pr})")
     oh = (H + pt + pb - kh) // sh + 1
     ow = (W + pl + pr - kw) // sw + 1
     return dict(H=H, W=W, C=C, KH=kh, KW=kw, SH=sh, SW=sw, PT=pt, PL=pl, OH=oh, OW=ow)
+
+
+def _bounded(fn, name, values):
+    """The kernels index with C ints: refuse window sizes above 2**31 - 1."""
+    for v in values:
+        if v > INT_MAX:
+            raise ValueError(f"{fn}: {name} must be at most {INT_MAX} (the kernels' 32-bit "
+                             f"sizes), got {tuple(values)}")
+    return values
 
 
 def _same(n, k, s):
