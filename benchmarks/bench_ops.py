@@ -3,8 +3,9 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_ops.py [--batch 50]
 
 Prints a Markdown table (median milliseconds of convcore with its default
-kernels and with BLAS only, of the reference, and the speed-up) and writes
-benchmarks/results/ops.json. A benchmark, not a test: nothing is asserted.
+kernels, with them but no Winograd, and with BLAS only, of the reference, and
+the speed-up) and writes benchmarks/results/ops.json. A benchmark, not a
+test: nothing is asserted.
 """
 import argparse
 import os
@@ -62,6 +63,9 @@ def cases(n, rng):
           conv_pool(ref)), (x1, w1, b1)),
         ("conv2 forward 5x5x32x64", "conv2d_forward", (p1, w2, b2, 1, "same")),
         ("conv2 backward", "conv2d_backward", (p1, w2, y2, 1, "same")),
+        ("conv2 + pool2 forward (inference)",
+         (lambda *a: convcore.conv2d_maxpool_forward(*a, 1, "same", True, 2, None, "same"),
+          conv_pool(ref)), (p1, w2, b2)),
         ("pool2 forward 2x2", "maxpool2d_forward", (y2, 2, None, "same")),
         ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape)),
         ("dense1 forward 3136x1024", "linear_forward", (f, w3, b3)),
@@ -85,19 +89,24 @@ def main():
     for name, fn, a in cases(args.batch, rng):
         core, reference = (fn if isinstance(fn, tuple)
                            else (getattr(convcore, fn), getattr(ref, fn)))
-        t = {"auto": [], "blas": []}   # convcore's default kernels, and BLAS only,
-        for _ in range(22):            # alternated so that a slow spell hits both alike
+        # convcore's default kernels, without Winograd, and BLAS only, alternated
+        # call by call so that a slow spell of the machine hits all alike
+        t = {("auto", True): [], ("auto", False): [], ("blas", True): []}
+        for _ in range(22):
             for kernels in t:
-                convcore.set_kernels(kernels)
+                convcore.set_kernels(*kernels)
                 t0 = time.perf_counter()
                 core(*a)
                 t[kernels].append(time.perf_counter() - t0)
         t = {k: float(np.median(v[2:])) for k, v in t.items()}
+        t["auto"], t["direct"], t["blas"] = t.pop(("auto", True)), t.pop(("auto", False)), \
+            t.pop(("blas", True))
         convcore.set_kernels("auto")
         t_ref = median_seconds(lambda: reference(*a), repeats=5)
-        rows.append((name, f"{t['auto'] * 1e3:.2f}", f"{t['blas'] * 1e3:.2f}",
-                     f"{t_ref * 1e3:.2f}", f"{t_ref / t['auto']:.1f}x"))
+        rows.append((name, f"{t['auto'] * 1e3:.2f}", f"{t['direct'] * 1e3:.2f}",
+                     f"{t['blas'] * 1e3:.2f}", f"{t_ref * 1e3:.2f}", f"{t_ref / t['auto']:.1f}x"))
         records.append({"op": name, "convcore_ms": t["auto"] * 1e3,
+                        "convcore_no_winograd_ms": t["direct"] * 1e3,
                         "convcore_blas_ms": t["blas"] * 1e3, "reference_ms": t_ref * 1e3,
                         "speedup": t_ref / t["auto"]})
     m = machine()
@@ -106,8 +115,8 @@ def main():
           f"simd kernels {convcore.simd_supported()}")
     print(f"CPU: {m['cpu']} ({m['cores']} cores); BLAS: {'; '.join(m['blas'])}")
     print(f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}\n")
-    print(markdown_table(["operation", "convcore ms", "convcore ms, BLAS kernels",
-                          "reference ms", "speed-up"], rows))
+    print(markdown_table(["operation", "convcore ms", "convcore ms, no Winograd",
+                          "convcore ms, BLAS kernels", "reference ms", "speed-up"], rows))
     write_json(args.out, {"batch": args.batch, "threads": convcore.get_num_threads(),
                           "machine": m, "ops": records})
 

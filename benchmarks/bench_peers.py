@@ -6,7 +6,8 @@ Measures training-step images/s (batch 50 on 1 and 2 threads, batch 256 on 2)
 and inference images/s (model.predict, batch 1000, 2 threads), median of 30
 steps on random data, each framework and setting in its own process (thread
 pools are fixed at start-up), in rounds that interleave the frameworks; each
-setting keeps its best round. TensorFlow and PyTorch are measured when
+figure is the median over the rounds, each ratio the median of the ratios
+within a round. TensorFlow and PyTorch are measured when
 importable, skipped with a note otherwise. Also: the float32 sgemm peak of the
 BLAS convcore uses, measured in the same run, pyconv's fraction of it, the
 per-layer breakdown and the peak memory (max RSS) of a training process.
@@ -176,7 +177,7 @@ def main():
     ap.add_argument("--worker", nargs=5, metavar=("FW", "MODE", "BATCH", "THREADS", "STEPS"))
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5,
-                    help="interleaved rounds over all frameworks; the best round counts")
+                    help="interleaved rounds over all frameworks (medians over the rounds)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.json"))
     args = ap.parse_args()
     if args.worker:
