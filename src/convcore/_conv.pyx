@@ -217,6 +217,7 @@ cdef extern from "_conv_direct.h" nogil:
                                const float* b, float* y, int relu)
     void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW,
                           int OH, int OW, const float* dy, int F, float* dw)
+    void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out, float* db)
 
 
 cdef extern from "_conv_winograd.h" nogil:
@@ -382,7 +383,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
     cdef Py_ssize_t KF = 36 * C * F if winograd else K * F    # a slot's weight-gradient part
-    cdef Py_ssize_t sl, n, p
+    cdef Py_ssize_t sl, n
     cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
     cdef int Hd = _padded(g.H, 1, g.KH, winograd), Wd = _padded(g.W, 1, g.KW, winograd)  # dy, for dx
     cdef Py_ssize_t n_scratch = max(cc_wino_scratch_floats(<int>C, <int>F),
@@ -438,10 +439,10 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             else:
                 memset(dwp, 0, (KF + F) * sizeof(float))
             for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
-                dyp = dyptr + n * P * F
-                if masked:
-                    _relu_mask(dym, dyp, yptr + n * P * F, P * F)
-                    dyp = dym
+                # db, and dy through the ReLU (into dym), in one pass
+                cc_mask_sum(dyptr + n * P * F, yptr + n * P * F if masked else NULL,
+                            <int>P, <int>F, dym, dbp)
+                dyp = dym if masked else dyptr + n * P * F
                 cc_pad_image(xptr + n * xs, g.H, g.W, <int>C, g.PT, g.PL, Hp, Wp, xp)
                 if winograd:
                     cc_wino_dw_image(xp, Wp, <int>C, dyp, <int>g.OH, <int>g.OW, <int>F, dwp,
@@ -449,8 +450,6 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 else:
                     cc_conv_dw_image(xp, Wp, <int>C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
                                      dyp, <int>F, dwp)
-                for p in range(P):
-                    _add_into(dbp, dyp + p * F, F)
                 if want_dx:
                     cc_pad_image(dyp, g.OH, g.OW, <int>F, g.KH - 1 - g.PT, g.KW - 1 - g.PL,
                                  Hd, Wd, dyp_pad)

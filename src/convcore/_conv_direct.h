@@ -144,6 +144,23 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
 
 /* --------------------------------------------------------------- backward */
 
+/* db (F) += the P rows of dy (P, F), in row order; with y, dy is first masked
+ * by y > 0 into out (the gradient through a fused ReLU: a bitwise AND, so a
+ * masked NaN gives 0) and out is summed. One pass instead of two. */
+static void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out, float* db)
+{
+    for (int p = 0; p < P; p++)
+        for (int f = 0; f < F; f += 16) {
+            ptrdiff_t e = (ptrdiff_t)p * F + f;
+            cc_v16 d = cc_load(dy + e);
+            if (y) {
+                d = (cc_v16)((cc_v16i)d & (cc_load(y + e) > 0));
+                cc_store(out + e, d);
+            }
+            cc_store(db + f, cc_load(db + f) + d);
+        }
+}
+
 /* One tile of dw: RJ section entries j0.. x V*16 output channels, summed over
  * the P positions of one image and added to dw (KH, J, F) at (kh, j0, f0).
  * Entries past J repeat the last one and are not stored. */
@@ -220,6 +237,8 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
                                   const float* b, float* y, int relu) {}
 static void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW,
                              int OH, int OW, const float* dy, int F, float* dw) {}
+static void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out,
+                        float* db) {}
 #endif
 
 #endif
