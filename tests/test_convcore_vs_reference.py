@@ -150,11 +150,12 @@ def test_linear_equals_reference(data, n, d_in, d_out, with_bias, relu):
 
 
 @pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
-@given(st.integers(0, 96), st.integers(1, 600), st.integers(1, 9), st.booleans(),
-       st.booleans(), st.integers(0, 2**32 - 1))
+@given(st.one_of(st.integers(0, 96), st.integers(97, 256)), st.integers(1, 600),
+       st.integers(1, 9), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
 def test_simd_dense_tiles_equal_reference(n, d_in, blocks, with_bias, relu, seed):
     """The dense tiles under set_kernels("simd"): D_out = 16 * blocks (every tile
-    width and remainder), up to the largest batch they take, several k-blocks."""
+    width and remainder), up to the largest batch they take (forward 256,
+    backward 96), several k-blocks."""
     rng = np.random.default_rng(seed)
     d_out = 16 * blocks
     x, w, dy = (rng.uniform(-2, 2, s).astype(np.float32)
@@ -162,10 +163,14 @@ def test_simd_dense_tiles_equal_reference(n, d_in, blocks, with_bias, relu, seed
     b = rng.uniform(-2, 2, d_out).astype(np.float32) if with_bias else None
     with using_kernels("simd"):
         y = convcore.linear_forward(x, w, b, relu=relu)
+        assert_within(y, ref.linear_forward(*_64(x, w, b), relu=relu),
+                      ref.linear_forward(*_abs(x, w, b)), d_in + 1, "simd linear_forward")
         relu_y = y if relu else None
+        if n > 96:
+            with pytest.raises(ValueError, match="a batch of at most 96"):
+                convcore.linear_backward(x, w, dy, relu_y=relu_y)
+            return
         dx, dw, db = convcore.linear_backward(x, w, dy, relu_y=relu_y)
-    assert_within(y, ref.linear_forward(*_64(x, w, b), relu=relu),
-                  ref.linear_forward(*_abs(x, w, b)), d_in + 1, "simd linear_forward")
     rdx, rdw, rdb = ref.linear_backward(*_64(x, w, dy), relu_y=relu_y)
     bdx, bdw, bdb = ref.linear_backward(*_abs(x, w, dy))
     assert_within(dx, rdx, bdx, d_out, "simd linear_backward dx")
@@ -387,6 +392,9 @@ def test_set_kernels(kernels):
     with pytest.raises(ValueError, match="linear_forward: .* D_out a multiple of 16, got "
                                          "D_out = 10"):
         convcore.linear_forward(np.ones((2, 3), np.float32), np.ones((3, 10), np.float32))
+    with pytest.raises(ValueError, match="linear_forward: .* a batch of at most 256 for a "
+                                         "dense layer, got N = 257"):
+        convcore.linear_forward(np.ones((257, 3), np.float32), np.ones((3, 16), np.float32))
     with pytest.raises(ValueError, match="linear_backward: .* a batch of at most 96 for a "
                                          "dense layer, got N = 97"):
         convcore.linear_backward(np.ones((97, 3), np.float32), np.ones((3, 16), np.float32),

@@ -51,7 +51,8 @@ def set_kernels(name, winograd=True):
 
     "simd" needs a CPU with AVX-512F and a multiple of 16 output channels
     (C_out, D_out); a convolution's input gradient also needs stride 1 and
-    C_in a multiple of 16; a dense layer a batch of at most 96.
+    C_in a multiple of 16; a dense layer a batch of at most 256 (forward) or
+    96 (backward).
 
     winograd: with "simd" or "auto", run the simd convolutions with 5x5
     kernels at stride 1 and C_in a multiple of 16 (forward, input and weight
@@ -111,15 +112,17 @@ def _winograd(g):
             and (g["SH"], g["SW"]) == (1, 1) and g["C"] % 16 == 0)
 
 
-SIMD_MAX_BATCH = _linear.simd_max_batch()
+SIMD_MAX_BATCH = _linear.simd_max_batch()                       # backward: 96
+SIMD_MAX_BATCH_FORWARD = _linear.simd_max_batch(forward=True)   # forward: 256
 
 
-def _linear_simd(fn, n, dout):
+def _linear_simd(fn, n, dout, forward=False):
+    limit = SIMD_MAX_BATCH_FORWARD if forward else SIMD_MAX_BATCH
     why = None
     if dout % 16:
         why = f"D_out a multiple of 16, got D_out = {dout}"
-    elif n > SIMD_MAX_BATCH:   # larger batches: sgemm's packing pays for itself
-        why = f"a batch of at most {SIMD_MAX_BATCH} for a dense layer, got N = {n}"
+    elif n > limit:   # larger batches: sgemm's packing pays for itself
+        why = f"a batch of at most {limit} for a dense layer, got N = {n}"
     return _simd(fn, why)
 
 
@@ -333,7 +336,7 @@ def linear_forward(x, w, b=None, relu=False):
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
     y = empty((x.shape[0], w.shape[1]))
-    if _linear_simd(fn, x.shape[0], w.shape[1]):
+    if _linear_simd(fn, x.shape[0], w.shape[1], forward=True):
         _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), bool(relu))
         return y
     with blas_single_thread():

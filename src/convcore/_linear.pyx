@@ -73,7 +73,8 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
 
 
 # -------------------------------------------------------------- tile kernels
-# The fast path for a small batch (N <= CC_MC) where the CPU has AVX-512 and
+# The fast path for a small batch (N <= CC_MC_FWD forward, CC_MC backward)
+# where the CPU has AVX-512 and
 # D_out is a multiple of 16 (_linear_tiles.h): no packing, the weight panel
 # read straight from w.
 
@@ -84,6 +85,7 @@ cdef extern from "_adam.h" nogil:
 
 cdef extern from "_linear_tiles.h" nogil:
     int CC_MC
+    int CC_MC_FWD
     void cc_linear_forward_block(const float* x, int D, const float* w, int F,
                                  const float* b, float* y, int n0, int n1,
                                  int c0, int c1, int relu)
@@ -92,9 +94,10 @@ cdef extern from "_linear_tiles.h" nogil:
     void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
                             int D, int N, int d0, int d1)
 
-def simd_max_batch():
-    """The largest batch the dense tiles take (one row block: w is read once)."""
-    return CC_MC
+def simd_max_batch(forward=False):
+    """The largest batch the dense tiles take (forward: one row block, w is read
+    once; sgemm's packing pays for itself above), in the backward pass or the forward."""
+    return CC_MC_FWD if forward else CC_MC
 
 
 DEF COLS = 64    # output columns per forward work item
@@ -105,9 +108,9 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
                          float[:, ::1] y, int n_threads, bint relu=False):
     """y = x @ w (+ b) (then max(y, 0) if relu); D_out % 16 == 0.
 
-    Work items: blocks of CC_MC rows x 64 columns of y, fixed by the shapes."""
+    Work items: blocks of CC_MC_FWD rows x 64 columns of y, fixed by the shapes."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1]
-    cdef Py_ssize_t n_cb = (F + COLS - 1) // COLS, n_rb = (N + CC_MC - 1) // CC_MC, it
+    cdef Py_ssize_t n_cb = (F + COLS - 1) // COLS, n_rb = (N + CC_MC_FWD - 1) // CC_MC_FWD, it
     cdef int n0, c0
     if N == 0:
         return
@@ -116,9 +119,9 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
     cdef const float* wp = &w[0, 0]
     cdef float* yp = &y[0, 0]
     for it in prange(n_rb * n_cb, nogil=True, schedule='dynamic', num_threads=n_threads):
-        n0 = <int>((it // n_cb) * CC_MC)
+        n0 = <int>((it // n_cb) * CC_MC_FWD)
         c0 = <int>((it % n_cb) * COLS)
-        cc_linear_forward_block(xp, <int>D, wp, <int>F, bp, yp, n0, <int>min(N, n0 + CC_MC),
+        cc_linear_forward_block(xp, <int>D, wp, <int>F, bp, yp, n0, <int>min(N, n0 + CC_MC_FWD),
                                 c0, <int>min(F, c0 + COLS), relu)
 
 

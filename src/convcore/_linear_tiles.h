@@ -19,7 +19,8 @@
 #include "_simd.h"
 
 #define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
-#define CC_MC 96    /* the largest batch for the tiles (one row block: w read once) */
+#define CC_MC 96    /* the largest batch for the backward tiles */
+#define CC_MC_FWD 256  /* the largest batch for the forward tiles (one row block: w read once) */
 #define CC_PD 48    /* prefetch distance (rows of w) in the first pass over a panel */
 
 #if CC_SIMD_COMPILED
