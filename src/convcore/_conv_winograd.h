@@ -148,33 +148,39 @@ static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb
     }
 }
 
-/* M[k] rows 0..R-1 (stride 64) = V[k] rows (stride C) @ U[k] (C, F) at f0,
- * V vectors of 16 columns. */
+/* The register tile of both products: R rows x V vectors of 16 columns,
+ *   M[r, 16v + l] = (first ? 0 : M[r, 16v + l]) + sum_{k < K} A[r * ar + k * ak] B[k * ldb + 16v + l]
+ * forward (per point k): A = V[k] rows of tiles (ar = C, ak = 1), B = U[k], M row stride 64;
+ * weight gradient: A = V[k] transposed (ar = 1, ak = C), B = DY[k], K = the tiles. */
 #define CC_DEF_WINO_TILE(R, V)                                                         \
-static void cc_wino_tile_##R##x##V(const float* Vk, int C, const float* Uk, ptrdiff_t F,\
-                                   float* Mk)                                          \
+static void cc_wino_tile_##R##x##V(const float* A, ptrdiff_t ar, ptrdiff_t ak,         \
+                                   const float* B, ptrdiff_t ldb, int K, float* M,     \
+                                   ptrdiff_t ldm, int first)                           \
 {                                                                                      \
     cc_v16 acc[R][V];                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = (cc_v16){0};                                                   \
-    for (int c = 0; c < C; c++) {                                                      \
-        cc_v16 u[V];                                                                   \
+            acc[r][v] = first ? (cc_v16){0} : cc_load(M + r * ldm + 16 * v);          \
+    for (int k = 0; k < K; k++) {                                                      \
+        cc_v16 b[V];                                                                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            u[v] = cc_load(Uk + c * F + 16 * v);                                       \
+            b[v] = cc_load(B + k * ldb + 16 * v);                                      \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
-            float s = Vk[(ptrdiff_t)r * C + c];                                        \
+            float s = A[r * ar + k * ak];                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                acc[r][v] += s * u[v];                                                 \
+                acc[r][v] += s * b[v];                                                 \
         }                                                                              \
     }                                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            cc_store(Mk + r * 64 + 16 * v, acc[r][v]);                                 \
+            cc_store(M + r * ldm + 16 * v, acc[r][v]);                                 \
 }
-CC_DEF_WINO_TILE(6, 4)
+CC_DEF_WINO_TILE(6, 4)     /* forward */
 CC_DEF_WINO_TILE(6, 2)
 CC_DEF_WINO_TILE(12, 1)
+CC_DEF_WINO_TILE(4, 4)     /* weight gradient */
+CC_DEF_WINO_TILE(8, 2)
+CC_DEF_WINO_TILE(16, 1)
 
 /* The outputs of tiles t0 .. t0+nb-1, V vectors at f0, from M (36, TBp, 64):
  * Y = A^T M A (+ bias) (ReLU), stored where inside (OH, OW). */
@@ -236,11 +242,11 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
                     const float* Vr = Vk + (ptrdiff_t)s * C;
                     float* Mr = Mk + s * 64;
                     if (V == 4)
-                        cc_wino_tile_6x4(Vr, C, Uk, F, Mr);
+                        cc_wino_tile_6x4(Vr, C, 1, Uk, F, C, Mr, 64, 1);
                     else if (V == 2)
-                        cc_wino_tile_6x2(Vr, C, Uk, F, Mr);
+                        cc_wino_tile_6x2(Vr, C, 1, Uk, F, C, Mr, 64, 1);
                     else
-                        cc_wino_tile_12x1(Vr, C, Uk, F, Mr);
+                        cc_wino_tile_12x1(Vr, C, 1, Uk, F, C, Mr, 64, 1);
                 }
             }
             cc_wino_output(Ms, TBp, V, t0, nb, tw, OH, OW, b ? b + f0 : NULL, y + f0, F, relu);
@@ -287,35 +293,6 @@ static void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int t0, i
     }
 }
 
-/* M[k] rows c0 .. c0+R-1 (R channels) x V*16 columns at f0 += (or, if
- * first, =) the sum over nb tiles of Vk[t][c] DYk[t][f]:  Vk (TBW, C),
- * DYk (TBW, F), Mk (C, F). */
-#define CC_DEF_WINO_DW_TILE(R, V)                                                      \
-static void cc_wino_dw_tile_##R##x##V(const float* Vk, int C, const float* Dk,         \
-                                      ptrdiff_t F, int nb, float* Mk, int first)       \
-{                                                                                      \
-    cc_v16 acc[R][V];                                                                  \
-    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = first ? (cc_v16){0} : cc_load(Mk + r * F + 16 * v);            \
-    for (int t = 0; t < nb; t++) {                                                     \
-        cc_v16 d[V];                                                                   \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            d[v] = cc_load(Dk + t * F + 16 * v);                                       \
-        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
-            float s = Vk[(ptrdiff_t)t * C + r];                                        \
-            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                acc[r][v] += s * d[v];                                                 \
-        }                                                                              \
-    }                                                                                  \
-    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            cc_store(Mk + r * F + 16 * v, acc[r][v]);                                  \
-}
-CC_DEF_WINO_DW_TILE(4, 4)
-CC_DEF_WINO_DW_TILE(8, 2)
-CC_DEF_WINO_DW_TILE(16, 1)
-
 /* M (36, C, F) += (or, if first, =) the transformed weight gradient of one
  * image: xp its padded copy (as for cc_wino_forward_image), dy (OH, OW, F)
  * its output gradient; scratch of cc_wino_scratch_floats(C, F) floats,
@@ -340,11 +317,11 @@ static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, in
                 for (int c0 = 0; c0 < C; c0 += 16 / V) {   /* R = 4, 8, 16 rows */
                     float* Mr = Mk + (ptrdiff_t)c0 * F + f0;
                     if (V == 4)
-                        cc_wino_dw_tile_4x4(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                        cc_wino_tile_4x4(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
                     else if (V == 2)
-                        cc_wino_dw_tile_8x2(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                        cc_wino_tile_8x2(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
                     else
-                        cc_wino_dw_tile_16x1(Vk + c0, C, Dk + f0, F, nb, Mr, fst);
+                        cc_wino_tile_16x1(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
                 }
                 f0 += 16 * V;
             }
