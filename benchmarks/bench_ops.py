@@ -76,6 +76,10 @@ def cases(n, rng):
     ]
 
 
+# column -> set_kernels(name, winograd)
+KERNEL_SETS = {"auto": ("auto", True), "direct": ("auto", False), "blas": ("blas", True)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=50)
@@ -91,16 +95,14 @@ def main():
                            else (getattr(convcore, fn), getattr(ref, fn)))
         # convcore's default kernels, without Winograd, and BLAS only, alternated
         # call by call so that a slow spell of the machine hits all alike
-        t = {("auto", True): [], ("auto", False): [], ("blas", True): []}
+        t = {col: [] for col in KERNEL_SETS}
         for _ in range(22):
-            for kernels in t:
-                convcore.set_kernels(*kernels)
+            for col, setting in KERNEL_SETS.items():
+                convcore.set_kernels(*setting)
                 t0 = time.perf_counter()
                 core(*a)
-                t[kernels].append(time.perf_counter() - t0)
+                t[col].append(time.perf_counter() - t0)
         t = {k: float(np.median(v[2:])) for k, v in t.items()}
-        t["auto"], t["direct"], t["blas"] = t.pop(("auto", True)), t.pop(("auto", False)), \
-            t.pop(("blas", True))
         convcore.set_kernels("auto")
         t_ref = median_seconds(lambda: reference(*a), repeats=5)
         rows.append((name, f"{t['auto'] * 1e3:.2f}", f"{t['direct'] * 1e3:.2f}",
