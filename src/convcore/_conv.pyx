@@ -453,6 +453,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 if want_dx:
                     cc_pad_image(dyp, g.OH, g.OW, <int>F, g.KH - 1 - g.PT, g.KW - 1 - g.PL,
                                  Hd, Wd, dyp_pad)
+                    # g's kernel size and stride (1: dx needs it) serve the dx convolution
                     _forward_image(dyp_pad, Wd, <int>F, g, <int>g.H, <int>g.W, wt, U, <int>C,
                                    NULL, dxptr + n * xs, 0, scratch)
         free(xp)
