@@ -94,7 +94,7 @@ def extensions():
             f"convcore.{name}",
             [f"src/convcore/{name}.pyx"],
             include_dirs=[np.get_include(), "src/convcore"],
-            depends=[f"src/convcore/{h}" for h in ("_simd.h", "_conv_direct.h", "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_row.h")],
+            depends=[f"src/convcore/{h}" for h in ("_simd.h", "_conv_direct.h", "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=list(link_args),

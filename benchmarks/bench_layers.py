@@ -1,6 +1,8 @@
 """Per-layer breakdown of a tutorial_cnn training step (forward and backward of
-each layer, and the optimiser step), median over steps. The dense layers'
-backward includes their fused Adam update; "Adam (other layers)" is the rest.
+each layer, and the optimiser step), median over steps. The layers run as
+Sequential.train_step runs them (model.steps()): each Conv2D with the MaxPool2D
+after it as one fused step. The dense layers' backward includes their fused
+Adam update; "Adam (other layers)" is the rest.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py [--batch 50]
 """
@@ -16,9 +18,10 @@ import convcore  # noqa: E402
 import pyconv  # noqa: E402
 from _common import markdown_table  # noqa: E402
 from pyconv.losses import softmax_cross_entropy  # noqa: E402
+from pyconv.model import ConvPool  # noqa: E402
 
 
-def breakdown(batch, steps=20, threads=None, seed=0):
+def breakdown(batch, n_steps=20, threads=None, seed=0):
     if threads:
         convcore.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -26,13 +29,21 @@ def breakdown(batch, steps=20, threads=None, seed=0):
     y = rng.integers(0, 10, batch)
     model = pyconv.models.tutorial_cnn(seed)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
-    names = [f"{i} {type(l).__name__}" for i, l in enumerate(model.layers)]
+    steps = model.steps()
+    names, i = [], 0
+    for step in steps:
+        if isinstance(step, ConvPool):
+            names.append(f"{i}-{i + 1} {type(step.conv).__name__}+{type(step.pool).__name__}")
+            i += 2
+        else:
+            names.append(f"{i} {type(step).__name__}")
+            i += 1
     times = {n: {"forward": [], "backward": []} for n in names}
     times["loss"] = {"forward": [], "backward": []}
     times["Adam (other layers)"] = {"forward": [], "backward": []}
-    for _ in range(steps + 3):      # as Sequential.train_step, one layer at a time
+    for _ in range(n_steps + 3):    # as Sequential.train_step, one step at a time
         h = x
-        for n, layer in zip(names, model.layers):
+        for n, layer in zip(names, steps):
             t = time.perf_counter()
             h = layer.forward(h, training=True)
             times[n]["forward"].append(time.perf_counter() - t)
@@ -40,7 +51,7 @@ def breakdown(batch, steps=20, threads=None, seed=0):
         _, d = softmax_cross_entropy(h, y)
         times["loss"]["forward"].append(time.perf_counter() - t)
         opt.begin_step()
-        for n, layer in zip(reversed(names), reversed(model.layers)):
+        for n, layer in zip(reversed(names), reversed(steps)):
             t = time.perf_counter()
             d = (layer.backward_and_update(d, opt) if hasattr(layer, "backward_and_update")
                  else layer.backward(d))

@@ -12,6 +12,10 @@ X = np.ones((2, 6, 6, 3), f32)
 W = np.ones((3, 3, 3, 4), f32)
 DY = np.ones((2, 4, 4, 4), f32)
 P, AM = convcore.maxpool2d_forward(X, 2)
+# the fused convolution + max-pool, on the simd kernels (C_out 16) and on BLAS (C_out 4)
+W16 = np.ones((3, 3, 3, 16), f32)
+P4, AM4 = convcore.conv2d_maxpool_forward(X, W, padding="same", return_argmax=True)
+P16, AM16 = convcore.conv2d_maxpool_forward(X, W16, padding="same", return_argmax=True)
 XL, WL, DYL = np.ones((5, 7), f32), np.ones((7, 3), f32), np.ones((5, 3), f32)
 
 CASES = {
@@ -84,6 +88,18 @@ CASES = {
                            ValueError, "argmax"),
     "argmax batch mismatch": (lambda: convcore.maxpool2d_backward(P, AM, (3, 6, 6, 3)),
                               ValueError, "x_shape"),
+    "fused argmax forged high": (lambda: convcore.conv2d_maxpool_backward(
+        X, W16, P16, AM16 + 36, padding="same"), ValueError, "argmax"),
+    "fused argmax forged negative, BLAS": (lambda: convcore.conv2d_maxpool_backward(
+        X, W, P4, AM4 - 100, padding="same"), ValueError, "argmax"),
+    "fused argmax shape": (lambda: convcore.conv2d_maxpool_backward(
+        X, W16, P16, AM16[:, :2], padding="same"), ValueError, "argmax"),
+    "fused argmax int64": (lambda: convcore.conv2d_maxpool_backward(
+        X, W16, P16, AM16.astype(np.int64), padding="same"), TypeError, "argmax"),
+    "fused dy channels": (lambda: convcore.conv2d_maxpool_backward(
+        X, W16, P4, AM4, padding="same"), ValueError, "dy"),
+    "fused relu_y shape": (lambda: convcore.conv2d_maxpool_backward(
+        X, W16, P16, AM16, padding="same", relu_y=P16[:1]), ValueError, "relu_y"),
     # sizes that overflow
     "col2im huge x_shape": (lambda: convcore.col2im(np.ones((2, 4, 4, 27), f32),
                                                     (2, 2**40, 2**40, 3), 3), ValueError,
@@ -110,6 +126,7 @@ def test_bad_input_raises_naming_the_argument(name):
     message = str(info.value)
     assert word in message, message
     assert message.split(":")[0] in {"im2col", "col2im", "conv2d_forward", "conv2d_backward",
+                                     "conv2d_maxpool_backward",
                                      "maxpool2d_forward", "maxpool2d_backward",
                                      "linear_forward", "linear_backward"}, message
 

@@ -3,6 +3,7 @@ import numpy as np
 
 import helpers
 import pytest
+from hypothesis import assume, given, strategies as st
 
 import convcore
 import pyconv
@@ -200,6 +201,88 @@ def test_conv2d_maxpool_forward_equals_the_two_calls(kernels, k):
             assert got.tobytes() == want.tobytes()
     with pytest.raises(ValueError, match="conv2d_maxpool_forward: pool_padding must be smaller"):
         convcore.conv2d_maxpool_forward(x, w, b, pool_size=2, pool_padding=2)
+
+
+@st.composite
+def conv_pool_cases(draw):
+    """A convolution and a max-pool over its output: every kernel set (simd,
+    with Winograd where the window allows, or not; BLAS), C_out a multiple of
+    16 or not, overlapping and padded pool windows. Values are small integers,
+    so that windows often tie (the first maximum wins) and the ReLU often cuts."""
+    n = draw(st.integers(0, 3))
+    cin, cout = draw(st.sampled_from([1, 3, 16, 32])), draw(st.sampled_from([5, 16, 48]))
+    k, stride = draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from([1, 1, 2]))
+    h, w = draw(st.integers(k, 10)), draw(st.integers(k, 10))
+    pad = draw(st.sampled_from(["same", "valid", k // 2]))
+    oh, ow = ((-(-s // stride)) if pad == "same" else
+              (s + 2 * (0 if pad == "valid" else pad) - k) // stride + 1 for s in (h, w))
+    pool, pool_stride = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pool_pad = draw(st.sampled_from(["same", "valid", 0, pool - 1]))
+    p = 0 if pool_pad in ("same", "valid") else pool_pad
+    assume(pool_pad == "same" or (pool <= oh + 2 * p and pool <= ow + 2 * p))
+    kernels = draw(st.sampled_from([("auto", True), ("auto", False), ("blas", True)]))
+    return ((n, h, w, cin), (k, k, cin, cout), stride, pad, (pool, pool_stride, pool_pad),
+            kernels, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**32 - 1)))
+
+
+@given(conv_pool_cases())
+def test_conv2d_maxpool_backward_equals_the_two_calls(case):
+    """conv2d_maxpool_forward(return_argmax=True) and conv2d_maxpool_backward
+    give the same bits as conv2d_forward, maxpool2d_forward, maxpool2d_backward
+    and conv2d_backward one after the other: y, argmax, dx, dw and db."""
+    x_shape, w_shape, stride, pad, (pool, pool_stride, pool_pad), kern, relu, need_dx, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, x_shape).astype(np.float32)
+    w = rng.integers(-2, 3, w_shape).astype(np.float32)
+    b = rng.integers(-2, 3, w_shape[3]).astype(np.float32)
+    with helpers.using_kernels(*kern):
+        y_conv = convcore.conv2d_forward(x, w, b, stride, pad, relu=relu)
+        y, am = convcore.maxpool2d_forward(y_conv, pool, pool_stride, pool_pad)
+        got_y, got_am = convcore.conv2d_maxpool_forward(x, w, b, stride, pad, relu, pool,
+                                                        pool_stride, pool_pad,
+                                                        return_argmax=True)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        want = convcore.conv2d_backward(x, w, convcore.maxpool2d_backward(dy, am, y_conv.shape),
+                                        stride, pad, need_dx, relu_y=y_conv if relu else None)
+        got = convcore.conv2d_maxpool_backward(x, w, dy, got_am, stride, pad, need_dx,
+                                               relu_y=got_y if relu else None)
+    assert got_y.tobytes() == y.tobytes() and got_am.tobytes() == am.tobytes()
+    for g, wnt in zip(got, want):
+        assert (g is None and wnt is None) or g.tobytes() == wnt.tobytes()
+
+
+@pytest.mark.parametrize("kernels_name", ["auto", "blas"])
+def test_training_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name):
+    """train_step runs each Conv2D + MaxPool2D as one step (conv2d_maxpool_forward
+    and conv2d_maxpool_backward): three steps give the same loss and parameters,
+    bit for bit, as the layers run one by one."""
+    kernels(kernels_name)
+    rng = np.random.default_rng(6)
+    x = rng.random((12, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 12)
+    runs = []
+    for fused in (True, False):
+        model = tutorial_cnn(seed=6)
+        assert [type(s).__name__ for s in model.steps()] == [
+            "ConvPool", "ConvPool", "Flatten", "Dense", "Dropout", "Dense"]
+        opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
+        losses = []
+        for _ in range(3):
+            if fused:
+                losses.append(model.train_step(x, y, opt))
+                continue
+            h = x
+            for layer in model.layers:
+                h = layer.forward(h, training=True)
+            loss, d = softmax_cross_entropy(h, y)
+            opt.begin_step()
+            for layer in reversed(model.layers):
+                d = (layer.backward_and_update(d, opt) if hasattr(layer, "backward_and_update")
+                     else layer.backward(d))
+            opt.finish_step()
+            losses.append(loss)
+        runs.append((losses, [p.value.tobytes() for p in model.parameters()]))
+    assert runs[0] == runs[1]
 
 
 def test_fused_adam_training_gives_the_same_bits_as_unfused(kernels):

@@ -71,7 +71,15 @@ def _all_ops(rng):
     xt = rng.standard_normal((91, 300)).astype(np.float32)
     wt = rng.standard_normal((300, 80)).astype(np.float32)
     yt = convcore.linear_forward(xt, wt, b[:16].repeat(5), relu=True)
+    # the fused convolution + max-pool, training (Winograd and direct): 3x3 pools, stride 2
+    fused = []
+    for xf, wf in ((xw, ww), (xd, wd)):
+        pf, amf = convcore.conv2d_maxpool_forward(xf, wf, None, 1, "same", True, 3, 2, "same",
+                                                  return_argmax=True)
+        fused += [pf, amf, *convcore.conv2d_maxpool_backward(xf, wf, pf, amf, 1, "same",
+                                                             relu_y=pf)]
     return [
+        *fused,
         yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),
         yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
         yw, *convcore.conv2d_backward(xw, ww, yw, padding="same", relu_y=yw),

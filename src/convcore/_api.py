@@ -221,11 +221,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
 
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
-                           pool_stride=None, pool_padding=0):
+                           pool_stride=None, pool_padding=0, return_argmax=False):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
-    pool_stride, pool_padding)[0] in one pass, for inference: with the simd
-    kernels each image's convolution output stays in cache and only the pooled
-    result is written (no argmax). The same bits as the two calls."""
+    pool_stride, pool_padding) in one pass: with the simd kernels each image's
+    convolution output stays in cache and only the pooled result is written.
+    The same bits as the two calls. Returns y, or (y, argmax) with
+    return_argmax=True (for training: conv2d_maxpool_backward takes it)."""
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
     cout = w2.shape[1]
@@ -236,12 +237,59 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
                     stride_name="pool_stride", padding_name="pool_padding")
     if not _conv_simd(fn, g, cout, need_dx=False):
         y = conv2d_forward(x, w, b, stride, padding, relu)
-        return maxpool2d_forward(y, pool_size, pool_stride, pool_padding)[0]
+        y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
+        return (y, argmax) if return_argmax else y
     chk.size(fn, "the pooled output", x.shape[0], pg["OH"], pg["OW"], cout)
-    out = empty((x.shape[0], pg["OH"], pg["OW"], cout))
+    out_shape = (x.shape[0], pg["OH"], pg["OW"], cout)
+    out = empty(out_shape)
+    argmax = empty(out_shape, np.int32) if return_argmax else None
     _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), bool(relu),
-                                        _winograd(g))
-    return out
+                                        _winograd(g), argmax)
+    return (out, argmax) if return_argmax else out
+
+
+def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, need_dx=True, relu_y=None):
+    """Gradients (dx, dw, db) of conv2d_maxpool_forward from its input x,
+    kernels w, the gradient dy of its pooled output and the argmax it returned,
+    all as conv2d_backward(x, w, maxpool2d_backward(dy, argmax, ...)) gives them
+    (the same bits), without writing the convolution-sized gradient.
+
+    relu_y: the pooled output y of a relu=True forward; the ReLU's mask is
+    taken at each window's winner, where y holds the convolution's value.
+    """
+    fn = "conv2d_maxpool_backward"
+    x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
+    cout = w2.shape[1]
+    dy = chk.array(fn, "dy", dy, 4, "(N, PH, PW, C_out)")
+    if dy.shape[0] != x.shape[0] or dy.shape[3] != cout:
+        raise ValueError(f"{fn}: dy must have shape (N, PH, PW, C_out) = ({x.shape[0]}, PH, "
+                         f"PW, {cout}) to match x and w, got {dy.shape}")
+    argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
+    if argmax.shape != dy.shape:
+        raise ValueError(f"{fn}: argmax must have the shape of dy {dy.shape}, "
+                         f"got {argmax.shape}")
+    if relu_y is not None:
+        relu_y = chk.array(fn, "relu_y", relu_y, 4, "(N, PH, PW, C_out)")
+        if relu_y.shape != dy.shape:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
+                             f"got {relu_y.shape}")
+    y_shape = (x.shape[0], g["OH"], g["OW"], cout)
+    if not _conv_simd(fn, g, cout, need_dx):
+        n_bad = int(np.count_nonzero((argmax < 0) | (argmax >= g["OH"] * g["OW"])))
+        if n_bad:
+            raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
+        if relu_y is not None:     # the ReLU's mask at the winners, before the scatter
+            dy = np.where(relu_y > 0, dy, np.float32(0))
+        dy_conv = maxpool2d_backward(dy, argmax, y_shape)
+        return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
+    dx = empty(x.shape) if need_dx else None
+    dw = empty(w2.shape)
+    db = empty(cout)
+    n_bad = _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS,
+                                         get_num_threads(), relu_y, _winograd(g), argmax)
+    if n_bad:
+        raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
+    return dx, dw.reshape(w.shape), db
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
@@ -308,10 +356,14 @@ def maxpool2d_backward(dy, argmax, x_shape):
     dx = empty(x_shape)
     n_bad = _pool.maxpool2d_backward(dy, argmax, dx, get_num_threads())
     if n_bad:
-        raise ValueError(f"{fn}: argmax has {n_bad} entries outside [0, H*W) = "
-                         f"[0, {x_shape[1] * x_shape[2]}) for x_shape {x_shape}: it does not "
-                         "belong to this input")
+        raise ValueError(_argmax_range_message(fn, n_bad, x_shape))
     return dx
+
+
+def _argmax_range_message(fn, n_bad, x_shape):
+    return (f"{fn}: argmax has {n_bad} entries outside [0, H*W) = "
+            f"[0, {x_shape[1] * x_shape[2]}) for the pool's input shape {x_shape}: it does "
+            "not belong to this input")
 
 
 def _linear_checks(fn, x, w, b=None):

@@ -22,7 +22,7 @@ from convcore._memory cimport alloc64
 from convcore._blas cimport gemm
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
-from convcore._pool cimport pool_row
+from convcore._pool cimport pool_row, unpool_image
 
 
 cdef inline void _add_into(float* acc, const float* part, Py_ssize_t n) noexcept nogil:
@@ -310,11 +310,13 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
                                   const float[::1] b,            # IN  (F,) or None
                                   float[:, :, :, ::1] y,         # OUT (N, PH, PW, F)
                                   Window g, Window pg, int n_threads, bint relu=False,
-                                  bint winograd=False):
-    """y = maxpool(conv(x, w) (+ b) (relu)), image by image, for inference: each
-    image's convolution output stays in the thread's scratch (in cache) and only
-    the pooled result is written. pg: the pool window over the (OH, OW, F) output.
-    winograd: as in conv2d_forward_direct."""
+                                  bint winograd=False,
+                                  int[:, :, :, ::1] argmax=None):  # OUT (N, PH, PW, F) or None
+    """y = maxpool(conv(x, w) (+ b) (relu)), image by image: each image's
+    convolution output stays in the thread's scratch (in cache) and only the
+    pooled result (and the pool's argmax, if asked for: training) is written.
+    pg: the pool window over the (OH, OW, F) output. winograd: as in
+    conv2d_forward_direct."""
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n, oh
     cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
     cdef Py_ssize_t xs = g.H * g.W * g.C, ps = pg.OH * pg.OW * F
@@ -330,6 +332,7 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
     cdef const float* wptr = &w[0, 0]
     cdef const float* bptr = &b[0] if b is not None else NULL
     cdef float* yptr = &y[0, 0, 0, 0]
+    cdef int* amptr = &argmax[0, 0, 0, 0] if argmax is not None else NULL
     if winograd:
         U = _wino_kernels(wptr, <int>g.C, <int>F)
         if U == NULL:
@@ -347,7 +350,8 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
             _forward_image(xp, Wp, <int>g.C, g, <int>g.OH, <int>g.OW, wptr, U, <int>F, bptr,
                            yc, relu, scratch)
             for oh in range(pg.OH):
-                pool_row(yc, pg, oh, yptr + n * ps + oh * pg.OW * F, am)
+                pool_row(yc, pg, oh, yptr + n * ps + oh * pg.OW * F,
+                         amptr + n * ps + oh * pg.OW * F if amptr != NULL else am)
         free(xp)
         free(yc)
         free(am)
@@ -366,8 +370,15 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            float[::1] db,                  # OUT (F,)
                            Window g, Py_ssize_t max_slots, int n_threads,
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
-                           bint winograd=False):
+                           bint winograd=False,
+                           const int[:, :, :, ::1] argmax=None):   # IN (N, PH, PW, F) or None
     """dw, db and dx of conv2d_forward_direct, image by image.
+
+    With argmax (the fused convolution + max-pool): dy, relu_y and argmax are
+    the pool's (N, PH, PW, F), and each image's dy of the convolution is first
+    scattered from them into the thread's scratch (unpool_image), never
+    stored. Returns how many argmax entries were outside [0, OH * OW) (0
+    without argmax).
 
     Consecutive images are gathered into at most max_slots slots; one thread
     runs a slot's images in order, adding their weight and bias gradients into
@@ -389,6 +400,9 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t n_scratch = max(cc_wino_scratch_floats(<int>C, <int>F),
                                     cc_wino_scratch_floats(<int>F, <int>C))
     cdef bint masked = relu_y is not None
+    cdef bint pooled = argmax is not None
+    cdef Py_ssize_t Q = dy.shape[1] * dy.shape[2] * F    # a dy image's entries
+    cdef Py_ssize_t n_bad = 0
     cdef bint want_dx = dx is not None
     cdef float* xp
     cdef float* dym
@@ -403,9 +417,10 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     dw[:, :] = 0
     db[:] = 0
     if N == 0:
-        return
+        return 0
     cdef const float* xptr = &x[0, 0, 0, 0]
     cdef const float* dyptr = &dy[0, 0, 0, 0]
+    cdef const int* amptr = &argmax[0, 0, 0, 0] if pooled else NULL
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
     cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
     cdef float* parts = alloc64(n_slots * (KF + F))
@@ -424,11 +439,12 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
     with nogil, parallel(num_threads=n_threads):
         xp = alloc64(<Py_ssize_t>Hp * Wp * C)
-        dym = alloc64(P * F) if masked else NULL
+        dym = alloc64(P * F) if masked or pooled else NULL
         dyp_pad = alloc64(<Py_ssize_t>Hd * Wd * F) if want_dx else NULL
         scratch = alloc64(n_scratch) if winograd else NULL
         for sl in prange(n_slots, schedule='dynamic'):
-            if xp == NULL or (masked and dym == NULL) or (want_dx and dyp_pad == NULL) \
+            if xp == NULL or ((masked or pooled) and dym == NULL) \
+                    or (want_dx and dyp_pad == NULL) \
                     or (winograd and scratch == NULL):
                 n_failed += 1
                 continue
@@ -439,10 +455,15 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             else:
                 memset(dwp, 0, (KF + F) * sizeof(float))
             for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
-                # db, and dy through the ReLU (into dym), in one pass
-                cc_mask_sum(dyptr + n * P * F, yptr + n * P * F if masked else NULL,
-                            <int>P, <int>F, dym, dbp)
-                dyp = dym if masked else dyptr + n * P * F
+                if pooled:   # dy through the pool and the ReLU into dym; then db
+                    n_bad += unpool_image(dyptr + n * Q, amptr + n * Q,
+                                          yptr + n * Q if masked else NULL, Q // F, F, P, dym)
+                    cc_mask_sum(dym, NULL, <int>P, <int>F, NULL, dbp)
+                    dyp = dym
+                else:        # db, and dy through the ReLU (into dym), in one pass
+                    cc_mask_sum(dyptr + n * P * F, yptr + n * P * F if masked else NULL,
+                                <int>P, <int>F, dym, dbp)
+                    dyp = dym if masked else dyptr + n * P * F
                 cc_pad_image(xptr + n * xs, g.H, g.W, <int>C, g.PT, g.PL, Hp, Wp, xp)
                 if winograd:
                     cc_wino_dw_image(xp, Wp, <int>C, dyp, <int>g.OH, <int>g.OW, <int>F, dwp,
@@ -477,3 +498,4 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     else:
         _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
     free(parts)
+    return n_bad

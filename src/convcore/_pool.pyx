@@ -7,21 +7,31 @@ window holds at least one real cell: padding < pool size is checked before).
 NaN counts as larger than any number, and the first NaN wins, like np.argmax.
 """
 from cython.parallel cimport prange
-from libc.string cimport memset
 
 from convcore._geometry cimport Window
 
 
-cdef extern from "_pool_row.h" nogil:
+cdef extern from "_pool_kernels.h" nogil:
     void cc_pool_row(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
                      Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT, Py_ssize_t PL,
                      Py_ssize_t OW, Py_ssize_t oh, float* y, int* am)
+    Py_ssize_t cc_unpool_image(const float* dy, const int* am, const float* relu_y,
+                               Py_ssize_t O, Py_ssize_t C, Py_ssize_t HW, float* dx)
 
 
 cdef void pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
                    float* y, int* am) noexcept nogil:           # OUT row (OW, C)
-    """Output row oh of one image: the max and argmax of each window (_pool_row.h)."""
+    """Output row oh of one image: the max and argmax of each window (_pool_kernels.h)."""
     cc_pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, y, am)
+
+
+cdef Py_ssize_t unpool_image(const float* dy, const int* am,       # IN  (O, C)
+                             const float* relu_y,                   # IN  (O, C) or NULL
+                             Py_ssize_t O, Py_ssize_t C, Py_ssize_t HW,
+                             float* dx) noexcept nogil:             # OUT image (HW, C)
+    """One image's backward: dy scattered to the winners, through a fused ReLU
+    if relu_y is given (_pool_kernels.h). Returns how many indices were out of range."""
+    return cc_unpool_image(dy, am, relu_y, O, C, HW, dx)
 
 
 def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -47,21 +57,13 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
                        int n_threads):
     """dx[n, argmax[n, o, c], c] += dy[n, o, c]; returns how many indices were out of range."""
     cdef Py_ssize_t N = dx.shape[0], HW = dx.shape[1] * dx.shape[2], C = dx.shape[3]
-    cdef Py_ssize_t O = dy.shape[1] * dy.shape[2], n, o, c
+    cdef Py_ssize_t O = dy.shape[1] * dy.shape[2], n
     cdef Py_ssize_t n_bad = 0
-    cdef int idx
     if N == 0:
         return 0
     cdef const float* dyp = &dy[0, 0, 0, 0]
     cdef const int* ap = &argmax[0, 0, 0, 0]
     cdef float* dxp = &dx[0, 0, 0, 0]
     for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        memset(dxp + n * HW * C, 0, HW * C * sizeof(float))
-        for o in range(O):
-            for c in range(C):
-                idx = ap[(n * O + o) * C + c]
-                if idx < 0 or idx >= HW:
-                    n_bad += 1
-                    continue
-                dxp[(n * HW + idx) * C + c] += dyp[(n * O + o) * C + c]
+        n_bad += unpool_image(dyp + n * O * C, ap + n * O * C, NULL, O, C, HW, dxp + n * HW * C)
     return n_bad

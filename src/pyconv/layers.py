@@ -73,10 +73,13 @@ class _Affine(Layer):
         relu_y = self._y if self.activation == "relu" else None
         dx, dw, db = self._backward(self._x, self.params["w"].value, dy, self.needs_input_grad,
                                     relu_y)
+        self._set_grads(dw, db)
+        return dx
+
+    def _set_grads(self, dw, db):
         self.params["w"].grad = dw    # convcore's fresh (aligned) arrays: no copy
         if self.use_bias:
             self.params["b"].grad = db
-        return dx
 
 
 class Conv2D(_Affine):
@@ -95,17 +98,34 @@ class Conv2D(_Affine):
     def _forward(self, x, w, b, relu):
         return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu)
 
-    def forward_pooled(self, x, pool):
-        """pool.forward(self.forward(x)) at inference, in one convcore pass."""
-        b = self.params["b"].value if self.use_bias else None
-        return convcore.conv2d_maxpool_forward(
-            x, self.params["w"].value, b, self.stride, self.padding,
-            relu=self.activation == "relu", pool_size=pool.pool_size, pool_stride=pool.stride,
-            pool_padding=pool.padding)
-
     def _backward(self, x, w, dy, need_dx, relu_y):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
                                         relu_y=relu_y)
+
+    def forward_pooled(self, x, pool, training=False):
+        """pool.forward(self.forward(x, training)) in one convcore pass, the same
+        bits: the convolution-sized output is never written. In training it
+        keeps what backward_pooled needs (x, the pooled y and the argmax)."""
+        b = self.params["b"].value if self.use_bias else None
+        out = convcore.conv2d_maxpool_forward(
+            x, self.params["w"].value, b, self.stride, self.padding,
+            relu=self.activation == "relu", pool_size=pool.pool_size, pool_stride=pool.stride,
+            pool_padding=pool.padding, return_argmax=training)
+        if not training:
+            return out
+        self._x, self._y = x, None
+        self._pooled_y, self._argmax = out
+        return self._pooled_y
+
+    def backward_pooled(self, dy):
+        """self.backward(pool.backward(dy)) after forward_pooled(x, pool, training=True),
+        in one convcore pass; dy is the gradient of the pooled output."""
+        relu_y = self._pooled_y if self.activation == "relu" else None
+        dx, dw, db = convcore.conv2d_maxpool_backward(
+            self._x, self.params["w"].value, dy, self._argmax, self.stride, self.padding,
+            need_dx=self.needs_input_grad, relu_y=relu_y)
+        self._set_grads(dw, db)
+        return dx
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,

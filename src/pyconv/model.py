@@ -5,6 +5,24 @@ from .layers import LAYERS, Conv2D, Dropout, MaxPool2D
 from .losses import softmax_cross_entropy
 
 
+class ConvPool:
+    """A Conv2D and the MaxPool2D after it as one step of a Sequential model:
+    convcore's fused conv2d_maxpool_forward and conv2d_maxpool_backward, the
+    same bits as the two layers one after the other."""
+
+    def __init__(self, conv, pool):
+        self.conv, self.pool = conv, pool
+
+    def forward(self, x, training=False):
+        return self.conv.forward_pooled(x, self.pool, training)
+
+    def backward(self, dy):
+        return self.conv.backward_pooled(dy)
+
+    def __repr__(self):
+        return f"ConvPool({self.conv!r}, {self.pool!r})"
+
+
 class Sequential:
     def __init__(self, layers, name="sequential", seed=None):
         self.layers = list(layers)
@@ -23,31 +41,39 @@ class Sequential:
         return [(f"{i}.{type(layer).__name__}.{name}", p)
                 for i, layer in enumerate(self.layers) for name, p in layer.params.items()]
 
-    def forward(self, x, training=False):
-        """The layers in order. At inference a Conv2D followed by a MaxPool2D runs
-        as one convcore call (conv2d_maxpool_forward: the same bits, without
-        writing the full-size convolution output)."""
-        i = 0
+    def steps(self):
+        """The layers as forward and backward run them: each Conv2D followed by a
+        MaxPool2D as one step (ConvPool), every other layer on its own."""
+        steps, i = [], 0
         while i < len(self.layers):
             layer = self.layers[i]
             pool = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if not training and isinstance(layer, Conv2D) and isinstance(pool, MaxPool2D):
-                x = layer.forward_pooled(x, pool)
+            if isinstance(layer, Conv2D) and isinstance(pool, MaxPool2D):
+                steps.append(ConvPool(layer, pool))
                 i += 2
             else:
-                x = layer.forward(x, training)
+                steps.append(layer)
                 i += 1
+        return steps
+
+    def forward(self, x, training=False):
+        """The steps in order (see steps: a Conv2D and the MaxPool2D after it run
+        as one convcore call, the same bits without writing the full-size
+        convolution output)."""
+        self._steps = self.steps()
+        for step in self._steps:
+            x = step.forward(x, training)
         return x
 
     def backward(self, dy, optimizer=None):
-        """The layers' backward passes in reverse. With an optimizer (between its
-        begin_step and finish_step), layers that can update their parameters in
-        the same pass do so (Dense.backward_and_update)."""
-        for layer in reversed(self.layers):
-            if optimizer is not None and hasattr(layer, "backward_and_update"):
-                dy = layer.backward_and_update(dy, optimizer)
+        """The backward passes of the last forward's steps, in reverse. With an
+        optimizer (between its begin_step and finish_step), layers that can
+        update their parameters in the same pass do so (Dense.backward_and_update)."""
+        for step in reversed(self._steps):
+            if optimizer is not None and hasattr(step, "backward_and_update"):
+                dy = step.backward_and_update(dy, optimizer)
             else:
-                dy = layer.backward(dy)
+                dy = step.backward(dy)
         return dy
 
     def train_step(self, x, y, optimizer):
