@@ -200,9 +200,11 @@ def main():
     # the rounds, and each ratio is the median of the ratios within a round
     # (the two runs minutes apart at most), which a slow spell cannot bias.
     runs = {}      # (framework, mode, batch, threads) -> one result per round (None: failed)
+    peak_rounds = {1: [], 2: []}
     for _ in range(args.rounds):
         for t in peak:   # the peak is measured in every round too; the best counts
-            peak[t] = max(peak[t], sgemm_peak(t))
+            peak_rounds[t].append(sgemm_peak(t))
+            peak[t] = max(peak_rounds[t])
         for mode, batch, threads in SETTINGS:
             for fw in frameworks:
                 r = run_worker(fw, mode, batch, threads, args.steps)
@@ -244,6 +246,8 @@ def main():
                      "of peak" if v else "-")
     rows.append(["pyconv fraction of sgemm peak", *cells])
     scaling = ratio(("pyconv", "train", 50, 2), ("pyconv", "train", 50, 1))
+    # the control: how far sgemm itself scaled on this machine, round by round
+    sgemm_scaling = float(np.median([b / a for a, b in zip(peak_rounds[1], peak_rounds[2])]))
 
     from bench_layers import breakdown
     layers = breakdown(50, threads=2)
@@ -265,7 +269,8 @@ def main():
         f"ratios within a round; training {TRAIN_MFLOP} MFLOP/image, inference {INFER_MFLOP}.",
         "",
         markdown_table(header, rows), "",
-        f"pyconv 2 threads / 1 thread (train b50): {scaling:.2f}x" if scaling else "", "",
+        (f"pyconv 2 threads / 1 thread (train b50): {scaling:.2f}x; OpenBLAS sgemm (2048^3) "
+         f"in the same rounds: {sgemm_scaling:.2f}x" if scaling else ""), "",
         "Per-layer breakdown, pyconv train step, batch 50, 2 threads (ms):", "",
         markdown_table(["layer", "forward", "backward", "share"], layer_rows), "",
         "Peak memory (max RSS of the process, train b50, 2 threads):", "",
@@ -277,7 +282,9 @@ def main():
     write_json(args.out, {"machine": m, "sgemm_peak_gflops": peak, "steps": args.steps,
                           "rounds": args.rounds,
                           "results": [r for rs in runs.values() for r in rs if r],
+                          "sgemm_gflops_per_round": peak_rounds,
                           "median_ratios": ratios, "pyconv_2t_over_1t": scaling,
+                          "sgemm_2t_over_1t": sgemm_scaling,
                           "layers_ms": layers, "notes": notes})
     with open(args.out.replace(".json", ".md"), "w") as f:
         f.write(text + "\n")
