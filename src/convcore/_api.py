@@ -274,13 +274,12 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, need_dx=True,
             raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
                              f"got {relu_y.shape}")
     y_shape = (x.shape[0], g["OH"], g["OW"], cout)
-    if not _conv_simd(fn, g, cout, need_dx):
-        n_bad = int(np.count_nonzero((argmax < 0) | (argmax >= g["OH"] * g["OW"])))
+    if not _conv_simd(fn, g, cout, need_dx):   # the pool's scatter (through the ReLU), then BLAS
+        chk.size(fn, "the convolution's output", *y_shape)
+        dy_conv = empty(y_shape)
+        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, get_num_threads(), relu_y)
         if n_bad:
             raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
-        if relu_y is not None:     # the ReLU's mask at the winners, before the scatter
-            dy = np.where(relu_y > 0, dy, np.float32(0))
-        dy_conv = maxpool2d_backward(dy, argmax, y_shape)
         return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)

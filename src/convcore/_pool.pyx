@@ -54,8 +54,10 @@ def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
                        const int[:, :, :, ::1] argmax,  # IN  (N, OH, OW, C)
                        float[:, :, :, ::1] dx,          # OUT (N, H, W, C)
-                       int n_threads):
-    """dx[n, argmax[n, o, c], c] += dy[n, o, c]; returns how many indices were out of range."""
+                       int n_threads,
+                       const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, C) or None
+    """dx[n, argmax[n, o, c], c] += dy[n, o, c] (where relu_y > 0, if given: the
+    pooled output of a fused ReLU); returns how many indices were out of range."""
     cdef Py_ssize_t N = dx.shape[0], HW = dx.shape[1] * dx.shape[2], C = dx.shape[3]
     cdef Py_ssize_t O = dy.shape[1] * dy.shape[2], n
     cdef Py_ssize_t n_bad = 0
@@ -64,6 +66,9 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
     cdef const float* dyp = &dy[0, 0, 0, 0]
     cdef const int* ap = &argmax[0, 0, 0, 0]
     cdef float* dxp = &dx[0, 0, 0, 0]
+    cdef const float* yp = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        n_bad += unpool_image(dyp + n * O * C, ap + n * O * C, NULL, O, C, HW, dxp + n * HW * C)
+        n_bad += unpool_image(dyp + n * O * C, ap + n * O * C,
+                              yp + n * O * C if yp != NULL else NULL, O, C, HW,
+                              dxp + n * HW * C)
     return n_bad
