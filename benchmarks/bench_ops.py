@@ -55,7 +55,8 @@ def cases(n, rng):
         def run(x, w, b):
             p, am = convcore.conv2d_maxpool_forward(x, w, b, 1, "same", True, 2, None, "same",
                                                     return_argmax=True)
-            return convcore.conv2d_maxpool_backward(x, w, p, am, 1, "same", need_dx, relu_y=p)
+            return convcore.conv2d_maxpool_backward(x, w, p, am, 1, "same", 2, None, "same",
+                                                    need_dx, relu_y=p)
         return run
 
     def dense_adam(x, w, dy, b, mw, vw, mb, vb):   # the reference: the separate steps

@@ -222,15 +222,19 @@ def conv_pool_cases(draw):
     assume(pool_pad == "same" or (pool <= oh + 2 * p and pool <= ow + 2 * p))
     kernels = draw(st.sampled_from([("auto", True), ("auto", False), ("blas", True)]))
     return ((n, h, w, cin), (k, k, cin, cout), stride, pad, (pool, pool_stride, pool_pad),
-            kernels, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**32 - 1)))
+            kernels, draw(st.booleans()), draw(st.booleans()), draw(st.booleans()),
+            draw(st.integers(0, 2**32 - 1)))
 
 
 @given(conv_pool_cases())
 def test_conv2d_maxpool_backward_equals_the_two_calls(case):
     """conv2d_maxpool_forward(return_argmax=True) and conv2d_maxpool_backward
     give the same bits as conv2d_forward, maxpool2d_forward, maxpool2d_backward
-    and conv2d_backward one after the other: y, argmax, dx, dw and db."""
-    x_shape, w_shape, stride, pad, (pool, pool_stride, pool_pad), kern, relu, need_dx, seed = case
+    and conv2d_backward one after the other: y, argmax, dx, dw and db. Also for
+    an argmax whose entries point to cells of other windows (shuffled): the
+    gather of non-overlapping windows must then give way to the scatter."""
+    (x_shape, w_shape, stride, pad, (pool, pool_stride, pool_pad), kern, relu, need_dx,
+     shuffle, seed) = case
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, x_shape).astype(np.float32)
     w = rng.integers(-2, 3, w_shape).astype(np.float32)
@@ -241,12 +245,22 @@ def test_conv2d_maxpool_backward_equals_the_two_calls(case):
         got_y, got_am = convcore.conv2d_maxpool_forward(x, w, b, stride, pad, relu, pool,
                                                         pool_stride, pool_pad,
                                                         return_argmax=True)
+        assert got_y.tobytes() == y.tobytes() and got_am.tobytes() == am.tobytes()
         dy = rng.standard_normal(y.shape).astype(np.float32)
+        if shuffle:
+            am = rng.permuted(am.reshape(len(am), int(np.prod(am.shape[1:]))),
+                              axis=1).reshape(am.shape)
         want = convcore.conv2d_backward(x, w, convcore.maxpool2d_backward(dy, am, y_conv.shape),
                                         stride, pad, need_dx, relu_y=y_conv if relu else None)
-        got = convcore.conv2d_maxpool_backward(x, w, dy, got_am, stride, pad, need_dx,
-                                               relu_y=got_y if relu else None)
-    assert got_y.tobytes() == y.tobytes() and got_am.tobytes() == am.tobytes()
+        if relu and shuffle:   # the pooled y is no longer the conv's value at the argmax
+            n_, oh_, ow_, c_ = y_conv.shape
+            relu_y = np.take_along_axis(y_conv.reshape(n_, oh_ * ow_, c_),
+                                        am.reshape(n_, am.shape[1] * am.shape[2], c_),
+                                        1).reshape(am.shape)
+        else:
+            relu_y = got_y if relu else None
+        got = convcore.conv2d_maxpool_backward(x, w, dy, am, stride, pad, pool, pool_stride,
+                                               pool_pad, need_dx, relu_y=relu_y)
     for g, wnt in zip(got, want):
         assert (g is None and wnt is None) or g.tobytes() == wnt.tobytes()
 

@@ -71,13 +71,14 @@ def _all_ops(rng):
     xt = rng.standard_normal((91, 300)).astype(np.float32)
     wt = rng.standard_normal((300, 80)).astype(np.float32)
     yt = convcore.linear_forward(xt, wt, b[:16].repeat(5), relu=True)
-    # the fused convolution + max-pool, training (Winograd and direct): 3x3 pools, stride 2
+    # the fused convolution + max-pool, training (Winograd and direct): 3x3 pools at
+    # stride 2 (overlapping: a scatter), 2x2 at stride 2 (a gather)
     fused = []
-    for xf, wf in ((xw, ww), (xd, wd)):
-        pf, amf = convcore.conv2d_maxpool_forward(xf, wf, None, 1, "same", True, 3, 2, "same",
-                                                  return_argmax=True)
-        fused += [pf, amf, *convcore.conv2d_maxpool_backward(xf, wf, pf, amf, 1, "same",
-                                                             relu_y=pf)]
+    for xf, wf, pool, pool_stride in ((xw, ww, 3, 2), (xd, wd, 3, 2), (xw, ww, 2, 2)):
+        pf, amf = convcore.conv2d_maxpool_forward(xf, wf, None, 1, "same", True, pool,
+                                                  pool_stride, "same", return_argmax=True)
+        fused += [pf, amf, *convcore.conv2d_maxpool_backward(xf, wf, pf, amf, 1, "same", pool,
+                                                             pool_stride, "same", relu_y=pf)]
     return [
         *fused,
         yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),

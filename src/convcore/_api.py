@@ -248,11 +248,13 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     return (out, argmax) if return_argmax else out
 
 
-def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, need_dx=True, relu_y=None):
+def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
+                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None):
     """Gradients (dx, dw, db) of conv2d_maxpool_forward from its input x,
-    kernels w, the gradient dy of its pooled output and the argmax it returned,
-    all as conv2d_backward(x, w, maxpool2d_backward(dy, argmax, ...)) gives them
-    (the same bits), without writing the convolution-sized gradient.
+    kernels w, the gradient dy of its pooled output and the argmax it returned
+    (the convolution and pool arguments as given to it), all as
+    conv2d_backward(x, w, maxpool2d_backward(dy, argmax, ...)) gives them (the
+    same bits), without writing the convolution-sized gradient.
 
     relu_y: the pooled output y of a relu=True forward; the ReLU's mask is
     taken at each window's winner, where y holds the convolution's value.
@@ -260,24 +262,20 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, need_dx=True,
     fn = "conv2d_maxpool_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     cout = w2.shape[1]
-    dy = chk.array(fn, "dy", dy, 4, "(N, PH, PW, C_out)")
-    if dy.shape[0] != x.shape[0] or dy.shape[3] != cout:
-        raise ValueError(f"{fn}: dy must have shape (N, PH, PW, C_out) = ({x.shape[0]}, PH, "
-                         f"PW, {cout}) to match x and w, got {dy.shape}")
-    argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
-    if argmax.shape != dy.shape:
-        raise ValueError(f"{fn}: argmax must have the shape of dy {dy.shape}, "
-                         f"got {argmax.shape}")
-    if relu_y is not None:
-        relu_y = chk.array(fn, "relu_y", relu_y, 4, "(N, PH, PW, C_out)")
-        if relu_y.shape != dy.shape:
-            raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
-                             f"got {relu_y.shape}")
+    if pool_stride is None:
+        pool_stride = pool_size
     y_shape = (x.shape[0], g["OH"], g["OW"], cout)
-    if not _conv_simd(fn, g, cout, need_dx):   # the pool's scatter (through the ReLU), then BLAS
+    pg = chk.window(fn, y_shape, pool_size, pool_stride, pool_padding, "pool_size", pool=True,
+                    stride_name="pool_stride", padding_name="pool_padding")
+    want = (x.shape[0], pg["OH"], pg["OW"], cout)
+    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, PH, PW, C_out)")
+    argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
+    if argmax.shape != want:
+        raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
+    if not _conv_simd(fn, g, cout, need_dx):   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
-        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, get_num_threads(), relu_y)
+        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, get_num_threads(), relu_y, pg)
         if n_bad:
             raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
         return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
@@ -285,7 +283,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, need_dx=True,
     dw = empty(w2.shape)
     db = empty(cout)
     n_bad = _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS,
-                                         get_num_threads(), relu_y, _winograd(g), argmax)
+                                         get_num_threads(), relu_y, _winograd(g), argmax, pg)
     if n_bad:
         raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
     return dx, dw.reshape(w.shape), db

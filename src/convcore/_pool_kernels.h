@@ -5,7 +5,8 @@
  * twice, for the baseline ISA and for AVX-512F, and pick one at load time
  * (function multi-versioning: target_clones). The channel loop is branch-free
  * so that it vectorises; on AVX-512 it runs 16 channels a step.
- * backward (cc_unpool_image): one image's scatter of dy to the winners.
+ * backward (cc_unpool_scatter, cc_unpool_tiled): one image's dy sent to the
+ * winners, by a scatter, or a gather where the windows do not overlap.
  */
 #ifndef CONVCORE_POOL_KERNELS_H
 #define CONVCORE_POOL_KERNELS_H
@@ -68,8 +69,8 @@ void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_
  * the +0 that masking dx by the ReLU afterwards would give, since every window
  * that a cell wins holds the same value. Indices outside [0, HW) are skipped
  * and counted: the return value. */
-static ptrdiff_t cc_unpool_image(const float* dy, const int* am, const float* relu_y,
-                                 ptrdiff_t O, ptrdiff_t C, ptrdiff_t HW, float* dx)
+static ptrdiff_t cc_unpool_scatter(const float* dy, const int* am, const float* relu_y,
+                                   ptrdiff_t O, ptrdiff_t C, ptrdiff_t HW, float* dx)
 {
     ptrdiff_t n_bad = 0;
     memset(dx, 0, sizeof(float) * (size_t)(HW * C));
@@ -86,6 +87,57 @@ static ptrdiff_t cc_unpool_image(const float* dy, const int* am, const float* re
             dx[idx * C + c] += dy[e];
         }
     return n_bad;
+}
+
+/* The same for windows that do not overlap (stride = size; the pool geometry
+ * as in cc_pool_row, H, W the input's), as a gather that writes each cell once:
+ * dy where the cell is its window's winner (0 + dy, the scatter's one add: -0
+ * gives +0 there too), else 0; cells that no window covers are zeroed first.
+ * Branch-free over the channels, so that it vectorises. Returns how many of the
+ * (OH OW) C entries found their winner inside their window: all of them for an
+ * argmax from this pool's forward; fewer and dx is not the scatter's (the
+ * caller must scatter instead). */
+CC_CLONES
+ptrdiff_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y, ptrdiff_t H,
+                          ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t PT,
+                          ptrdiff_t PL, ptrdiff_t OH, ptrdiff_t OW, float* dx)
+{
+    if (PT || PL || OH * KH != H || OW * KW != W)
+        memset(dx, 0, sizeof(float) * (size_t)(H * W * C));
+    ptrdiff_t found = 0;
+    for (ptrdiff_t oh = 0; oh < OH; oh++)
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
+            ptrdiff_t o = (oh * OW + ow) * C;
+            const int* a = am + o;
+            const float* g = dy + o;
+            const float* y = relu_y ? relu_y + o : NULL;
+            for (ptrdiff_t i = 0; i < KH; i++) {
+                ptrdiff_t ih = oh * KH - PT + i;
+                if (ih < 0 || ih >= H)
+                    continue;
+                for (ptrdiff_t j = 0; j < KW; j++) {
+                    ptrdiff_t iw = ow * KW - PL + j;
+                    if (iw < 0 || iw >= W)
+                        continue;
+                    int cell = (int)(ih * W + iw), hits = 0;
+                    float* d = dx + (ih * W + iw) * C;
+                    if (y)
+                        for (ptrdiff_t c = 0; c < C; c++) {
+                            int hit = a[c] == cell;
+                            hits += hit;
+                            d[c] = hit & (y[c] > 0) ? 0.0f + g[c] : 0.0f;
+                        }
+                    else
+                        for (ptrdiff_t c = 0; c < C; c++) {
+                            int hit = a[c] == cell;
+                            hits += hit;
+                            d[c] = hit ? 0.0f + g[c] : 0.0f;
+                        }
+                    found += hits;
+                }
+            }
+        }
+    return found;
 }
 
 #endif

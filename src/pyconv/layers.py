@@ -113,7 +113,7 @@ class Conv2D(_Affine):
             pool_padding=pool.padding, return_argmax=training)
         if not training:
             return out
-        self._x, self._y = x, None
+        self._x, self._y, self._pool = x, None, pool
         self._pooled_y, self._argmax = out
         return self._pooled_y
 
@@ -121,9 +121,11 @@ class Conv2D(_Affine):
         """self.backward(pool.backward(dy)) after forward_pooled(x, pool, training=True),
         in one convcore pass; dy is the gradient of the pooled output."""
         relu_y = self._pooled_y if self.activation == "relu" else None
+        pool = self._pool
         dx, dw, db = convcore.conv2d_maxpool_backward(
             self._x, self.params["w"].value, dy, self._argmax, self.stride, self.padding,
-            need_dx=self.needs_input_grad, relu_y=relu_y)
+            pool.pool_size, pool.stride, pool.padding, need_dx=self.needs_input_grad,
+            relu_y=relu_y)
         self._set_grads(dw, db)
         return dx
 
