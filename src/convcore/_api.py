@@ -1,4 +1,6 @@
 """convcore's public functions: check inputs, choose the thread count, call the kernels."""
+import math
+
 import numpy as np
 
 from . import _checks as chk
@@ -16,9 +18,9 @@ def empty(shape, dtype=np.float32):
     parameters and optimiser state."""
     dtype = np.dtype(dtype)
     shape = (shape,) if np.isscalar(shape) else tuple(shape)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    n = math.prod(shape) * dtype.itemsize
     buf = np.empty(n + ALIGN, np.uint8)
-    start = -buf.ctypes.data % ALIGN
+    start = -buf.__array_interface__["data"][0] % ALIGN   # (.ctypes.data: 10x slower)
     return buf[start:start + n].view(dtype).reshape(shape)
 
 
