@@ -5,6 +5,9 @@ index ih * W + iw of the winning input cell in image n, channel c. The winner
 is the first maximum in row-major window order; padded cells never win (every
 window holds at least one real cell: padding < pool size is checked before).
 NaN counts as larger than any number, and the first NaN wins, like np.argmax.
+The backward pass sends each dy to its window's winner: a scatter-add in
+general, a gather (each cell written once) where the windows do not overlap
+and the forward's window is given (the fused convolution + max-pool).
 """
 from cython.parallel cimport prange
 
