@@ -24,7 +24,7 @@ NO_OPENMP = os.environ.get("CONVCORE_NO_OPENMP", "") not in ("", "0")
 CONFIG = "-".join(["debug" if DEBUG else "release"] + ([SANITIZE] if SANITIZE else [])
                   + (["serial"] if NO_OPENMP else []))
 
-MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_optim", "_openmp_info"]
+MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_optim", "_dropout", "_openmp_info"]
 
 
 def openmp_flags():
@@ -94,7 +94,7 @@ def extensions():
             f"convcore.{name}",
             [f"src/convcore/{name}.pyx"],
             include_dirs=[np.get_include(), "src/convcore"],
-            depends=[f"src/convcore/{h}" for h in ("_simd.h", "_conv_direct.h", "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h")],
+            depends=[f"src/convcore/{h}" for h in ("_simd.h", "_conv_direct.h", "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h", "_dropout_kernels.h")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=list(link_args),

@@ -71,6 +71,7 @@ def test_dropout_is_identity_at_inference_and_scales_in_training():
     assert set(np.unique(y)) == {0.0, 2.0}
     assert abs(y.mean() - 1.0) < 0.05
     np.testing.assert_array_equal(layer.backward(x), y)   # same mask on the way back
+    assert not np.array_equal(layer.forward(x, training=True), y)   # a new mask each step
     with pytest.raises(ValueError, match="rate"):
         Dropout(1.0)
 

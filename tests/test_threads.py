@@ -79,7 +79,10 @@ def _all_ops(rng):
                                                   pool_stride, "same", return_argmax=True)
         fused += [pf, amf, *convcore.conv2d_maxpool_backward(xf, wf, pf, amf, 1, "same", pool,
                                                              pool_stride, "same", relu_y=pf)]
+    # dropout: 4 work items of 16384 entries and a ragged end
+    xo = rng.standard_normal((3, 20000)).astype(np.float32)
     return [
+        convcore.dropout_forward(xo, 0.3, 2**64 - 5), convcore.dropout_backward(xo, 0.5, 7),
         *fused,
         yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),
         yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),

@@ -10,7 +10,7 @@ from ._threads import get_num_threads, set_num_threads
 
 __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
-    "conv2d_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
+    "conv2d_maxpool_backward", "maxpool2d_forward", "dropout_forward", "dropout_backward", "maxpool2d_backward", "linear_forward", "linear_backward",
     "linear_backward_adam",
     "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
     "set_kernels", "get_kernels", "winograd_enabled", "simd_supported", "empty", "zeros",
@@ -18,7 +18,8 @@ __all__ = [
 
 try:
     from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward,
-                       conv2d_maxpool_backward, conv2d_maxpool_forward, empty, im2col, linear_backward_adam,
+                       conv2d_maxpool_backward, conv2d_maxpool_forward, dropout_backward,
+                       dropout_forward, empty, im2col, linear_backward_adam,
                        linear_backward, linear_forward, maxpool2d_backward,
                        maxpool2d_forward, sgd_update, set_kernels, get_kernels, winograd_enabled,
                        zeros)

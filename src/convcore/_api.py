@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from . import _checks as chk
-from . import _conv, _im2col, _linear, _optim, _pool
+from . import _conv, _dropout, _im2col, _linear, _optim, _pool
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
 
 ALIGN = 64   # bytes: a cache line, and one AVX-512 vector
@@ -463,6 +463,42 @@ def _update_checks(fn, p, g, states, p_name="p"):
             raise ValueError(f"{fn}: {name} is updated in place and must be a writeable "
                              "C-contiguous array")
     return np.ascontiguousarray(g).reshape(-1)
+
+
+def _dropout_args(fn, name, a, rate, key):
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise TypeError(f"{fn}: {name} must be a float32 numpy array, got {got}")
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating,
+                                                                    np.integer)):
+        raise TypeError(f"{fn}: rate must be a number in [0, 1), got {type(rate).__name__} "
+                        f"{rate!r}")
+    if not 0 <= rate < 1:
+        raise ValueError(f"{fn}: rate must be in [0, 1), got {rate!r}")
+    key = chk.integer(fn, "key", key, 0)
+    if key >= 2**64:
+        raise ValueError(f"{fn}: key must be in [0, 2**64), got {key}")
+    keep = 1.0 - float(rate)
+    return np.ascontiguousarray(a), key, np.float32(keep), np.float32(1.0 / keep)
+
+
+def dropout_forward(x, rate, key):
+    """Inverted dropout: y = x * mask, each entry kept with probability 1 - rate
+    and scaled by 1 / (1 - rate), else multiplied by 0. The mask is drawn from
+    Philox4x32-10 with the 64-bit key: the same for the same key and shape on
+    any thread count, and made again by dropout_backward (never stored)."""
+    x, key, keep, scale = _dropout_args("dropout_forward", "x", x, rate, key)
+    y = empty(x.shape)
+    _dropout.dropout(x.reshape(-1), y.reshape(-1), key, keep, scale, get_num_threads())
+    return y
+
+
+def dropout_backward(dy, rate, key):
+    """dx = dy * the mask of dropout_forward(x, rate, key), x of dy's shape."""
+    dy, key, keep, scale = _dropout_args("dropout_backward", "dy", dy, rate, key)
+    dx = empty(dy.shape)
+    _dropout.dropout(dy.reshape(-1), dx.reshape(-1), key, keep, scale, get_num_threads())
+    return dx
 
 
 def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):

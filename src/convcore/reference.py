@@ -12,7 +12,7 @@ import numpy as np
 __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
-    "adam_update", "sgd_update",
+    "adam_update", "sgd_update", "philox4x32_10", "dropout_forward", "dropout_backward",
 ]
 
 
@@ -145,3 +145,42 @@ def sgd_update(p, g, buf, lr, momentum=0.0):
         p -= lr * buf
     else:
         p -= lr * g
+
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(counters, key):
+    """Philox4x32-10 (Salmon et al., SC 2011; Random123): counters (n, 4) and a
+    key of 2 (32-bit words) -> (n, 4) uint32 random words."""
+    c = [np.asarray(counters, np.uint64)[:, i] for i in range(4)]
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + np.uint64(0x9E3779B9)) & _M32, (k1 + np.uint64(0xBB67AE85)) & _M32
+        p0, p1 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ k0, p1 & _M32, (p0 >> np.uint64(32)) ^ c[3] ^ k1,
+             p0 & _M32]
+    return np.stack(c, axis=1).astype(np.uint32)
+
+
+def dropout_forward(x, rate, key):
+    """x * mask: entry 256 q + 64 l + j takes word l of counter (64 q + j, 0, 0)
+    (2 words, then 2 zero words) under the key's two 32-bit halves; it is kept
+    if (word >> 8) 2^-24 < 1 - rate, then scaled by 1 / (1 - rate), else
+    multiplied by 0. The mask is float32: use float32 x for convcore's bits."""
+    n, batches = x.size, -(-x.size // 256)
+    j = np.arange(64 * batches, dtype=np.uint64)
+    counters = np.stack([j & _M32, j >> np.uint64(32), 0 * j, 0 * j], axis=1)
+    key = np.uint64(key)
+    words = philox4x32_10(counters, (key & _M32, key >> np.uint64(32)))
+    words = words.reshape(batches, 64, 4).transpose(0, 2, 1).reshape(-1)[:n]
+    keep = np.float32(1.0 - rate)
+    kept = (words >> 8).astype(np.float32) < keep * np.float32(2**24)
+    mask = np.where(kept, np.float32(1.0 / (1.0 - rate)), np.float32(0))
+    with np.errstate(invalid="ignore"):     # inf * 0 = NaN, as a multiplied mask gives
+        return x * mask.reshape(x.shape)
+
+
+def dropout_backward(dy, rate, key):
+    return dropout_forward(dy, rate, key)

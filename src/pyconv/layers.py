@@ -209,8 +209,10 @@ class Tanh(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: in training keep each unit with probability 1 - rate and
-    scale it by 1 / (1 - rate); the identity at inference. Draws from `rng`,
-    which a Sequential model sets to its own generator."""
+    scale it by 1 / (1 - rate); the identity at inference. Each training forward
+    draws a 64-bit key from `rng` (a Sequential model sets it to its own
+    generator); convcore makes the mask from the key (Philox4x32-10), in the
+    forward and again in the backward pass, so no mask is stored."""
 
     def __init__(self, rate=0.5):
         super().__init__()
@@ -221,14 +223,13 @@ class Dropout(Layer):
 
     def forward(self, x, training=False):
         if not training or self.rate == 0:
-            self._mask = None
+            self._key = None
             return x
-        keep = 1.0 - self.rate
-        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep) * np.float32(1 / keep)
-        return x * self._mask
+        self._key = int(self.rng.integers(0, 2**64, dtype=np.uint64))
+        return convcore.dropout_forward(x, self.rate, self._key)
 
     def backward(self, dy):
-        return dy if self._mask is None else dy * self._mask
+        return dy if self._key is None else convcore.dropout_backward(dy, self.rate, self._key)
 
     def config(self):
         return dict(rate=self.rate)
