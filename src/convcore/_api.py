@@ -222,6 +222,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     return y
 
 
+def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool_padding):
+    """_conv_checks, then the pool's window over the convolution's output:
+    (x, w2, b, g, pg, pool_stride), pool_stride defaulting to pool_size."""
+    x, w2, b, g, _ = _conv_checks(fn, x, w, stride, padding, b)
+    if pool_stride is None:
+        pool_stride = pool_size
+    y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
+    pg = chk.window(fn, y_shape, pool_size, pool_stride, pool_padding, "pool_size", pool=True,
+                    stride_name="pool_stride", padding_name="pool_padding")
+    return x, w2, b, g, pg, pool_stride
+
+
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
                            pool_stride=None, pool_padding=0, return_argmax=False):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
@@ -230,13 +242,9 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     The same bits as the two calls. Returns y, or (y, argmax) with
     return_argmax=True (for training: conv2d_maxpool_backward takes it)."""
     fn = "conv2d_maxpool_forward"
-    x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
+    x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
+                                                     pool_stride, pool_padding)
     cout = w2.shape[1]
-    if pool_stride is None:
-        pool_stride = pool_size
-    y_shape = (x.shape[0], g["OH"], g["OW"], cout)
-    pg = chk.window(fn, y_shape, pool_size, pool_stride, pool_padding, "pool_size", pool=True,
-                    stride_name="pool_stride", padding_name="pool_padding")
     if not _conv_simd(fn, g, cout, need_dx=False):
         y = conv2d_forward(x, w, b, stride, padding, relu)
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
@@ -262,13 +270,10 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     taken at each window's winner, where y holds the convolution's value.
     """
     fn = "conv2d_maxpool_backward"
-    x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
+    x, w2, _, g, pg, _ = _conv_pool_checks(fn, x, w, stride, padding, None, pool_size,
+                                           pool_stride, pool_padding)
     cout = w2.shape[1]
-    if pool_stride is None:
-        pool_stride = pool_size
     y_shape = (x.shape[0], g["OH"], g["OW"], cout)
-    pg = chk.window(fn, y_shape, pool_size, pool_stride, pool_padding, "pool_size", pool=True,
-                    stride_name="pool_stride", padding_name="pool_padding")
     want = (x.shape[0], pg["OH"], pg["OW"], cout)
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, PH, PW, C_out)")
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
