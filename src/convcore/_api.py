@@ -471,9 +471,7 @@ def _update_checks(fn, p, g, states, p_name="p"):
 
 
 def _dropout_args(fn, name, a, rate, key):
-    if not isinstance(a, np.ndarray) or a.dtype != np.float32:
-        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{fn}: {name} must be a float32 numpy array, got {got}")
+    a = chk.array(fn, name, a, getattr(a, "ndim", 0), "(...)")   # any shape
     if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating,
                                                                     np.integer)):
         raise TypeError(f"{fn}: rate must be a number in [0, 1), got {type(rate).__name__} "
@@ -484,7 +482,7 @@ def _dropout_args(fn, name, a, rate, key):
     if key >= 2**64:
         raise ValueError(f"{fn}: key must be in [0, 2**64), got {key}")
     keep = 1.0 - float(rate)
-    return np.ascontiguousarray(a), key, np.float32(keep), np.float32(1.0 / keep)
+    return a, key, np.float32(keep), np.float32(1.0 / keep)
 
 
 def dropout_forward(x, rate, key):

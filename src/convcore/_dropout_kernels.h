@@ -8,8 +8,9 @@
  * (2 words) in, 4 random words out; checked against Random123's known-answer
  * vectors (tests/test_dropout.py). Entries go by batches of 256: entry
  * 256 q + 64 l + j takes word l of counter (64 q + j as 2 words, 0, 0), so
- * that a batch is 4 planes of 64 words and 16 counters run in one AVX-512
- * register. An entry is kept if (word >> 8) 2^-24 < keep, and then scaled:
+ * that a batch is 4 planes of 64 words, each stored from a register of 8
+ * counters (one per 64-bit lane) without shuffling words across lanes. An
+ * entry is kept if (word >> 8) 2^-24 < keep, and then scaled:
  *
  *   y[i] = x[i] * (kept ? scale : 0)         (x * 0, as a multiplied mask does)
  *
