@@ -39,25 +39,34 @@ def cases(n, rng):
     cols2 = convcore.im2col(p1, 5, 1, "same")
     state = [convcore.zeros(a.shape) for a in (w3, w3, b3, b3)]
 
-    def conv_pool(mod):
-        return lambda x, w, b: mod.maxpool2d_forward(
-            mod.conv2d_forward(x, w, b, 1, "same", relu=True), 2, None, "same")[0]
+    def conv_pool_rows(name, x, w, b, need_dx):
+        """A convolution with the pool after it: the inference forward fused,
+        and training (forward and backward) as four calls and fused."""
+        def infer(mod):
+            if mod is convcore:
+                return lambda x, w, b: convcore.conv2d_maxpool_forward(
+                    x, w, b, 1, "same", True, 2, None, "same")
+            return lambda x, w, b: mod.maxpool2d_forward(
+                mod.conv2d_forward(x, w, b, 1, "same", relu=True), 2, None, "same")[0]
 
-    def conv_pool_train(mod, need_dx):   # forward and backward, four separate calls
-        def run(x, w, b):
-            y = mod.conv2d_forward(x, w, b, 1, "same", relu=True)
-            p, am = mod.maxpool2d_forward(y, 2, None, "same")
-            dy = mod.maxpool2d_backward(p, am, y.shape)
-            return mod.conv2d_backward(x, w, dy, 1, "same", need_dx, relu_y=y)
-        return run
+        def train(mod):   # four separate calls
+            def run(x, w, b):
+                y = mod.conv2d_forward(x, w, b, 1, "same", relu=True)
+                p, am = mod.maxpool2d_forward(y, 2, None, "same")
+                dy = mod.maxpool2d_backward(p, am, y.shape)
+                return mod.conv2d_backward(x, w, dy, 1, "same", need_dx, relu_y=y)
+            return run
 
-    def fused_conv_pool_train(need_dx):
-        def run(x, w, b):
+        def train_fused(x, w, b):
             p, am = convcore.conv2d_maxpool_forward(x, w, b, 1, "same", True, 2, None, "same",
                                                     return_argmax=True)
             return convcore.conv2d_maxpool_backward(x, w, p, am, 1, "same", 2, None, "same",
                                                     need_dx, relu_y=p)
-        return run
+
+        return [(f"{name} forward (inference)", (infer(convcore), infer(ref)), (x, w, b)),
+                (f"{name} training, 4 calls (forward, backward)",
+                 (train(convcore), train(ref)), (x, w, b)),
+                (f"{name} training, fused (2 calls)", (train_fused, train(ref)), (x, w, b))]
 
     def dense_adam(x, w, dy, b, mw, vw, mb, vb):   # the reference: the separate steps
         _, dw, db = ref.linear_backward(x, w, dy, relu_y=dy)
@@ -74,22 +83,10 @@ def cases(n, rng):
         ("conv1 backward (no dx)", "conv2d_backward", (x1, w1, y1, 1, "same", False)),
         ("pool1 forward 2x2", "maxpool2d_forward", (y1, 2, None, "same")),
         ("pool1 backward", "maxpool2d_backward", (p1, a1, y1.shape)),
-        ("conv1 + pool1 forward (inference)",
-         (lambda *a: convcore.conv2d_maxpool_forward(*a, 1, "same", True, 2, None, "same"),
-          conv_pool(ref)), (x1, w1, b1)),
-        ("conv1 + pool1 training, 4 calls (forward, backward)",
-         (conv_pool_train(convcore, False), conv_pool_train(ref, False)), (x1, w1, b1)),
-        ("conv1 + pool1 training, fused (2 calls)",
-         (fused_conv_pool_train(False), conv_pool_train(ref, False)), (x1, w1, b1)),
+        *conv_pool_rows("conv1 + pool1", x1, w1, b1, need_dx=False),
         ("conv2 forward 5x5x32x64", "conv2d_forward", (p1, w2, b2, 1, "same")),
         ("conv2 backward", "conv2d_backward", (p1, w2, y2, 1, "same")),
-        ("conv2 + pool2 forward (inference)",
-         (lambda *a: convcore.conv2d_maxpool_forward(*a, 1, "same", True, 2, None, "same"),
-          conv_pool(ref)), (p1, w2, b2)),
-        ("conv2 + pool2 training, 4 calls (forward, backward)",
-         (conv_pool_train(convcore, True), conv_pool_train(ref, True)), (p1, w2, b2)),
-        ("conv2 + pool2 training, fused (2 calls)",
-         (fused_conv_pool_train(True), conv_pool_train(ref, True)), (p1, w2, b2)),
+        *conv_pool_rows("conv2 + pool2", p1, w2, b2, need_dx=True),
         ("pool2 forward 2x2", "maxpool2d_forward", (y2, 2, None, "same")),
         ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape)),
         ("dense1 forward 3136x1024", "linear_forward", (f, w3, b3)),
