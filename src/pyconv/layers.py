@@ -113,14 +113,14 @@ class Conv2D(_Affine):
             pool_padding=pool.padding, return_argmax=training)
         if not training:
             return out
-        self._x, self._y, self._pool = x, None, pool
-        self._pooled_y, self._argmax = out
-        return self._pooled_y
+        self._x, self._pool = x, pool
+        self._y, self._argmax = out     # _y: the pooled output (the ReLU's mask at the winners)
+        return self._y
 
     def backward_pooled(self, dy):
         """self.backward(pool.backward(dy)) after forward_pooled(x, pool, training=True),
         in one convcore pass; dy is the gradient of the pooled output."""
-        relu_y = self._pooled_y if self.activation == "relu" else None
+        relu_y = self._y if self.activation == "relu" else None
         pool = self._pool
         dx, dw, db = convcore.conv2d_maxpool_backward(
             self._x, self.params["w"].value, dy, self._argmax, self.stride, self.padding,
