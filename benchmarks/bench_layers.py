@@ -1,8 +1,10 @@
 """Per-layer breakdown of a tutorial_cnn training step (forward and backward of
 each layer, and the optimiser step), median over steps. The layers run as
-Sequential.train_step runs them (model.steps()): each Conv2D with the MaxPool2D
-after it as one fused step. The dense layers' backward includes their fused
-Adam update; "Adam (other layers)" is the rest.
+Sequential.train_step runs them (model.steps(optimizer), the plan from
+pyconv.fusion): each Conv2D with the MaxPool2D after it as one fused step, each
+Dense with its fused Adam update. Each step's backward includes its
+parameters' Adam update (the optimiser's grad_ready); "finish_step" is what is
+left to it.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py [--batch 50]
 """
@@ -18,7 +20,6 @@ import convcore  # noqa: E402
 import pyconv  # noqa: E402
 from _common import markdown_table  # noqa: E402
 from pyconv.losses import softmax_cross_entropy  # noqa: E402
-from pyconv.model import ConvPool  # noqa: E402
 
 
 def breakdown(batch, n_steps=20, threads=None, seed=0):
@@ -29,18 +30,11 @@ def breakdown(batch, n_steps=20, threads=None, seed=0):
     y = rng.integers(0, 10, batch)
     model = pyconv.models.tutorial_cnn(seed)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
-    steps = model.steps()
-    names, i = [], 0
-    for step in steps:
-        if isinstance(step, ConvPool):
-            names.append(f"{i}-{i + 1} {type(step.conv).__name__}+{type(step.pool).__name__}")
-            i += 2
-        else:
-            names.append(f"{i} {type(step).__name__}")
-            i += 1
+    steps = model.steps(opt)
+    names = [f"{i} {type(step).__name__}" for i, step in enumerate(steps)]
     times = {n: {"forward": [], "backward": []} for n in names}
     times["loss"] = {"forward": [], "backward": []}
-    times["Adam (other layers)"] = {"forward": [], "backward": []}
+    times["finish_step"] = {"forward": [], "backward": []}
     for _ in range(n_steps + 3):    # as Sequential.train_step, one step at a time
         h = x
         for n, layer in zip(names, steps):
@@ -53,12 +47,13 @@ def breakdown(batch, n_steps=20, threads=None, seed=0):
         opt.begin_step()
         for n, layer in zip(reversed(names), reversed(steps)):
             t = time.perf_counter()
-            d = (layer.backward_and_update(d, opt) if hasattr(layer, "backward_and_update")
-                 else layer.backward(d))
+            d = layer.backward(d)
+            for p in layer.ready_params():
+                opt.grad_ready(p)
             times[n]["backward"].append(time.perf_counter() - t)
         t = time.perf_counter()
         opt.finish_step()
-        times["Adam (other layers)"]["forward"].append(time.perf_counter() - t)
+        times["finish_step"]["forward"].append(time.perf_counter() - t)
     med = {n: {k: float(np.median(v[3:])) * 1e3 if v else 0.0 for k, v in d.items()}
            for n, d in times.items()}
     return med

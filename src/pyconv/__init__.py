@@ -8,10 +8,10 @@
     pyconv.save(model, "model.npz"); model = pyconv.load("model.npz")
 """
 from . import data, init, layers, losses, models, optim
-from .errors import DataError, ModelFileError
+from .errors import DataError, ModelFileError, WriteError
 from .model import Sequential
 from .serialize import load, save
 
 __version__ = "0.1.0"
 __all__ = ["data", "init", "layers", "losses", "models", "optim", "Sequential", "save", "load",
-           "DataError", "ModelFileError"]
+           "DataError", "ModelFileError", "WriteError"]

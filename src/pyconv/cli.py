@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from .errors import WriteError
 from .train import RECIPES, TrainConfig, TrainingDiverged, train
 
 
@@ -43,9 +44,10 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--metrics", metavar="PATH", help="write a JSON file of the run's figures")
     t.add_argument("--eval-every", type=_positive_int, default=1000, metavar="N",
-                   help="steps between validation (and test) accuracy reports "
-                   "(default: 1000)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="steps between validation accuracy reports; the test "
+                   "set is evaluated once, at the end (default: 1000)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (there is "
+                   "none when stderr is not a terminal: one line per evaluation instead)")
     e = sub.add_parser("evaluate", help="test accuracy of a saved model or checkpoint")
     e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
     e.add_argument("--data-dir", help="as for train")
@@ -69,6 +71,9 @@ def main(argv=None):
     except TrainingDiverged as e:
         print(f"pyconv: {e}", file=sys.stderr)
         return 3
+    except WriteError as e:
+        print(f"pyconv: error: {e}", file=sys.stderr)
+        return 4
     except (ValueError, FileNotFoundError) as e:
         print(f"pyconv: error: {e}", file=sys.stderr)
         return 2

@@ -7,3 +7,8 @@ class DataError(ValueError):
 
 class ModelFileError(ValueError):
     """A saved model or checkpoint that is truncated, tampered with or of an unknown format."""
+
+
+class WriteError(OSError):
+    """A checkpoint, metrics or model file that could not be written: the message
+    says which, where, why, and which checkpoint is still good."""

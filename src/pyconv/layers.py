@@ -38,6 +38,13 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def ready_params(self):
+        """The parameters whose gradient backward() has just completed."""
+        return list(self.params.values())
+
+    def bind(self, model):
+        """Called once by the model that holds this layer (Dropout takes its generator)."""
+
     def config(self):
         """The constructor arguments, JSON-serialisable (for save/load)."""
         return {}
@@ -73,10 +80,10 @@ class _Affine(Layer):
         relu_y = self._y if self.activation == "relu" else None
         dx, dw, db = self._backward(self._x, self.params["w"].value, dy, self.needs_input_grad,
                                     relu_y)
-        self._set_grads(dw, db)
+        self.set_grads(dw, db)
         return dx
 
-    def _set_grads(self, dw, db):
+    def set_grads(self, dw, db):
         self.params["w"].grad = dw    # convcore's fresh (aligned) arrays: no copy
         if self.use_bias:
             self.params["b"].grad = db
@@ -102,33 +109,6 @@ class Conv2D(_Affine):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
                                         relu_y=relu_y)
 
-    def forward_pooled(self, x, pool, training=False):
-        """pool.forward(self.forward(x, training)) in one convcore pass, the same
-        bits: the convolution-sized output is never written. In training it
-        keeps what backward_pooled needs (x, the pooled y and the argmax)."""
-        b = self.params["b"].value if self.use_bias else None
-        out = convcore.conv2d_maxpool_forward(
-            x, self.params["w"].value, b, self.stride, self.padding,
-            relu=self.activation == "relu", pool_size=pool.pool_size, pool_stride=pool.stride,
-            pool_padding=pool.padding, return_argmax=training)
-        if not training:
-            return out
-        self._x, self._pool = x, pool
-        self._y, self._argmax = out     # _y: the pooled output (the ReLU's mask at the winners)
-        return self._y
-
-    def backward_pooled(self, dy):
-        """self.backward(pool.backward(dy)) after forward_pooled(x, pool, training=True),
-        in one convcore pass; dy is the gradient of the pooled output."""
-        relu_y = self._y if self.activation == "relu" else None
-        pool = self._pool
-        dx, dw, db = convcore.conv2d_maxpool_backward(
-            self._x, self.params["w"].value, dy, self._argmax, self.stride, self.padding,
-            pool.pool_size, pool.stride, pool.padding, need_dx=self.needs_input_grad,
-            relu_y=relu_y)
-        self._set_grads(dw, db)
-        return dx
-
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride,
@@ -151,19 +131,6 @@ class Dense(_Affine):
 
     def _backward(self, x, w, dy, need_dx, relu_y):
         return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y)
-
-    def backward_and_update(self, dy, optimizer):
-        """backward(dy), and the optimiser's update of w and b in the same pass
-        where the optimiser can fuse them (Adam); else backward(dy) alone, the
-        update left to optimizer.finish_step()."""
-        update = getattr(optimizer, "dense_backward_update", None)
-        if update is not None:
-            relu_y = self._y if self.activation == "relu" else None
-            dx = update(self.params["w"], self.params.get("b"), self._x, dy,
-                        self.needs_input_grad, relu_y)
-            if dx is not NotImplemented:
-                return dx
-        return self.backward(dy)
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
@@ -210,9 +177,9 @@ class Tanh(Layer):
 class Dropout(Layer):
     """Inverted dropout: in training keep each unit with probability 1 - rate and
     scale it by 1 / (1 - rate); the identity at inference. Each training forward
-    draws a 64-bit key from `rng` (a Sequential model sets it to its own
-    generator); convcore makes the mask from the key (Philox4x32-10), in the
-    forward and again in the backward pass, so no mask is stored."""
+    draws a 64-bit key from `rng` (the model's generator, from bind);
+    convcore makes the mask from the key (Philox4x32-10), in the forward and
+    again in the backward pass, so no mask is stored."""
 
     def __init__(self, rate=0.5):
         super().__init__()
@@ -220,6 +187,9 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = rate
         self.rng = np.random.default_rng()
+
+    def bind(self, model):
+        self.rng = model.rng
 
     def forward(self, x, training=False):
         if not training or self.rate == 0:

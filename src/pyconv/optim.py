@@ -15,6 +15,16 @@ class Optimizer:
         self.t = 0
         self._index = {id(p): i for i, p in enumerate(self.params)}
         self._updated = set()
+        self._hooks = []
+
+    def add_grad_hook(self, hook):
+        """Call hook(param) whenever a parameter's gradient is complete in the
+        backward pass, before this optimiser applies it: a hook may change
+        param.grad in place (a sum across processes, clipping). Returns a
+        function that removes the hook. With a hook, no update is fused into a
+        backward pass (the hook needs the gradient stored)."""
+        self._hooks.append(hook)
+        return lambda: self._hooks.remove(hook)
 
     def step(self):
         """One update of every parameter from its gradient."""
@@ -22,16 +32,29 @@ class Optimizer:
         self.finish_step()
 
     def begin_step(self):
-        """Start step t + 1. Between begin_step and finish_step a layer may update
-        its own parameters in its backward pass (Dense.backward_and_update)."""
+        """Start step t + 1: from here the backward pass calls grad_ready."""
         self.t += 1
         self._updated = set()
 
+    def grad_ready(self, p):
+        """p.grad is complete for this step: run the hooks, then update p."""
+        i = self._index.get(id(p))
+        if i is None or i in self._updated:
+            return
+        for hook in self._hooks:
+            hook(p)
+        self._update(i)
+        self._updated.add(i)
+
     def finish_step(self):
-        """Update the parameters that no layer updated since begin_step."""
-        for i, p in enumerate(self.params):
-            if i not in self._updated:
-                self._update(i)
+        """Update the parameters that were not handed to grad_ready since begin_step."""
+        for p in self.params:
+            self.grad_ready(p)
+
+    def fuses_dense(self, params):
+        """Whether this optimiser updates a dense layer holding `params` inside its
+        backward pass (dense_backward_update); False for the base class."""
+        return False
 
     def _update(self, i):
         raise NotImplementedError
@@ -89,13 +112,14 @@ class Adam(Optimizer):
         convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], self._lr_t(), self.beta1,
                              self.beta2, self.eps)
 
+    def fuses_dense(self, params):
+        return (self.fused and not self._hooks and len(params) in (1, 2)
+                and all(id(p) in self._index for p in params))
+
     def dense_backward_update(self, w, b, x, dy, need_dx, relu_y):
         """The backward pass of a dense layer with parameters w, b (b may be None)
-        and this step's update of both; returns dx, or NotImplemented where this
-        optimiser does not fuse (fused=False, or parameters it does not hold)."""
-        iw, ib = self._index.get(id(w)), None if b is None else self._index.get(id(b))
-        if not self.fused or iw is None or (b is not None and ib is None):
-            return NotImplemented
+        and this step's update of both (where fuses_dense([w, b])); returns dx."""
+        iw, ib = self._index[id(w)], None if b is None else self._index[id(b)]
         dx = convcore.linear_backward_adam(
             x, w.value, dy, None if b is None else b.value, self.m[iw], self.v[iw],
             None if b is None else self.m[ib], None if b is None else self.v[ib],

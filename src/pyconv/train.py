@@ -1,4 +1,10 @@
-"""The training loop: batches, checkpoints, resume, Ctrl-C, divergence, metrics."""
+"""Training: a small loop (Trainer) and callbacks around it.
+
+The Trainer runs steps; everything else is a callback, each in its own
+place (after Keras' Model.fit): the progress bar or log lines, validation at
+intervals, checkpoints. Resume, interruption (Ctrl-C) and divergence are the
+Trainer's own small methods. train(cfg) wires them up for the CLI.
+"""
 import json
 import math
 import os
@@ -14,6 +20,7 @@ import convcore
 from . import data as mnist
 from .models import MODELS
 from .optim import SGD, Adam
+from .errors import WriteError
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
 
 # Each model's published recipe: the seed's TensorFlow run and the book's run.
@@ -140,6 +147,21 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._old)
 
 
+
+class Stopwatch:
+    """Seconds spent inside `with stopwatch:` blocks, summed."""
+
+    def __init__(self, seconds=0.0):
+        self.seconds = seconds
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t
+
+
 def _log(msg):
     from tqdm.auto import tqdm
     tqdm.write(msg, file=sys.stderr)
@@ -157,6 +179,161 @@ def load_data(cfg):
     }
 
 
+# ---------------------------------------------------------------- callbacks
+
+class Callback:
+    """Hooks the Trainer calls; each does nothing unless overridden."""
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, loss, correct):
+        """After step trainer.step: the batch's mean loss and how many it got right."""
+
+    def on_train_end(self, trainer):
+        pass
+
+
+class ProgressBar(Callback):
+    """A tqdm bar with loss, recent batch accuracy and images/s: on a terminal
+    only (under a log file the Evaluate lines say the same, once each)."""
+
+    def __init__(self, desc):
+        self.desc = desc
+
+    def on_train_begin(self, trainer):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.step, unit="step",
+                        dynamic_ncols=True, file=sys.stderr, desc=self.desc)
+        self.recent, self.step0, self.secs0 = [], trainer.step, trainer.clock.seconds
+
+    def on_step_end(self, trainer, loss, correct):
+        self.recent = (self.recent + [correct])[-50:]
+        if trainer.step % 10 == 0 or trainer.step == trainer.cfg.steps:
+            bs = trainer.cfg.batch_size
+            rate = (trainer.step - self.step0) * bs / max(trainer.clock.seconds - self.secs0,
+                                                           1e-9)
+            self.bar.set_postfix(loss=f"{loss:.4f}",
+                                 acc=f"{sum(self.recent) / (len(self.recent) * bs):.3f}",
+                                 img_s=f"{rate:.0f}", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, trainer):
+        self.bar.close()
+
+
+class Evaluate(Callback):
+    """Validation accuracy every `every` steps and at the last step, into
+    trainer.history, with one log line each."""
+
+    def __init__(self, every):
+        self.every = every
+
+    def on_step_end(self, trainer, loss, correct):
+        if trainer.step % self.every and trainer.step != trainer.cfg.steps:
+            return
+        acc = trainer.model.accuracy(*trainer.data["validation"])
+        trainer.history.append({"step": trainer.step, "loss": loss,
+                                "validation_accuracy": acc})
+        trainer.log(f"step {trainer.step}: loss {loss:.4f}, validation accuracy {acc:.4f}")
+
+
+class Checkpoint(Callback):
+    """A checkpoint every `every` steps and at the last step."""
+
+    def __init__(self, path, every):
+        self.path, self.every = path, every
+
+    def on_step_end(self, trainer, loss, correct):
+        if trainer.step % self.every == 0 or trainer.step == trainer.cfg.steps:
+            trainer.save_checkpoint(self.path)
+
+
+# ---------------------------------------------------------------- the loop
+
+class Trainer:
+    """Steps of model.train_step over shuffled batches of data["train"], with
+    callbacks; trainer.clock times the steps alone (batching included,
+    evaluation and checkpoints not)."""
+
+    def __init__(self, model, optimizer, data, cfg, callbacks=(), log=_log):
+        self.model, self.optimizer, self.data, self.cfg = model, optimizer, data, cfg
+        self.callbacks, self.log = list(callbacks), log
+        self.sampler = BatchSampler(len(data["train"][0]), cfg.batch_size,
+                                    RECIPES[cfg.model]["shuffle"], cfg.seed)
+        self.step, self.history, self.clock = 0, [], Stopwatch()
+        self.last_checkpoint = None        # (path, step) of the last good one
+
+    def resume(self, path):
+        """Continue from a checkpoint written by save_checkpoint."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
+        self.model, self.optimizer, state = load_checkpoint(path, lr=self.cfg.lr)
+        if self.model.name != self.cfg.model:
+            raise ValueError(f"--resume: {path} holds a {self.model.name!r} model, "
+                             f"not {self.cfg.model!r}")
+        self.step, self.history = state["step"], state["history"]
+        self.clock = Stopwatch(state["train_seconds"])
+        self.model.rng.bit_generator.state = state["model_rng"]
+        self.sampler.load_state(state["sampler"])
+        self.last_checkpoint = (path, self.step)
+        self.log(f"resumed from {path} at step {self.step}")
+
+    def save_checkpoint(self, path):
+        state = {"step": self.step, "train_seconds": self.clock.seconds,
+                 "history": self.history, "model_rng": self.model.rng.bit_generator.state,
+                 "sampler": self.sampler.state(), "config": asdict(self.cfg)}
+        try:
+            save_checkpoint(path, self.model, self.optimizer, state)
+        except OSError as e:
+            raise WriteError(f"could not write the checkpoint {path}: {e.strerror or e}; "
+                             f"{self._kept()}") from None
+        self.last_checkpoint = (path, self.step)
+
+    def _kept(self):
+        if self.last_checkpoint is None:
+            return "no checkpoint was written"
+        path, step = self.last_checkpoint
+        return f"the last good checkpoint, {path} (step {step}), is kept"
+
+    def run(self):
+        """Train to cfg.steps; returns the test accuracy."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            with _Interrupts() as interrupts:
+                while self.step < self.cfg.steps:
+                    if interrupts.requested:
+                        self._interrupted()
+                    self._one_step()
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.model.accuracy(*self.data["test"])
+
+    def _one_step(self):
+        xtr, ytr = self.data["train"]
+        with self.clock:
+            idx = self.sampler.next()
+            loss, logits = self.model.train_step(xtr[idx], ytr[idx], self.optimizer,
+                                                 return_logits=True)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; "
+                                   f"stopping ({self._kept()}). Try a smaller --lr.")
+        self.step += 1
+        correct = int((logits.argmax(1) == ytr[idx]).sum())
+        for cb in self.callbacks:
+            cb.on_step_end(self, loss, correct)
+
+    def _interrupted(self):
+        path = self.cfg.checkpoint or f"pyconv-{self.cfg.model}-interrupted.npz"
+        self.save_checkpoint(path)
+        self.log(f"interrupted at step {self.step}; checkpoint saved to {path}. Resume with:\n"
+                 f"  pyconv train --model {self.cfg.model} --checkpoint {path} --resume "
+                 f"--steps {self.cfg.steps}")
+        raise KeyboardInterrupt
+
+
 def _new_run(cfg):
     model = MODELS[cfg.model](seed=cfg.seed)
     if RECIPES[cfg.model]["optimizer"] == "adam":
@@ -166,102 +343,48 @@ def _new_run(cfg):
     return model, opt
 
 
+def _callbacks(cfg):
+    out = [Evaluate(cfg.eval_every)]
+    if cfg.checkpoint:
+        out.append(Checkpoint(cfg.checkpoint, cfg.checkpoint_every))
+    if cfg.progress and sys.stderr.isatty():
+        out.append(ProgressBar(cfg.model))
+    return out
+
+
 def train(cfg, data=None, log=_log):
     """Train as cfg says; returns the metrics dict (also written to cfg.metrics)."""
     cfg = cfg.resolved()
     if cfg.threads is not None:
         convcore.set_num_threads(cfg.threads)
     data = data or load_data(cfg)
-    xtr, ytr = data["train"]
-    sampler = BatchSampler(len(xtr), cfg.batch_size, RECIPES[cfg.model]["shuffle"], cfg.seed)
-    history, elapsed, step = [], 0.0, 0
+    trainer = Trainer(*_new_run(cfg), data, cfg, _callbacks(cfg), log)
     if cfg.resume:
-        if not os.path.exists(cfg.checkpoint):
-            raise FileNotFoundError(f"--resume: checkpoint {cfg.checkpoint} does not exist")
-        model, opt, state = load_checkpoint(cfg.checkpoint, lr=cfg.lr)
-        if model.name != cfg.model:
-            raise ValueError(f"--resume: {cfg.checkpoint} holds a {model.name!r} model, "
-                             f"not {cfg.model!r}")
-        step, elapsed, history = state["step"], state["train_seconds"], state["history"]
-        model.rng.bit_generator.state = state["model_rng"]
-        sampler.load_state(state["sampler"])
-        log(f"resumed from {cfg.checkpoint} at step {step}")
-    else:
-        model, opt = _new_run(cfg)
+        trainer.resume(cfg.checkpoint)
+    wall = time.perf_counter()
+    test_acc = trainer.run()
+    metrics = _metrics(trainer, test_acc, time.perf_counter() - wall)
+    if cfg.metrics:
+        try:
+            atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+        except OSError as e:
+            raise WriteError(f"could not write the metrics {cfg.metrics}: "
+                             f"{e.strerror or e}; {trainer._kept()}") from None
+    return metrics
 
-    def checkpoint(path):
-        save_checkpoint(path, model, opt, {
-            "step": step, "train_seconds": elapsed, "history": history,
-            "model_rng": model.rng.bit_generator.state, "sampler": sampler.state(),
-            "config": asdict(cfg)})
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step",
-               dynamic_ncols=True, file=sys.stderr, desc=cfg.model)
-    recent = []      # (correct, seen) of the last batches, for the bar
-    t_start = time.perf_counter()
-    step0, elapsed0 = step, elapsed
-    try:
-        with _Interrupts() as interrupts:
-            while step < cfg.steps:
-                if interrupts.requested:
-                    path = cfg.checkpoint or f"pyconv-{cfg.model}-interrupted.npz"
-                    elapsed += time.perf_counter() - t_start
-                    t_start = time.perf_counter()
-                    checkpoint(path)
-                    bar.close()
-                    log(f"interrupted at step {step}; checkpoint saved to {path}. Resume with:\n"
-                        f"  pyconv train --model {cfg.model} --checkpoint {path} --resume "
-                        f"--steps {cfg.steps}")
-                    raise KeyboardInterrupt
-                idx = sampler.next()
-                loss = model.train_step(xtr[idx], ytr[idx], opt)
-                if not math.isfinite(loss):
-                    bar.close()
-                    kept = (f"the last good checkpoint, {cfg.checkpoint}, is kept"
-                            if cfg.checkpoint and os.path.exists(cfg.checkpoint)
-                            else "no checkpoint was written")
-                    raise TrainingDiverged(f"the loss became {loss} at step {step + 1}; "
-                                           f"stopping ({kept}). Try a smaller --lr.")
-                step += 1
-                recent.append((int((model.last_logits.argmax(1) == ytr[idx]).sum()), len(idx)))
-                recent = recent[-50:]
-                if cfg.progress and (step % 10 == 0 or step == cfg.steps):
-                    correct, seen = map(sum, zip(*recent))
-                    secs = elapsed - elapsed0 + time.perf_counter() - t_start   # no evals
-                    rate = (step - step0) * cfg.batch_size / secs
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / seen:.3f}",
-                                    img_s=f"{rate:.0f}", refresh=False)
-                bar.update(1)
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    elapsed += time.perf_counter() - t_start
-                    entry = {"step": step, "loss": loss,
-                             "validation_accuracy": model.accuracy(*data["validation"]),
-                             "test_accuracy": model.accuracy(*data["test"])}
-                    history.append(entry)
-                    log(f"step {step}: loss {loss:.4f}, validation accuracy "
-                        f"{entry['validation_accuracy']:.4f}")
-                    t_start = time.perf_counter()
-                if cfg.checkpoint and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                    elapsed += time.perf_counter() - t_start
-                    checkpoint(cfg.checkpoint)
-                    t_start = time.perf_counter()
-    finally:
-        bar.close()
-    elapsed += time.perf_counter() - t_start
+def _metrics(trainer, test_acc, wall_seconds):
+    cfg, history, secs = trainer.cfg, trainer.history, trainer.clock.seconds
     last = history[-1] if history else None
-    test_acc = last["test_accuracy"] if last and last["step"] == step else model.accuracy(*data["test"])
-    first_99 = next((h["step"] for h in history if h["test_accuracy"] >= 0.99), None)
-    metrics = {
-        "model": cfg.model, "steps": step, "batch_size": cfg.batch_size, "lr": cfg.lr,
+    first_99 = next((h["step"] for h in history if h["validation_accuracy"] >= 0.99), None)
+    return {
+        "model": cfg.model, "steps": trainer.step, "batch_size": cfg.batch_size, "lr": cfg.lr,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),
         "test_accuracy": test_acc,
         "validation_accuracy": last["validation_accuracy"] if last else None,
-        "train_seconds": elapsed,
-        "images_per_second": step * cfg.batch_size / elapsed if elapsed else None,
-        "first_step_test_accuracy_at_least_0.99": first_99,
+        "train_seconds": secs,
+        "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
+        "wall_seconds_this_run": wall_seconds,
+        "first_step_validation_accuracy_at_least_0.99": first_99,
         "eval_every": cfg.eval_every, "history": history,
     }
-    if cfg.metrics:
-        atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-    return metrics
