@@ -53,7 +53,7 @@ def cases(n, rng):
             def run(x, w, b):
                 y = mod.conv2d_forward(x, w, b, 1, "same", relu=True)
                 p, am = mod.maxpool2d_forward(y, 2, None, "same")
-                dy = mod.maxpool2d_backward(p, am, y.shape)
+                dy = mod.maxpool2d_backward(p, am, y.shape, 2, None, "same")
                 return mod.conv2d_backward(x, w, dy, 1, "same", need_dx, relu_y=y)
             return run
 
@@ -82,13 +82,13 @@ def cases(n, rng):
         ("conv1 forward 5x5x1x32", "conv2d_forward", (x1, w1, b1, 1, "same")),
         ("conv1 backward (no dx)", "conv2d_backward", (x1, w1, y1, 1, "same", False)),
         ("pool1 forward 2x2", "maxpool2d_forward", (y1, 2, None, "same")),
-        ("pool1 backward", "maxpool2d_backward", (p1, a1, y1.shape)),
+        ("pool1 backward", "maxpool2d_backward", (p1, a1, y1.shape, 2, None, "same")),
         *conv_pool_rows("conv1 + pool1", x1, w1, b1, need_dx=False),
         ("conv2 forward 5x5x32x64", "conv2d_forward", (p1, w2, b2, 1, "same")),
         ("conv2 backward", "conv2d_backward", (p1, w2, y2, 1, "same")),
         *conv_pool_rows("conv2 + pool2", p1, w2, b2, need_dx=True),
         ("pool2 forward 2x2", "maxpool2d_forward", (y2, 2, None, "same")),
-        ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape)),
+        ("pool2 backward", "maxpool2d_backward", (p2, a2, y2.shape, 2, None, "same")),
         ("dense1 forward 3136x1024", "linear_forward", (f, w3, b3)),
         ("dense1 backward", "linear_backward", (f, w3, h)),
         ("dense1 backward + Adam", (fused_dense_adam, dense_adam), (f, w3, h, b3, *state)),

@@ -85,7 +85,12 @@ CASES = {
     "argmax forged negative": (lambda: convcore.maxpool2d_backward(P, AM - 100, X.shape),
                                ValueError, "argmax"),
     "argmax other shape": (lambda: convcore.maxpool2d_backward(P, AM, (2, 3, 3, 3)),
-                           ValueError, "argmax"),
+                           ValueError, "x_shape"),
+    # an argmax of another geometry whose shape fits: a cell of the neighbouring window
+    "argmax other window": (lambda: convcore.maxpool2d_backward(P, AM + 2, X.shape),
+                            ValueError, "outside their own pooling window"),
+    "argmax other pool": (lambda: convcore.maxpool2d_backward(P, AM, X.shape, 3, 3, "valid"),
+                          ValueError, "dy must have shape"),
     "argmax batch mismatch": (lambda: convcore.maxpool2d_backward(P, AM, (3, 6, 6, 3)),
                               ValueError, "x_shape"),
     "fused argmax forged high": (lambda: convcore.conv2d_maxpool_backward(
@@ -161,6 +166,6 @@ def test_empty_batch_gives_empty_results():
     assert dx.shape == x.shape and not dw.any() and not db.any()
     y, am = convcore.maxpool2d_forward(x)
     assert y.shape == (0, 3, 3, 3) and am.shape == y.shape
-    assert convcore.maxpool2d_backward(y, am, x.shape).shape == x.shape
+    assert convcore.maxpool2d_backward(y, am, x.shape).shape == x.shape   # pool 2, stride 2
     dx, dw, db = convcore.linear_backward(np.ones((0, 7), f32), WL, np.ones((0, 3), f32))
     assert dx.shape == (0, 7) and not dw.any() and not db.any()

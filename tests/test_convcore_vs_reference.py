@@ -6,7 +6,7 @@ the same computation on absolute values, so it grows with the reduction.
 """
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 import convcore
 import convcore.reference as ref
@@ -123,11 +123,37 @@ def test_maxpool2d_backward_sends_gradient_to_argmax(data, win):
     assert ((am // w >= top) & (am // w < top + k[0])).all()
     assert ((am % w >= left) & (am % w < left + k[1])).all()
     dy = data.draw(f32(y.shape))
-    got = convcore.maxpool2d_backward(dy, am, shape)
+    got = convcore.maxpool2d_backward(dy, am, shape, k, s, p)
     (dy64,) = _64(dy)
     terms = -(-k[0] // s[0]) * -(-k[1] // s[1])   # windows that can share a cell
-    assert_within(got, ref.maxpool2d_backward(dy64, am, shape),
-                  ref.maxpool2d_backward(np.abs(dy64), am, shape), terms, "maxpool2d_backward")
+    assert_within(got, ref.maxpool2d_backward(dy64, am, shape, k, s, p),
+                  ref.maxpool2d_backward(np.abs(dy64), am, shape, k, s, p), terms,
+                  "maxpool2d_backward")
+
+
+@given(st.data(), windows(pool=True))
+def test_maxpool2d_backward_refuses_an_argmax_of_another_geometry(data, win):
+    """An argmax moved out of its window (or an x_shape of another height or
+    width) is a ValueError, never a silently wrong gradient."""
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    y, am = convcore.maxpool2d_forward(x, k, s, p)
+    assume(am.size)
+    n, h, w, c = shape
+    bad = am.copy()
+    i = data.draw(st.integers(0, am.size - 1))
+    cell = data.draw(st.integers(0, h * w - 1))
+    oh, ow = np.unravel_index(i, am.shape)[1:3]
+    (pt, _), (pl, _) = ref._pads((h, w), k, s, p)
+    assume(not (oh * s[0] - pt <= cell // w < oh * s[0] - pt + k[0]
+                and ow * s[1] - pl <= cell % w < ow * s[1] - pl + k[1]))
+    bad.flat[i] = cell
+    with pytest.raises(ValueError, match="maxpool2d_backward: argmax has 1 entries outside"):
+        convcore.maxpool2d_backward(y, bad, shape, k, s, p)
+    with pytest.raises(ValueError, match="outside its own window"):
+        ref.maxpool2d_backward(y, bad, shape, k, s, p)
+    with pytest.raises(ValueError, match="maxpool2d_backward: dy must have shape"):
+        convcore.maxpool2d_backward(y, am, (n, h + 2 * s[0], w, c), k, s, p)
 
 
 @given(st.data(), st.integers(0, 70), st.integers(1, 80), st.integers(1, 80),

@@ -82,7 +82,8 @@ def arguments(name):
         return st.tuples(st.tuples(ARR), st.fixed_dictionaries({}, optional={
             "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
     if name == "maxpool2d_backward":
-        return st.tuples(st.tuples(ARR, ARR, SHAPES), st.just({}))
+        return st.tuples(st.tuples(ARR, ARR, SHAPES), st.fixed_dictionaries({}, optional={
+            "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
     if name == "linear_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
             "b": ARR, "relu": st.booleans()}))

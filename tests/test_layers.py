@@ -232,9 +232,9 @@ def conv_pool_cases(draw):
 def test_conv2d_maxpool_backward_equals_the_two_calls(case):
     """conv2d_maxpool_forward(return_argmax=True) and conv2d_maxpool_backward
     give the same bits as conv2d_forward, maxpool2d_forward, maxpool2d_backward
-    and conv2d_backward one after the other: y, argmax, dx, dw and db. Also for
-    an argmax whose entries point to cells of other windows (shuffled): the
-    gather of non-overlapping windows must then give way to the scatter."""
+    and conv2d_backward one after the other: y, argmax, dx, dw and db. An
+    argmax whose entries were shuffled into other windows is refused by both
+    (ValueError), not turned into a silently wrong gradient."""
     (x_shape, w_shape, stride, pad, (pool, pool_stride, pool_pad), kern, relu, need_dx,
      shuffle, seed) = case
     rng = np.random.default_rng(seed)
@@ -252,8 +252,17 @@ def test_conv2d_maxpool_backward_equals_the_two_calls(case):
         if shuffle:
             am = rng.permuted(am.reshape(len(am), int(np.prod(am.shape[1:]))),
                               axis=1).reshape(am.shape)
-        want = convcore.conv2d_backward(x, w, convcore.maxpool2d_backward(dy, am, y_conv.shape),
-                                        stride, pad, need_dx, relu_y=y_conv if relu else None)
+        try:
+            dy_conv = convcore.maxpool2d_backward(dy, am, y_conv.shape, pool, pool_stride,
+                                                  pool_pad)
+        except ValueError as e:   # shuffled out of its windows: refused by both
+            assert shuffle and "outside their own pooling window" in str(e)
+            with pytest.raises(ValueError, match="conv2d_maxpool_backward: argmax has"):
+                convcore.conv2d_maxpool_backward(x, w, dy, am, stride, pad, pool, pool_stride,
+                                                 pool_pad, need_dx, relu_y=got_y)
+            return
+        want = convcore.conv2d_backward(x, w, dy_conv, stride, pad, need_dx,
+                                        relu_y=y_conv if relu else None)
         if relu and shuffle:   # the pooled y is no longer the conv's value at the argmax
             n_, oh_, ow_, c_ = y_conv.shape
             relu_y = np.take_along_axis(y_conv.reshape(n_, oh_ * ow_, c_),

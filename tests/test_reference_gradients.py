@@ -49,7 +49,7 @@ def test_maxpool2d_backward_matches_finite_differences(data, win):
     x = np.asarray(x, np.float64).reshape(shape) * 0.01
     y, am = ref.maxpool2d_forward(x, k, s, p)
     r = data.draw(f64(y.shape))
-    dx = ref.maxpool2d_backward(r, am, shape)
+    dx = ref.maxpool2d_backward(r, am, shape, k, s, p)
     np.testing.assert_allclose(
         dx, numeric_grad(lambda: np.sum(ref.maxpool2d_forward(x, k, s, p)[0] * r), x, 1e-4),
         atol=1e-8)

@@ -90,7 +90,7 @@ def _all_ops(rng):
         *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
         cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
         *convcore.conv2d_backward(x, w, dy, padding="same"),
-        p, am, convcore.maxpool2d_backward(p, am, y.shape),
+        p, am, convcore.maxpool2d_backward(p, am, y.shape, 3, 2, "same"),
         convcore.linear_forward(xl, wl, b=dyl[0]),
         *convcore.linear_backward(xl, wl, dyl),
     ]

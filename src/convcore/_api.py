@@ -282,9 +282,9 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     if not _conv_simd(fn, g, cout, need_dx):   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
-        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, get_num_threads(), relu_y, pg)
+        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, pg, get_num_threads(), relu_y)
         if n_bad:
-            raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
+            raise ValueError(_argmax_window_message(fn, n_bad))
         return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
@@ -292,7 +292,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     n_bad = _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS,
                                          get_num_threads(), relu_y, _winograd(g), argmax, pg)
     if n_bad:
-        raise ValueError(_argmax_range_message(fn, n_bad, y_shape))
+        raise ValueError(_argmax_window_message(fn, n_bad))
     return dx, dw.reshape(w.shape), db
 
 
@@ -344,30 +344,39 @@ def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
     return y, argmax
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
-    """Scatter-add each dy to its window's argmax: returns dx of shape x_shape."""
+def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0):
+    """Scatter-add each dy to its window's argmax: returns dx of shape x_shape.
+
+    pool_size, stride and padding: as given to maxpool2d_forward. dy and
+    argmax must have the shape that window gives over x_shape, and every
+    argmax entry must lie in its own window (else ValueError: the argmax is
+    not from this forward, and its gradient would be silently wrong)."""
     fn = "maxpool2d_backward"
     dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C)")
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, OH, OW, C)", dtype=np.int32)
     x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
-    if argmax.shape != dy.shape:
-        raise ValueError(f"{fn}: argmax must have the shape of dy {dy.shape}, "
-                         f"got {argmax.shape}")
-    if x_shape[0] != dy.shape[0] or x_shape[3] != dy.shape[3]:
-        raise ValueError(f"{fn}: x_shape {x_shape} must match dy {dy.shape} in batch and "
-                         "channels")
     chk.size(fn, "x_shape", *x_shape)
+    g = chk.window(fn, x_shape, pool_size, pool_size if stride is None else stride, padding,
+                   "pool_size", pool=True)
+    want = (x_shape[0], g["OH"], g["OW"], x_shape[3])
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} (the pool of pool_size="
+                         f"{pool_size!r}, stride={stride!r}, padding={padding!r} over x_shape "
+                         f"{x_shape}), got {dy.shape}")
+    if argmax.shape != want:
+        raise ValueError(f"{fn}: argmax must have the shape of dy {want}, "
+                         f"got {argmax.shape}")
     dx = empty(x_shape)
-    n_bad = _pool.maxpool2d_backward(dy, argmax, dx, get_num_threads())
+    n_bad = _pool.maxpool2d_backward(dy, argmax, dx, g, get_num_threads())
     if n_bad:
-        raise ValueError(_argmax_range_message(fn, n_bad, x_shape))
+        raise ValueError(_argmax_window_message(fn, n_bad))
     return dx
 
 
-def _argmax_range_message(fn, n_bad, x_shape):
-    return (f"{fn}: argmax has {n_bad} entries outside [0, H*W) = "
-            f"[0, {x_shape[1] * x_shape[2]}) for the pool's input shape {x_shape}: it does "
-            "not belong to this input")
+def _argmax_window_message(fn, n_bad):
+    return (f"{fn}: argmax has {n_bad} entries outside their own pooling window: it is not "
+            "the argmax of this pool's forward pass (another input shape, pool size, "
+            "stride or padding)")
 
 
 def _linear_checks(fn, x, w, b=None):

@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from .reference import same_pads
+
 INT_MAX = 2**31 - 1          # BLAS (LP64) dimensions and argmax entries are C ints
 MAX_ELEMENTS = 2**62 // 4    # float32 elements whose byte size fits in int64
 
@@ -67,7 +69,7 @@ def window(fn, x_shape, size, stride, padding, size_name, pool=False, stride_nam
         if padding.lower() == "valid":
             pads = ((0, 0), (0, 0))
         elif padding.lower() == "same":
-            pads = tuple(_same(n, k, s) for n, k, s in ((H, kh, sh), (W, kw, sw)))
+            pads = tuple(same_pads(n, k, s) for n, k, s in ((H, kh, sh), (W, kw, sw)))
         else:
             raise ValueError(f"{fn}: {padding_name} must be an int, an (h, w) pair, 'valid' "
                              f"or 'same', got {padding!r}")
@@ -96,12 +98,6 @@ def _bounded(fn, name, values):
             raise ValueError(f"{fn}: {name} must be at most {INT_MAX} (the kernels' 32-bit "
                              f"sizes), got {tuple(values)}")
     return values
-
-
-def _same(n, k, s):
-    out = -(-n // s)
-    total = max((out - 1) * s + k - n, 0)
-    return (total // 2, total - total // 2)
 
 
 def size(fn, what, *dims, limit=MAX_ELEMENTS):

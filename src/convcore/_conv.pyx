@@ -372,14 +372,14 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
                            bint winograd=False,
                            const int[:, :, :, ::1] argmax=None,    # IN (N, PH, PW, F) or None
-                           pool_window=None):                      # the pool's Window, or None
+                           pool_window=None):                      # the pool's Window (argmax)
     """dw, db and dx of conv2d_forward_direct, image by image.
 
     With argmax (the fused convolution + max-pool): dy, relu_y and argmax are
     the pool's (N, PH, PW, F), and each image's dy of the convolution is first
     sent from them into the thread's scratch (unpool_image: a gather where
     the pool's window, pool_window, is given and does not overlap), never
-    stored. Returns how many argmax entries were outside [0, OH * OW) (0
+    stored. Returns how many argmax entries were outside their own window (0
     without argmax).
 
     Consecutive images are gathered into at most max_slots slots; one thread
@@ -424,10 +424,8 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* dyptr = &dy[0, 0, 0, 0]
     cdef const int* amptr = &argmax[0, 0, 0, 0] if pooled else NULL
     cdef Window pg
-    cdef const Window* pgp = NULL
-    if pool_window is not None:
+    if pooled:
         pg = pool_window
-        pgp = &pg
     cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
     cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
     cdef float* parts = alloc64(n_slots * (KF + F))
@@ -464,8 +462,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
                 if pooled:   # dy through the pool and the ReLU into dym; then db
                     n_bad += unpool_image(dyptr + n * Q, amptr + n * Q,
-                                          yptr + n * Q if masked else NULL, pgp, Q // F, F, P,
-                                          dym)
+                                          yptr + n * Q if masked else NULL, pg, dym)
                     cc_mask_sum(dym, NULL, <int>P, <int>F, NULL, dbp)
                     dyp = dym
                 else:        # db, and dy through the ReLU (into dym), in one pass

@@ -1,5 +1,5 @@
 from convcore._geometry cimport Window
 
 cdef void pool_row(const float* x, Window g, Py_ssize_t oh, float* y, int* am) noexcept nogil
-cdef Py_ssize_t unpool_image(const float* dy, const int* am, const float* relu_y, const Window* g,
-                             Py_ssize_t O, Py_ssize_t C, Py_ssize_t HW, float* dx) noexcept nogil
+cdef Py_ssize_t unpool_image(const float* dy, const int* am, const float* relu_y, Window g,
+                             float* dx) noexcept nogil

@@ -19,7 +19,9 @@ cdef extern from "_pool_kernels.h" nogil:
                      Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT, Py_ssize_t PL,
                      Py_ssize_t OW, Py_ssize_t oh, float* y, int* am)
     Py_ssize_t cc_unpool_scatter(const float* dy, const int* am, const float* relu_y,
-                                 Py_ssize_t O, Py_ssize_t C, Py_ssize_t HW, float* dx)
+                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
+                                 Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT,
+                                 Py_ssize_t PL, Py_ssize_t OH, Py_ssize_t OW, float* dx)
     Py_ssize_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y,
                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
                                Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL, Py_ssize_t OH,
@@ -34,18 +36,18 @@ cdef void pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, 
 
 cdef Py_ssize_t unpool_image(const float* dy, const int* am,       # IN  (OH, OW, C)
                              const float* relu_y,                   # IN  (OH, OW, C) or NULL
-                             const Window* g,                       # the pool's, or NULL
-                             Py_ssize_t O, Py_ssize_t C, Py_ssize_t HW,
-                             float* dx) noexcept nogil:             # OUT image (HW, C)
+                             Window g,                              # the pool's window
+                             float* dx) noexcept nogil:             # OUT image (H, W, C)
     """One image's backward: dy sent to the winners, through a fused ReLU if
-    relu_y is given (_pool_kernels.h): gathered where the pool window g is known
-    and its windows do not overlap, else (or if an argmax entry is not in its
-    window) scattered. Returns how many indices were out of range."""
-    if g != NULL and g.SH == g.KH and g.SW == g.KW:
-        if cc_unpool_tiled(dy, am, relu_y, g.H, g.W, C, g.KH, g.KW, g.PT, g.PL, g.OH, g.OW,
-                           dx) == O * C:
+    relu_y is given (_pool_kernels.h): gathered where the windows do not
+    overlap, else (or if an argmax entry is not in its window) scattered.
+    Returns how many argmax entries lie outside their own window."""
+    if g.SH == g.KH and g.SW == g.KW:
+        if cc_unpool_tiled(dy, am, relu_y, g.H, g.W, g.C, g.KH, g.KW, g.PT, g.PL, g.OH, g.OW,
+                           dx) == g.OH * g.OW * g.C:
             return 0
-    return cc_unpool_scatter(dy, am, relu_y, O, C, HW, dx)
+    return cc_unpool_scatter(dy, am, relu_y, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT,
+                             g.PL, g.OH, g.OW, dx)
 
 
 def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -68,14 +70,12 @@ def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
                        const int[:, :, :, ::1] argmax,  # IN  (N, OH, OW, C)
                        float[:, :, :, ::1] dx,          # OUT (N, H, W, C)
-                       int n_threads,
-                       const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, C) or None
-                       pool_window=None):                      # the forward's Window, or None
+                       Window g, int n_threads,         # g: the forward's window
+                       const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, C) or None
     """dx[n, argmax[n, o, c], c] += dy[n, o, c] (where relu_y > 0, if given: the
-    pooled output of a fused ReLU); returns how many indices were out of range.
-    With the forward's window, non-overlapping windows run as a gather."""
-    cdef Py_ssize_t N = dx.shape[0], HW = dx.shape[1] * dx.shape[2], C = dx.shape[3]
-    cdef Py_ssize_t O = dy.shape[1] * dy.shape[2], n
+    pooled output of a fused ReLU); returns how many argmax entries lie
+    outside their own window. Non-overlapping windows run as a gather."""
+    cdef Py_ssize_t N = dx.shape[0], xs = g.H * g.W * g.C, ys = g.OH * g.OW * g.C, n
     cdef Py_ssize_t n_bad = 0
     if N == 0:
         return 0
@@ -83,13 +83,7 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
     cdef const int* ap = &argmax[0, 0, 0, 0]
     cdef float* dxp = &dx[0, 0, 0, 0]
     cdef const float* yp = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
-    cdef Window g
-    cdef const Window* gp = NULL
-    if pool_window is not None:
-        g = pool_window
-        gp = &g
     for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        n_bad += unpool_image(dyp + n * O * C, ap + n * O * C,
-                              yp + n * O * C if yp != NULL else NULL, gp, O, C, HW,
-                              dxp + n * HW * C)
+        n_bad += unpool_image(dyp + n * ys, ap + n * ys, yp + n * ys if yp != NULL else NULL,
+                              g, dxp + n * xs)
     return n_bad

@@ -62,23 +62,29 @@ void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_
     }
 }
 
-/* dx (HW, C) = 0, then dx[am[o, c], c] += dy[o, c] for the O outputs (o, c) of
- * one image in row-major order (overlapping windows add in that order).
+/* dx (H W, C) = 0, then dx[am[o, c], c] += dy[o, c] for the OH OW outputs (o, c)
+ * of one image in row-major order (overlapping windows add in that order);
+ * the pool geometry as in cc_pool_row, H, W the input's.
  * relu_y: if not NULL, the pooled output of a fused ReLU (y = relu_y at the
  * winner, bit for bit): an entry with relu_y <= 0 (or NaN) is skipped, leaving
  * the +0 that masking dx by the ReLU afterwards would give, since every window
- * that a cell wins holds the same value. Indices outside [0, HW) are skipped
- * and counted: the return value. */
+ * that a cell wins holds the same value. An index outside its own window (so
+ * not from this pool's forward) is skipped and counted: the return value. */
 static ptrdiff_t cc_unpool_scatter(const float* dy, const int* am, const float* relu_y,
-                                   ptrdiff_t O, ptrdiff_t C, ptrdiff_t HW, float* dx)
+                                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
+                                   ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT,
+                                   ptrdiff_t PL, ptrdiff_t OH, ptrdiff_t OW, float* dx)
 {
     ptrdiff_t n_bad = 0;
-    memset(dx, 0, sizeof(float) * (size_t)(HW * C));
-    for (ptrdiff_t o = 0; o < O; o++)
+    memset(dx, 0, sizeof(float) * (size_t)(H * W * C));
+    for (ptrdiff_t o = 0; o < OH * OW; o++) {
+        ptrdiff_t top = (o / OW) * SH - PT, left = (o % OW) * SW - PL;
         for (ptrdiff_t c = 0; c < C; c++) {
             ptrdiff_t e = o * C + c;
             int idx = am[e];
-            if (idx < 0 || idx >= HW) {
+            ptrdiff_t ih = idx / W, iw = idx % W;    /* (idx >= 0 checked first) */
+            if (idx < 0 || ih >= H || ih < top || ih >= top + KH || iw < left
+                    || iw >= left + KW) {
                 n_bad++;
                 continue;
             }
@@ -86,6 +92,7 @@ static ptrdiff_t cc_unpool_scatter(const float* dy, const int* am, const float* 
                 continue;
             dx[idx * C + c] += dy[e];
         }
+    }
     return n_bad;
 }
 

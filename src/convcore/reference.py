@@ -20,16 +20,20 @@ def _hw(v):
     return (v, v) if np.isscalar(v) else tuple(v)
 
 
+def same_pads(n, k, s):
+    """TensorFlow's "same" padding of one axis of n cells, window k, stride s:
+    output ceil(n / s), (before, after) with the odd cell after. The one
+    definition: convcore's argument checks use it too."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return (total // 2, total - total // 2)
+
+
 def _pads(in_hw, k_hw, s_hw, padding):
     """((top, bottom), (left, right)) padding for one of the accepted forms."""
     if padding == "valid":
         return ((0, 0), (0, 0))
-    if padding == "same":  # TensorFlow: output ceil(in / s), odd pixel bottom/right
-        pads = []
-        for n, k, s in zip(in_hw, k_hw, s_hw):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
+    if padding == "same":
+        return tuple(same_pads(n, k, s) for n, k, s in zip(in_hw, k_hw, s_hw))
     ph, pw = _hw(padding)
     return ((ph, ph), (pw, pw))
 
@@ -111,8 +115,18 @@ def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
     return best, arg.astype(np.int32)
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
+def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0):
+    """dx: each dy added at its window's argmax. Refuses (ValueError) an argmax
+    entry outside its own window of the given pool over x_shape."""
     n, h, w, c = x_shape
+    (kh, kw), (sh, sw) = _hw(pool_size), _hw(pool_size if stride is None else stride)
+    (pt, _), (pl, _) = _pads((h, w), (kh, kw), (sh, sw), padding)
+    oh, ow = np.indices(dy.shape[1:3])
+    top, left = (oh * sh - pt)[None, :, :, None], (ow * sw - pl)[None, :, :, None]
+    ih, iw = argmax // w, argmax % w
+    if not ((argmax >= 0) & (ih < h) & (ih >= top) & (ih < top + kh) & (iw >= left)
+            & (iw < left + kw)).all():
+        raise ValueError("maxpool2d_backward: an argmax entry lies outside its own window")
     dx = np.zeros((n, h * w, c), dy.dtype)
     ni, _, _, ci = np.indices(dy.shape)
     np.add.at(dx, (ni.ravel(), argmax.ravel(), ci.ravel()), dy.ravel())

@@ -150,7 +150,8 @@ class MaxPool2D(Layer):
         return y
 
     def backward(self, dy):
-        return convcore.maxpool2d_backward(dy, self._argmax, self._x_shape)
+        return convcore.maxpool2d_backward(dy, self._argmax, self._x_shape, self.pool_size,
+                                           self.stride, self.padding)
 
     def config(self):
         return dict(pool_size=self.pool_size, stride=self.stride, padding=self.padding)
