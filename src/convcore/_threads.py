@@ -3,13 +3,32 @@
 Default: OMP_NUM_THREADS if set, else the cores this process may run on.
 set_num_threads(n) overrides it. BLAS is kept single-threaded while convcore
 runs (see blas_single_thread) so that the two thread pools never nest.
+
+Fork: GNU libgomp's thread team does not survive fork(); a child that opens
+a parallel region after its parent did hangs forever. So a process forked
+after convcore ran on several threads runs convcore on one thread, and says
+so once (a RuntimeWarning). Children started with "spawn" or "forkserver"
+are new processes and use every thread.
 """
 import os
 import threading
+import warnings
 from contextlib import contextmanager
 
 _lock = threading.Lock()
 _n_threads = None
+_team_started = False    # this process has run a kernel on more than one thread
+_forked_after_team = False   # ... and this is a child forked after that
+_warned_fork = False
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    _forked_after_team = _forked_after_team or _team_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _default_threads():
@@ -42,12 +61,30 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels will use (1 in a serial build)."""
+    """The number of threads the kernels will use (1 in a serial build, and in
+    a process forked after its parent ran convcore on several threads)."""
     from ._openmp_info import openmp_enabled
-    global _n_threads
+    global _n_threads, _team_started
     if _n_threads is None:
         _n_threads = _default_threads()
-    return _n_threads if openmp_enabled() else 1
+    if not openmp_enabled() or _n_threads == 1:
+        return 1
+    if _forked_after_team:
+        _warn_fork()
+        return 1
+    _team_started = True
+    return _n_threads
+
+
+def _warn_fork():
+    global _warned_fork
+    if not _warned_fork:
+        _warned_fork = True
+        warnings.warn(
+            f"convcore: this process was forked after its parent ran convcore on several "
+            f"threads; OpenMP's thread team does not survive fork, so convcore runs on 1 "
+            f"thread here (not {_n_threads}). Start workers with multiprocessing's 'spawn' "
+            f"or 'forkserver' method to use every thread.", RuntimeWarning, stacklevel=4)
 
 
 _controller = None
