@@ -15,8 +15,18 @@ settings.register_profile("thorough", max_examples=1000, deadline=None, print_bl
                           verbosity=Verbosity.normal)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-MNIST_DIR = os.environ.get("PYCONV_DATA_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+# Real MNIST for the end-to-end tests: PYCONV_DATA_DIR (CI sets it to the full
+# files), else ../shared/data/mnist beside the repository, else the sample of
+# 4,000 + 1,000 real images committed in tests/data (tests/data/make_mnist_sample.py).
+HERE = os.path.dirname(os.path.abspath(__file__))
+MNIST_SAMPLE_DIR = os.path.join(HERE, "data", "mnist-sample")
+_SHARED = os.path.join(HERE, "..", "..", "shared", "data", "mnist")
+MNIST_DIR = (os.environ.get("PYCONV_DATA_DIR")
+             or (_SHARED if os.path.isdir(_SHARED) else MNIST_SAMPLE_DIR))
+FULL_MNIST = os.path.normpath(MNIST_DIR) != os.path.normpath(MNIST_SAMPLE_DIR)
+needs_full_mnist = pytest.mark.skipif(
+    not FULL_MNIST, reason="needs the full MNIST files (70,000 images; set PYCONV_DATA_DIR): "
+    "this clone has only the committed sample of 5,000")
 
 
 @pytest.fixture
@@ -39,7 +49,9 @@ def kernels():
 
 def pytest_report_header(config):
     import convcore
-    return (f"convcore from {os.path.dirname(convcore.__file__)}; "
+    return (f"MNIST for the end-to-end tests: {os.path.normpath(MNIST_DIR)}"
+            f"{'' if FULL_MNIST else ' (the sample)'}\n"
+            f"convcore from {os.path.dirname(convcore.__file__)}; "
             f"openmp={convcore.openmp_enabled()} threads={convcore.get_num_threads()} "
             f"simd={convcore.simd_supported()}; "
             f"numpy {np.__version__}")

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import MNIST_DIR
+from conftest import FULL_MNIST, MNIST_DIR, MNIST_SAMPLE_DIR, needs_full_mnist
 from pyconv import data
 from pyconv.errors import DataError
 
@@ -89,12 +89,31 @@ def test_missing_file(tmp_path):
         data.read_mnist_dir(folder)
 
 
+@needs_full_mnist
 def test_real_mnist_loads_with_checksums():
     (xtr, ytr), (xte, yte) = data.load_mnist(MNIST_DIR)
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert np.bincount(yte).tolist()[:3] == [980, 1135, 1032]
     for name in data.FILES:
         assert data._checksum_ok(name, open(os.path.join(MNIST_DIR, name), "rb").read())
+
+
+def test_committed_sample_is_real_mnist():
+    """tests/data/mnist-sample: its files match SHA256SUMS; with the full files at
+    hand, they are MNIST's first 4,000 training and 1,000 test images."""
+    import hashlib
+    with open(os.path.join(MNIST_SAMPLE_DIR, "SHA256SUMS")) as f:
+        sums = dict(reversed(line.split()) for line in f if not line.startswith("#"))
+    assert sorted(sums) == sorted(data.FILES)
+    for name, digest in sums.items():
+        payload = gzip.decompress(open(os.path.join(MNIST_SAMPLE_DIR, name), "rb").read())
+        assert hashlib.sha256(payload).hexdigest() == digest, name
+    (xtr, ytr), (xte, yte) = data.load_mnist(MNIST_SAMPLE_DIR)
+    assert xtr.shape == (4000, 28, 28) and xte.shape == (1000, 28, 28)
+    if FULL_MNIST:
+        (ftr, fytr), (fte, fyte) = data.load_mnist(MNIST_DIR)
+        assert (ftr[:4000] == xtr).all() and (fytr[:4000] == ytr).all()
+        assert (fte[:1000] == xte).all() and (fyte[:1000] == yte).all()
 
 
 # ----------------------------------------------------------------- download
@@ -140,6 +159,7 @@ def isolated_cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "pyconv" / "mnist"
 
 
+@needs_full_mnist
 def test_download_into_cache(server, isolated_cache):
     root, url = server
     for name in data.FILES:
@@ -166,6 +186,7 @@ def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache
     assert not isolated_cache.exists() or os.listdir(isolated_cache) == []
 
 
+@needs_full_mnist
 def test_second_mirror_used_when_first_fails(server, isolated_cache):
     root, url = server
     for name in data.FILES:

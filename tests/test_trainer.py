@@ -1,0 +1,152 @@
+"""The Trainer and its callbacks, the optimisers' gradient hook, and failures
+named: a full disk, a log file instead of a terminal."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+import pyconv
+from conftest import MNIST_DIR
+from pyconv.train import TrainConfig, train
+
+
+def _batch(seed=0, n=8):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
+
+
+@pytest.mark.parametrize("opt_name", ["Adam", "SGD"])
+def test_grad_hook_sees_every_parameter_once_per_step_before_its_update(opt_name):
+    """The backward pass hands each parameter to the hook as its gradient is
+    complete (last layer first), once per step, before the update; a hook that
+    scales the gradient changes the update as scaling it by hand does."""
+    x, y = _batch()
+    runs = []
+    for scale_by_hook in (False, True):
+        model = pyconv.models.tutorial_cnn(seed=1)
+        opt = pyconv.optim.OPTIMIZERS[opt_name](model.parameters(), lr=1e-3)
+        seen = []
+
+        def hook(p):
+            seen.append(p.name)
+            before = model.parameters()[0].value.copy() if p is model.parameters()[0] else None
+            if scale_by_hook:
+                p.grad *= 0.5
+            if before is not None:        # not yet updated when the hook runs
+                assert (before == p.value).all()
+
+        remove = opt.add_grad_hook(hook)
+        assert [type(s).__name__ for s in model.steps(opt)].count("DenseUpdate") == 0
+        model.train_step(x, y, opt)
+        assert seen == ["w", "b", "w", "b", "w", "b", "w", "b"]   # dense2 ... conv1
+        remove()
+        seen.clear()
+        model.train_step(x, y, opt)
+        assert seen == []
+        runs.append([p.value.copy() for p in model.parameters()])
+    assert any(not np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_adam_fuses_the_dense_update_only_without_hooks():
+    model = pyconv.models.tutorial_cnn(seed=0)
+    adam = pyconv.optim.Adam(model.parameters(), lr=1e-3)
+    assert [type(s).__name__ for s in model.steps(adam)].count("DenseUpdate") == 2
+    assert "DenseUpdate" not in [type(s).__name__ for s in model.steps(
+        pyconv.optim.Adam(model.parameters(), fused=False))]
+    other = pyconv.optim.Adam(pyconv.models.tutorial_cnn(seed=0).parameters())
+    assert "DenseUpdate" not in [type(s).__name__ for s in model.steps(other)]
+
+
+def _data(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 28, 28, 1), dtype=np.float32)
+    y = (x.reshape(n, -1)[:, :392].sum(1) > x.reshape(n, -1)[:, 392:].sum(1)).astype(np.int64)
+    return {"train": (x, y), "validation": (x[:100], y[:100]), "test": (x[:100], y[:100])}
+
+
+def test_train_evaluates_validation_at_intervals_and_test_once(monkeypatch):
+    calls = []
+    real = pyconv.Sequential.accuracy
+
+    def counted(self, x, y, batch_size=1000):
+        calls.append(len(x))
+        return real(self, x, y, batch_size)
+
+    monkeypatch.setattr(pyconv.Sequential, "accuracy", counted)
+    logs = []
+    m = train(TrainConfig(model="grokking", steps=10, batch_size=16, eval_every=4,
+                          progress=False), data=_data(), log=logs.append)
+    assert [h["step"] for h in m["history"]] == [4, 8, 10]
+    assert len(calls) == 4                       # 3 validations, 1 test
+    assert [line.split(":")[0] for line in logs] == ["step 4", "step 8", "step 10"]
+    assert 0 < m["train_seconds"] <= m["wall_seconds_this_run"]
+
+
+def test_checkpoint_write_failure_names_the_file_and_the_good_checkpoint(tmp_path, monkeypatch):
+    """The second checkpoint write fails: a WriteError naming the file, the
+    reason and the last good checkpoint, which is intact; no temporary file."""
+    import pyconv.train as train_module
+    real, calls = train_module.save_checkpoint, []
+
+    def failing(path, *a):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, *a)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", failing)
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(pyconv.WriteError) as info:
+        train(TrainConfig(model="grokking", steps=10, batch_size=16, checkpoint=str(ckpt),
+                          checkpoint_every=3, progress=False), data=_data(), log=print)
+    assert str(info.value) == (f"could not write the checkpoint {ckpt}: No space left on "
+                               f"device; the last good checkpoint, {ckpt} (step 3), is kept")
+    _, _, state = pyconv.serialize.load_checkpoint(ckpt)
+    assert state["step"] == 3 and os.listdir(tmp_path) == ["c.npz"]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1.2 MB tmpfs: room for one grokking checkpoint (870 kB), not two."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_ends_the_run_with_one_clear_line(small_filesystem):
+    ckpt = small_filesystem / "c.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyconv", "train", "--model", "grokking", "--steps", "30",
+         "--checkpoint-every", "10", "--checkpoint", str(ckpt), "--data-dir", MNIST_DIR],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 4, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"pyconv: error: could not write the checkpoint {ckpt}: No space left on "
+                    f"device; the last good checkpoint, {ckpt} (step 10), is kept"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(small_filesystem) == ["c.npz"]          # no temporary file left
+    with np.load(ckpt, allow_pickle=False) as f:
+        assert json.loads(str(f["train_state"]))["step"] == 10
+
+
+def test_under_a_log_file_one_line_per_evaluation_and_no_bar(tmp_path):
+    """stderr not a terminal: no progress bar's carriage returns, one line per evaluation."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyconv", "train", "--model", "grokking", "--steps", "40",
+         "--eval-every", "10", "--data-dir", MNIST_DIR], capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["step 10", "step 20", "step 30", "step 40"]
