@@ -31,6 +31,19 @@ CASES = {
     "pool argmax int64": (lambda: convcore.maxpool2d_backward(P, AM.astype(np.int64), X.shape),
                           TypeError, "argmax"),
     "linear x None": (lambda: convcore.linear_forward(None, WL), TypeError, "x"),
+    "fused forward x float64": (lambda: convcore.conv2d_maxpool_forward(X.astype(np.float64),
+                                                                        W), TypeError, "x"),
+    "dropout x float64": (lambda: convcore.dropout_forward(X.astype(np.float64), 0.5, 1),
+                          TypeError, "x"),
+    "dropout rate 1": (lambda: convcore.dropout_forward(X, 1.0, 1), ValueError, "rate"),
+    "dropout key negative": (lambda: convcore.dropout_backward(X, 0.5, -1), ValueError, "key"),
+    "adam m shape": (lambda: convcore.adam_update(WL.copy(), WL, WL[:2].copy(), WL.copy(),
+                                                  1e-3), ValueError, "m"),
+    "sgd g float64": (lambda: convcore.sgd_update(WL.copy(), WL.astype(np.float64), WL.copy(),
+                                                  0.1), TypeError, "g"),
+    "fused adam read-only w": (lambda: convcore.linear_backward_adam(
+        XL, np.broadcast_to(WL, WL.shape), DYL, None, WL.copy(), WL.copy(), None, None, 1e-3),
+        ValueError, "w"),
     "linear dy float64": (lambda: convcore.linear_backward(XL, WL, DYL.astype(np.float64)),
                           TypeError, "dy"),
     # ndim and shapes
@@ -130,10 +143,19 @@ def test_bad_input_raises_naming_the_argument(name):
         call()
     message = str(info.value)
     assert word in message, message
-    assert message.split(":")[0] in {"im2col", "col2im", "conv2d_forward", "conv2d_backward",
-                                     "conv2d_maxpool_backward",
-                                     "maxpool2d_forward", "maxpool2d_backward",
-                                     "linear_forward", "linear_backward"}, message
+    from convcore._ops import OPERATIONS
+    assert message.split(":")[0] in OPERATIONS, message
+
+
+def test_every_operation_has_a_bad_input_case():
+    """Each operation of the registry is among the functions the cases above reach."""
+    from convcore._ops import OPERATIONS
+    reached = set()
+    for call, exc, _ in CASES.values():
+        with pytest.raises(exc) as info:
+            call()
+        reached.add(str(info.value).split(":")[0])
+    assert reached >= set(OPERATIONS), sorted(set(OPERATIONS) - reached)
 
 
 def test_error_message_says_expected_and_given():

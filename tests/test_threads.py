@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import convcore
+from convcore._ops import OPERATIONS
 
 
 def test_openmp_build():
@@ -81,28 +82,50 @@ def _all_ops(rng):
                                                              pool_stride, "same", relu_y=pf)]
     # dropout: 4 work items of 16384 entries and a ragged end
     xo = rng.standard_normal((3, 20000)).astype(np.float32)
-    return [
-        convcore.dropout_forward(xo, 0.3, 2**64 - 5), convcore.dropout_backward(xo, 0.5, 7),
-        *fused,
-        yt, *convcore.linear_backward(xt, wt, yt, relu_y=yt),
-        yd, *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
-        yw, *convcore.conv2d_backward(xw, ww, yw, padding="same", relu_y=yw),
-        *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
-        cols, convcore.col2im(cols, x.shape, 4, 3, 1), y,
-        *convcore.conv2d_backward(x, w, dy, padding="same"),
-        p, am, convcore.maxpool2d_backward(p, am, y.shape, 3, 2, "same"),
-        convcore.linear_forward(xl, wl, b=dyl[0]),
-        *convcore.linear_backward(xl, wl, dyl),
-    ]
+    # the optimiser steps, in place on copies: 300 x 80 parameters
+    g = rng.standard_normal(wt.shape).astype(np.float32)
+    state = [np.abs(rng.standard_normal(wt.shape)).astype(np.float32) for _ in range(2)]
+    adam = [a.copy() for a in (wt, *state)]
+    convcore.adam_update(adam[0], g, adam[1], adam[2], 1e-3)
+    sgd = [wt.copy(), state[0].copy()]
+    convcore.sgd_update(sgd[0], g, sgd[1], 0.1, 0.9)
+    fused_adam = [a.copy() for a in (wt, *state, b[:16].repeat(5), state[0][0], state[1][0])]
+    dx_adam = convcore.linear_backward_adam(xt, fused_adam[0], yt, fused_adam[3],
+                                            fused_adam[1], fused_adam[2], fused_adam[4],
+                                            fused_adam[5], 1e-3, relu_y=yt)
+    return {
+        "dropout_forward": [convcore.dropout_forward(xo, 0.3, 2**64 - 5)],
+        "dropout_backward": [convcore.dropout_backward(xo, 0.5, 7)],
+        "conv2d_maxpool_forward": fused[0::5] + fused[1::5],
+        "conv2d_maxpool_backward": fused[2::5] + fused[3::5] + fused[4::5],
+        "linear_backward": [*convcore.linear_backward(xt, wt, yt, relu_y=yt),
+                            *convcore.linear_backward(xl, wl, dyl)],
+        "conv2d_backward": [*convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
+                            *convcore.conv2d_backward(xw, ww, yw, padding="same", relu_y=yw),
+                            *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
+                            *convcore.conv2d_backward(x, w, dy, padding="same")],
+        "conv2d_forward": [yd, yw, y],
+        "im2col": [cols],
+        "col2im": [convcore.col2im(cols, x.shape, 4, 3, 1)],
+        "maxpool2d_forward": [p, am],
+        "maxpool2d_backward": [convcore.maxpool2d_backward(p, am, y.shape, 3, 2, "same")],
+        "linear_forward": [yt, convcore.linear_forward(xl, wl, b=dyl[0])],
+        "linear_backward_adam": [dx_adam, *fused_adam],
+        "adam_update": adam,
+        "sgd_update": sgd,
+    }
 
 
 def test_same_bits_on_one_and_two_threads(threads):
+    """Every operation of the registry, on 1 and 2 threads: the same bits."""
     results = []
     for n in (1, 2):
         threads(n)
         results.append(_all_ops(np.random.default_rng(7)))
-    for one, two in zip(*results):
-        assert one.tobytes() == two.tobytes()
+    assert sorted(results[0]) == sorted(OPERATIONS)
+    for name in OPERATIONS:
+        for one, two in zip(results[0][name], results[1][name], strict=True):
+            assert one.tobytes() == two.tobytes(), name
 
 
 def test_concurrent_python_threads_get_right_answers():

@@ -6,25 +6,18 @@ kernels (kh, kw, C_in, C_out), dense weights (D_in, D_out), everything
 float32. `convcore.reference` holds the same functions in plain NumPy and
 works without the compiled extension.
 """
+from ._ops import CONTROLS, OPERATIONS
 from ._threads import get_num_threads, set_num_threads
 
-__all__ = [
-    "im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_maxpool_forward",
-    "conv2d_maxpool_backward", "maxpool2d_forward", "dropout_forward", "dropout_backward", "maxpool2d_backward", "linear_forward", "linear_backward",
-    "linear_backward_adam",
-    "adam_update", "sgd_update", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "set_kernels", "get_kernels", "winograd_enabled", "simd_supported", "empty", "zeros",
-]
+__all__ = [*OPERATIONS, *CONTROLS]
 
 try:
-    from ._api import (adam_update, col2im, conv2d_backward, conv2d_forward,
-                       conv2d_maxpool_backward, conv2d_maxpool_forward, dropout_backward,
-                       dropout_forward, empty, im2col, linear_backward_adam,
-                       linear_backward, linear_forward, maxpool2d_backward,
-                       maxpool2d_forward, sgd_update, set_kernels, get_kernels, winograd_enabled,
-                       zeros)
+    from . import _api
+    from ._alloc import empty, zeros
     from ._conv import simd_supported
+    from ._kernels import get_kernels, set_kernels, winograd_enabled
     from ._openmp_info import openmp_enabled
+    globals().update({name: getattr(_api, name) for name in OPERATIONS})
 except ImportError as _err:  # not built: say so on first use; reference still works
     _IMPORT_ERROR = _err
 

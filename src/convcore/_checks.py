@@ -26,7 +26,7 @@ def array(fn, name, a, ndim, layout, dtype=np.float32):
     if a.ndim != ndim:
         raise ValueError(f"{fn}: {name} must be {ndim}-d with shape {layout}, "
                          f"got {a.ndim}-d {a.shape}")
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else np.array(a, order="C")   # (ascontiguousarray: 0-d -> 1-d)
 
 
 def integer(fn, name, v, minimum):

@@ -9,11 +9,9 @@ C_out) kernels, (D_in, D_out) dense weights.
 """
 import numpy as np
 
-__all__ = [
-    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "maxpool2d_forward", "maxpool2d_backward", "linear_forward", "linear_backward",
-    "adam_update", "sgd_update", "philox4x32_10", "dropout_forward", "dropout_backward",
-]
+from ._ops import OPERATIONS
+
+__all__ = [*OPERATIONS, "philox4x32_10", "same_pads"]   # a twin of every operation
 
 
 def _hw(v):
@@ -133,6 +131,23 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
     return dx.reshape(x_shape)
 
 
+def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
+                           pool_stride=None, pool_padding=0, return_argmax=False):
+    y, argmax = maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
+                                  pool_stride, pool_padding)
+    return (y, argmax) if return_argmax else y
+
+
+def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
+                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None):
+    """relu_y: the pooled output; the ReLU's mask at each window's winner."""
+    y_shape = conv2d_forward(x[:0], w, None, stride, padding).shape
+    y_shape = (x.shape[0], *y_shape[1:])
+    dy_conv = maxpool2d_backward(dy if relu_y is None else np.where(relu_y > 0, dy, 0),
+                                 argmax, y_shape, pool_size, pool_stride, pool_padding)
+    return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
+
+
 def linear_forward(x, w, b=None, relu=False):
     y = x @ w
     if b is not None:
@@ -144,6 +159,17 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
     return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+
+
+def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
+                         eps=1e-8, need_dx=True, relu_y=None):
+    """linear_backward, then adam_update of w and b (b and its state may be None),
+    in place; returns dx."""
+    dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y)
+    adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
+    if b is not None:
+        adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)
+    return dx
 
 
 def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
