@@ -178,8 +178,9 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(cout)
-    n_bad = _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS,
-                                         get_num_threads(), relu_y, _winograd(g), argmax, pg)
+    n_bad = _conv.conv2d_maxpool_backward_direct(x, w2, dy, argmax, dx, dw, db, g, pg,
+                                                 DIRECT_SLOTS, get_num_threads(), relu_y,
+                                                 _winograd(g))
     if n_bad:
         raise ValueError(_argmax_window_message(fn, n_bad))
     return dx, dw.reshape(w.shape), db

@@ -68,6 +68,47 @@ cdef void _sum_slots(const float* parts, Py_ssize_t n_slots, Py_ssize_t KF, Py_s
         _add_into(db, parts + sl * (KF + F) + KF, F)
 
 
+cdef struct Images:             # what every image's pass reads and writes
+    const float* x              # IN  (N, H, W, C)
+    const float* w              # IN  (KH*KW*C, F): the forward's kernels
+    const float* U              # IN  Winograd transform of the kernels in use, or NULL
+    const float* b              # IN  (F,) or NULL
+    const float* dy             # IN  (N, OH, OW, F), or the pool's (N, PH, PW, F)
+    const int* argmax           # IN  the pool's argmax (backward), or NULL: no pool
+    const float* relu_y         # IN  the ReLU's output (of dy's shape), or NULL
+    float* y                    # OUT the forward's (N, OH, OW, F), or pooled (N, PH, PW, F)
+    int* argmax_out             # OUT the pool's argmax (forward, training), or NULL
+    float* dx                   # OUT (N, H, W, C), or NULL: no input gradient
+    const float* wt             # IN  the flipped kernels (dx), or NULL
+    Window g                    # the convolution's window
+    Window pg                   # the pool's window over (OH, OW, F) (fused variants)
+    int F, Hp, Wp, Hd, Wd       # channels out; padded image; padded dy (dx)
+    bint winograd, relu
+
+
+cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k, bint winograd) noexcept nogil:
+    """Rows (or columns) of the padded image: the direct kernel reads
+    (out - 1) * stride + k; Winograd reads whole 2x2 tiles."""
+    if winograd:
+        return <int>(2 * ((out + 1) // 2) + 4)
+    return <int>((out - 1) * stride + k)
+
+
+cdef Images _images(const float[:, :, :, ::1] x, const float[:, ::1] w, Window g,
+                    bint winograd):
+    """The shared part of every direct driver's Images; pointers not given are NULL."""
+    cdef Images a
+    memset(&a, 0, sizeof(Images))
+    a.x = &x[0, 0, 0, 0]
+    a.w = &w[0, 0]
+    a.g = g
+    a.F = <int>w.shape[1]
+    a.Hp = _padded(g.OH, g.SH, g.KH, winograd)
+    a.Wp = _padded(g.OW, g.SW, g.KW, winograd)
+    a.winograd = winograd
+    return a
+
+
 def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                    const float[:, ::1] w,          # IN  (KH*KW*C, F)
                    const float[::1] b,             # IN  (F,) or None
@@ -115,6 +156,33 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         raise MemoryError("conv2d_forward: could not allocate the im2col scratch")
 
 
+cdef void _backward_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1, bint first,
+                         float* cols, float* dcols, float* dym,       # the thread's scratch
+                         float* dw, float* db) noexcept nogil:       # the slot's gradients
+    """Images n0..n1 (one work item): dw (+)= cols^T @ dy (set by the slot's
+    first item), db += sum dy, dx = col2im(dy @ w^T) where a.dx is given; dy
+    masked by a.relu_y > 0 first where it is given."""
+    cdef Window g = a.g
+    cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW, xs = g.H * g.W * g.C
+    cdef Py_ssize_t rows = (n1 - n0) * P, n, r
+    cdef const float* dyp = a.dy + n0 * P * F
+    if a.relu_y != NULL:
+        _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
+        dyp = dym
+    for n in range(n0, n1):
+        im2col_image(a.x + n * xs, g, cols + (n - n0) * P * K)
+    gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K, dyp, <int>F,
+         0.0 if first else 1.0, dw, <int>F)
+    for r in range(rows):
+        _add_into(db, dyp + r * F, F)
+    if a.dx != NULL:
+        gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F, a.w, <int>F, 0.0,
+             dcols, <int>K)
+        memset(a.dx + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
+        for n in range(n0, n1):
+            col2im_image(dcols + (n - n0) * P * K, g, a.dx + n * xs)
+
+
 def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     const float[:, ::1] w,          # IN  (KH*KW*C, F)
                     const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
@@ -128,77 +196,49 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     With relu_y (the output of a relu=True forward), dy is first masked by
     relu_y > 0, item by item, in the thread's scratch.
     """
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
-    cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
-    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], P = g.OH * g.OW
+    cdef Py_ssize_t n_items = (N + group - 1) // group, it, sl
     # >= 1 even for an empty batch (n_items = 0), so that n_slots never divides by zero
     cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
-    cdef Py_ssize_t it, sl, n0, n1, n, r, rows
-    cdef Py_ssize_t KF = K * F
-    cdef float beta
     cdef float* cols
     cdef float* dcols
     cdef float* dym
-    cdef const float* yp
-    cdef bint masked = relu_y is not None
-    cdef float* dwp
-    cdef float* dbp
-    cdef const float* dyp
-    cdef bint want_dx = dx is not None
+    cdef float* part
     cdef int n_failed = 0
     dw[:, :] = 0
     db[:] = 0
     if N == 0:
         return
-    cdef const float* xptr = &x[0, 0, 0, 0]
-    cdef const float* wptr = &w[0, 0]
-    cdef const float* dyptr = &dy[0, 0, 0, 0]
-    cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
-    cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
+    cdef Images a = _images(x, w, g, False)
+    a.dy = &dy[0, 0, 0, 0]
+    a.dx = &dx[0, 0, 0, 0] if dx is not None else NULL
+    a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     # one slot per group of consecutive items for the partial weight and bias gradients
-    cdef float* parts = <float*>malloc(n_slots * (KF + F) * sizeof(float))
+    cdef float* parts = <float*>malloc(n_slots * (K * F + F) * sizeof(float))
     if parts == NULL:
         raise MemoryError("conv2d_backward: could not allocate the gradient slots")
     with nogil, parallel(num_threads=n_threads):
         cols = <float*>malloc(group * P * K * sizeof(float))
-        dcols = <float*>malloc(group * P * K * sizeof(float)) if want_dx else NULL
-        dym = <float*>malloc(group * P * F * sizeof(float)) if masked else NULL
+        dcols = <float*>malloc(group * P * K * sizeof(float)) if a.dx != NULL else NULL
+        dym = <float*>malloc(group * P * F * sizeof(float)) if a.relu_y != NULL else NULL
         for sl in prange(n_slots, schedule='dynamic'):
-            if cols == NULL or (want_dx and dcols == NULL) or (masked and dym == NULL):
+            if cols == NULL or (a.dx != NULL and dcols == NULL) \
+                    or (a.relu_y != NULL and dym == NULL):
                 n_failed += 1
                 continue
-            dwp = parts + sl * (KF + F)
-            dbp = dwp + KF
-            memset(dbp, 0, F * sizeof(float))
+            part = parts + sl * (K * F + F)
+            memset(part + K * F, 0, F * sizeof(float))
             for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
-                n0 = it * group
-                n1 = min(N, n0 + group)
-                rows = (n1 - n0) * P
-                dyp = dyptr + n0 * P * F
-                if masked:
-                    _relu_mask(dym, dyp, yptr + n0 * P * F, rows * F)
-                    dyp = dym
-                for n in range(n0, n1):
-                    im2col_image(xptr + n * xs, g, cols + (n - n0) * P * K)
-                beta = 0.0 if it == sl * per_slot else 1.0
-                gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K,
-                     dyp, <int>F, beta, dwp, <int>F)
-                for r in range(rows):
-                    _add_into(dbp, dyp + r * F, F)
-                if want_dx:
-                    gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F,
-                         wptr, <int>F, 0.0, dcols, <int>K)
-                    memset(dxptr + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
-                    for n in range(n0, n1):
-                        col2im_image(dcols + (n - n0) * P * K, g, dxptr + n * xs)
+                _backward_item(&a, it * group, min(N, (it + 1) * group), it == sl * per_slot,
+                               cols, dcols, dym, part, part + K * F)
         free(cols)
         free(dcols)
         free(dym)
     if n_failed:
         free(parts)
         raise MemoryError("conv2d_backward: could not allocate the im2col scratch")
-    _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
+    _sum_slots(parts, n_slots, K * F, F, &dw[0, 0], &db[0], n_threads)
     free(parts)
 
 
@@ -231,24 +271,59 @@ cdef extern from "_conv_winograd.h" nogil:
                                float* scratch)
 
 
-cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k, bint winograd) noexcept nogil:
-    """Rows (or columns) of the padded image: the direct kernel reads
-    (out - 1) * stride + k; Winograd reads whole 2x2 tiles."""
-    if winograd:
-        return <int>(2 * ((out + 1) // 2) + 4)
-    return <int>((out - 1) * stride + k)
+def simd_supported():
+    """True if the AVX-512 kernels (_simd.h) were compiled in and this CPU runs them."""
+    return bool(cc_simd_supported())
 
 
-cdef inline void _forward_image(const float* xp, int Wp, int C, Window g, int OH, int OW,
-                                const float* w, const float* U, int F, const float* b,
-                                float* y, bint relu, float* scratch) noexcept nogil:
-    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if U
-    (its transformed kernels) is given, else the direct kernel."""
-    if U != NULL:
-        cc_wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, relu, scratch)
-    else:
-        cc_conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
-                              w, F, b, y, relu)
+# The direct drivers' work items are single images. The forward pads each
+# image into the thread's scratch and convolves it (then pools it, in the
+# fused variant); the backward sends dy through the pool and the ReLU,
+# accumulates dw into the item's slot, and convolves dy into dx. Per-image
+# steps are small nogil helpers over one struct of what every image shares.
+
+cdef struct Scratch:            # one thread's
+    float* xp                   # a padded image (Hp, Wp, C)
+    float* yc                   # one image's convolution output (fused forward)
+    int* am                     # one row of argmax (fused inference)
+    float* dym                  # one image's dy through the pool and ReLU
+    float* dy_pad               # dym padded for the dx convolution (Hd, Wd, F)
+    float* wino                 # Winograd's tile scratch
+
+
+cdef void _scratch_free(Scratch* s) noexcept nogil:
+    free(s.xp)
+    free(s.yc)
+    free(s.am)
+    free(s.dym)
+    free(s.dy_pad)
+    free(s.wino)
+
+
+cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
+    """A thread's scratch for a forward or backward pass (see _scratch_ok)."""
+    cdef Scratch s
+    cdef Py_ssize_t C = a.g.C, F = a.F, P = a.g.OH * a.g.OW
+    cdef bint pooled = a.pg.OH > 0
+    s.xp = alloc64(<Py_ssize_t>a.Hp * a.Wp * C)
+    s.yc = alloc64(P * F) if pooled and not backward else NULL
+    s.am = <int*>malloc(a.pg.OW * F * sizeof(int)) if pooled and not backward else NULL
+    s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL) else NULL
+    s.dy_pad = alloc64(<Py_ssize_t>a.Hd * a.Wd * F) if backward and a.dx != NULL else NULL
+    s.wino = NULL
+    if a.winograd:
+        s.wino = alloc64(max(cc_wino_scratch_floats(<int>C, <int>F),
+                             cc_wino_scratch_floats(<int>F, <int>C)))
+    return s
+
+
+cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept nogil:
+    """Whether every buffer the pass needs was allocated."""
+    cdef bint pooled = a.pg.OH > 0
+    return not (s.xp == NULL or (pooled and not backward and (s.yc == NULL or s.am == NULL))
+                or (s.dym == NULL and backward and (pooled or a.relu_y != NULL))
+                or (s.dy_pad == NULL and backward and a.dx != NULL)
+                or (s.wino == NULL and a.winograd))
 
 
 cdef float* _wino_kernels(const float* w, int C, int F) noexcept nogil:
@@ -259,9 +334,56 @@ cdef float* _wino_kernels(const float* w, int C, int F) noexcept nogil:
     return U
 
 
-def simd_supported():
-    """True if the AVX-512 kernels (_simd.h) were compiled in and this CPU runs them."""
-    return bool(cc_simd_supported())
+cdef inline void _convolve(const float* xp, int Wp, int C, Window g, int OH, int OW,
+                           const float* w, const float* U, int F, const float* b,
+                           float* y, bint relu, float* scratch) noexcept nogil:
+    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if U
+    (its transformed kernels) is given, else the direct kernel."""
+    if U != NULL:
+        cc_wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, relu, scratch)
+    else:
+        cc_conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
+                              w, F, b, y, relu)
+
+
+# ---------------------------------------------------------------- forward
+
+cdef void _forward_image(const Images* a, Scratch* s, Py_ssize_t n) noexcept nogil:
+    """Image n: padded, convolved (through the ReLU), and pooled where a.pg is set."""
+    cdef Window g = a.g, pg = a.pg
+    cdef Py_ssize_t F = a.F, oh, ps = pg.OH * pg.OW * F, rs = pg.OW * F
+    cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
+    if pg.OH == 0:
+        _convolve(s.xp, a.Wp, <int>g.C, g, <int>g.OH, <int>g.OW, a.w, a.U, a.F, a.b,
+                  a.y + n * g.OH * g.OW * F, a.relu, s.wino)
+        return
+    _convolve(s.xp, a.Wp, <int>g.C, g, <int>g.OH, <int>g.OW, a.w, a.U, a.F, a.b, s.yc,
+              a.relu, s.wino)
+    for oh in range(pg.OH):
+        pool_row(s.yc, pg, oh, a.y + n * ps + oh * rs,
+                 a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else s.am)
+
+
+cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except *:
+    """Every image of the batch, one work item each, in parallel."""
+    cdef Py_ssize_t n
+    cdef Scratch s
+    cdef int n_failed = 0
+    cdef float* U = _wino_kernels(a.w, <int>a.g.C, a.F) if a.winograd else NULL
+    if a.winograd and U == NULL:
+        raise MemoryError(f"{fn}: could not allocate the Winograd kernels")
+    a.U = U
+    with nogil, parallel(num_threads=n_threads):
+        s = _scratch_new(a, False)
+        for n in prange(N, schedule='dynamic'):
+            if not _scratch_ok(&s, a, False):
+                n_failed += 1
+                continue
+            _forward_image(a, &s, n)
+        _scratch_free(&s)
+    free(U)
+    if n_failed:
+        raise MemoryError(f"{fn}: could not allocate the image scratch")
 
 
 def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -271,38 +393,12 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                           Window g, int n_threads, bint relu=False, bint winograd=False):
     """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image; with
     winograd (5x5 kernels, stride 1, C % 16 == 0), by Winograd F(2x2, 5x5)."""
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n
-    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
-    cdef Py_ssize_t xs = g.H * g.W * g.C, ys = g.OH * g.OW * F
-    cdef float* xp
-    cdef float* scratch
-    cdef float* U = NULL
-    cdef int n_failed = 0
-    if N == 0:
+    if x.shape[0] == 0:
         return
-    cdef const float* xptr = &x[0, 0, 0, 0]
-    cdef const float* wptr = &w[0, 0]
-    cdef const float* bptr = &b[0] if b is not None else NULL
-    cdef float* yptr = &y[0, 0, 0, 0]
-    if winograd:
-        U = _wino_kernels(wptr, <int>g.C, <int>F)
-        if U == NULL:
-            raise MemoryError("conv2d_forward: could not allocate the Winograd kernels")
-    with nogil, parallel(num_threads=n_threads):
-        xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
-        scratch = alloc64(cc_wino_scratch_floats(<int>g.C, <int>F)) if winograd else NULL
-        for n in prange(N, schedule='dynamic'):
-            if xp == NULL or (winograd and scratch == NULL):
-                n_failed += 1
-                continue
-            cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
-            _forward_image(xp, Wp, <int>g.C, g, <int>g.OH, <int>g.OW, wptr, U, <int>F, bptr,
-                           yptr + n * ys, relu, scratch)
-        free(xp)
-        free(scratch)
-    free(U)
-    if n_failed:
-        raise MemoryError("conv2d_forward: could not allocate the padded-image scratch")
+    cdef Images a = _images(x, w, g, winograd)
+    a.b = &b[0] if b is not None else NULL
+    a.y, a.relu = &y[0, 0, 0, 0], relu
+    _forward_images(&a, x.shape[0], n_threads, "conv2d_forward")
 
 
 def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W, C)
@@ -317,48 +413,132 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
     pooled result (and the pool's argmax, if asked for: training) is written.
     pg: the pool window over the (OH, OW, F) output. winograd: as in
     conv2d_forward_direct."""
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], n, oh
-    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
-    cdef Py_ssize_t xs = g.H * g.W * g.C, ps = pg.OH * pg.OW * F
-    cdef float* xp
-    cdef float* yc
-    cdef float* scratch
-    cdef float* U = NULL
-    cdef int* am
-    cdef int n_failed = 0
-    if N == 0 or pg.OH == 0 or pg.OW == 0:
+    if x.shape[0] == 0 or pg.OH == 0 or pg.OW == 0:
         return
-    cdef const float* xptr = &x[0, 0, 0, 0]
-    cdef const float* wptr = &w[0, 0]
-    cdef const float* bptr = &b[0] if b is not None else NULL
-    cdef float* yptr = &y[0, 0, 0, 0]
-    cdef int* amptr = &argmax[0, 0, 0, 0] if argmax is not None else NULL
-    if winograd:
-        U = _wino_kernels(wptr, <int>g.C, <int>F)
-        if U == NULL:
-            raise MemoryError("conv2d_maxpool_forward: could not allocate the Winograd kernels")
-    with nogil, parallel(num_threads=n_threads):
-        xp = alloc64(<Py_ssize_t>Hp * Wp * g.C)
-        yc = alloc64(g.OH * g.OW * F)
-        am = <int*>malloc(pg.OW * F * sizeof(int))
-        scratch = alloc64(cc_wino_scratch_floats(<int>g.C, <int>F)) if winograd else NULL
-        for n in prange(N, schedule='dynamic'):
-            if xp == NULL or yc == NULL or am == NULL or (winograd and scratch == NULL):
-                n_failed += 1
-                continue
-            cc_pad_image(xptr + n * xs, g.H, g.W, g.C, g.PT, g.PL, Hp, Wp, xp)
-            _forward_image(xp, Wp, <int>g.C, g, <int>g.OH, <int>g.OW, wptr, U, <int>F, bptr,
-                           yc, relu, scratch)
-            for oh in range(pg.OH):
-                pool_row(yc, pg, oh, yptr + n * ps + oh * pg.OW * F,
-                         amptr + n * ps + oh * pg.OW * F if amptr != NULL else am)
-        free(xp)
-        free(yc)
-        free(am)
-        free(scratch)
-    free(U)
-    if n_failed:
-        raise MemoryError("conv2d_maxpool_forward: could not allocate the image scratch")
+    cdef Images a = _images(x, w, g, winograd)
+    a.b = &b[0] if b is not None else NULL
+    a.y, a.relu, a.pg = &y[0, 0, 0, 0], relu, pg
+    a.argmax_out = &argmax[0, 0, 0, 0] if argmax is not None else NULL
+    _forward_images(&a, x.shape[0], n_threads, "conv2d_maxpool_forward")
+
+
+# ---------------------------------------------------------------- backward
+
+cdef const float* _image_dy(const Images* a, Scratch* s, Py_ssize_t n, float* db,
+                            Py_ssize_t* n_bad) noexcept nogil:
+    """Image n's gradient of the convolution output: dy sent through the pool
+    (a.argmax) and the ReLU (a.relu_y) into s.dym (or dy itself, if neither);
+    db += its sum. Counts argmax entries outside their windows into n_bad."""
+    cdef Py_ssize_t F = a.F, P = a.g.OH * a.g.OW, Q = a.pg.OH * a.pg.OW * F
+    if a.argmax != NULL:
+        n_bad[0] += unpool_image(a.dy + n * Q, a.argmax + n * Q,
+                                 a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, s.dym)
+        cc_mask_sum(s.dym, NULL, <int>P, <int>F, NULL, db)
+        return s.dym
+    cc_mask_sum(a.dy + n * P * F, a.relu_y + n * P * F if a.relu_y != NULL else NULL,
+                <int>P, <int>F, s.dym, db)
+    return s.dym if a.relu_y != NULL else a.dy + n * P * F
+
+
+cdef void _image_dw(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp, float* dw,
+                    bint first) noexcept nogil:
+    """dw += image n's weight gradient (Winograd: its M, set by the slot's first image)."""
+    cdef Window g = a.g
+    cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, <int>g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
+    if a.winograd:
+        cc_wino_dw_image(s.xp, a.Wp, <int>g.C, dyp, <int>g.OH, <int>g.OW, a.F, dw, first,
+                         s.wino)
+    else:
+        cc_conv_dw_image(s.xp, a.Wp, <int>g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW, dyp, a.F, dw)
+
+
+cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp) noexcept nogil:
+    """dx of image n: the forward kernel on dy, padded by (KH-1-PT, KW-1-PL),
+    with the flipped kernels (g's kernel size and stride 1 serve it)."""
+    cdef Window g = a.g
+    cc_pad_image(dyp, g.OH, g.OW, a.F, g.KH - 1 - g.PT, g.KW - 1 - g.PL, a.Hd, a.Wd, s.dy_pad)
+    _convolve(s.dy_pad, a.Wd, a.F, g, <int>g.H, <int>g.W, a.wt, a.U, <int>g.C, NULL,
+              a.dx + n * g.H * g.W * g.C, 0, s.wino)
+
+
+cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ssize_t n1,
+                               float* dw, Py_ssize_t KF) noexcept nogil:
+    """Images n0..n1 of one slot, in order, their gradients added into the
+    slot's dw (KF) and db (F, after it); returns the argmax entries out of place."""
+    cdef Py_ssize_t n, n_bad = 0
+    cdef const float* dyp
+    if a.winograd:   # the slot's first image sets its M
+        memset(dw + KF, 0, a.F * sizeof(float))
+    else:
+        memset(dw, 0, (KF + a.F) * sizeof(float))
+    for n in range(n0, n1):
+        dyp = _image_dy(a, s, n, dw + KF, &n_bad)
+        _image_dw(a, s, n, dyp, dw, n == n0)
+        if a.dx != NULL:
+            _image_dx(a, s, n, dyp)
+    return n_bad
+
+
+cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1] dw,
+                                 float[::1] db, Py_ssize_t N, Py_ssize_t max_slots,
+                                 int n_threads) except -1:
+    """Every image in at most max_slots slots of consecutive images, one thread
+    a slot; the slots summed in slot order (the same bits on any thread count);
+    Winograd's summed M transformed to dw once. Returns the argmax entries out
+    of place."""
+    cdef Py_ssize_t C = a.g.C, F = a.F, sl, n_bad = 0
+    cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
+    cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
+    cdef Py_ssize_t KF = 36 * C * F if a.winograd else w.shape[0] * F   # a slot's dw part
+    cdef Scratch s
+    cdef int n_failed = 0
+    cdef float* parts = alloc64(n_slots * (KF + F))
+    cdef float* wt = alloc64(w.shape[0] * F) if a.dx != NULL else NULL
+    cdef float* msum = alloc64(KF) if a.winograd else NULL
+    try:
+        if parts == NULL or (a.dx != NULL and wt == NULL) or (a.winograd and msum == NULL):
+            raise MemoryError("conv2d_backward: could not allocate the gradient slots")
+        if a.dx != NULL:
+            cc_flip_kernels(a.w, a.g.KH, a.g.KW, <int>C, <int>F, wt)
+            a.wt = wt
+            if a.winograd:
+                a.U = _wino_kernels(wt, <int>F, <int>C)
+                if a.U == NULL:
+                    raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
+        with nogil, parallel(num_threads=n_threads):
+            s = _scratch_new(a, True)
+            for sl in prange(n_slots, schedule='dynamic'):
+                if not _scratch_ok(&s, a, True):
+                    n_failed += 1
+                    continue
+                n_bad += _backward_slot(a, &s, sl * per_slot, min(N, (sl + 1) * per_slot),
+                                        parts + sl * (KF + F), KF)
+            _scratch_free(&s)
+        if n_failed:
+            raise MemoryError("conv2d_backward: could not allocate the image scratch")
+        if a.winograd:
+            memset(msum, 0, KF * sizeof(float))
+            _sum_slots(parts, n_slots, KF, F, msum, &db[0], n_threads)
+            cc_wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
+        else:
+            _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
+    finally:
+        free(parts)
+        free(wt)
+        free(msum)
+        free(<float*>a.U)
+    return n_bad
+
+
+cdef Images _backward_setup(const float[:, :, :, ::1] x, const float[:, ::1] w,
+                            float[:, :, :, ::1] dx, Window g, bint winograd,
+                            const float[:, :, :, ::1] relu_y):
+    cdef Images a = _images(x, w, g, winograd)
+    a.dx = &dx[0, 0, 0, 0] if dx is not None else NULL
+    a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
+    a.Hd = _padded(g.H, 1, g.KH, winograd)        # dy, padded for the dx convolution
+    a.Wd = _padded(g.W, 1, g.KW, winograd)
+    return a
 
 
 def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -370,137 +550,41 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            float[::1] db,                  # OUT (F,)
                            Window g, Py_ssize_t max_slots, int n_threads,
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
-                           bint winograd=False,
-                           const int[:, :, :, ::1] argmax=None,    # IN (N, PH, PW, F) or None
-                           pool_window=None):                      # the pool's Window (argmax)
-    """dw, db and dx of conv2d_forward_direct, image by image.
-
-    With argmax (the fused convolution + max-pool): dy, relu_y and argmax are
-    the pool's (N, PH, PW, F), and each image's dy of the convolution is first
-    sent from them into the thread's scratch (unpool_image: a gather where
-    the pool's window, pool_window, is given and does not overlap), never
-    stored. Returns how many argmax entries were outside their own window (0
-    without argmax).
-
-    Consecutive images are gathered into at most max_slots slots; one thread
-    runs a slot's images in order, adding their weight and bias gradients into
-    the slot, and the slots are summed in slot order (as in conv2d_backward).
-    dx of an image is the forward kernel run on its (masked) dy, padded by
-    (KH-1-PT, KW-1-PL), with the flipped kernels. With winograd (5x5 kernels,
-    stride 1, C % 16 == 0) both run as Winograd F(2x2, 5x5): dx as the
-    forward, dw as its transpose, the slots holding the transformed gradient
-    M (36, C, F), transformed to dw once after the slots are summed.
-    """
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], C = g.C
-    cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * C
-    cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
-    cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
-    cdef Py_ssize_t KF = 36 * C * F if winograd else K * F    # a slot's weight-gradient part
-    cdef Py_ssize_t sl, n
-    cdef int Hp = _padded(g.OH, g.SH, g.KH, winograd), Wp = _padded(g.OW, g.SW, g.KW, winograd)
-    cdef int Hd = _padded(g.H, 1, g.KH, winograd), Wd = _padded(g.W, 1, g.KW, winograd)  # dy, for dx
-    cdef Py_ssize_t n_scratch = max(cc_wino_scratch_floats(<int>C, <int>F),
-                                    cc_wino_scratch_floats(<int>F, <int>C))
-    cdef bint masked = relu_y is not None
-    cdef bint pooled = argmax is not None
-    cdef Py_ssize_t Q = dy.shape[1] * dy.shape[2] * F    # a dy image's entries
-    cdef Py_ssize_t n_bad = 0
-    cdef bint want_dx = dx is not None
-    cdef float* xp
-    cdef float* dym
-    cdef float* dyp_pad
-    cdef const float* dyp
-    cdef float* dwp
-    cdef float* dbp
-    cdef float* scratch
-    cdef float* U = NULL
-    cdef float* msum = NULL
-    cdef int n_failed = 0
+                           bint winograd=False):
+    """dw, db and dx of conv2d_forward_direct, image by image (the slots as in
+    conv2d_backward). dx of an image is the forward kernel run on its
+    (masked) dy with the flipped kernels. With winograd (5x5 kernels, stride
+    1, C % 16 == 0) both run as Winograd F(2x2, 5x5): dx as the forward, dw
+    as its transpose, the slots holding the transformed gradient M (36, C, F)."""
     dw[:, :] = 0
     db[:] = 0
-    if N == 0:
+    if x.shape[0] == 0:
+        return
+    cdef Images a = _backward_setup(x, w, dx, g, winograd, relu_y)
+    a.dy = &dy[0, 0, 0, 0]
+    _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)
+
+
+def conv2d_maxpool_backward_direct(
+        const float[:, :, :, ::1] x,         # IN  (N, H, W, C)
+        const float[:, ::1] w,               # IN  (KH*KW*C, F), F % 16 == 0
+        const float[:, :, :, ::1] dy,        # IN  the pool's (N, PH, PW, F)
+        const int[:, :, :, ::1] argmax,      # IN  the pool's (N, PH, PW, F)
+        float[:, :, :, ::1] dx,              # OUT (N, H, W, C) or None (as above)
+        float[:, ::1] dw,                    # OUT (KH*KW*C, F)
+        float[::1] db,                       # OUT (F,)
+        Window g, Window pg, Py_ssize_t max_slots, int n_threads,
+        const float[:, :, :, ::1] relu_y=None,   # IN the pooled output (N, PH, PW, F) or None
+        bint winograd=False):
+    """conv2d_backward_direct of the fused convolution + max-pool: each image's
+    dy of the convolution is first sent from the pool's dy, argmax and (ReLU)
+    relu_y into the thread's scratch (unpool_image: a gather where the pool
+    window pg does not overlap), never stored. Returns how many argmax entries
+    lie outside their own window."""
+    dw[:, :] = 0
+    db[:] = 0
+    if x.shape[0] == 0:
         return 0
-    cdef const float* xptr = &x[0, 0, 0, 0]
-    cdef const float* dyptr = &dy[0, 0, 0, 0]
-    cdef const int* amptr = &argmax[0, 0, 0, 0] if pooled else NULL
-    cdef Window pg
-    if pooled:
-        pg = pool_window
-    cdef float* dxptr = &dx[0, 0, 0, 0] if want_dx else NULL
-    cdef const float* yptr = &relu_y[0, 0, 0, 0] if masked else NULL
-    cdef float* parts = alloc64(n_slots * (KF + F))
-    cdef float* wt = alloc64(K * F) if want_dx else NULL
-    if parts == NULL or (want_dx and wt == NULL):
-        free(parts)
-        free(wt)
-        raise MemoryError("conv2d_backward: could not allocate the gradient slots")
-    if want_dx:
-        cc_flip_kernels(&w[0, 0], g.KH, g.KW, <int>C, <int>F, wt)
-        if winograd:
-            U = _wino_kernels(wt, <int>F, <int>C)
-            if U == NULL:
-                free(parts)
-                free(wt)
-                raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
-    with nogil, parallel(num_threads=n_threads):
-        xp = alloc64(<Py_ssize_t>Hp * Wp * C)
-        dym = alloc64(P * F) if masked or pooled else NULL
-        dyp_pad = alloc64(<Py_ssize_t>Hd * Wd * F) if want_dx else NULL
-        scratch = alloc64(n_scratch) if winograd else NULL
-        for sl in prange(n_slots, schedule='dynamic'):
-            if xp == NULL or ((masked or pooled) and dym == NULL) \
-                    or (want_dx and dyp_pad == NULL) \
-                    or (winograd and scratch == NULL):
-                n_failed += 1
-                continue
-            dwp = parts + sl * (KF + F)
-            dbp = dwp + KF
-            if winograd:   # the slot's first image sets its M
-                memset(dbp, 0, F * sizeof(float))
-            else:
-                memset(dwp, 0, (KF + F) * sizeof(float))
-            for n in range(sl * per_slot, min(N, (sl + 1) * per_slot)):
-                if pooled:   # dy through the pool and the ReLU into dym; then db
-                    n_bad += unpool_image(dyptr + n * Q, amptr + n * Q,
-                                          yptr + n * Q if masked else NULL, pg, dym)
-                    cc_mask_sum(dym, NULL, <int>P, <int>F, NULL, dbp)
-                    dyp = dym
-                else:        # db, and dy through the ReLU (into dym), in one pass
-                    cc_mask_sum(dyptr + n * P * F, yptr + n * P * F if masked else NULL,
-                                <int>P, <int>F, dym, dbp)
-                    dyp = dym if masked else dyptr + n * P * F
-                cc_pad_image(xptr + n * xs, g.H, g.W, <int>C, g.PT, g.PL, Hp, Wp, xp)
-                if winograd:
-                    cc_wino_dw_image(xp, Wp, <int>C, dyp, <int>g.OH, <int>g.OW, <int>F, dwp,
-                                     n == sl * per_slot, scratch)
-                else:
-                    cc_conv_dw_image(xp, Wp, <int>C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW,
-                                     dyp, <int>F, dwp)
-                if want_dx:
-                    cc_pad_image(dyp, g.OH, g.OW, <int>F, g.KH - 1 - g.PT, g.KW - 1 - g.PL,
-                                 Hd, Wd, dyp_pad)
-                    # g's kernel size and stride (1: dx needs it) serve the dx convolution
-                    _forward_image(dyp_pad, Wd, <int>F, g, <int>g.H, <int>g.W, wt, U, <int>C,
-                                   NULL, dxptr + n * xs, 0, scratch)
-        free(xp)
-        free(dym)
-        free(dyp_pad)
-        free(scratch)
-    free(wt)
-    free(U)
-    if n_failed:
-        free(parts)
-        raise MemoryError("conv2d_backward: could not allocate the padded-image scratch")
-    if winograd:
-        msum = alloc64(KF)
-        if msum == NULL:
-            free(parts)
-            raise MemoryError("conv2d_backward: could not allocate the Winograd gradient")
-        memset(msum, 0, KF * sizeof(float))
-        _sum_slots(parts, n_slots, KF, F, msum, &db[0], n_threads)
-        cc_wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
-        free(msum)
-    else:
-        _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
-    free(parts)
-    return n_bad
+    cdef Images a = _backward_setup(x, w, dx, g, winograd, relu_y)
+    a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
+    return _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)
