@@ -18,8 +18,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import convcore  # noqa: E402
 import pyconv  # noqa: E402
-from _common import markdown_table  # noqa: E402
 from pyconv.losses import softmax_cross_entropy  # noqa: E402
+
+from _common import markdown_table  # noqa: E402
 
 
 def breakdown(batch, n_steps=20, threads=None, seed=0):

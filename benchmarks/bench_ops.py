@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import convcore  # noqa: E402
 import convcore.reference as ref  # noqa: E402
+
 from _common import machine, markdown_table, median_seconds, write_json  # noqa: E402
 
 
@@ -125,7 +126,7 @@ def main():
                 t[col].append(time.perf_counter() - t0)
         t = {k: float(np.median(v[2:])) for k, v in t.items()}
         convcore.set_kernels("auto")
-        t_ref = median_seconds(lambda: reference(*a), repeats=5)
+        t_ref = median_seconds(lambda reference=reference, a=a: reference(*a), repeats=5)
         rows.append((name, f"{t['auto'] * 1e3:.2f}", f"{t['direct'] * 1e3:.2f}",
                      f"{t['blas'] * 1e3:.2f}", f"{t_ref * 1e3:.2f}", f"{t_ref / t['auto']:.1f}x"))
         records.append({"op": name, "convcore_ms": t["auto"] * 1e3,

@@ -6,12 +6,21 @@ the same computation on absolute values, so it grows with the reduction.
 """
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import convcore
 import convcore.reference as ref
-from helpers import (assert_within, f32, padding_forms, using_kernels, winograd_bound,
-                     winograd_dw_bound, windows)
+
+from helpers import (
+    assert_within,
+    f32,
+    padding_forms,
+    using_kernels,
+    windows,
+    winograd_bound,
+    winograd_dw_bound,
+)
 
 # The convolutions and dense layers have two implementations: BLAS (im2col +
 # sgemm, sgemm) and the simd kernels (AVX-512, a multiple of 16 output

@@ -10,9 +10,10 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import FULL_MNIST, MNIST_DIR, MNIST_SAMPLE_DIR, needs_full_mnist
 from pyconv import data
 from pyconv.errors import DataError
+
+from conftest import FULL_MNIST, MNIST_DIR, MNIST_SAMPLE_DIR, needs_full_mnist
 
 
 def write_idx(path, array, magic=None, gz=True, dims=None):

@@ -2,7 +2,8 @@
 kernel against convcore.reference bit for bit, and the mask's statistics."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import convcore
 import convcore.reference as ref

@@ -11,12 +11,13 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings, strategies as st
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from fuzz_worker import run_case
-
 from convcore._ops import OPERATIONS
+
+from fuzz_worker import run_case
 
 DTYPES = st.sampled_from([np.float32] * 6 + [np.float64, np.int32, np.int64, np.float16,
                                              np.bool_])

@@ -1,16 +1,17 @@
 """pyconv layers: gradients against finite differences, loss and optimiser maths."""
 import numpy as np
-
-import helpers
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import convcore
 import pyconv
-from pyconv.models import tutorial_cnn
-from pyconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
 from pyconv.fusion import FUSIONS
+from pyconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
 from pyconv.losses import softmax_cross_entropy
+from pyconv.models import tutorial_cnn
+
+import helpers
 
 
 def numeric_grad(f, a, eps=1e-3):

@@ -4,12 +4,13 @@ Each check differentiates the scalar L = sum(forward(...) * r) for a random r,
 whose gradients are exactly what the backward functions return for dy = r.
 """
 import numpy as np
-
-import helpers
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import convcore.reference as ref
+
+import helpers
 from helpers import windows
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import pyconv
-from conftest import MNIST_DIR
 from pyconv.train import TrainConfig, train
+
+from conftest import MNIST_DIR
 
 
 def _batch(seed=0, n=8):
@@ -31,7 +32,7 @@ def test_grad_hook_sees_every_parameter_once_per_step_before_its_update(opt_name
         opt = pyconv.optim.OPTIMIZERS[opt_name](model.parameters(), lr=1e-3)
         seen = []
 
-        def hook(p):
+        def hook(p, seen=seen, model=model, scale_by_hook=scale_by_hook):
             seen.append(p.name)
             before = model.parameters()[0].value.copy() if p is model.parameters()[0] else None
             if scale_by_hook:

@@ -7,16 +7,17 @@ float32. `convcore.reference` holds the same functions in plain NumPy and
 works without the compiled extension.
 """
 from ._ops import CONTROLS, OPERATIONS
-from ._threads import get_num_threads, set_num_threads
+from ._threads import get_num_threads, set_num_threads  # noqa: F401 (in __all__)
 
 __all__ = [*OPERATIONS, *CONTROLS]
 
 try:
+    # re-exported: __all__ is built from the registry
     from . import _api
-    from ._alloc import empty, zeros
-    from ._conv import simd_supported
-    from ._kernels import get_kernels, set_kernels, winograd_enabled
-    from ._openmp_info import openmp_enabled
+    from ._alloc import empty, zeros  # noqa: F401
+    from ._conv import simd_supported  # noqa: F401
+    from ._kernels import get_kernels, set_kernels, winograd_enabled  # noqa: F401
+    from ._openmp_info import openmp_enabled  # noqa: F401
     globals().update({name: getattr(_api, name) for name in OPERATIONS})
 except ImportError as _err:  # not built: say so on first use; reference still works
     _IMPORT_ERROR = _err

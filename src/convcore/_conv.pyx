@@ -19,6 +19,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from convcore._memory cimport alloc64
+from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
@@ -42,16 +43,10 @@ cdef inline void _relu(float* y, Py_ssize_t n) noexcept nogil:
 
 cdef inline void _relu_mask(float* out, const float* dy, const float* y,
                             Py_ssize_t n) noexcept nogil:
-    """out = dy where y > 0, else 0: the gradient through a fused ReLU.
-
-    A bitwise AND with an all-ones/all-zeros mask: branch-free (a branch on
-    random signs mispredicts half the time) and exact (a masked NaN gives 0).
-    """
+    """out = dy where y > 0, else 0: the gradient through a fused ReLU."""
     cdef Py_ssize_t e
-    cdef const unsigned int* d = <const unsigned int*>dy
-    cdef unsigned int* o = <unsigned int*>out
     for e in range(n):
-        o[e] = d[e] & (0u - <unsigned int>(y[e] > 0))
+        out[e] = keep_where_positive(dy[e], y[e])
 
 
 cdef void _sum_slots(const float* parts, Py_ssize_t n_slots, Py_ssize_t KF, Py_ssize_t F,
@@ -86,7 +81,8 @@ cdef struct Images:             # what every image's pass reads and writes
     bint winograd, relu
 
 
-cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k, bint winograd) noexcept nogil:
+cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
+                        bint winograd) noexcept nogil:
     """Rows (or columns) of the padded image: the direct kernel reads
     (out - 1) * stride + k; Winograd reads whole 2x2 tiles."""
     if winograd:
@@ -119,7 +115,7 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t n_items = (N + group - 1) // group
     cdef Py_ssize_t it, n0, n1, n, r, rows
-    cdef float* cols
+    cdef float* cols = NULL   # (firstprivate in the parallel block)
     cdef float* yp
     cdef float beta
     cdef bint has_b = b is not None
@@ -201,9 +197,9 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     # >= 1 even for an empty batch (n_items = 0), so that n_slots never divides by zero
     cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
-    cdef float* cols
-    cdef float* dcols
-    cdef float* dym
+    cdef float* cols = NULL   # (firstprivate in the parallel block)
+    cdef float* dcols = NULL   # (firstprivate in the parallel block)
+    cdef float* dym = NULL   # (firstprivate in the parallel block)
     cdef float* part
     cdef int n_failed = 0
     dw[:, :] = 0
@@ -435,9 +431,11 @@ cdef const float* _image_dy(const Images* a, Scratch* s, Py_ssize_t n, float* db
                                  a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, s.dym)
         cc_mask_sum(s.dym, NULL, <int>P, <int>F, NULL, db)
         return s.dym
-    cc_mask_sum(a.dy + n * P * F, a.relu_y + n * P * F if a.relu_y != NULL else NULL,
-                <int>P, <int>F, s.dym, db)
-    return s.dym if a.relu_y != NULL else a.dy + n * P * F
+    if a.relu_y == NULL:
+        cc_mask_sum(a.dy + n * P * F, NULL, <int>P, <int>F, s.dym, db)
+        return a.dy + n * P * F
+    cc_mask_sum(a.dy + n * P * F, a.relu_y + n * P * F, <int>P, <int>F, s.dym, db)
+    return s.dym
 
 
 cdef void _image_dw(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp, float* dw,

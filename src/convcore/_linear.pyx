@@ -14,6 +14,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from convcore._memory cimport alloc64
+from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm_tiled
 
 
@@ -53,12 +54,11 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
     cdef const float* dyp = &dy[0, 0]
     cdef const float* yp
     cdef float* sp
-    if relu_y is not None:   # dy masked by y > 0, branch-free (see _conv._relu_mask)
+    if relu_y is not None:   # dy masked by y > 0, branch-free
         yp = &relu_y[0, 0]
         sp = &scratch[0, 0]
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
-            (<unsigned int*>sp)[r] = ((<const unsigned int*>dyp)[r]
-                                      & (0u - <unsigned int>(yp[r] > 0)))
+            sp[r] = keep_where_positive(dyp[r], yp[r])
         dyp = sp
     if dx is not None:
         gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
@@ -94,6 +94,7 @@ cdef extern from "_linear_tiles.h" nogil:
     void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
                             int D, int N, int d0, int d1)
 
+
 def simd_max_batch(forward=False):
     """The largest batch the dense tiles take (forward: one row block, w is read
     once; sgemm's packing pays for itself above), in the backward pass or the forward."""
@@ -128,8 +129,8 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
 cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_t F,
                       Py_ssize_t NP, float* mp, float* tp, float* db,
                       int n_threads) noexcept nogil:
-    """mp (N, F) = dy, masked by yp > 0 when yp is not NULL (branch-free: see
-    _conv._relu_mask); tp (F, NP) = mp^T, zero past N; db = sum over N of mp."""
+    """mp (N, F) = dy, masked by yp > 0 when yp is not NULL (branch-free:
+    keep_where_positive); tp (F, NP) = mp^T, zero past N; db = sum over N of mp."""
     cdef Py_ssize_t f, r
     cdef float s, v
     for f in prange(F, schedule='static', num_threads=n_threads):
@@ -137,8 +138,7 @@ cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_
         for r in range(N):
             v = dyp[r * F + f]
             if yp != NULL:
-                (<unsigned int*>&v)[0] = ((<unsigned int*>&v)[0]
-                                          & (0u - <unsigned int>(yp[r * F + f] > 0)))
+                v = keep_where_positive(v, yp[r * F + f])
             mp[r * F + f] = v
             tp[f * NP + r] = v
             s = s + v
@@ -194,7 +194,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
     cdef Py_ssize_t it, n_items = (D + ROWS - 1) // ROWS
     cdef int d0, d1
     cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
-    cdef float* g
+    cdef float* g = NULL   # (firstprivate in the parallel block)
     cdef int n_failed = 0
     cdef float* db = alloc64(F)
     if db == NULL:

@@ -13,7 +13,7 @@
     && !defined(CONVCORE_NO_SIMD)
 #define CC_SIMD_COMPILED 1
 
-static int cc_simd_supported(void)
+static inline int cc_simd_supported(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
@@ -47,7 +47,7 @@ CC_SIMD_END
 
 #else
 #define CC_SIMD_COMPILED 0
-static int cc_simd_supported(void) { return 0; }
+static inline int cc_simd_supported(void) { return 0; }
 #endif
 
 #endif

@@ -34,7 +34,8 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, grokking 128")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
                    "Adam, grokking 1.0 SGD)")
-    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order (default: 0)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation, dropout and data order (default: 0)")
     t.add_argument("--threads", type=_positive_int, help="convcore threads (default: "
                    "OMP_NUM_THREADS, else all cores)")
     t.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here periodically "

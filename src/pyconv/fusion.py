@@ -12,8 +12,8 @@ This is the only place that tests layer or optimiser types. A new fusion is
 a class here and a row in FUSIONS; `plan(layers, fusions=())` runs the
 layers unfused (the tests compare the two, bit for bit).
 """
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import convcore
 

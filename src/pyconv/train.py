@@ -18,9 +18,9 @@ import numpy as np
 import convcore
 
 from . import data as mnist
+from .errors import WriteError
 from .models import MODELS
 from .optim import SGD, Adam
-from .errors import WriteError
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
 
 # Each model's published recipe: the seed's TensorFlow run and the book's run.
