@@ -301,10 +301,11 @@ class Trainer:
             save_checkpoint(path, self.model, self.optimizer, state)
         except OSError as e:
             raise WriteError(f"could not write the checkpoint {path}: {e.strerror or e}; "
-                             f"{self._kept()}") from None
+                             f"{self.kept_message()}") from None
         self.last_checkpoint = (path, self.step)
 
-    def _kept(self):
+    def kept_message(self):
+        """Which checkpoint is still good, for an error message."""
         if self.last_checkpoint is None:
             return "no checkpoint was written"
         path, step = self.last_checkpoint
@@ -333,7 +334,7 @@ class Trainer:
                                                  return_logits=True)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; "
-                                   f"stopping ({self._kept()}). Try a smaller --lr.")
+                                   f"stopping ({self.kept_message()}). Try a smaller --lr.")
         self.step += 1
         correct = int((logits.argmax(1) == ytr[idx]).sum())
         for cb in self.callbacks:
@@ -383,7 +384,7 @@ def train(cfg, data=None, log=_log):
             atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
         except OSError as e:
             raise WriteError(f"could not write the metrics {cfg.metrics}: "
-                             f"{e.strerror or e}; {trainer._kept()}") from None
+                             f"{e.strerror or e}; {trainer.kept_message()}") from None
     return metrics
 
 

@@ -1,0 +1,42 @@
+"""The README's claims that a test can check: its Python example runs as
+written and prints what it says, and its option table names exactly the
+options `pyconv train` has."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import MNIST_DIR
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+pytestmark = pytest.mark.skipif(not README.exists(), reason="no README beside tests/")
+
+
+def test_python_example_runs_and_prints_what_the_readme_says(tmp_path):
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    said = re.search(r"It prints `(loss [0-9.]+, test accuracy [0-9.]+)`", text).group(1)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR))
+    assert proc.returncode == 0, proc.stderr
+    got = proc.stdout.strip()
+    assert re.fullmatch(r"loss [0-9.]+, test accuracy [0-9.]+", got), got
+    # the full MNIST gives the README's accuracy (to BLAS rounding: another OpenBLAS
+    # kernel may move a digit); the 5,000-image sample, a line of its form
+    if os.path.normpath(MNIST_DIR).endswith(os.path.join("shared", "data", "mnist")):
+        assert abs(float(got.rsplit(" ", 1)[1]) - float(said.rsplit(" ", 1)[1])) <= 0.01, got
+    assert float(got.rsplit(" ", 1)[1]) > 0.9
+    assert (tmp_path / "model.npz").exists()
+
+
+def test_option_table_lists_every_train_option():
+    from pyconv.cli import build_parser
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    options = {s for a in train._actions for s in a.option_strings if s.startswith("--")}
+    options.discard("--help")
+    table = README.read_text().split("| option of `train` |")[1].split("\n\n")[0]
+    assert set(re.findall(r"`(--[a-z-]+)", table)) == options
