@@ -160,6 +160,15 @@ def test_tutorial_cnn_is_the_seeds_network():
     assert model.predict(x).shape == (3, 10)
 
 
+@pytest.mark.parametrize("name", ["tutorial", "grokking"])
+def test_predict_on_no_images_gives_no_rows(name):
+    """No images in: (0, classes) out, and accuracy 0.0, not an error."""
+    model = pyconv.models.MODELS[name](seed=0)
+    x = np.zeros((0, 28, 28, 1), np.float32)
+    assert model.predict(x).shape == (0, 10)
+    assert model.accuracy(x, np.zeros(0, np.int64)) == 0.0
+
+
 def test_train_step_learns_a_batch():
     rng = np.random.default_rng(0)
     model = pyconv.models.grokking_cnn(seed=0)

@@ -211,7 +211,7 @@ class Flatten(Layer):
 
     def forward(self, x, training=False):
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))   # (-1 fails on 0 images)
 
     def backward(self, dy):
         return dy.reshape(self._shape)
