@@ -52,3 +52,17 @@ def write_json(path, payload):
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
     os.replace(tmp, path)
+
+
+def tf_tutorial_model(tf):
+    """The tutorial network in Keras, initialised as the tutorial (and pyconv) does."""
+    init = dict(kernel_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.1),
+                bias_initializer=tf.keras.initializers.Constant(0.1))
+    L = tf.keras.layers
+    return tf.keras.Sequential([
+        tf.keras.Input((28, 28, 1)),
+        L.Conv2D(32, 5, padding="same", activation="relu", **init),
+        L.MaxPool2D(2, padding="same"),
+        L.Conv2D(64, 5, padding="same", activation="relu", **init),
+        L.MaxPool2D(2, padding="same"), L.Flatten(),
+        L.Dense(1024, activation="relu", **init), L.Dropout(0.5), L.Dense(10, **init)])

@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import machine, markdown_table, write_json  # noqa: E402
+from _common import machine, markdown_table, tf_tutorial_model, write_json  # noqa: E402
 
 TRAIN_MFLOP = 82.0      # per image per training step (forward 27.8 MFLOP)
 INFER_MFLOP = 27.8
@@ -88,16 +88,7 @@ def _tensorflow(mode, batch, threads):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.random.set_seed(0)
-    init = dict(kernel_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.1),
-                bias_initializer=tf.keras.initializers.Constant(0.1))
-    L = tf.keras.layers
-    model = tf.keras.Sequential([
-        tf.keras.Input((28, 28, 1)),
-        L.Conv2D(32, 5, padding="same", activation="relu", **init),
-        L.MaxPool2D(2, padding="same"),
-        L.Conv2D(64, 5, padding="same", activation="relu", **init),
-        L.MaxPool2D(2, padding="same"), L.Flatten(),
-        L.Dense(1024, activation="relu", **init), L.Dropout(0.5), L.Dense(10, **init)])
+    model = tf_tutorial_model(tf)
     opt = tf.keras.optimizers.Adam(1e-4, epsilon=1e-8)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from pyconv import data
+from pyconv import data, datasets
 from pyconv.errors import DataError
 
 from conftest import FULL_MNIST, MNIST_DIR, MNIST_SAMPLE_DIR, needs_full_mnist
@@ -86,7 +86,7 @@ def test_counts_that_disagree(tmp_path):
 def test_missing_file(tmp_path):
     folder = fake_mnist(str(tmp_path / "d"), gz=False)
     os.unlink(os.path.join(folder, "train-labels-idx1-ubyte"))
-    with pytest.raises(DataError, match="missing MNIST file.*train-labels"):
+    with pytest.raises(DataError, match="missing IDX file.*train-labels"):
         data.read_mnist_dir(folder)
 
 
@@ -96,7 +96,7 @@ def test_real_mnist_loads_with_checksums():
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert np.bincount(yte).tolist()[:3] == [980, 1135, 1032]
     for name in data.FILES:
-        assert data._checksum_ok(name, open(os.path.join(MNIST_DIR, name), "rb").read())
+        assert datasets.checksum_ok(datasets.REGISTRY["mnist"], name, os.path.join(MNIST_DIR, name))
 
 
 def test_committed_sample_is_real_mnist():
@@ -157,48 +157,60 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PYCONV_DATA_DIR", raising=False)
     monkeypatch.delenv("PYCONV_MNIST_MIRRORS", raising=False)
+    monkeypatch.delenv("PYCONV_MIRRORS", raising=False)
     return tmp_path / "cache" / "pyconv" / "mnist"
 
 
+def _mirrors(monkeypatch, *urls):
+    monkeypatch.setenv("PYCONV_MIRRORS", ",".join(urls))
+
+
 @needs_full_mnist
-def test_download_into_cache(server, isolated_cache):
+def test_download_into_cache(server, isolated_cache, monkeypatch):
     root, url = server
     for name in data.FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
-    (xtr, _), (xte, _) = data.load_mnist(mirrors=[url], progress=False)
+    _mirrors(monkeypatch, url)
+    (xtr, _), (xte, _) = data.load_mnist(progress=False)
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert sorted(os.listdir(isolated_cache)) == sorted(data.FILES)
 
 
-def test_checksum_mismatch_is_rejected_and_nothing_is_cached(server, isolated_cache):
+def test_checksum_mismatch_is_rejected_and_nothing_is_cached(server, isolated_cache,
+                                                             monkeypatch):
     root, url = server
     fake_mnist(str(root))            # valid IDX files, but not MNIST's bytes
+    _mirrors(monkeypatch, url)
     with pytest.raises(DataError, match="checksum mismatch"):
-        data.load_mnist(mirrors=[url], progress=False)
+        data.load_mnist(progress=False)
     assert not isolated_cache.exists() or os.listdir(isolated_cache) == []
 
 
-def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache):
+def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache,
+                                                          monkeypatch):
     root, url = server
     for name in data.FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
-    with pytest.raises(DataError, match="IncompleteRead"):
-        data.load_mnist(mirrors=[url + "cut/"], progress=False)
+    _mirrors(monkeypatch, url + "cut/")
+    with pytest.raises(DataError, match="could not download train-images"):
+        data.load_mnist(progress=False)
     assert not isolated_cache.exists() or os.listdir(isolated_cache) == []
 
 
 @needs_full_mnist
-def test_second_mirror_used_when_first_fails(server, isolated_cache):
+def test_second_mirror_used_when_first_fails(server, isolated_cache, monkeypatch):
     root, url = server
     for name in data.FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
-    data.load_mnist(mirrors=["http://127.0.0.1:9/", url], progress=False)
+    _mirrors(monkeypatch, "http://127.0.0.1:9/", url)
+    data.load_mnist(progress=False)
     assert len(os.listdir(isolated_cache)) == 4
 
 
-def test_offline_error_says_where_it_looked(isolated_cache):
+def test_offline_error_says_where_it_looked(isolated_cache, monkeypatch):
+    _mirrors(monkeypatch, "http://127.0.0.1:9/")
     with pytest.raises(DataError) as info:
-        data.load_mnist(mirrors=["http://127.0.0.1:9/"], progress=False)
+        data.load_mnist(progress=False)
     message = str(info.value)
     assert str(isolated_cache) in message and "PYCONV_DATA_DIR" in message
     assert "--data-dir" in message

@@ -41,7 +41,8 @@ def check_layer(layer, x, rng, rtol=2e-2, atol=2e-3):
                                                         (1, (2, 1), None)])
 def test_conv2d_gradients(padding, stride, activation):
     rng = np.random.default_rng(0)
-    layer = Conv2D(2, 3, 3, stride=stride, padding=padding, activation=activation, rng=rng)
+    layer = Conv2D(3, 3, stride=stride, padding=padding, activation=activation)
+    layer.build((5, 6, 2), rng)
     # pre-activations |conv| < 1.5 here: biases of +-3 keep every one far from the
     # ReLU's kink (one channel always on, one always off) for the finite differences
     layer.params["b"].value[...] = [3, -3, 3]
@@ -51,7 +52,8 @@ def test_conv2d_gradients(padding, stride, activation):
 @pytest.mark.parametrize("activation", [None, "relu"])
 def test_dense_gradients(activation):
     rng = np.random.default_rng(1)
-    layer = Dense(6, 4, activation=activation, rng=rng)
+    layer = Dense(4, activation=activation)
+    layer.build((6,), rng)
     check_layer(layer, rng.standard_normal((3, 6)).astype(np.float32), rng)
 
 
@@ -95,8 +97,8 @@ def test_softmax_cross_entropy_value_and_gradient():
 def test_whole_model_gradient():
     """Sequential.backward through conv, pool, flatten, dense against the loss."""
     rng = np.random.default_rng(4)
-    model = pyconv.Sequential([Conv2D(1, 2, 3, activation="relu", rng=rng), MaxPool2D(2),
-                               Flatten(), Dense(2 * 3 * 3, 3, rng=rng)])
+    model = pyconv.Sequential([Conv2D(2, 3, activation="relu"), MaxPool2D(2), Flatten(),
+                               Dense(3)], input_shape=(6, 6, 1), seed=4)
     model.layers[0].params["b"].value[...] = [2, -2]     # far from the ReLU kink
     x = rng.random((2, 6, 6, 1), dtype=np.float32)
     y = np.array([0, 2])
@@ -179,8 +181,10 @@ def test_train_step_learns_a_batch():
     for _ in range(30):
         last = model.train_step(x, y, opt)
     assert last < first / 2
-    with pytest.raises(TypeError, match="x must be float32"):
-        model.train_step(x.astype(np.float64), y, opt)
+    with pytest.raises(TypeError, match="train_step: x must be a numpy array"):
+        model.train_step(x.tolist(), y, opt)
+    with pytest.raises(TypeError, match="train_step: x must hold integer or float images"):
+        model.train_step(x.astype(np.complex64), y, opt)
 
 
 @pytest.mark.parametrize("kernels_name", ["auto", "blas"])

@@ -1,17 +1,20 @@
 """pyconv: train small convolutional networks on the CPU, on top of convcore.
 
     import pyconv
-    model = pyconv.models.tutorial_cnn(seed=0)
-    opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
-    loss = model.train_step(x, y, opt)   # x float32 (N, 28, 28, 1), y int (N,)
-    logits = model.predict(x)            # (N, 10), no dropout
+    ds = pyconv.datasets.load("mnist")                  # uint8 images, labels
+    model = pyconv.models.tutorial_cnn(seed=0)          # or Sequential([...], input_shape)
+    history = model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=50, lr=1e-4,
+                        validation_split=1 / 12)
+    model.evaluate(ds.x_test, ds.y_test)                # {"loss": ..., "accuracy": ...}
     pyconv.save(model, "model.npz"); model = pyconv.load("model.npz")
 """
-from . import data, init, layers, losses, models, optim
-from .errors import DataError, ModelFileError, WriteError
+from . import callbacks, data, datasets, init, layers, losses, models, optim
+from .errors import DataError, ModelFileError, ShapeError, WriteError
 from .model import Sequential
+from .runs import load_network
 from .serialize import load, save
 
 __version__ = "0.1.0"
-__all__ = ["data", "init", "layers", "losses", "models", "optim", "Sequential", "save", "load",
-           "DataError", "ModelFileError", "WriteError"]
+__all__ = ["callbacks", "data", "datasets", "init", "layers", "losses", "models", "optim",
+           "Sequential", "save", "load", "load_network", "DataError", "ModelFileError",
+           "ShapeError", "WriteError"]

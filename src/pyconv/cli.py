@@ -1,10 +1,13 @@
-"""The `pyconv` command: train the seed's networks on MNIST, evaluate saved models."""
+"""The `pyconv` command: train a network (built in, or a network file) on a data
+set (registered, or your own), evaluate it, predict with it, summarise it."""
 import argparse
 import json
+import os
 import sys
 
-from .errors import WriteError
-from .train import RECIPES, TrainConfig, TrainingDiverged, train
+from .errors import DataError, WriteError
+from .models import MODELS
+from .train import TrainConfig, TrainingDiverged, train
 
 
 def _positive_int(text):
@@ -21,52 +24,82 @@ def _positive_float(text):
     return value
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a network on MNIST and print its test accuracy")
-    t.add_argument("--model", choices=sorted(RECIPES), default="tutorial",
-                   help="tutorial (default): the seed's TensorFlow CNN; grokking: its NumPy CNN")
-    t.add_argument("--data-dir", help="folder with the four MNIST IDX files (else "
+def _fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def _data_options(p):
+    p.add_argument("--dataset", metavar="NAME|PATH",
+                   help="a registered data set (mnist, fashion-mnist), a folder of IDX files, "
+                   "an .npz, a folder of .npy files, or a folder of class folders of images "
+                   "(default: mnist)")
+    p.add_argument("--data-dir", help="where a registered data set's files are (else "
                    "$PYCONV_DATA_DIR, else the cache, else a download)")
+    p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+                   help="resize an image folder's images to H x W")
+    p.add_argument("--test-split", type=_fraction, metavar="F",
+                   help="an image folder without train/ and test/: hold out this fraction "
+                   "of each class for the test set (default 0.2)")
+
+
+def _train_parser(sub):
+    t = sub.add_parser("train", help="train a network and print its test accuracy")
+    t.add_argument("--model", default="tutorial", metavar="NAME|FILE",
+                   help=f"a built-in network ({', '.join(sorted(MODELS))}; default tutorial, "
+                   "the seed's TensorFlow CNN) or a network file (.json or .toml)")
+    _data_options(t)
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
-                   "model's published budget: tutorial 20000, grokking 2100)")
-    t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, grokking 128")
+                   "model's published budget: tutorial 20000, grokking 2100; else 2000)")
+    t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
+                   "(instead of --steps)")
+    t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, "
+                   "grokking 128, else 50")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
-                   "Adam, grokking 1.0 SGD)")
+                   "Adam, grokking 1.0 SGD, else 1e-3 Adam)")
+    t.add_argument("--schedule", choices=("constant", "step", "cosine"), default="constant",
+                   help="learning-rate schedule (step: x0.1 every third of the run; cosine: "
+                   "down to 0)")
+    t.add_argument("--validation-split", type=_fraction, metavar="F", help="fraction of the "
+                   "training images held out for validation (default: the recipe's twelfth)")
     t.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, dropout and data order (default: 0)")
     t.add_argument("--threads", type=_positive_int, help="convcore threads (default: "
                    "OMP_NUM_THREADS, else all cores)")
     t.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here periodically "
-                   "and at the end")
+                   "and at the end (it is also a model file for evaluate and predict)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
                    help="steps between checkpoints (default: 1000)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--metrics", metavar="PATH", help="write a JSON file of the run's figures")
     t.add_argument("--eval-every", type=_positive_int, default=1000, metavar="N",
-                   help="steps between validation accuracy reports; the test "
-                   "set is evaluated once, at the end (default: 1000)")
+                   help="steps between validation accuracy reports; the test set is "
+                   "evaluated once, at the end (default: 1000)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (there is "
                    "none when stderr is not a terminal: one line per evaluation instead)")
-    e = sub.add_parser("evaluate", help="test accuracy of a saved model or checkpoint")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    e = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a test set")
     e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
-    e.add_argument("--data-dir", help="as for train")
+    _data_options(e)
+    r = sub.add_parser("predict", help="the class of each image file, with its probability")
+    r.add_argument("path", help="a saved model or checkpoint")
+    r.add_argument("images", nargs="+", help="PNG/JPEG files, or .npy arrays of images")
+    s = sub.add_parser("summary", help="the layers, output shapes and parameter counts")
+    s.add_argument("model", help="a saved model, a network file, or a built-in name")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "evaluate":
-            return _evaluate(args)
-        cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size,
-                          lr=args.lr, seed=args.seed, threads=args.threads,
-                          data_dir=args.data_dir, checkpoint=args.checkpoint,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume,
-                          metrics=args.metrics, eval_every=args.eval_every,
-                          progress=not args.no_progress)
-        m = train(cfg)
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as e:
@@ -75,23 +108,91 @@ def main(argv=None):
     except WriteError as e:
         print(f"pyconv: error: {e}", file=sys.stderr)
         return 4
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:   # DataError, ModelFileError, ShapeError
         print(f"pyconv: error: {e}", file=sys.stderr)
         return 2
-    print(f"test accuracy: {m['test_accuracy']:.4f} ({m['model']}, {m['steps']} steps, "
+
+
+def _train(args):
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, steps=args.steps,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      schedule=args.schedule, validation_split=args.validation_split,
+                      image_size=args.image_size, test_split=args.test_split, seed=args.seed,
+                      threads=args.threads, data_dir=args.data_dir, checkpoint=args.checkpoint,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume,
+                      metrics=args.metrics, eval_every=args.eval_every,
+                      progress=not args.no_progress)
+    m = train(cfg)
+    test = "none" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
+    data = "" if m["dataset"] == "mnist" else f"{m['dataset']}, "
+    print(f"test accuracy: {test} ({m['model']}, {data}{m['steps']} steps, "
           f"batch {m['batch_size']}, seed {m['seed']}, {m['threads']} threads, "
           f"{m['train_seconds']:.1f} s, {m['images_per_second']:.0f} images/s)")
     return 0
 
 
 def _evaluate(args):
-    from . import data as mnist
+    from . import datasets
     from .serialize import load
     model = load(args.path)
-    _, (x, y) = mnist.load_mnist(args.data_dir)
-    acc = model.accuracy(mnist.to_float(x), y.astype(int))
-    print(json.dumps({"path": args.path, "model": model.name, "test_accuracy": acc}))
+    ds = datasets.load(args.dataset or "mnist", data_dir=args.data_dir,
+                       image_size=args.image_size or _image_size(model, args.dataset),
+                       test_split=args.test_split)
+    result = model.evaluate(ds.x_test, ds.y_test)
+    print(json.dumps({"path": args.path, "model": model.name, "dataset": ds.name,
+                      "test_images": len(ds.y_test), "test_loss": result["loss"],
+                      "test_accuracy": result["accuracy"]}))
     return 0
+
+
+def _image_size(model, dataset):
+    """An image folder is read at the model's own input size."""
+    if dataset and os.path.isdir(dataset) and model.input_shape:
+        return model.input_shape[:2]
+    return None
+
+
+def _predict(args):
+    import numpy as np
+
+    from .images import read_image
+    from .serialize import load
+    model = load(args.path)
+    names = model.class_names or [str(i) for i in range(model.output_shape[0])]
+    for path in args.images:
+        if path.endswith(".npy"):
+            try:
+                x = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise DataError(f"{path}: not a readable .npy ({e})") from None
+            x = x[None] if x.ndim == len(model.input_shape) or (
+                x.ndim == 2 and model.input_shape[-1] == 1) else x
+        else:
+            x = read_image(path, model.input_shape[:2], model.input_shape[2])[None]
+        classes, probs = model.predict_classes(x)
+        for i, (c, pr) in enumerate(zip(classes, probs)):
+            label = path if len(classes) == 1 else f"{path}[{i}]"
+            print(f"{label}: {names[c]} ({pr:.3f})")
+    return 0
+
+
+def _summary(args):
+    from .runs import load_network
+    from .serialize import load
+    if args.model in MODELS:
+        model = MODELS[args.model]()
+    elif args.model.endswith((".json", ".toml")):
+        model = load_network(args.model)
+        if not model.built:
+            raise ValueError(f"{args.model}: the network file gives no input_shape, so its "
+                             "shapes cannot be worked out; add \"input_shape\": [H, W, C]")
+    else:
+        model = load(args.model)
+    print(model.summary())
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary}
 
 
 if __name__ == "__main__":

@@ -1,19 +1,11 @@
-"""MNIST in its original IDX format: find it, check it, read it.
+"""The IDX format (MNIST's): read and check it; load_mnist.
 
-Where the four files come from, in this order: the `data_dir` argument (the
-CLI's --data-dir); the environment variable PYCONV_DATA_DIR; the per-user
-cache (~/.cache/pyconv/mnist, or $XDG_CACHE_HOME/pyconv/mnist); else they are
-downloaded into that cache from the public mirrors that torchvision and
-TensorFlow use, each file checked against its published MD5 (or the SHA-256 of
-its decompressed payload) before it is renamed into place.
+Where MNIST comes from (the `data_dir` argument, $PYCONV_DATA_DIR, the cache,
+a checked download) is pyconv.datasets' business: see its docstring.
 """
 import gzip
-import hashlib
-import http.client
 import os
 import struct
-import tempfile
-import urllib.request
 import zlib
 
 import numpy as np
@@ -36,11 +28,6 @@ MIRRORS = [
     "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's read_data_sets
 ]
 MAGIC = {3: 0x00000803, 1: 0x00000801}   # uint8 images (3-d), uint8 labels (1-d)
-
-
-def cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pyconv", "mnist")
 
 
 # ---------------------------------------------------------------- reading IDX
@@ -86,126 +73,56 @@ def _find(folder, name):
     return None
 
 
-def read_mnist_dir(folder):
-    """((train_images, train_labels), (test_images, test_labels)) from a folder:
-    MNIST's four files, or any number of 28x28 images in the same form (the
-    tests' sample of MNIST)."""
+def read_idx_dir(folder):
+    """((train_images, train_labels), (test_images, test_labels)) from the four
+    IDX files of a folder (MNIST's names, gzip or raw): any size and count."""
     missing = [n for n in FILES if _find(folder, n) is None]
     if missing:
-        raise DataError(f"{folder}: missing MNIST file(s) {', '.join(missing)} "
+        raise DataError(f"{folder}: missing IDX file(s) {', '.join(missing)} "
                         "(gzip or uncompressed)")
     out = []
     for prefix in ("train", "t10k"):
         ipath = _find(folder, f"{prefix}-images-idx3-ubyte.gz")
         lpath = _find(folder, f"{prefix}-labels-idx1-ubyte.gz")
         images, labels = read_idx(ipath, 3), read_idx(lpath, 1)
-        if images.shape[1:] != (28, 28):
-            raise DataError(f"{ipath}: images are {images.shape[1:]}, expected (28, 28)")
         if len(images) != len(labels):
             raise DataError(f"{ipath} has {len(images)} images but {lpath} has "
                             f"{len(labels)} labels")
         if len(images) == 0:
             raise DataError(f"{ipath}: holds no images")
-        if labels.max(initial=0) > 9:
-            raise DataError(f"{lpath}: labels must be 0-9, found {labels.max()}")
         out.append((images, labels))
     return tuple(out)
 
 
-# ---------------------------------------------------------------- finding/downloading
-
-def _checksum_ok(name, payload_gz):
-    md5, sha = FILES[name]
-    if hashlib.md5(payload_gz).hexdigest() == md5:
-        return True
-    try:
-        return hashlib.sha256(gzip.decompress(payload_gz)).hexdigest() == sha
-    except (OSError, EOFError, zlib.error):
-        return False
-
-
-def _fetch(url, progress):
-    """The bytes at url, with a progress bar."""
-    from tqdm.auto import tqdm
-    with urllib.request.urlopen(url, timeout=60) as r:
-        total = int(r.headers.get("Content-Length") or 0) or None
-        chunks = []
-        with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(url),
-                  disable=not progress, leave=False) as bar:
-            while chunk := r.read(1 << 16):
-                chunks.append(chunk)
-                bar.update(len(chunk))
-    payload = b"".join(chunks)
-    if total is not None and len(payload) != total:
-        raise http.client.IncompleteRead(payload, total - len(payload))
-    return payload
+def read_mnist_dir(folder):
+    """read_idx_dir for MNIST-shaped files: 28x28 images, labels 0-9 (MNIST
+    itself, or the tests' sample of it)."""
+    out = read_idx_dir(folder)
+    for prefix, (images, labels) in zip(("train", "t10k"), out):
+        ipath = _find(folder, f"{prefix}-images-idx3-ubyte.gz")
+        if images.shape[1:] != (28, 28):
+            raise DataError(f"{ipath}: images are {images.shape[1:]}, expected (28, 28)")
+        if labels.max(initial=0) > 9:
+            lpath = _find(folder, f"{prefix}-labels-idx1-ubyte.gz")
+            raise DataError(f"{lpath}: labels must be 0-9, found {labels.max()}")
+    return out
 
 
-def download(folder, mirrors=None, progress=True):
-    """Download the files missing from folder, each checked before it lands."""
-    mirrors = mirrors or _env_mirrors() or MIRRORS
-    os.makedirs(folder, exist_ok=True)
-    for name in FILES:
-        if _find(folder, name):
-            continue
-        errors = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + name
-            try:
-                payload = _fetch(url, progress)
-            except (OSError, http.client.HTTPException) as e:   # incl. a cut-off transfer
-                errors.append(f"{url}: {type(e).__name__}: {e}")
-                continue
-            if not _checksum_ok(name, payload):
-                errors.append(f"{url}: checksum mismatch (rejected)")
-                continue
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, os.path.join(folder, name))
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            break
-        else:
-            raise DataError(f"could not download {name} into {folder}:\n  " + "\n  ".join(errors)
-                            + "\nProvide the four MNIST IDX files yourself: put them in that "
-                            "folder, or pass --data-dir / set PYCONV_DATA_DIR.")
-
-
-def _env_mirrors():
-    value = os.environ.get("PYCONV_MNIST_MIRRORS", "")
-    return [m for m in value.split(",") if m.strip()]
-
-
-def load_mnist(data_dir=None, download_missing=True, mirrors=None, progress=True):
+def load_mnist(data_dir=None, progress=True):
     """MNIST as uint8 arrays: ((x_train, y_train), (x_test, y_test)).
 
     x: (N, 28, 28) uint8, y: (N,) uint8; 60,000 training and 10,000 test images
-    in the original order. The training code scales them to [0, 1].
+    in the original order, found or fetched as pyconv.datasets.load("mnist")
+    does. The model scales them to [0, 1] (or to_float does).
     """
-    if data_dir is not None:
-        return read_mnist_dir(os.fspath(data_dir))
-    env = os.environ.get("PYCONV_DATA_DIR")
-    if env:
-        return read_mnist_dir(env)
-    cache = cache_dir()
-    if all(_find(cache, n) for n in FILES):
-        return read_mnist_dir(cache)
-    if not download_missing:
-        raise DataError(f"MNIST not found: no data_dir given, PYCONV_DATA_DIR unset, and the "
-                        f"cache {cache} is incomplete")
-    try:
-        download(cache, mirrors, progress)
-    except DataError as e:
-        raise DataError(f"MNIST not found: no --data-dir given, PYCONV_DATA_DIR unset, the "
-                        f"cache {cache} incomplete, and the download failed.\n{e}") from None
-    return read_mnist_dir(cache)
+    from .datasets import load
+    ds = load("mnist", data_dir=data_dir, progress=progress)
+    if ds.x_train.shape[1:] != (28, 28):
+        raise DataError(f"MNIST images must be (28, 28), got {ds.x_train.shape[1:]}")
+    return (ds.x_train, ds.y_train), (ds.x_test, ds.y_test)
 
 
 def to_float(images):
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
+    """uint8 (N, H, W) -> float32 (N, H, W, 1) in [0, 1] (as a model with
+    input_divisor 255 scales them one batch at a time)."""
     return (images.astype(np.float32) / np.float32(255))[..., None]

@@ -12,3 +12,8 @@ class ModelFileError(ValueError):
 class WriteError(OSError):
     """A checkpoint, metrics or model file that could not be written: the message
     says which, where, why, and which checkpoint is still good."""
+
+
+class ShapeError(ValueError):
+    """A layer that does not fit the shape of its input (the message names the
+    layer, what it expects and what it was given)."""

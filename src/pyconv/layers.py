@@ -7,8 +7,10 @@ side. Activations are NHWC float32.
 import numpy as np
 
 import convcore
+from convcore import _checks as chk
 
 from . import init
+from .errors import ShapeError
 
 
 class Parameter:
@@ -26,11 +28,32 @@ class Parameter:
 
 
 class Layer:
-    """Base class: forward(x, training) -> y, backward(dy) -> dx."""
+    """Base class: build(input_shape, rng) -> output_shape, then
+    forward(x, training) -> y and backward(dy) -> dx.
+
+    Shapes are per example (no batch axis): (H, W, C) images or (D,) features.
+    A layer says only what a person would (Conv2D(32, 5), Dense(1024)); build
+    makes its parameters for the input it is given (the model calls it for
+    each layer in turn) and raises ShapeError where that input does not fit."""
     needs_input_grad = True     # False on a first layer: its dx is never used
 
     def __init__(self):
         self.params = {}
+        self.input_shape = self.output_shape = None
+
+    def build(self, input_shape, rng):
+        """Make the parameters for per-example input_shape, drawing from rng;
+        returns the per-example output shape."""
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        self.make_params(self.input_shape, rng)
+        return self.output_shape
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def make_params(self, input_shape, rng):
+        """Create self.params (layers with parameters override this)."""
 
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -46,7 +69,7 @@ class Layer:
         """Called once by the model that holds this layer (Dropout takes its generator)."""
 
     def config(self):
-        """The constructor arguments, JSON-serialisable (for save/load)."""
+        """The constructor arguments, JSON-serialisable (for save/load and network files)."""
         return {}
 
     def __repr__(self):
@@ -60,17 +83,44 @@ def _activation(name):
     return name
 
 
+def _images(layer, shape):
+    if len(shape) != 3:
+        raise ShapeError(f"expects images (height, width, channels), got {shape}"
+                         + (": a Conv2D or MaxPool2D cannot follow a Flatten or Dense"
+                            if len(shape) == 1 else ""))
+    return shape
+
+
+def _window(layer, shape, size, stride, padding, size_name, pool=False):
+    """The (OH, OW) of a window over images of `shape`, or ShapeError saying why not."""
+    try:
+        g = chk.window(type(layer).__name__, (1, *shape), size, stride, padding, size_name,
+                       pool=pool)
+    except ValueError as e:
+        raise ShapeError(str(e).split(": ", 1)[1]) from None
+    return g["OH"], g["OW"]
+
+
+_W_INIT = ("truncated_normal", {"stddev": 0.1})   # the tutorial's: TensorFlow's example
+_B_INIT = ("constant", {"value": 0.1})
+
+
 class _Affine(Layer):
     """y = act(x * w + b) for a product `*` given by _forward/_backward (convcore's)."""
 
-    def _init_params(self, w_shape, activation, use_bias, w_init, b_init, rng):
-        self.activation, self.use_bias = _activation(activation), use_bias
-        rng = rng if rng is not None else np.random.default_rng()
-        self.params["w"] = Parameter("w", init.make(w_init, w_shape, rng))
-        if use_bias:
-            self.params["b"] = Parameter("b", init.make(b_init, (w_shape[-1],), rng))
+    def __init__(self, activation, use_bias, w_init, b_init):
+        super().__init__()
+        self.activation, self.use_bias = _activation(activation), bool(use_bias)
+        self.w_init, self.b_init = w_init, b_init
+
+    def _make(self, w_shape, rng):
+        self.params["w"] = Parameter("w", init.make(self.w_init, w_shape, rng))
+        if self.use_bias:
+            self.params["b"] = Parameter("b", init.make(self.b_init, (w_shape[-1],), rng))
 
     def forward(self, x, training=False):
+        if self.output_shape is None:      # used on its own: built for the first input
+            self.build(x.shape[1:], np.random.default_rng())
         b = self.params["b"].value if self.use_bias else None
         self._x = x
         self._y = self._forward(x, self.params["w"].value, b, self.activation == "relu")
@@ -88,19 +138,34 @@ class _Affine(Layer):
         if self.use_bias:
             self.params["b"].grad = db
 
+    def _init_config(self):
+        return dict(activation=self.activation, use_bias=self.use_bias,
+                    w_init=_jsonable(self.w_init), b_init=_jsonable(self.b_init))
+
+
+def _jsonable(spec):
+    return spec if isinstance(spec, str) else [spec[0], dict(spec[1])]
+
 
 class Conv2D(_Affine):
-    """y = act(conv(x, w) + b), x (N, H, W, C_in) -> (N, OH, OW, C_out); ReLU fused."""
+    """y = act(conv(x, w) + b): (N, H, W, C) -> (N, OH, OW, filters); ReLU fused.
+    w has shape (kh, kw, C, filters), C taken from the input at build."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
-                 activation=None, use_bias=True, w_init=("truncated_normal", {"stddev": 0.1}),
-                 b_init=("constant", {"value": 0.1}), rng=None):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
-        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self._init_params((kh, kw, in_channels, out_channels), activation, use_bias, w_init,
-                          b_init, rng)
+    def __init__(self, filters, kernel_size, stride=1, padding="same", activation=None,
+                 use_bias=True, w_init=_W_INIT, b_init=_B_INIT):
+        super().__init__(activation, use_bias, w_init, b_init)
+        self.filters = chk.integer("Conv2D", "filters", filters, 1)
+        self.kernel_size = chk.pair("Conv2D", "kernel_size", kernel_size)
+        self.stride, self.padding = chk.pair("Conv2D", "stride", stride), padding
+
+    def compute_output_shape(self, input_shape):
+        _images(self, input_shape)
+        oh, ow = _window(self, input_shape, self.kernel_size, self.stride, self.padding,
+                         "kernel_size")
+        return (oh, ow, self.filters)
+
+    def make_params(self, input_shape, rng):
+        self._make((*self.kernel_size, input_shape[2], self.filters), rng)
 
     def _forward(self, x, w, b, relu):
         return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu)
@@ -110,21 +175,30 @@ class Conv2D(_Affine):
                                         relu_y=relu_y)
 
     def config(self):
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
-                    kernel_size=list(self.kernel_size), stride=self.stride,
-                    padding=self.padding, activation=self.activation, use_bias=self.use_bias)
+        return dict(filters=self.filters, kernel_size=list(self.kernel_size),
+                    stride=list(self.stride), padding=_padding_json(self.padding),
+                    **self._init_config())
+
+
+def _padding_json(padding):
+    return list(padding) if isinstance(padding, tuple) else padding
 
 
 class Dense(_Affine):
-    """y = act(x @ w + b), x (N, D_in) -> (N, D_out); ReLU fused."""
+    """y = act(x @ w + b): (N, D) -> (N, units); ReLU fused. w has shape (D, units)."""
 
-    def __init__(self, in_features, out_features, activation=None, use_bias=True,
-                 w_init=("truncated_normal", {"stddev": 0.1}),
-                 b_init=("constant", {"value": 0.1}), rng=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self._init_params((in_features, out_features), activation, use_bias, w_init, b_init,
-                          rng)
+    def __init__(self, units, activation=None, use_bias=True, w_init=_W_INIT, b_init=_B_INIT):
+        super().__init__(activation, use_bias, w_init, b_init)
+        self.units = chk.integer("Dense", "units", units, 1)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ShapeError(f"expects flat features (D,), got {input_shape}: put a Flatten() "
+                             "before it")
+        return (self.units,)
+
+    def make_params(self, input_shape, rng):
+        self._make((input_shape[0], self.units), rng)
 
     def _forward(self, x, w, b, relu):
         return convcore.linear_forward(x, w, b, relu=relu)
@@ -133,8 +207,7 @@ class Dense(_Affine):
         return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y)
 
     def config(self):
-        return dict(in_features=self.in_features, out_features=self.out_features,
-                    activation=self.activation, use_bias=self.use_bias)
+        return dict(units=self.units, **self._init_config())
 
 
 class MaxPool2D(Layer):
@@ -142,7 +215,16 @@ class MaxPool2D(Layer):
 
     def __init__(self, pool_size=2, stride=None, padding="same"):
         super().__init__()
-        self.pool_size, self.stride, self.padding = pool_size, stride, padding
+        self.pool_size = chk.pair("MaxPool2D", "pool_size", pool_size)
+        self.stride = None if stride is None else chk.pair("MaxPool2D", "stride", stride)
+        self.padding = padding
+
+    def compute_output_shape(self, input_shape):
+        _images(self, input_shape)
+        stride = self.pool_size if self.stride is None else self.stride
+        oh, ow = _window(self, input_shape, self.pool_size, stride, self.padding, "pool_size",
+                         pool=True)
+        return (oh, ow, input_shape[2])
 
     def forward(self, x, training=False):
         y, self._argmax = convcore.maxpool2d_forward(x, self.pool_size, self.stride, self.padding)
@@ -154,7 +236,9 @@ class MaxPool2D(Layer):
                                            self.stride, self.padding)
 
     def config(self):
-        return dict(pool_size=self.pool_size, stride=self.stride, padding=self.padding)
+        return dict(pool_size=list(self.pool_size),
+                    stride=None if self.stride is None else list(self.stride),
+                    padding=_padding_json(self.padding))
 
 
 class ReLU(Layer):
@@ -184,7 +268,7 @@ class Dropout(Layer):
 
     def __init__(self, rate=0.5):
         super().__init__()
-        if not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = rate
         self.rng = np.random.default_rng()
@@ -208,6 +292,9 @@ class Dropout(Layer):
 
 class Flatten(Layer):
     """(N, ...) -> (N, prod(...)), in C order (NHWC: h, w, c)."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
 
     def forward(self, x, training=False):
         self._shape = x.shape

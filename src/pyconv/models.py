@@ -1,42 +1,58 @@
-"""The seed's two networks."""
-import numpy as np
-
+"""Built-in networks: the seed's two, and LeNet-5. Each is a function of the
+input shape, the class count and the seed; the seed's networks keep the
+initial weights they have always had for a seed."""
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Tanh
 from .model import Sequential
 
 
-def tutorial_cnn(seed=0):
+def tutorial_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
     """The seed's TensorFlow network (the TF "Deep MNIST" tutorial):
     conv 5x5x32 SAME + ReLU, max-pool 2x2, conv 5x5x64 SAME + ReLU, max-pool 2x2,
     dense 1024 + ReLU, dropout 0.5, dense 10. Weights truncated normal (stddev
     0.1), biases 0.1. Train with Adam(lr=1e-4), batch 50."""
-    rng = np.random.default_rng(seed)
     return Sequential([
-        Conv2D(1, 32, 5, padding="same", activation="relu", rng=rng),
+        Conv2D(32, 5, padding="same", activation="relu"),
         MaxPool2D(2, padding="same"),
-        Conv2D(32, 64, 5, padding="same", activation="relu", rng=rng),
+        Conv2D(64, 5, padding="same", activation="relu"),
         MaxPool2D(2, padding="same"),
         Flatten(),
-        Dense(7 * 7 * 64, 1024, activation="relu", rng=rng),
+        Dense(1024, activation="relu"),
         Dropout(0.5),
-        Dense(1024, 10, rng=rng),
-    ], name="tutorial", seed=seed)
+        Dense(classes),
+    ], input_shape=input_shape, name="tutorial", seed=seed)
 
 
-def grokking_cnn(seed=0):
+def grokking_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
     """The seed's NumPy network (Grokking Deep Learning, ch. 10): 16 kernels of
     3x3 at every valid position, tanh, dropout 0.5, dense to 10 outputs, softmax.
     No biases; kernels uniform in [-0.01, 0.01], dense weights in [-0.1, 0.1]."""
-    rng = np.random.default_rng(seed)
     return Sequential([
-        Conv2D(1, 16, 3, padding="valid", use_bias=False,
-               w_init=("uniform", {"low": -0.01, "high": 0.01}), rng=rng),
+        Conv2D(16, 3, padding="valid", use_bias=False,
+               w_init=("uniform", {"low": -0.01, "high": 0.01})),
         Tanh(),
         Flatten(),
         Dropout(0.5),
-        Dense(26 * 26 * 16, 10, use_bias=False,
-              w_init=("uniform", {"low": -0.1, "high": 0.1}), rng=rng),
-    ], name="grokking", seed=seed)
+        Dense(classes, use_bias=False, w_init=("uniform", {"low": -0.1, "high": 0.1})),
+    ], input_shape=input_shape, name="grokking", seed=seed)
 
 
-MODELS = {"tutorial": tutorial_cnn, "grokking": grokking_cnn}
+def lenet5(seed=0, input_shape=(28, 28, 1), classes=10):
+    """LeNet-5 (LeCun et al., 1998) as it is usually trained today: conv 5x5x6
+    (SAME on 28x28 input, as for MNIST; VALID on 32x32), max-pool 2, conv 5x5x16,
+    max-pool 2, dense 120, dense 84, dense classes; ReLU, Glorot-uniform weights,
+    zero biases."""
+    first = "same" if tuple(input_shape[:2]) == (28, 28) else "valid"
+    init = dict(w_init="glorot_uniform", b_init=("constant", {"value": 0.0}))
+    return Sequential([
+        Conv2D(6, 5, padding=first, activation="relu", **init),
+        MaxPool2D(2),
+        Conv2D(16, 5, padding="valid", activation="relu", **init),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(120, activation="relu", **init),
+        Dense(84, activation="relu", **init),
+        Dense(classes, **init),
+    ], input_shape=input_shape, name="lenet5", seed=seed)
+
+
+MODELS = {"tutorial": tutorial_cnn, "grokking": grokking_cnn, "lenet5": lenet5}

@@ -17,7 +17,8 @@ from .errors import ModelFileError
 from .model import Sequential
 from .optim import OPTIMIZERS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: layers say only what a person would (filters, units), plus the
+                     # input shape, divisor and class names; version 1 files still load
 
 
 def _digest(arrays):
@@ -112,9 +113,29 @@ def _read(path):
     return arrays
 
 
+def _upgrade_v1(arch):
+    """A version-1 architecture (in_channels/out_channels, in/out_features; MNIST
+    input) as version 2."""
+    layers = []
+    for spec in arch["layers"]:
+        spec = dict(spec)
+        if spec["type"] == "Conv2D":
+            spec.pop("in_channels")
+            spec["filters"] = spec.pop("out_channels")
+        elif spec["type"] == "Dense":
+            spec.pop("in_features")
+            spec["units"] = spec.pop("out_features")
+        layers.append(spec)
+    return {"name": arch.get("name", "sequential"), "input_shape": [28, 28, 1],
+            "layers": layers}
+
+
 def _build(path, arrays):
     try:
-        model = Sequential.from_architecture(json.loads(str(arrays["architecture"])))
+        arch = json.loads(str(arrays["architecture"]))
+        if int(arrays["pyconv_format"]) == 1:
+            arch = _upgrade_v1(arch)
+        model = Sequential.from_architecture(arch, where=str(path))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: bad architecture record: {e}") from None
     for name, p in model.named_parameters():

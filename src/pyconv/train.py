@@ -1,9 +1,10 @@
-"""Training: a small loop (Trainer) and callbacks around it.
+"""Training: a small loop (Trainer) with callbacks (pyconv.callbacks) around it.
 
-The Trainer runs steps; everything else is a callback, each in its own
-place (after Keras' Model.fit): the progress bar or log lines, validation at
-intervals, checkpoints. Resume, interruption (Ctrl-C) and divergence are the
-Trainer's own small methods. train(cfg) wires them up for the CLI.
+The Trainer runs steps; everything else is a callback, each in its own place
+(after Keras' Model.fit): the progress bar or log lines, validation at
+intervals, checkpoints, learning-rate schedules, early stopping. Resume,
+interruption (Ctrl-C) and divergence are the Trainer's own small methods.
+fit() is Model.fit; train(cfg) is what `pyconv train` runs.
 """
 import json
 import math
@@ -17,10 +18,8 @@ import numpy as np
 
 import convcore
 
-from . import data as mnist
+from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar
 from .errors import WriteError
-from .models import MODELS
-from .optim import SGD, Adam
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
 
 # Each model's published recipe: the seed's TensorFlow run and the book's run.
@@ -37,10 +36,10 @@ RECIPES = {
 }
 
 
-def recipe_split(model, n):
+def recipe_split(recipe, n, validation_split=None):
     """((train_start, train_end), (validation_start, validation_end)) of a
-    training file of n images, as the model's recipe says."""
-    recipe, held = RECIPES[model], n // 12
+    training file of n images, as the recipe (or validation_split) says."""
+    held = n // 12 if validation_split is None else int(round(n * validation_split))
     if recipe["validation"] == "first":
         train, validation = (held, n), (0, held)
     else:
@@ -55,39 +54,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
-class TrainConfig:
-    model: str = "tutorial"
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    threads: int | None = None
-    data_dir: str | None = None
-    checkpoint: str | None = None
-    checkpoint_every: int = 1000
-    resume: bool = False
-    metrics: str | None = None
-    eval_every: int = 1000
-    progress: bool = True
-
-    def resolved(self):
-        """A copy with the model's recipe filling every value left as None."""
-        if self.model not in RECIPES:
-            raise ValueError(f"model must be one of {sorted(RECIPES)}, got {self.model!r}")
-        recipe = RECIPES[self.model]
-        out = TrainConfig(**asdict(self))
-        for key in ("steps", "batch_size", "lr"):
-            if getattr(out, key) is None:
-                setattr(out, key, recipe[key])
-        for key in ("steps", "batch_size", "checkpoint_every"):
-            if getattr(out, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(out, key)}")
-        if not out.lr > 0:
-            raise ValueError(f"lr must be > 0, got {out.lr}")
-        if out.resume and not out.checkpoint:
-            raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
-        return out
 
 
 class BatchSampler:
@@ -183,120 +149,54 @@ def _log(msg):
     tqdm.write(msg, file=sys.stderr)
 
 
-def load_data(cfg):
-    (xtr, ytr), (xte, yte) = mnist.load_mnist(cfg.data_dir, progress=cfg.progress)
-    (a, b), (va, vb) = recipe_split(cfg.model, len(xtr))
-    return {
-        "train": (mnist.to_float(xtr[a:b]), ytr[a:b].astype(np.int64)),
-        "validation": (mnist.to_float(xtr[va:vb]), ytr[va:vb].astype(np.int64)),
-        "test": (mnist.to_float(xte), yte.astype(np.int64)),
-    }
-
-
-# ---------------------------------------------------------------- callbacks
-
-class Callback:
-    """Hooks the Trainer calls; each does nothing unless overridden."""
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_step_end(self, trainer, loss, correct):
-        """After step trainer.step: the batch's mean loss and how many it got right."""
-
-    def on_train_end(self, trainer):
-        pass
-
-
-class ProgressBar(Callback):
-    """A tqdm bar with loss, recent batch accuracy and images/s: on a terminal
-    only (under a log file the Evaluate lines say the same, once each)."""
-
-    def __init__(self, desc):
-        self.desc = desc
-
-    def on_train_begin(self, trainer):
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.step, unit="step",
-                        dynamic_ncols=True, file=sys.stderr, desc=self.desc)
-        self.recent, self.step0, self.secs0 = [], trainer.step, trainer.clock.seconds
-
-    def on_step_end(self, trainer, loss, correct):
-        self.recent = (self.recent + [correct])[-50:]
-        if trainer.step % 10 == 0 or trainer.step == trainer.cfg.steps:
-            bs = trainer.cfg.batch_size
-            rate = (trainer.step - self.step0) * bs / max(trainer.clock.seconds - self.secs0,
-                                                           1e-9)
-            self.bar.set_postfix(loss=f"{loss:.4f}",
-                                 acc=f"{sum(self.recent) / (len(self.recent) * bs):.3f}",
-                                 img_s=f"{rate:.0f}", refresh=False)
-        self.bar.update(1)
-
-    def on_train_end(self, trainer):
-        self.bar.close()
-
-
-class Evaluate(Callback):
-    """Validation accuracy every `every` steps and at the last step, into
-    trainer.history, with one log line each."""
-
-    def __init__(self, every):
-        self.every = every
-
-    def on_step_end(self, trainer, loss, correct):
-        if trainer.step % self.every and trainer.step != trainer.cfg.steps:
-            return
-        acc = trainer.model.accuracy(*trainer.data["validation"])
-        trainer.history.append({"step": trainer.step, "loss": loss,
-                                "validation_accuracy": acc})
-        trainer.log(f"step {trainer.step}: loss {loss:.4f}, validation accuracy {acc:.4f}")
-
-
-class Checkpoint(Callback):
-    """A checkpoint every `every` steps and at the last step."""
-
-    def __init__(self, path, every):
-        self.path, self.every = path, every
-
-    def on_step_end(self, trainer, loss, correct):
-        if trainer.step % self.every == 0 or trainer.step == trainer.cfg.steps:
-            trainer.save_checkpoint(self.path)
 
 
 # ---------------------------------------------------------------- the loop
 
 class Trainer:
-    """Steps of model.train_step over shuffled batches of data["train"], with
-    callbacks; trainer.clock times the steps alone (batching included,
-    evaluation and checkpoints not)."""
+    """Steps of model.train_step over batches of train = (x, y), with callbacks.
 
-    def __init__(self, model, optimizer, data, cfg, callbacks=(), log=_log):
-        self.model, self.optimizer, self.data, self.cfg = model, optimizer, data, cfg
+    x may be uint8 (scaled one batch at a time by the model), float32, or a
+    memory-mapped array (only each batch's rows are read). trainer.clock
+    times the steps alone (batching included; evaluation and checkpoints
+    not). validation = (x, y) or None, for the Evaluate callback."""
+
+    def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
+                 shuffle=True, seed=0, callbacks=(), log=_log, config=None):
+        self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
+                                                                   validation)
+        self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.callbacks, self.log = list(callbacks), log
-        self.sampler = BatchSampler(len(data["train"][0]), cfg.batch_size,
-                                    RECIPES[cfg.model]["shuffle"], cfg.seed)
+        self.sampler = BatchSampler(len(train[0]), batch_size, shuffle, seed)
         self.step, self.history, self.clock = 0, [], Stopwatch()
+        self.stop_training = False
         self.last_checkpoint = None        # (path, step) of the last good one
+        self.resume_hint = None            # the command that resumes an interrupted run
 
-    def resume(self, path):
+    def resume(self, path, lr=None):
         """Continue from a checkpoint written by save_checkpoint."""
         if not os.path.exists(path):
             raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
-        self.model, self.optimizer, state = load_checkpoint(path, lr=self.cfg.lr)
-        if self.model.name != self.cfg.model:
-            raise ValueError(f"--resume: {path} holds a {self.model.name!r} model, "
-                             f"not {self.cfg.model!r}")
+        model, self.optimizer, state = load_checkpoint(path, lr=lr)
+        if model.name != self.model.name:
+            raise ValueError(f"--resume: {path} holds a {model.name!r} model, "
+                             f"not {self.model.name!r}")
+        self.model = model
         self.step, self.history = state["step"], state["history"]
         self.clock = Stopwatch(state["train_seconds"])
         self.model.rng.bit_generator.state = state["model_rng"]
         self.sampler.load_state(state["sampler"])
+        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+            if cb_state is not None:
+                cb.load_state(cb_state)
         self.last_checkpoint = (path, self.step)
         self.log(f"resumed from {path} at step {self.step}")
 
     def save_checkpoint(self, path):
         state = {"step": self.step, "train_seconds": self.clock.seconds,
                  "history": self.history, "model_rng": self.model.rng.bit_generator.state,
-                 "sampler": self.sampler.state(), "config": asdict(self.cfg)}
+                 "sampler": self.sampler.state(), "config": self.config,
+                 "callbacks": [cb.state() for cb in self.callbacks]}
         try:
             save_checkpoint(path, self.model, self.optimizer, state)
         except OSError as e:
@@ -312,73 +212,182 @@ class Trainer:
         return f"the last good checkpoint, {path} (step {step}), is kept"
 
     def run(self):
-        """Train to cfg.steps; returns the test accuracy."""
+        """Train to self.steps (or until a callback sets stop_training)."""
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
             with _Interrupts() as interrupts:
-                while self.step < self.cfg.steps:
+                while self.step < self.steps and not self.stop_training:
                     if interrupts.requested:
                         self._interrupted()
                     self._one_step()
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
-        return self.model.accuracy(*self.data["test"])
+        return self.history
 
     def _one_step(self):
-        xtr, ytr = self.data["train"]
+        x, y = self.train
+        for cb in self.callbacks:
+            cb.on_step_begin(self)
         with self.clock:
             idx = self.sampler.next()
-            loss, logits = self.model.train_step(xtr[idx], ytr[idx], self.optimizer,
-                                                 return_logits=True)
+            yb = np.asarray(y[idx]).astype(np.int64)
+            loss, logits = self.model.train_step(x[idx], yb, self.optimizer, return_logits=True)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; "
                                    f"stopping ({self.kept_message()}). Try a smaller --lr.")
         self.step += 1
-        correct = int((logits.argmax(1) == ytr[idx]).sum())
+        correct = int((logits.argmax(1) == yb).sum())
         for cb in self.callbacks:
             cb.on_step_end(self, loss, correct)
 
     def _interrupted(self):
-        path = self.cfg.checkpoint or f"pyconv-{self.cfg.model}-interrupted.npz"
+        path = next((cb.path for cb in self.callbacks if isinstance(cb, Checkpoint)),
+                    f"pyconv-{self.model.name}-interrupted.npz")
         self.save_checkpoint(path)
-        self.log(f"interrupted at step {self.step}; checkpoint saved to {path}. Resume with:\n"
-                 f"  pyconv train --model {self.cfg.model} --checkpoint {path} --resume "
-                 f"--steps {self.cfg.steps}")
+        hint = (self.resume_hint or "").format(path=path)
+        self.log(f"interrupted at step {self.step}; checkpoint saved to {path}."
+                 + (f" Resume with:\n  {hint}" if hint else ""))
         raise KeyboardInterrupt
 
 
-def _new_run(cfg):
-    model = MODELS[cfg.model](seed=cfg.seed)
-    if RECIPES[cfg.model]["optimizer"] == "adam":
-        opt = Adam(model.parameters(), lr=cfg.lr)
-    else:
-        opt = SGD(model.parameters(), lr=cfg.lr)
-    return model, opt
+# ---------------------------------------------------------------- Model.fit
+
+class History:
+    """What fit() returns: history, one dict per evaluation (step, loss, lr,
+    validation_accuracy), and the model."""
+
+    def __init__(self, model, history, trainer):
+        self.model, self.history, self.trainer = model, history, trainer
+
+    def __repr__(self):
+        return f"History({len(self.history)} evaluations, last {self.history[-1:]})"
 
 
-def _callbacks(cfg):
+def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, lr=1e-3,
+        validation_data=None, validation_split=None, callbacks=(), eval_every=None,
+        shuffle=True, seed=0, verbose=True):
+    """Train model on images x (N, H, W[, C]; uint8 or float) and integer labels y.
+
+    epochs or steps: how long (an epoch is len(x) / batch_size steps). optimizer:
+    an Optimizer over model.parameters() (default Adam(lr)). validation_data
+    (x, y), or validation_split: the last fraction of (x, y) held out (as
+    Keras). Validation runs every eval_every steps (default: once an epoch)
+    and at the end. callbacks: pyconv.callbacks objects (schedules, early
+    stopping, checkpoints), called after the validation. Returns a History."""
+    from .optim import Adam
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
+                         f"steps={steps!r}")
+    if len(x) != len(y):
+        raise ValueError(f"fit: x has {len(x)} examples but y has {len(y)} labels")
+    if validation_split is not None:
+        if validation_data is not None or not 0 < validation_split < 1:
+            raise ValueError("fit: validation_split must be in (0, 1), without validation_data, "
+                             f"got {validation_split!r}")
+        cut = len(x) - max(1, int(round(len(x) * validation_split)))
+        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    model.prepare(x[:1], "fit")                     # builds the model on the first example
+    per_epoch = max(1, -(-len(x) // batch_size))
+    steps = steps if steps is not None else int(math.ceil(epochs * len(x) / batch_size))
+    optimizer = optimizer or Adam(model.parameters(), lr=lr)
+    cbs = [Evaluate(eval_every or per_epoch), *callbacks]
+    if verbose and sys.stderr.isatty():
+        cbs.append(ProgressBar(model.name))
+    trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
+                      validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
+                      log=_log if verbose else (lambda msg: None))
+    return History(model, trainer.run(), trainer)
+
+
+# ---------------------------------------------------------------- `pyconv train`
+
+@dataclass
+class TrainConfig:
+    model: str = "tutorial"       # a built-in network's name, or a network file
+    dataset: str | None = None    # a registered data set's name, or a path
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    schedule: str = "constant"
+    validation_split: float | None = None
+    image_size: tuple | None = None
+    test_split: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    data_dir: str | None = None
+    checkpoint: str | None = None
+    checkpoint_every: int = 1000
+    resume: bool = False
+    metrics: str | None = None
+    eval_every: int = 1000
+    progress: bool = True
+
+    def resolved(self, n_train=None):
+        """A copy with the model's recipe filling every value left as None."""
+        recipe = RECIPES.get(self.model, DEFAULT_RECIPE)
+        out = TrainConfig(**asdict(self))
+        for key in ("batch_size", "lr"):
+            if getattr(out, key) is None:
+                setattr(out, key, recipe[key])
+        if out.steps is None and out.epochs is not None and n_train:
+            out.steps = int(math.ceil(out.epochs * n_train / out.batch_size))
+        if out.steps is None:
+            out.steps = recipe["steps"]
+        for key in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+            if getattr(out, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(out, key)}")
+        if not out.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {out.lr}")
+        if out.resume and not out.checkpoint:
+            raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
+        return out
+
+
+# Any other network (LeNet-5, a network file): Adam 1e-3, batches of 50, 2,000 steps
+# unless --steps or --epochs say otherwise; the last twelfth of the training images
+# (or --validation-split) held out for validation.
+DEFAULT_RECIPE = dict(steps=2000, batch_size=50, lr=1e-3, optimizer="adam",
+                      validation="last", train_limit=None, shuffle=True)
+
+
+def _callbacks(cfg, model_name):
     out = [Evaluate(cfg.eval_every)]
+    if cfg.schedule != "constant":
+        out.append(LearningRateSchedule(cfg.schedule, cfg.lr, cfg.steps))
     if cfg.checkpoint:
         out.append(Checkpoint(cfg.checkpoint, cfg.checkpoint_every))
     if cfg.progress and sys.stderr.isatty():
-        out.append(ProgressBar(cfg.model))
+        out.append(ProgressBar(model_name))
     return out
 
 
 def train(cfg, data=None, log=_log):
     """Train as cfg says; returns the metrics dict (also written to cfg.metrics)."""
-    cfg = cfg.resolved()
+    from .runs import check_model_spec, new_model_and_optimizer, split_data
+    check_model_spec(cfg.model)           # before any data is read or fetched
     if cfg.threads is not None:
         convcore.set_num_threads(cfg.threads)
-    data = data or load_data(cfg)
-    trainer = Trainer(*_new_run(cfg), data, cfg, _callbacks(cfg), log)
+    data = data or split_data(cfg)
+    cfg = cfg.resolved(len(data["train"][0]))
+    model, opt = new_model_and_optimizer(cfg, data)
+    trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
+                      validation=data.get("validation"),
+                      shuffle=RECIPES.get(cfg.model, DEFAULT_RECIPE)["shuffle"],
+                      seed=cfg.seed, callbacks=_callbacks(cfg, model.name), log=log,
+                      config=asdict(cfg))
+    trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
+                           f"--steps {cfg.steps}"
+                           + (f" --dataset {cfg.dataset}" if cfg.dataset else ""))
     if cfg.resume:
-        trainer.resume(cfg.checkpoint)
+        trainer.resume(cfg.checkpoint, lr=cfg.lr)
     wall = time.perf_counter()
-    test_acc = trainer.run()
-    metrics = _metrics(trainer, test_acc, time.perf_counter() - wall)
+    trainer.run()
+    test_acc = trainer.model.accuracy(*data["test"]) if data.get("test") else None
+    metrics = _metrics(cfg, trainer, test_acc, time.perf_counter() - wall)
     if cfg.metrics:
         try:
             atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
@@ -388,15 +397,17 @@ def train(cfg, data=None, log=_log):
     return metrics
 
 
-def _metrics(trainer, test_acc, wall_seconds):
-    cfg, history, secs = trainer.cfg, trainer.history, trainer.clock.seconds
-    last = history[-1] if history else None
-    first_99 = next((h["step"] for h in history if h["validation_accuracy"] >= 0.99), None)
+def _metrics(cfg, trainer, test_acc, wall_seconds):
+    history, secs = trainer.history, trainer.clock.seconds
+    last = history[-1] if history else {}
+    first_99 = next((h["step"] for h in history if h.get("validation_accuracy", 0) >= 0.99),
+                    None)
     return {
-        "model": cfg.model, "steps": trainer.step, "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "model": trainer.model.name, "dataset": cfg.dataset or "mnist", "steps": trainer.step,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),
         "test_accuracy": test_acc,
-        "validation_accuracy": last["validation_accuracy"] if last else None,
+        "validation_accuracy": last.get("validation_accuracy"),
         "train_seconds": secs,
         "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
         "wall_seconds_this_run": wall_seconds,

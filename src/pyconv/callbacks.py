@@ -1,0 +1,153 @@
+"""Callbacks: everything around the training loop (after Keras' Model.fit).
+
+The Trainer (pyconv.train) runs steps and calls each callback's hooks in the
+order given. A callback with state that a resumed run needs (the best
+accuracy so far, ...) returns it from state() and takes it back in
+load_state(): checkpoints carry it, so a resumed run is bit for bit the
+uninterrupted one.
+"""
+import math
+import sys
+
+
+class Callback:
+    """Hooks the Trainer calls; each does nothing unless overridden."""
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_step_begin(self, trainer):
+        """Before step trainer.step + 1."""
+
+    def on_step_end(self, trainer, loss, correct):
+        """After step trainer.step: the batch's mean loss and how many it got right."""
+
+    def on_train_end(self, trainer):
+        pass
+
+    def state(self):
+        """What a checkpoint must keep of this callback (JSON-able), or None."""
+        return None
+
+    def load_state(self, state):
+        pass
+
+
+class ProgressBar(Callback):
+    """A tqdm bar with loss, recent batch accuracy and images/s: on a terminal
+    only (under a log file the Evaluate lines say the same, once each)."""
+
+    def __init__(self, desc):
+        self.desc = desc
+
+    def on_train_begin(self, trainer):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=trainer.steps, initial=trainer.step, unit="step",
+                        dynamic_ncols=True, file=sys.stderr, desc=self.desc)
+        self.recent, self.step0, self.secs0 = [], trainer.step, trainer.clock.seconds
+
+    def on_step_end(self, trainer, loss, correct):
+        self.recent = (self.recent + [correct])[-50:]
+        if trainer.step % 10 == 0 or trainer.step == trainer.steps:
+            bs = trainer.batch_size
+            rate = (trainer.step - self.step0) * bs / max(trainer.clock.seconds - self.secs0,
+                                                           1e-9)
+            self.bar.set_postfix(loss=f"{loss:.4f}",
+                                 acc=f"{sum(self.recent) / (len(self.recent) * bs):.3f}",
+                                 img_s=f"{rate:.0f}", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, trainer):
+        self.bar.close()
+
+
+class Evaluate(Callback):
+    """Validation loss and accuracy every `every` steps and at the last step,
+    into trainer.history (with the learning rate), one log line each."""
+
+    def __init__(self, every):
+        self.every = every
+
+    def on_step_end(self, trainer, loss, correct):
+        if trainer.step % self.every and trainer.step != trainer.steps:
+            return
+        entry = {"step": trainer.step, "loss": loss, "lr": trainer.optimizer.lr}
+        line = f"step {trainer.step}: loss {loss:.4f}"
+        if trainer.validation is not None:
+            acc = trainer.model.accuracy(*trainer.validation)
+            entry["validation_accuracy"] = acc
+            line += f", validation accuracy {acc:.4f}"
+        trainer.history.append(entry)
+        trainer.log(line)
+
+
+class Checkpoint(Callback):
+    """A checkpoint every `every` steps and at the last step."""
+
+    def __init__(self, path, every):
+        self.path, self.every = path, every
+
+    def on_step_end(self, trainer, loss, correct):
+        if trainer.step % self.every == 0 or trainer.step == trainer.steps:
+            trainer.save_checkpoint(self.path)
+
+
+class LearningRateSchedule(Callback):
+    """Sets the optimiser's learning rate before every step from the step count
+    alone (so a resumed run gets the same rates):
+
+    "step":   lr * gamma ** (step // step_size)
+    "cosine": lr * (1 + cos(pi * step / steps)) / 2, from lr down to 0
+    """
+
+    KINDS = ("constant", "step", "cosine")
+
+    def __init__(self, kind, lr, steps, step_size=None, gamma=0.1):
+        if kind not in self.KINDS:
+            raise ValueError(f"schedule must be one of {self.KINDS}, got {kind!r}")
+        self.kind, self.lr, self.steps, self.gamma = kind, float(lr), int(steps), float(gamma)
+        self.step_size = int(step_size) if step_size else max(1, self.steps // 3)
+
+    def rate(self, step):
+        if self.kind == "step":
+            return self.lr * self.gamma ** (step // self.step_size)
+        if self.kind == "cosine":
+            return self.lr * (1 + math.cos(math.pi * min(step, self.steps) / self.steps)) / 2
+        return self.lr
+
+    def on_step_begin(self, trainer):
+        trainer.optimizer.lr = self.rate(trainer.step)
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation accuracy has not improved (by more than
+    min_delta) for `patience` evaluations; keep the best weights' step in
+    trainer.history. Put it after Evaluate in the callback list."""
+
+    def __init__(self, patience=5, min_delta=0.0):
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best, self.best_step, self.wait, self.seen = -1.0, None, 0, 0
+
+    def on_step_end(self, trainer, loss, correct):
+        history = [h for h in trainer.history if "validation_accuracy" in h]
+        if len(history) == self.seen:
+            return                          # no new evaluation this step
+        self.seen = len(history)
+        acc = history[-1]["validation_accuracy"]
+        if acc > self.best + self.min_delta:
+            self.best, self.best_step, self.wait = acc, trainer.step, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            trainer.log(f"early stopping at step {trainer.step}: validation accuracy has not "
+                        f"improved on {self.best:.4f} (step {self.best_step}) for "
+                        f"{self.patience} evaluations")
+
+    def state(self):
+        return {"best": self.best, "best_step": self.best_step, "wait": self.wait,
+                "seen": self.seen}
+
+    def load_state(self, state):
+        self.best, self.best_step = state["best"], state["best_step"]
+        self.wait, self.seen = state["wait"], state["seen"]
