@@ -93,6 +93,7 @@ def test_layer_and_optimiser_types_are_tested_only_in_the_fusion_table():
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"isinstance\([^)]*\b(Conv2D|Dense|MaxPool2D|Dropout|Flatten|ReLU|Tanh|"
-                         r"Layer|Adam|SGD|Optimizer)\b|hasattr\(", line):
+                         r"Layer|Adam|SGD|Optimizer)\b|hasattr\(\s*(layer|step|opt|optimizer|"
+                         r"self\.optimizer)\b", line):
                 found.append(f"{path.name}:{i}: {line.strip()}")
     assert not found, "\n".join(found)

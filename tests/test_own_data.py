@@ -125,7 +125,17 @@ def test_an_npz_and_a_memory_mapped_npy_folder(tmp_path):
     for key, a in zip(("x_train", "y_train", "x_test", "y_test"), (xtr, ytr, xte, yte)):
         np.save(folder / f"{key}.npy", a)
     ds = pyconv.datasets.load(str(folder))
-    assert isinstance(ds.x_train, np.memmap) and (ds.x_train[5] == xtr[5]).all()
+    assert isinstance(ds.x_train, pyconv.datasets.NpyRows) and ds.x_train.shape == xtr.shape
+    assert (ds.x_train[5] == xtr[5]).all() and (ds.x_train[[7, 2, 7]] == xtr[[7, 2, 7]]).all()
+    assert (np.asarray(ds.x_train[10:20]) == xtr[10:20]).all()
+    assert (ds.x_train[10:20][[0, 9]] == xtr[[10, 19]]).all()
+    with pytest.raises(IndexError):
+        ds.x_train[[40]]
+    model = pyconv.Sequential([Flatten(), Dense(3)], seed=0)
+    history = model.fit(ds.x_train, ds.y_train, steps=5, batch_size=8,
+                        validation_data=(ds.x_test, ds.y_test), verbose=False)
+    assert history.history[-1]["step"] == 5
+    assert model.predict(ds.x_test).shape == (12, 3)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -195,7 +205,7 @@ def test_fashion_mnist_is_registered_and_checked():
     folder = os.path.join(os.path.dirname(MNIST_DIR), "fashion-mnist")
     if not os.path.isdir(folder):
         pytest.skip("needs the Fashion-MNIST files (../shared/data/fashion-mnist)")
-    ds = pyconv.datasets.load("fashion-mnist", data_dir=folder)
+    ds = pyconv.datasets.load("fashion-mnist", data_dir=pathlib.Path(folder))
     assert ds.x_train.shape == (60000, 28, 28) and ds.class_names[9] == "Ankle boot"
     reg = pyconv.datasets.REGISTRY["fashion-mnist"]
     for name in reg.files:
@@ -209,6 +219,11 @@ def _separable(n=400, seed=0):
     x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
     y = (x[:, :4].astype(int).sum((1, 2, 3)) > x[:, 4:].astype(int).sum((1, 2, 3))).astype(int)
     return x, y
+
+
+def test_a_data_dir_without_the_files_is_an_error_not_a_download(tmp_path):
+    with pytest.raises(DataError, match=r"missing fashion-mnist file\(s\) train-images"):
+        pyconv.datasets.load("fashion-mnist", data_dir=tmp_path)
 
 
 def test_fit_learns_and_evaluates():

@@ -89,6 +89,8 @@ class Sequential:
         """x as the first layer takes it: float32 (N, *input_shape). Integer
         images are divided by input_divisor; (N, H, W) gains its channel axis
         where the model takes one channel; builds the model on its first input."""
+        if not isinstance(x, np.ndarray) and hasattr(x, "__array__") and hasattr(x, "shape"):
+            x = np.asarray(x)                  # rows read from disk (datasets.NpyRows)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{fn}: x must be a numpy array of images (N, H, W, C), "
                             f"got {type(x).__name__}")
@@ -147,7 +149,7 @@ class Sequential:
     def predict(self, x, batch_size=1000):
         """Logits (N, classes) in inference mode (no dropout), in batches; x as
         for train_step (uint8 images are scaled as in training)."""
-        if not isinstance(x, np.ndarray):
+        if not hasattr(x, "shape"):
             raise TypeError(f"predict: x must be a numpy array of images (N, H, W, C), "
                             f"got {type(x).__name__}")
         out = [self.forward(self.prepare(x[i:i + batch_size], "predict"), training=False)

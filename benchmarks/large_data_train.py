@@ -1,9 +1,10 @@
 """Train from a data set larger than it needs in memory: a folder of .npy files
-(memory-mapped by pyconv.datasets), here --gb gigabytes of random 28x28 uint8
-images written by this script, then `pyconv train` on it for a few hundred
-steps under /usr/bin/time -v: the maximum resident set against the file size.
+(read a batch at a time by pyconv.datasets.NpyRows), here --gb gigabytes of
+random 28x28 uint8 images written by this script (in blocks, never all in
+memory), then `pyconv train` on it for a few hundred steps under
+/usr/bin/time -v: the maximum resident set against the file size.
 
-    python benchmarks/mmap_train.py --folder /tmp/pyconv-2gb [--gb 2] [--steps 300]
+    python benchmarks/large_data_train.py --folder /tmp/pyconv-2gb [--gb 2] [--steps 300]
 """
 import argparse
 import os
