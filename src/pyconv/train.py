@@ -381,7 +381,8 @@ def train(cfg, data=None, log=_log):
                       config=asdict(cfg))
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
                            f"--steps {cfg.steps}"
-                           + (f" --dataset {cfg.dataset}" if cfg.dataset else ""))
+                           + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
+                           + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else ""))
     if cfg.resume:
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
     wall = time.perf_counter()
