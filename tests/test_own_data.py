@@ -332,6 +332,18 @@ def test_cli_trains_a_network_file_on_an_image_folder_and_predicts(tmp_path):
     assert "(28, 28, 6)" in run_cli("summary", "lenet5").stdout
 
 
+def test_cli_predicts_from_an_npy_of_images(tmp_path):
+    """`pyconv predict MODEL x.npy`: one line per image, the model's own classes."""
+    model = pyconv.models.lenet5(input_shape=(28, 28, 1), classes=10)
+    pyconv.save(model, tmp_path / "m.npz")
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    lines = run_cli("predict", str(tmp_path / "m.npz"), str(tmp_path / "x.npy")).stdout
+    classes, probs = model.predict_classes(x)
+    assert lines.strip().splitlines() == [f"{tmp_path / 'x.npy'}[{i}]: {c} ({p:.3f})"
+                                          for i, (c, p) in enumerate(zip(classes, probs))]
+
+
 def test_cli_refuses_a_network_that_does_not_fit_the_data(tmp_path):
     net = tmp_path / "net.json"
     net.write_text(json.dumps({"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 7}]}))

@@ -165,8 +165,9 @@ def _predict(args):
                 x = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise DataError(f"{path}: not a readable .npy ({e})") from None
-            x = x[None] if x.ndim == len(model.input_shape) or (
-                x.ndim == 2 and model.input_shape[-1] == 1) else x
+            one = x.shape in (model.input_shape, model.input_shape[:2] if
+                              model.input_shape[-1] == 1 else None)
+            x = x[None] if one else x          # one image, or (N, H, W[, C]) of them
         else:
             x = read_image(path, model.input_shape[:2], model.input_shape[2])[None]
         classes, probs = model.predict_classes(x)
