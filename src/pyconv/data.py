@@ -64,7 +64,7 @@ def read_idx(path, ndim):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _find(folder, name):
+def find_file(folder, name):
     """name (.gz) or its decompressed twin in folder, or None."""
     for candidate in (name, name[:-3]):
         path = os.path.join(folder, candidate)
@@ -76,14 +76,14 @@ def _find(folder, name):
 def read_idx_dir(folder):
     """((train_images, train_labels), (test_images, test_labels)) from the four
     IDX files of a folder (MNIST's names, gzip or raw): any size and count."""
-    missing = [n for n in FILES if _find(folder, n) is None]
+    missing = [n for n in FILES if find_file(folder, n) is None]
     if missing:
         raise DataError(f"{folder}: missing IDX file(s) {', '.join(missing)} "
                         "(gzip or uncompressed)")
     out = []
     for prefix in ("train", "t10k"):
-        ipath = _find(folder, f"{prefix}-images-idx3-ubyte.gz")
-        lpath = _find(folder, f"{prefix}-labels-idx1-ubyte.gz")
+        ipath = find_file(folder, f"{prefix}-images-idx3-ubyte.gz")
+        lpath = find_file(folder, f"{prefix}-labels-idx1-ubyte.gz")
         images, labels = read_idx(ipath, 3), read_idx(lpath, 1)
         if len(images) != len(labels):
             raise DataError(f"{ipath} has {len(images)} images but {lpath} has "
@@ -99,11 +99,11 @@ def read_mnist_dir(folder):
     itself, or the tests' sample of it)."""
     out = read_idx_dir(folder)
     for prefix, (images, labels) in zip(("train", "t10k"), out):
-        ipath = _find(folder, f"{prefix}-images-idx3-ubyte.gz")
+        ipath = find_file(folder, f"{prefix}-images-idx3-ubyte.gz")
         if images.shape[1:] != (28, 28):
             raise DataError(f"{ipath}: images are {images.shape[1:]}, expected (28, 28)")
         if labels.max(initial=0) > 9:
-            lpath = _find(folder, f"{prefix}-labels-idx1-ubyte.gz")
+            lpath = find_file(folder, f"{prefix}-labels-idx1-ubyte.gz")
             raise DataError(f"{lpath}: labels must be 0-9, found {labels.max()}")
     return out
 

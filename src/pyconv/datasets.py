@@ -121,13 +121,13 @@ def load(spec, data_dir=None, progress=True, image_size=None, test_split=None, s
 def _registered(reg, data_dir, progress):
     if data_dir is not None:                   # given: there, or an error (never a download)
         folder = os.fspath(data_dir)
-        missing = [f for f in reg.files if not idx._find(folder, f)]
+        missing = [f for f in reg.files if not idx.find_file(folder, f)]
         if missing:
             raise DataError(f"{folder}: missing {reg.name} file(s) {', '.join(missing)} "
                             "(gzip or uncompressed)")
         return _idx_dataset(reg.name, folder, reg.class_names)
     for folder in _candidates(reg):
-        if all(idx._find(folder, f) for f in reg.files):
+        if all(idx.find_file(folder, f) for f in reg.files):
             return _idx_dataset(reg.name, folder, reg.class_names)
     cache = cache_dir(reg.name)
     try:
@@ -176,7 +176,7 @@ def fetch(reg, folder, mirrors=None, progress=True):
     mirrors = mirrors or _env_mirrors() or reg.mirrors
     os.makedirs(folder, exist_ok=True)
     for name in reg.files:
-        if idx._find(folder, name):
+        if idx.find_file(folder, name):
             continue
         errors = []
         for mirror in mirrors:
@@ -211,7 +211,7 @@ def _env_mirrors():
 # ---------------------------------------------------------------- the user's own
 
 def _idx_files(folder):
-    return all(idx._find(folder, f"{p}-{k}.gz") for p in ("train", "t10k")
+    return all(idx.find_file(folder, f"{p}-{k}.gz") for p in ("train", "t10k")
                for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
 
 

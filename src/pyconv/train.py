@@ -20,34 +20,8 @@ import convcore
 
 from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar
 from .errors import WriteError
+from .runs import check_model_spec, new_model_and_optimizer, recipe_for, split_data
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
-
-# Each model's published recipe: the seed's TensorFlow run and the book's run.
-# The validation set is the first (or last) twelfth of the training file:
-# MNIST's 5,000 of 60,000 (any other count scales, e.g. the tests' sample).
-RECIPES = {
-    # 20,000 steps of 50 on 55,000 images (the first 5,000 held out), Adam 1e-4
-    "tutorial": dict(steps=20000, batch_size=50, lr=1e-4, optimizer="adam",
-                     validation="first", train_limit=None, shuffle=True),
-    # 300 passes over the first 1,000 images in batches of 128 (7 full batches a
-    # pass, in order, as the book's loop does), plain SGD; validation: the last 5,000
-    "grokking": dict(steps=2100, batch_size=128, lr=1.0, optimizer="sgd",
-                     validation="last", train_limit=1000, shuffle=False),
-}
-
-
-def recipe_split(recipe, n, validation_split=None):
-    """((train_start, train_end), (validation_start, validation_end)) of a
-    training file of n images, as the recipe (or validation_split) says."""
-    held = n // 12 if validation_split is None else int(round(n * validation_split))
-    if recipe["validation"] == "first":
-        train, validation = (held, n), (0, held)
-    else:
-        train, validation = (0, n - held), (n - held, n)
-    limit = recipe["train_limit"]
-    if limit is not None:
-        train = (train[0], min(train[1], train[0] + limit))
-    return train, validation
 
 
 class TrainingDiverged(RuntimeError):
@@ -327,7 +301,7 @@ class TrainConfig:
 
     def resolved(self, n_train=None):
         """A copy with the model's recipe filling every value left as None."""
-        recipe = RECIPES.get(self.model, DEFAULT_RECIPE)
+        recipe = recipe_for(self.model)
         out = TrainConfig(**asdict(self))
         for key in ("batch_size", "lr"):
             if getattr(out, key) is None:
@@ -347,13 +321,6 @@ class TrainConfig:
         return out
 
 
-# Any other network (LeNet-5, a network file): Adam 1e-3, batches of 50, 2,000 steps
-# unless --steps or --epochs say otherwise; the last twelfth of the training images
-# (or --validation-split) held out for validation.
-DEFAULT_RECIPE = dict(steps=2000, batch_size=50, lr=1e-3, optimizer="adam",
-                      validation="last", train_limit=None, shuffle=True)
-
-
 def _callbacks(cfg, model_name):
     out = [Evaluate(cfg.eval_every)]
     if cfg.schedule != "constant":
@@ -367,7 +334,6 @@ def _callbacks(cfg, model_name):
 
 def train(cfg, data=None, log=_log):
     """Train as cfg says; returns the metrics dict (also written to cfg.metrics)."""
-    from .runs import check_model_spec, new_model_and_optimizer, split_data
     check_model_spec(cfg.model)           # before any data is read or fetched
     if cfg.threads is not None:
         convcore.set_num_threads(cfg.threads)
@@ -376,7 +342,7 @@ def train(cfg, data=None, log=_log):
     model, opt = new_model_and_optimizer(cfg, data)
     trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
                       validation=data.get("validation"),
-                      shuffle=RECIPES.get(cfg.model, DEFAULT_RECIPE)["shuffle"],
+                      shuffle=recipe_for(cfg.model)["shuffle"],
                       seed=cfg.seed, callbacks=_callbacks(cfg, model.name), log=log,
                       config=asdict(cfg))
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
