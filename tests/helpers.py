@@ -1,11 +1,26 @@
 """Shared by the tests: Hypothesis strategies, tolerances, finite differences."""
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import MNIST_DIR
+
 U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def pyconv(*args, check=True, **kw):
+    """The pyconv command in a subprocess, on the tests' MNIST files."""
+    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR)
+    proc = subprocess.run([sys.executable, "-m", "pyconv", *args], env=env,
+                          capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pyconv {args} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
 
 
 def f32(shape, lo=-2.0, hi=2.0):

@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR
-
-
-def pyconv(*args, check=True, **kw):
-    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR)
-    proc = subprocess.run([sys.executable, "-m", "pyconv", *args], env=env,
-                          capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"pyconv {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
+from helpers import pyconv
 
 
 def weights(path):

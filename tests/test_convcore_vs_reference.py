@@ -127,8 +127,8 @@ def test_maxpool2d_backward_sends_gradient_to_argmax(data, win):
     np.testing.assert_array_equal(np.take_along_axis(flat, am.reshape(n, o, c), axis=1),
                                   y.reshape(n, o, c))
     oh, ow = np.indices(y.shape[1:3])
-    top = (oh * s[0])[None, :, :, None] - (ref._pads((h, w), k, s, p)[0][0])
-    left = (ow * s[1])[None, :, :, None] - (ref._pads((h, w), k, s, p)[1][0])
+    top = (oh * s[0])[None, :, :, None] - (ref.window_pads((h, w), k, s, p)[0][0])
+    left = (ow * s[1])[None, :, :, None] - (ref.window_pads((h, w), k, s, p)[1][0])
     assert ((am // w >= top) & (am // w < top + k[0])).all()
     assert ((am % w >= left) & (am % w < left + k[1])).all()
     dy = data.draw(f32(y.shape))
@@ -153,7 +153,7 @@ def test_maxpool2d_backward_refuses_an_argmax_of_another_geometry(data, win):
     i = data.draw(st.integers(0, am.size - 1))
     cell = data.draw(st.integers(0, h * w - 1))
     oh, ow = np.unravel_index(i, am.shape)[1:3]
-    (pt, _), (pl, _) = ref._pads((h, w), k, s, p)
+    (pt, _), (pl, _) = ref.window_pads((h, w), k, s, p)
     assume(not (oh * s[0] - pt <= cell // w < oh * s[0] - pt + k[0]
                 and ow * s[1] - pl <= cell % w < ow * s[1] - pl + k[1]))
     bad.flat[i] = cell
@@ -314,7 +314,7 @@ def test_direct_kernels_equal_reference(case, with_bias, relu):
         assert dx is None
 
 
-def _pads(padding):
+def window_pads(padding):
     """(top, left) padding of a 5x5 window at stride 1, from any padding form."""
     if padding == "same":
         return 2, 2
@@ -330,7 +330,7 @@ def winograd_cases(draw):
     remainders) with data from a drawn seed and distribution: uniform, or
     magnitudes over six decades with random signs (cancellation)."""
     pad = draw(padding_forms())
-    top, left = _pads(pad)
+    top, left = window_pads(pad)
     h = draw(st.integers(max(1, 5 - 2 * top), 12))
     w_ = draw(st.integers(max(1, 5 - 2 * left), 12))
     shape = (draw(st.integers(0, 3)), h, w_, 16 * draw(st.integers(1, 3)))
@@ -362,7 +362,7 @@ def test_winograd_equals_reference(case, with_bias, relu):
         relu_y = y if relu else None
         dx, dw, db = convcore.conv2d_backward(x, w, dy, padding=pad, relu_y=relu_y)
     x64, w64, b64, dy64 = _64(x, w, b, dy)
-    top, left = _pads(pad)
+    top, left = window_pads(pad)
     _, oh, ow, _ = y.shape
     want = ref.conv2d_forward(x64, w64, b64, padding=pad, relu=relu)
     depth = shape[3] + 32   # the sum over C_in, plus the transforms' roundings

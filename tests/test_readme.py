@@ -40,3 +40,22 @@ def test_option_table_lists_every_train_option():
     options.discard("--help")
     table = README.read_text().split("| option of `train` |")[1].split("\n\n")[0]
     assert set(re.findall(r"`(--[a-z-]+)", table)) == options
+
+
+def test_onnx_example_runs_and_prints_what_the_readme_says(tmp_path):
+    """The README's commands up to `pyconv export`, then its five lines of
+    ONNX Runtime (no pyconv in them) on the exported file."""
+    pytest.importorskip("onnxruntime")
+    text = README.read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "onnxruntime" in c)
+    said = re.search(r"# prints (\w+)", code).group(1)
+    examples = README.parent / "examples"
+    for cmd in ([sys.executable, str(examples / "make_shapes.py"), "shapes/"],
+                [sys.executable, "-m", "pyconv", "train", "--model", str(examples / "lenet5.json"),
+                 "--dataset", "shapes/", "--epochs", "20", "--checkpoint", "lenet5.npz"],
+                [sys.executable, "-m", "pyconv", "export", "lenet5.npz", "lenet5.onnx"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == said

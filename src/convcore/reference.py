@@ -26,8 +26,11 @@ def same_pads(n, k, s):
     return (total // 2, total - total // 2)
 
 
-def _pads(in_hw, k_hw, s_hw, padding):
-    """((top, bottom), (left, right)) padding for one of the accepted forms."""
+def window_pads(in_hw, k_hw, s_hw, padding):
+    """((top, bottom), (left, right)) padding of an (H, W) input for one of the
+    accepted forms: 'valid', 'same' (TensorFlow's), an int or an (h, w) pair."""
+    if isinstance(padding, str):
+        padding = padding.lower()
     if padding == "valid":
         return ((0, 0), (0, 0))
     if padding == "same":
@@ -40,7 +43,7 @@ def _sections(x, kernel_size, stride, padding, fill=0.0):
     """Padded x and the (n, oh, ow, kh, kw, c) view geometry of its sections."""
     kh, kw = _hw(kernel_size)
     sh, sw = _hw(stride)
-    (pt, pb), (pl, pr) = _pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
+    (pt, pb), (pl, pr) = window_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
     oh = (xp.shape[1] - kh) // sh + 1
     ow = (xp.shape[2] - kw) // sw + 1
@@ -118,7 +121,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
     entry outside its own window of the given pool over x_shape."""
     n, h, w, c = x_shape
     (kh, kw), (sh, sw) = _hw(pool_size), _hw(pool_size if stride is None else stride)
-    (pt, _), (pl, _) = _pads((h, w), (kh, kw), (sh, sw), padding)
+    (pt, _), (pl, _) = window_pads((h, w), (kh, kw), (sh, sw), padding)
     oh, ow = np.indices(dy.shape[1:3])
     top, left = (oh * sh - pt)[None, :, :, None], (ow * sw - pl)[None, :, :, None]
     ih, iw = argmax // w, argmax % w

@@ -1,11 +1,12 @@
 """The `pyconv` command: train a network (built in, or a network file) on a data
-set (registered, or your own), evaluate it, predict with it, summarise it."""
+set (registered, or your own), evaluate it, predict with it, summarise it,
+export it as ONNX."""
 import argparse
 import json
 import os
 import sys
 
-from .errors import DataError, WriteError
+from .errors import DataError, MissingExtra, WriteError
 from .models import MODELS
 from .train import TrainConfig, TrainingDiverged, train
 
@@ -93,6 +94,14 @@ def build_parser():
     r.add_argument("images", nargs="+", help="PNG/JPEG files, or .npy arrays of images")
     s = sub.add_parser("summary", help="the layers, output shapes and parameter counts")
     s.add_argument("model", help="a saved model, a network file, or a built-in name")
+    x = sub.add_parser("export", help="write a saved model as ONNX (needs pyconv[onnx])")
+    x.add_argument("path", help="a saved model or checkpoint")
+    x.add_argument("out", help="the .onnx file to write")
+    x.add_argument("--opset", type=_positive_int, default=None,
+                   help="the ONNX opset to write (default 17)")
+    x.add_argument("--input-type", choices=("uint8", "float32"), default=None,
+                   help="the input the file takes: uint8 pixels, divided by the model's "
+                   "input divisor in the graph (the default for images), or float32 images")
     return p
 
 
@@ -108,7 +117,7 @@ def main(argv=None):
     except WriteError as e:
         print(f"pyconv: error: {e}", file=sys.stderr)
         return 4
-    except (ValueError, FileNotFoundError) as e:   # DataError, ModelFileError, ShapeError
+    except (ValueError, FileNotFoundError, MissingExtra) as e:   # DataError, ModelFileError, ...
         print(f"pyconv: error: {e}", file=sys.stderr)
         return 2
 
@@ -193,7 +202,26 @@ def _summary(args):
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary}
+def _export(args):
+    from . import onnx
+    from .serialize import load
+    if not args.out.endswith(".onnx"):
+        raise ValueError(f"export: the output file must end in .onnx, got {args.out!r}")
+    model = load(args.path)
+    proto = onnx.export(model, args.out, opset=args.opset or onnx.DEFAULT_OPSET,
+                        input_type=args.input_type)
+    graph = proto.graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    kind = {p.key: p.value for p in proto.metadata_props}["pyconv.input_type"]
+    print(f"wrote {args.out}: opset {proto.opset_import[0].version}, {len(graph.node)} nodes, "
+          f"input {graph.input[0].name!r} {kind} ({', '.join(map(str, dims))}), output "
+          f"{graph.output[0].name!r} (N, {model.output_shape[0]}), "
+          f"{os.path.getsize(args.out) / 1e6:.1f} MB")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary,
+            "export": _export}
 
 
 if __name__ == "__main__":

@@ -17,3 +17,8 @@ class WriteError(OSError):
 class ShapeError(ValueError):
     """A layer that does not fit the shape of its input (the message names the
     layer, what it expects and what it was given)."""
+
+
+class MissingExtra(ImportError):
+    """An optional feature whose packages are not installed; the message says
+    which extra brings them: pip install 'pyconv[onnx]'."""

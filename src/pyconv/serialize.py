@@ -147,7 +147,11 @@ def _build(path, arrays):
 
 
 def load(path):
-    """Load a model saved by save() (or the model inside a checkpoint)."""
+    """Load a model saved by save() (or the model inside a checkpoint), or an
+    ONNX file (.onnx: pyconv.onnx.load, with the onnx extra)."""
+    if os.fspath(path).endswith(".onnx"):
+        from . import onnx
+        return onnx.load(path)
     return _build(path, _read(path))
 
 

@@ -1,0 +1,508 @@
+"""ONNX export and import: a trained model out to any ONNX runtime, and a
+network made elsewhere (PyTorch, Keras) in to pyconv.
+
+    pyconv.onnx.export(model, "model.onnx")      # pyconv export model.npz model.onnx
+    model = pyconv.onnx.load("model.onnx")       # pyconv.load("model.onnx") too
+
+pyconv's activations are NHWC; ONNX convolutions are NCHW. An exported graph
+takes NHWC images, as pyconv does, and transposes them once at the input; it
+transposes back before a Flatten, so the dense weights keep pyconv's (h, w, c)
+row order and the file's weights are pyconv's, transposed at most. The batch
+dimension is dynamic. By default an image model takes uint8 pixels and
+divides them by the model's input_divisor in the graph (as predict does with
+integer images); input_type="float32" takes the float images the layers take.
+
+Import reads a chain of the operators in IMPORTERS. A graph whose input is
+NCHW (PyTorch's) becomes a model that takes NHWC images, x.transpose(0, 2, 3, 1),
+and the dense layer after its Flatten has its rows reordered to match.
+Needs the onnx extra: pip install 'pyconv[onnx]'.
+"""
+import json
+import os
+
+import numpy as np
+
+from convcore.reference import window_pads
+
+from .errors import ModelFileError, ShapeError
+from .extras import require
+from .model import Sequential
+
+DEFAULT_OPSET = 17        # read by ONNX Runtime >= 1.13, onnx.js, TensorRT 8.6, ...
+MIN_OPSET = 13            # Flatten, Gemm and Dropout (ratio an input) as written here
+INPUT, OUTPUT = "images", "logits"
+
+
+def _onnx():
+    return require("onnx", "ONNX export and import")[0]
+
+
+# ------------------------------------------------------------------ export
+
+class _Writer:
+    """The graph being written: nodes, initializers, the current tensor and
+    whether it is NCHW (after the input transpose) or NHWC/flat."""
+
+    def __init__(self, onnx):
+        self.onnx, self.nodes, self.inits, self.cur, self.nchw = onnx, [], [], INPUT, False
+
+    def const(self, name, value):
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op, inputs, name, **attrs):
+        out = f"{name}:{op}"
+        self.nodes.append(self.onnx.helper.make_node(op, [self.cur, *inputs], [out], name=name,
+                                                     **attrs))
+        self.cur = out
+        return out
+
+    def to_nchw(self, name, want):
+        if self.nchw != want:
+            self.node("Transpose", [], f"{name}.to_{'nchw' if want else 'nhwc'}",
+                      perm=[0, 3, 1, 2] if want else [0, 2, 3, 1])
+            self.nchw = want
+
+
+def _window_attrs(layer, size, stride):
+    (pt, pb), (pl, pr) = window_pads(layer.input_shape[:2], size, stride, layer.padding)
+    return dict(kernel_shape=list(size), strides=list(stride), pads=[pt, pl, pb, pr])
+
+
+def _activation(w, name, layer):
+    if layer.activation == "relu":
+        w.node("Relu", [], f"{name}.relu")
+
+
+def _export_conv(w, name, layer):
+    w.to_nchw(name, True)
+    wt = layer.params["w"].value.transpose(3, 2, 0, 1)       # (kh, kw, C, F) -> (F, C, kh, kw)
+    inputs = [w.const(f"{name}.w", np.ascontiguousarray(wt))]
+    if layer.use_bias:
+        inputs.append(w.const(f"{name}.b", layer.params["b"].value))
+    w.node("Conv", inputs, name, **_window_attrs(layer, layer.kernel_size, layer.stride))
+    _activation(w, name, layer)
+
+
+def _export_pool(w, name, layer):
+    w.to_nchw(name, True)
+    stride = layer.pool_size if layer.stride is None else layer.stride
+    w.node("MaxPool", [], name, **_window_attrs(layer, layer.pool_size, stride))
+
+
+def _export_dense(w, name, layer):
+    inputs = [w.const(f"{name}.w", layer.params["w"].value)]
+    if layer.use_bias:
+        inputs.append(w.const(f"{name}.b", layer.params["b"].value))
+    w.node("Gemm", inputs, name)
+    _activation(w, name, layer)
+
+
+def _export_flatten(w, name, layer):
+    if len(layer.input_shape) == 3:
+        w.to_nchw(name, False)           # pyconv's dense rows are in (h, w, c) order
+    w.node("Flatten", [], name, axis=1)
+
+
+def _export_dropout(w, name, layer):
+    w.node("Dropout", [w.const(f"{name}.ratio", np.float32(layer.rate))], name)
+
+
+EXPORTERS = {
+    "Conv2D": _export_conv,
+    "MaxPool2D": _export_pool,
+    "Dense": _export_dense,
+    "Flatten": _export_flatten,
+    "Dropout": _export_dropout,     # the identity at inference; kept for a round trip
+    "ReLU": lambda w, name, layer: w.node("Relu", [], name),
+    "Tanh": lambda w, name, layer: w.node("Tanh", [], name),
+}
+
+
+def _input(w, model, input_type):
+    """The graph's input, scaled (uint8) and transposed as the first layer needs."""
+    helper, TensorProto = w.onnx.helper, w.onnx.TensorProto
+    if input_type is None:
+        input_type = "uint8" if len(model.input_shape) == 3 else "float32"
+    if input_type not in ("uint8", "float32"):
+        raise ValueError(f"export: input_type must be 'uint8' or 'float32', got {input_type!r}")
+    dtype = TensorProto.UINT8 if input_type == "uint8" else TensorProto.FLOAT
+    if input_type == "uint8":
+        w.node("Cast", [], "input.to_float", to=TensorProto.FLOAT)
+        w.node("Div", [w.const("input.divisor", np.float32(model.input_divisor))], "input.scale")
+    return helper.make_tensor_value_info(INPUT, dtype, ["N", *model.input_shape]), input_type
+
+
+def _check_opset(onnx, opset, fn):
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"{fn}: opset must be an int from {MIN_OPSET} to {newest} (this onnx "
+                         f"package's newest), got {opset!r}")
+
+
+def to_onnx(model, opset=DEFAULT_OPSET, input_type=None):
+    """The model as an onnx.ModelProto (checked by onnx.checker, full check)."""
+    onnx = _onnx()
+    _check_opset(onnx, opset, "export")
+    model._need_built("export")
+    w = _Writer(onnx)
+    graph_input, input_type = _input(w, model, input_type)
+    for i, layer in enumerate(model.layers):
+        EXPORTERS[type(layer).__name__](w, f"{i}.{type(layer).__name__}", layer)
+    w.nodes.append(onnx.helper.make_node("Identity", [w.cur], [OUTPUT], name="output"))
+    graph = onnx.helper.make_graph(
+        w.nodes, model.name, [graph_input],
+        [onnx.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT,
+                                            ["N", *model.output_shape])], w.inits)
+    from . import __version__
+    proto = onnx.helper.make_model(graph, producer_name="pyconv", producer_version=__version__,
+                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
+    proto.ir_version = min(proto.ir_version, _IR_FOR_OPSET.get(opset, proto.ir_version))
+    meta = {"pyconv.input_layout": "NHWC", "pyconv.input_type": input_type,
+            "pyconv.input_divisor": repr(model.input_divisor),
+            "pyconv.class_names": json.dumps(model.class_names)}
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+_IR_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
+"""The oldest IR version that holds each opset: a file that older runtimes read."""
+
+
+def export(model, path, opset=DEFAULT_OPSET, input_type=None):
+    """Write the model to `path` as ONNX (atomically); returns the ModelProto.
+    input_type: 'uint8' (images as pixels, divided by input_divisor in the
+    graph; the default for image models) or 'float32' (as the layers take them)."""
+    from .serialize import atomic_write
+    proto = to_onnx(model, opset, input_type)
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    return proto
+
+
+# ------------------------------------------------------------------ import
+
+class _Reader:
+    """A graph read node by node into layer specs: the current tensor, its
+    per-example shape in pyconv's terms ((H, W, C) or (D,)), and its layout."""
+
+    def __init__(self, onnx, path, proto):
+        self.onnx, self.path, self.graph = onnx, path, proto.graph
+        self.consts = {t.name: onnx.numpy_helper.to_array(t) for t in self.graph.initializer}
+        inputs = [v for v in self.graph.input if v.name not in self.consts]
+        if len(inputs) != 1 or len(self.graph.output) != 1:
+            raise ModelFileError(f"{path}: pyconv reads graphs of one input and one output, "
+                                 f"this has {len(inputs)} and {len(self.graph.output)}")
+        self.cur, self.dims = inputs[0].name, _static_dims(path, inputs[0])
+        self.layout = "input"       # -> "nhwc" or "nchw" at the first layer; "flat" after
+        self.shape = self.input_shape = None
+        if len(self.dims) == 1:
+            self.layout, self.shape = "flat", self.dims
+            self.input_shape = self.dims
+        self.divisor, self.specs, self.row_order, self.index = None, [], None, 0
+
+    def where(self, node):
+        return f"{self.path}: node {self.index} {node.name!r} ({node.op_type})"
+
+    def fail(self, node, why):
+        raise ModelFileError(f"{self.where(node)}: {why}")
+
+    def const(self, node, k, required=True):
+        """Input k of node as an array: an initializer or a Constant's value."""
+        name = node.input[k] if k < len(node.input) else ""
+        if name in self.consts:
+            return self.consts[name]
+        if required or name:
+            self.fail(node, f"input {k} ({name or 'missing'}) must be a constant (an "
+                      "initializer): pyconv reads weights, not computed tensors")
+        return None
+
+    def attrs(self, node):
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def images(self, node):
+        """Fix the input layout at the first layer if not yet (NCHW: PyTorch's)."""
+        if self.layout == "input":
+            if len(self.dims) != 3:
+                self.fail(node, f"expects images, the graph's input is {self.dims}")
+            c, h, w = self.dims
+            self.input_shape = self.shape = (h, w, c)
+            self.layout = "nchw"
+        if len(self.shape) != 3:
+            self.fail(node, f"expects images (N, C, H, W), gets flat features {self.shape}")
+
+    def add(self, node, spec, weights=None):
+        layer = Sequential.from_architecture({"layers": [spec]}).layers[0]
+        try:
+            shape = layer.compute_output_shape(self.shape)
+        except ShapeError as e:
+            self.fail(node, str(e))
+        self.specs.append((spec, weights or {}, node))
+        self.shape = tuple(shape)
+
+
+def _static_dims(path, value_info):
+    """An input's per-example dims (all fixed) from its (N, ...) type."""
+    dims = value_info.type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if len(shape) not in (2, 4) or None in shape[1:]:
+        raise ModelFileError(f"{path}: input {value_info.name!r} must be (N, D) features or "
+                             f"(N, ...) images of a fixed size, got {shape}")
+    return shape[1:]
+
+
+def _scalar(r, node, k):
+    v = r.const(node, k)
+    if v.size != 1:
+        r.fail(node, f"pyconv reads a scaling of the input by one number, got shape {v.shape}")
+    return float(v.reshape(()))
+
+
+def _prelude(r, node):
+    if r.specs or r.layout not in ("input", "flat"):
+        r.fail(node, "pyconv reads Cast, Div and Mul only as the input's scaling, before "
+               "the first layer")
+
+
+def _import_cast(r, node):
+    _prelude(r, node)
+    if r.attrs(node).get("to") != r.onnx.TensorProto.FLOAT:
+        r.fail(node, "pyconv reads a Cast of the input to float32 only")
+
+
+def _import_scale(r, node):
+    _prelude(r, node)
+    v = _scalar(r, node, 1)
+    if v == 0 or not np.isfinite(v):
+        r.fail(node, f"scales the input by {v}")
+    r.divisor = v if node.op_type == "Div" else 1 / v
+
+
+def _import_transpose(r, node):
+    perm = list(r.attrs(node).get("perm", []))
+    if r.layout == "input" and perm == [0, 3, 1, 2] and len(r.dims) == 3:
+        r.input_shape = r.shape = tuple(r.dims)       # the graph takes NHWC, as pyconv does
+        r.layout = "nchw"
+    elif r.layout == "nchw" and perm == [0, 2, 3, 1]:
+        r.layout = "nhwc"                             # (before a Flatten: (h, w, c) rows)
+    else:
+        r.fail(node, f"perm {perm} on a {r.layout.upper()} tensor: pyconv reads an NHWC "
+               "input transposed to NCHW, and NCHW back to NHWC before a Flatten")
+
+
+def _window(r, node, size):
+    """pyconv's stride and padding for a Conv's or MaxPool's attributes."""
+    a = r.attrs(node)
+    if any(d != 1 for d in a.get("dilations", [])) or a.get("ceil_mode", 0):
+        r.fail(node, "dilations and ceil_mode are not in pyconv")
+    stride = tuple(a.get("strides", (1, 1)))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "VALID"):
+        return list(stride), "same" if auto == "SAME_UPPER" else "valid"
+    if auto != "NOTSET":
+        r.fail(node, f"auto_pad {auto}: pyconv pads as SAME_UPPER (TensorFlow's 'same')")
+    t, left, b, right = a.get("pads", (0, 0, 0, 0))
+    if (t, b, left, right) == (0, 0, 0, 0):
+        return list(stride), "valid"
+    if ((t, b), (left, right)) == window_pads(r.shape[:2], size, stride, "same"):
+        return list(stride), "same"
+    if t == b and left == right:
+        return list(stride), [t, left]
+    r.fail(node, f"pads {[t, left, b, right]}: pyconv pads both sides alike, or as "
+           "TensorFlow's 'same' (the odd cell at the bottom and right)")
+
+
+def _import_conv(r, node):
+    r.images(node)
+    _need_nchw(r, node)
+    w, b = r.const(node, 1), r.const(node, 2, required=False)
+    if r.attrs(node).get("group", 1) != 1 or w.ndim != 4:
+        r.fail(node, "pyconv's convolutions are 2-d and ungrouped")
+    if w.shape[1] != r.shape[2]:
+        r.fail(node, f"its weight {w.shape} takes {w.shape[1]} channels; the tensor before "
+               f"it has {r.shape[2]}")
+    stride, padding = _window(r, node, w.shape[2:])
+    spec = {"type": "Conv2D", "filters": int(w.shape[0]), "kernel_size": list(w.shape[2:]),
+            "stride": stride, "padding": padding, "use_bias": b is not None}
+    r.add(node, spec, {"w": w.transpose(2, 3, 1, 0), "b": b})
+
+
+def _need_nchw(r, node):
+    if r.layout != "nchw":
+        r.fail(node, f"a {node.op_type} on a tensor transposed to NHWC (ONNX's are NCHW)")
+
+
+def _import_maxpool(r, node):
+    r.images(node)
+    _need_nchw(r, node)
+    if len(node.output) > 1 and node.output[1]:
+        r.fail(node, "its argmax output (Indices) is not in pyconv")
+    size = list(r.attrs(node)["kernel_shape"])
+    stride, padding = _window(r, node, size)
+    r.add(node, {"type": "MaxPool2D", "pool_size": size, "stride": stride, "padding": padding})
+
+
+def _import_flatten(r, node, axis=None):
+    axis = r.attrs(node).get("axis", 1) if axis is None else axis
+    if axis != 1 or r.layout == "input":
+        r.fail(node, f"pyconv flattens each example (axis 1), got axis {axis}")
+    if r.layout == "nchw":     # ONNX's rows (c, h, w); pyconv's Flatten gives (h, w, c)
+        h, w, c = r.shape
+        r.row_order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+    r.add(node, {"type": "Flatten"})
+    r.layout = "flat"
+
+
+def _import_reshape(r, node):
+    shape = [int(v) for v in r.const(node, 1)]
+    flat = int(np.prod(r.shape or r.dims))
+    if len(shape) != 2 or shape[0] not in (0, -1) or shape[1] not in (-1, flat) \
+            or shape == [-1, -1]:
+        r.fail(node, f"pyconv reads a Reshape to (N, features) only, got {shape}")
+    _import_flatten(r, node, axis=1)
+
+
+def _dense(r, node, w, b):
+    if r.layout != "flat":
+        r.fail(node, "a dense layer needs flat features: put a Flatten before it")
+    if w.ndim != 2 or w.shape[0] != r.shape[0]:
+        r.fail(node, f"its weight {w.shape} takes {w.shape[0] if w.ndim else '?'} features; "
+               f"the tensor before it has {r.shape[0]}")
+    if r.row_order is not None:
+        w, r.row_order = w[r.row_order], None
+    spec = {"type": "Dense", "units": int(w.shape[1]), "use_bias": b is not None}
+    r.add(node, spec, {"w": w, "b": None if b is None else b.reshape(-1)})
+
+
+def _import_gemm(r, node):
+    a = r.attrs(node)
+    if a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1 or a.get("transA", 0):
+        r.fail(node, "pyconv reads Gemm with alpha = beta = 1 and transA = 0")
+    w = r.const(node, 1)
+    _dense(r, node, w.T if a.get("transB", 0) else w, r.const(node, 2, required=False))
+
+
+def _import_add(r, node):
+    """A bias after a MatMul."""
+    spec, weights, _ = r.specs[-1] if r.specs else ({}, {}, None)
+    b = r.const(node, 1)
+    if spec.get("type") != "Dense" or spec["use_bias"] or b.size != spec["units"]:
+        r.fail(node, "pyconv reads an Add only as the bias of the MatMul before it")
+    spec["use_bias"], weights["b"] = True, b.reshape(-1)
+
+
+def _import_relu(r, node):
+    spec = r.specs[-1][0] if r.specs else {}
+    if spec.get("type") in ("Conv2D", "Dense") and spec.get("activation") is None:
+        spec["activation"] = "relu"                 # fused, as pyconv runs it
+    else:
+        r.add(node, {"type": "ReLU"})
+
+
+def _import_dropout(r, node):
+    mode = r.const(node, 2, required=False)
+    if mode is not None and bool(mode):
+        r.fail(node, "a Dropout in training mode")
+    ratio = r.const(node, 1, required=False)
+    rate = float(r.attrs(node).get("ratio", 0.5) if ratio is None else ratio)
+    r.add(node, {"type": "Dropout", "rate": rate})
+
+
+def _import_softmax(r, node):
+    if node is not r.graph.node[-1] or r.layout != "flat":
+        r.fail(node, "pyconv reads a Softmax only as the last node, over the classes")
+    # dropped: a pyconv model gives logits; predict_classes' probabilities are their softmax
+
+
+IMPORTERS = {
+    "Conv": _import_conv,
+    "MaxPool": _import_maxpool,
+    "Gemm": _import_gemm,
+    "MatMul": lambda r, node: _dense(r, node, r.const(node, 1), None),
+    "Add": _import_add,
+    "Relu": _import_relu,
+    "Tanh": lambda r, node: r.add(node, {"type": "Tanh"}),
+    "Flatten": _import_flatten,
+    "Reshape": _import_reshape,
+    "Dropout": _import_dropout,
+    "Transpose": _import_transpose,
+    "Cast": _import_cast,
+    "Div": _import_scale,
+    "Mul": _import_scale,
+    "Identity": lambda r, node: None,
+    "Softmax": _import_softmax,
+    "LogSoftmax": _import_softmax,
+}
+
+
+def _read(onnx, path):
+    """The ModelProto in `path`, checked, or ModelFileError saying what is wrong."""
+    from google.protobuf.message import DecodeError
+    path = os.fspath(path)
+    try:
+        proto = onnx.load(path)
+    except FileNotFoundError:
+        raise
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: not a readable ONNX file (truncated or corrupted?): "
+                             f"{e}") from None
+    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+    newest = onnx.defs.onnx_opset_version()
+    if set(opsets) - {"ai.onnx"} or not 11 <= opsets.get("ai.onnx", 0) <= newest:
+        raise ModelFileError(f"{path}: pyconv reads the standard operators (ai.onnx) of opset "
+                             f"11 to {newest}; the file uses {opsets}")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ModelFileError(f"{path}: not a valid ONNX model: "
+                             f"{str(e).strip().splitlines()[0]}") from None
+    return proto
+
+
+def _walk(r):
+    """Each node of the chain into r's layer specs."""
+    for node in r.graph.node:
+        if node.op_type == "Constant":
+            r.consts[node.output[0]] = r.onnx.numpy_helper.to_array(node.attribute[0].t)
+            continue
+        if node.op_type not in IMPORTERS:
+            r.fail(node, f"operator {node.op_type} has no pyconv layer; pyconv reads "
+                   f"{', '.join(IMPORTERS)}")
+        if not node.input or node.input[0] != r.cur:
+            r.fail(node, f"takes {node.input[0] if node.input else 'nothing'!r}, not the "
+                   f"previous node's output {r.cur!r}: pyconv reads a chain of layers")
+        IMPORTERS[node.op_type](r, node)
+        r.cur, r.index = node.output[0], r.index + 1
+    if r.cur != r.graph.output[0].name:
+        raise ModelFileError(f"{r.path}: the graph's output {r.graph.output[0].name!r} is not "
+                             "the end of its chain of nodes")
+    if r.input_shape is None:
+        raise ModelFileError(f"{r.path}: the graph has no layer pyconv reads")
+
+
+def _model(r, meta, input_divisor):
+    names = json.loads(meta.get("pyconv.class_names", "null"))
+    divisor = (input_divisor or r.divisor or float(meta.get("pyconv.input_divisor", 255.0)))
+    arch = {"name": r.graph.name or "onnx", "input_shape": list(r.input_shape),
+            "input_divisor": divisor, "class_names": names,
+            "layers": [spec for spec, _, _ in r.specs]}
+    try:
+        model = Sequential.from_architecture(arch, where=r.path)
+    except ShapeError as e:
+        raise ModelFileError(f"{r.path}: {e}") from None
+    for (_, weights, _), layer in zip(r.specs, model.layers):
+        for key, p in layer.params.items():
+            p.value[...] = weights[key].astype(np.float32, copy=False)
+    return model
+
+
+def load(path, input_divisor=None):
+    """A Sequential from an ONNX file: a chain of the operators in IMPORTERS.
+    input_divisor: what integer images are divided by (default: the graph's
+    own scaling of a uint8 input, else pyconv's 255)."""
+    onnx = _onnx()
+    proto = _read(onnx, path)
+    r = _Reader(onnx, os.fspath(path), proto)
+    _walk(r)
+    return _model(r, {p.key: p.value for p in proto.metadata_props}, input_divisor)
