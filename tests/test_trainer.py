@@ -70,18 +70,30 @@ def _data(n=600, seed=0):
 
 
 def test_train_evaluates_validation_at_intervals_and_test_once(monkeypatch):
+    """The history holds what the curves need: each evaluation's training
+    loss and accuracy (over its interval), validation loss and accuracy,
+    learning rate and speed; then the test set's, once."""
     calls = []
-    real = pyconv.Sequential.accuracy
+    real = pyconv.Sequential.evaluate
 
     def counted(self, x, y, batch_size=1000):
         calls.append(len(x))
         return real(self, x, y, batch_size)
 
-    monkeypatch.setattr(pyconv.Sequential, "accuracy", counted)
+    monkeypatch.setattr(pyconv.Sequential, "evaluate", counted)
     logs = []
     m = train(TrainConfig(model="grokking", steps=10, batch_size=16, eval_every=4,
                           progress=False), data=_data(), log=logs.append)
-    assert [h["step"] for h in m["history"]] == [4, 8, 10]
+    *evaluations, test = m["history"]
+    assert [h["step"] for h in evaluations] == [4, 8, 10]
+    assert set(evaluations[0]) == {"step", "loss", "train_loss", "train_accuracy", "lr",
+                                   "images_per_second", "validation_loss",
+                                   "validation_accuracy"}
+    assert [h["lr"] for h in evaluations] == [1.0] * 3          # grokking's SGD rate
+    assert all(0 <= h["train_accuracy"] <= 1 and h["images_per_second"] > 0
+               for h in evaluations)
+    assert test == {"step": 10, "test_loss": test["test_loss"],
+                    "test_accuracy": m["test_accuracy"]}
     assert len(calls) == 4                       # 3 validations, 1 test
     assert [line.split(":")[0] for line in logs] == ["step 4", "step 8", "step 10"]
     assert 0 < m["train_seconds"] <= m["wall_seconds_this_run"]

@@ -22,6 +22,9 @@ class Callback:
     def on_step_end(self, trainer, loss, correct):
         """After step trainer.step: the batch's mean loss and how many it got right."""
 
+    def on_evaluation(self, trainer, entry):
+        """After trainer.record(entry): an evaluation's figures (see Evaluate)."""
+
     def on_train_end(self, trainer):
         pass
 
@@ -62,23 +65,76 @@ class ProgressBar(Callback):
 
 
 class Evaluate(Callback):
-    """Validation loss and accuracy every `every` steps and at the last step,
-    into trainer.history (with the learning rate), one log line each."""
+    """Every `every` steps and at the last one, records (trainer.record) and
+    logs one entry: the step; loss, the batch's at that step; train_loss and
+    train_accuracy, over the batches since the last evaluation; lr;
+    images_per_second since the last evaluation (steps alone); and
+    validation_loss and validation_accuracy when there is validation data."""
 
     def __init__(self, every):
         self.every = every
+        self.since = {"loss": 0.0, "correct": 0, "steps": 0, "seconds": 0.0}
+
+    def on_train_begin(self, trainer):
+        if not self.since["steps"]:
+            self.since["seconds"] = trainer.clock.seconds
 
     def on_step_end(self, trainer, loss, correct):
+        since = self.since
+        since["loss"] += loss
+        since["correct"] += correct
+        since["steps"] += 1
         if trainer.step % self.every and trainer.step != trainer.steps:
             return
-        entry = {"step": trainer.step, "loss": loss, "lr": trainer.optimizer.lr}
+        images = since["steps"] * trainer.batch_size
+        entry = {"step": trainer.step, "loss": loss, "train_loss": since["loss"] / since["steps"],
+                 "train_accuracy": since["correct"] / images, "lr": trainer.optimizer.lr,
+                 "images_per_second": images / max(trainer.clock.seconds - since["seconds"],
+                                                   1e-9)}
         line = f"step {trainer.step}: loss {loss:.4f}"
         if trainer.validation is not None:
-            acc = trainer.model.accuracy(*trainer.validation)
-            entry["validation_accuracy"] = acc
-            line += f", validation accuracy {acc:.4f}"
-        trainer.history.append(entry)
+            result = trainer.model.evaluate(*trainer.validation)
+            entry["validation_loss"] = result["loss"]
+            entry["validation_accuracy"] = result["accuracy"]
+            line += f", validation accuracy {result['accuracy']:.4f}"
+        self.since = {"loss": 0.0, "correct": 0, "steps": 0, "seconds": trainer.clock.seconds}
+        trainer.record(entry)
         trainer.log(line)
+
+    def state(self):
+        return dict(self.since)
+
+    def load_state(self, state):
+        self.since = dict(state)
+
+
+class TensorBoard(Callback):
+    """Each evaluation's figures as TensorBoard scalars in `logdir`, written as
+    they are measured (tensorboard --logdir shows the run live). The writer is
+    tensorboardX's (the plot extra). A resumed run continues the same curves."""
+
+    TAGS = {"loss": "loss/batch", "train_loss": "loss/train",
+            "validation_loss": "loss/validation", "test_loss": "loss/test",
+            "train_accuracy": "accuracy/train", "validation_accuracy": "accuracy/validation",
+            "test_accuracy": "accuracy/test", "lr": "learning_rate",
+            "images_per_second": "images_per_second"}
+
+    def __init__(self, logdir):
+        from .extras import require
+        self.tbx = require("tensorboard", "--tensorboard")[0]
+        self.logdir, self.writer = logdir, None
+
+    def on_train_begin(self, trainer):
+        self.writer = self.tbx.SummaryWriter(self.logdir, purge_step=trainer.step or None)
+
+    def on_evaluation(self, trainer, entry):
+        for key, tag in self.TAGS.items():
+            if entry.get(key) is not None:
+                self.writer.add_scalar(tag, entry[key], entry["step"])
+        self.writer.flush()
+
+    def on_train_end(self, trainer):
+        self.writer.close()
 
 
 class Checkpoint(Callback):

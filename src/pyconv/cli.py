@@ -1,6 +1,6 @@
 """The `pyconv` command: train a network (built in, or a network file) on a data
 set (registered, or your own), evaluate it, predict with it, summarise it,
-export it as ONNX."""
+look into it (report), export it as ONNX."""
 import argparse
 import json
 import os
@@ -74,7 +74,10 @@ def _train_parser(sub):
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
                    help="steps between checkpoints (default: 1000)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    t.add_argument("--metrics", metavar="PATH", help="write a JSON file of the run's figures")
+    t.add_argument("--metrics", metavar="PATH", help="write a JSON file of the run's figures "
+                   "and its history (for pyconv report)")
+    t.add_argument("--tensorboard", metavar="DIR", help="write each evaluation's figures as "
+                   "TensorBoard scalars in DIR (needs pyconv[plot])")
     t.add_argument("--eval-every", type=_positive_int, default=1000, metavar="N",
                    help="steps between validation accuracy reports; the test set is "
                    "evaluated once, at the end (default: 1000)")
@@ -94,6 +97,15 @@ def build_parser():
     r.add_argument("images", nargs="+", help="PNG/JPEG files, or .npy arrays of images")
     s = sub.add_parser("summary", help="the layers, output shapes and parameter counts")
     s.add_argument("model", help="a saved model, a network file, or a built-in name")
+    rp = sub.add_parser("report", help="an HTML page of the kernels, feature maps, training "
+                        "curves, confusion matrix and mistakes (needs pyconv[plot])")
+    rp.add_argument("path", help="a saved model or checkpoint")
+    rp.add_argument("--metrics", metavar="RUN.json", help="the run's --metrics file: its curves")
+    rp.add_argument("--out", default="report", metavar="DIR",
+                    help="the folder to write index.html and its PNGs to (default: report)")
+    rp.add_argument("--image", type=int, default=0, metavar="N",
+                    help="the test image whose feature maps are shown (default 0)")
+    _data_options(rp)
     x = sub.add_parser("export", help="write a saved model as ONNX (needs pyconv[onnx])")
     x.add_argument("path", help="a saved model or checkpoint")
     x.add_argument("out", help="the .onnx file to write")
@@ -129,7 +141,8 @@ def _train(args):
                       image_size=args.image_size, test_split=args.test_split, seed=args.seed,
                       threads=args.threads, data_dir=args.data_dir, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                      metrics=args.metrics, eval_every=args.eval_every,
+                      metrics=args.metrics, tensorboard=args.tensorboard,
+                      eval_every=args.eval_every,
                       progress=not args.no_progress)
     m = train(cfg)
     test = "none" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
@@ -141,12 +154,9 @@ def _train(args):
 
 
 def _evaluate(args):
-    from . import datasets
     from .serialize import load
     model = load(args.path)
-    ds = datasets.load(args.dataset or "mnist", data_dir=args.data_dir,
-                       image_size=args.image_size or _image_size(model, args.dataset),
-                       test_split=args.test_split)
+    ds = _evaluation_data(model, args)
     result = model.evaluate(ds.x_test, ds.y_test)
     print(json.dumps({"path": args.path, "model": model.name, "dataset": ds.name,
                       "test_images": len(ds.y_test), "test_loss": result["loss"],
@@ -202,6 +212,29 @@ def _summary(args):
     return 0
 
 
+def _evaluation_data(model, args):
+    from . import datasets
+    return datasets.load(args.dataset or "mnist", data_dir=args.data_dir,
+                         image_size=args.image_size or _image_size(model, args.dataset),
+                         test_split=args.test_split)
+
+
+def _report(args):
+    from . import plot, report
+    from .extras import require
+    from .serialize import load
+    require("plot", "pyconv report")
+    model = load(args.path)
+    ds = _evaluation_data(model, args)
+    path = report.write(model, args.out, metrics=args.metrics, test=(ds.x_test, ds.y_test),
+                        image_index=args.image)
+    pngs = sorted(f for f in os.listdir(args.out) if f.endswith(".png"))
+    print(f"wrote {path}: {len(plot.conv_layers(model))} kernel grids, feature maps, confusion "
+          f"matrix, mistakes{', training curves' if args.metrics else ''} ({len(pngs)} PNGs, "
+          f"{len(ds.y_test)} test images of {ds.name})")
+    return 0
+
+
 def _export(args):
     from . import onnx
     from .serialize import load
@@ -221,7 +254,7 @@ def _export(args):
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary,
-            "export": _export}
+            "export": _export, "report": _report}
 
 
 if __name__ == "__main__":

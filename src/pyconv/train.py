@@ -18,7 +18,7 @@ import numpy as np
 
 import convcore
 
-from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar
+from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
 from .errors import WriteError
 from .runs import check_model_spec, new_model_and_optimizer, recipe_for, split_data
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
@@ -133,12 +133,15 @@ class Trainer:
     x may be uint8 (scaled one batch at a time by the model), float32, or a
     memory-mapped array (only each batch's rows are read). trainer.clock
     times the steps alone (batching included; evaluation and checkpoints
-    not). validation = (x, y) or None, for the Evaluate callback."""
+    not). validation = (x, y) or None, for the Evaluate callback; test = (x, y)
+    or None, evaluated once when the steps are done (recorded as the last entry
+    of the history)."""
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
-                 shuffle=True, seed=0, callbacks=(), log=_log, config=None):
+                 test=None, shuffle=True, seed=0, callbacks=(), log=_log, config=None):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
+        self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.callbacks, self.log = list(callbacks), log
         self.sampler = BatchSampler(len(train[0]), batch_size, shuffle, seed)
@@ -195,10 +198,20 @@ class Trainer:
                     if interrupts.requested:
                         self._interrupted()
                     self._one_step()
+            if self.test is not None:
+                result = self.model.evaluate(*self.test)
+                self.record({"step": self.step, "test_loss": result["loss"],
+                             "test_accuracy": result["accuracy"]})
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
         return self.history
+
+    def record(self, entry):
+        """An evaluation's figures into the history, and to each callback."""
+        self.history.append(entry)
+        for cb in self.callbacks:
+            cb.on_evaluation(self, entry)
 
     def _one_step(self):
         x, y = self.train
@@ -296,6 +309,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     resume: bool = False
     metrics: str | None = None
+    tensorboard: str | None = None   # a folder for TensorBoard's event files
     eval_every: int = 1000
     progress: bool = True
 
@@ -323,6 +337,8 @@ class TrainConfig:
 
 def _callbacks(cfg, model_name):
     out = [Evaluate(cfg.eval_every)]
+    if cfg.tensorboard:
+        out.append(TensorBoard(cfg.tensorboard))
     if cfg.schedule != "constant":
         out.append(LearningRateSchedule(cfg.schedule, cfg.lr, cfg.steps))
     if cfg.checkpoint:
@@ -341,7 +357,7 @@ def train(cfg, data=None, log=_log):
     cfg = cfg.resolved(len(data["train"][0]))
     model, opt = new_model_and_optimizer(cfg, data)
     trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
-                      validation=data.get("validation"),
+                      validation=data.get("validation"), test=data.get("test"),
                       shuffle=recipe_for(cfg.model)["shuffle"],
                       seed=cfg.seed, callbacks=_callbacks(cfg, model.name), log=log,
                       config=asdict(cfg))
@@ -353,8 +369,7 @@ def train(cfg, data=None, log=_log):
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
     wall = time.perf_counter()
     trainer.run()
-    test_acc = trainer.model.accuracy(*data["test"]) if data.get("test") else None
-    metrics = _metrics(cfg, trainer, test_acc, time.perf_counter() - wall)
+    metrics = _metrics(cfg, trainer, time.perf_counter() - wall)
     if cfg.metrics:
         try:
             atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
@@ -364,9 +379,11 @@ def train(cfg, data=None, log=_log):
     return metrics
 
 
-def _metrics(cfg, trainer, test_acc, wall_seconds):
+def _metrics(cfg, trainer, wall_seconds):
     history, secs = trainer.history, trainer.clock.seconds
-    last = history[-1] if history else {}
+    last = next((h for h in reversed(history) if "validation_accuracy" in h), {})
+    test_acc = next((h["test_accuracy"] for h in reversed(history) if "test_accuracy" in h),
+                    None)
     first_99 = next((h["step"] for h in history if h.get("validation_accuracy", 0) >= 0.99),
                     None)
     return {
