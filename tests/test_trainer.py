@@ -99,6 +99,38 @@ def test_train_evaluates_validation_at_intervals_and_test_once(monkeypatch):
     assert 0 < m["train_seconds"] <= m["wall_seconds_this_run"]
 
 
+def test_evaluations_average_the_training_batches_since_the_last_one():
+    """train_loss and train_accuracy are the means over exactly the steps since
+    the previous evaluation; every callback sees each entry (on_evaluation)."""
+    from pyconv.callbacks import Callback, Evaluate
+    from pyconv.train import Trainer
+
+    class Record(Callback):
+        def __init__(self):
+            self.steps, self.entries = [], []
+
+        def on_step_end(self, trainer, loss, correct):
+            self.steps.append((loss, correct))
+
+        def on_evaluation(self, trainer, entry):
+            self.entries.append(entry)
+
+    data = _data(200)
+    model = pyconv.models.grokking_cnn(seed=0)
+    record = Record()
+    t = Trainer(model, pyconv.optim.SGD(model.parameters(), lr=0.5), data["train"], steps=7,
+                batch_size=10, validation=data["validation"], test=data["test"],
+                callbacks=[Evaluate(3), record], log=lambda m: None)
+    t.run()
+    assert record.entries == t.history and [h["step"] for h in t.history] == [3, 6, 7, 7]
+    for entry, (a, b) in zip(t.history, [(0, 3), (3, 6), (6, 7)]):
+        losses, correct = zip(*record.steps[a:b])
+        assert entry["train_loss"] == sum(losses) / len(losses)
+        assert entry["train_accuracy"] == sum(correct) / (10 * len(losses))
+        assert entry["loss"] == losses[-1]
+    assert t.history[-1]["test_accuracy"] == model.evaluate(*data["test"])["accuracy"]
+
+
 def test_checkpoint_write_failure_names_the_file_and_the_good_checkpoint(tmp_path, monkeypatch):
     """The second checkpoint write fails: a WriteError naming the file, the
     reason and the last good checkpoint, which is intact; no temporary file."""
