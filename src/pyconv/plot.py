@@ -162,7 +162,7 @@ def curves(history):
     """Loss and accuracy (training, validation; test as a point) and the
     learning rate against step."""
     data = curve_data(history)
-    if "train_loss" not in data and "loss" in data:     # a file of pyconv < 0.2: batch losses
+    if "train_loss" not in data and "loss" in data:     # an older file: batch losses only
         data["train_loss"] = data["loss"]
     fig = _figure(10, 7)
     axes = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 1.2])
