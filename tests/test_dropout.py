@@ -33,27 +33,42 @@ def dropout_cases(draw):
     if draw(st.booleans()):
         shape = (draw(st.integers(0, 40000)),)
     rate = draw(st.one_of(st.sampled_from([0.0, 0.1, 0.5, 0.999]), st.floats(0, 0.9999)))
-    return shape, rate, draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 2**32 - 1))
+    offset = draw(st.sampled_from([0, 0, draw(st.integers(0, 100000)), 2**40 + 17]))
+    return (shape, rate, draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 2**32 - 1)),
+            offset)
 
 
 @given(dropout_cases())
 def test_dropout_equals_reference(case):
-    shape, rate, key, seed = case
+    shape, rate, key, seed, offset = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
     special = rng.random(shape) < 0.05
     x[special] = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan], special.sum())
-    want = ref.dropout_forward(x, rate, key)
-    y = convcore.dropout_forward(x, rate, key)
+    want = ref.dropout_forward(x, rate, key, offset)
+    y = convcore.dropout_forward(x, rate, key, offset)
     assert y.shape == x.shape and y.tobytes() == want.tobytes()
     # the backward pass makes the same mask again from the key
-    assert convcore.dropout_backward(x, rate, key).tobytes() == want.tobytes()
+    assert convcore.dropout_backward(x, rate, key, offset).tobytes() == want.tobytes()
     # the portable generator gives the same words as the AVX-512 one
     y2 = np.empty_like(x)
     keep = np.float32(1 - rate)
     _dropout.dropout(x.reshape(-1), y2.reshape(-1), key, keep, np.float32(1 / (1 - rate)), 1,
-                     False)
+                     False, offset)
     assert y2.tobytes() == want.tobytes()
+
+
+@given(n=st.integers(1, 3000), cut=st.integers(0, 3000), rate=st.floats(0, 0.9),
+       key=st.integers(0, 2**64 - 1))
+def test_dropout_of_the_parts_is_dropout_of_the_whole(n, cut, rate, key):
+    """Split a tensor anywhere: each part with its offset drops what the whole
+    does (so a batch split across processes drops as one process would)."""
+    cut = min(cut, n)
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    whole = convcore.dropout_forward(x, rate, key)
+    parts = [convcore.dropout_forward(x[:cut], rate, key),
+             convcore.dropout_forward(x[cut:], rate, key, offset=cut)]
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
 
 
 def test_dropout_mask_statistics():
@@ -86,6 +101,9 @@ def test_dropout_mask_statistics():
     (lambda: convcore.dropout_forward(np.ones(3, np.float32), 0.5, 2**64), ValueError, "key"),
     (lambda: convcore.dropout_forward(np.ones(3, np.float32), 0.5, 1.5), TypeError, "key"),
     (lambda: convcore.dropout_backward(np.ones(3, np.float16), 0.5, 1), TypeError, "dy"),
+    (lambda: convcore.dropout_forward(np.ones(3, np.float32), 0.5, 1, -1), ValueError, "offset"),
+    (lambda: convcore.dropout_forward(np.ones(3, np.float32), 0.5, 1, 0.5), TypeError,
+     "offset"),
 ])
 def test_dropout_bad_input(call, exc, word):
     with pytest.raises(exc, match=word):

@@ -89,7 +89,9 @@ def arguments(name):
     if name in ("dropout_forward", "dropout_backward"):
         rates = st.one_of(st.floats(-1, 2), st.integers(-1, 2), st.none(), st.just(True))
         keys = st.one_of(st.integers(-2, 2**64 + 2), st.floats(0, 3), st.none())
-        return st.tuples(st.tuples(ARR, rates, keys), st.just({}))
+        offsets = st.one_of(st.integers(-2, 2**63), st.floats(0, 3), st.none())
+        return st.tuples(st.tuples(ARR, rates, keys), st.fixed_dictionaries({}, optional={
+            "offset": offsets}))
     if name == "linear_backward_adam":
         return st.tuples(st.tuples(ARR, ARR, ARR, st.one_of(st.none(), ARR), ARR, ARR,
                                    st.one_of(st.none(), ARR), st.one_of(st.none(), ARR),

@@ -369,7 +369,7 @@ def _update_checks(fn, p, g, states, p_name="p"):
     return np.ascontiguousarray(g).reshape(-1)
 
 
-def _dropout_args(fn, name, a, rate, key):
+def _dropout_args(fn, name, a, rate, key, offset):
     a = chk.array(fn, name, a, getattr(a, "ndim", 0), "(...)")   # any shape
     if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating,
                                                                     np.integer)):
@@ -380,26 +380,35 @@ def _dropout_args(fn, name, a, rate, key):
     key = chk.integer(fn, "key", key, 0)
     if key >= 2**64:
         raise ValueError(f"{fn}: key must be in [0, 2**64), got {key}")
+    offset = chk.integer(fn, "offset", offset, 0)
+    if offset > 2**62:
+        raise ValueError(f"{fn}: offset must be at most 2**62, got {offset}")
     keep = 1.0 - float(rate)
-    return a, key, np.float32(keep), np.float32(1.0 / keep)
+    return a, key, np.float32(keep), np.float32(1.0 / keep), offset
 
 
-def dropout_forward(x, rate, key):
+def dropout_forward(x, rate, key, offset=0):
     """Inverted dropout: y = x * mask, each entry kept with probability 1 - rate
     and scaled by 1 / (1 - rate), else multiplied by 0. The mask is drawn from
     Philox4x32-10 with the 64-bit key: the same for the same key and shape on
-    any thread count, and made again by dropout_backward (never stored)."""
-    x, key, keep, scale = _dropout_args("dropout_forward", "x", x, rate, key)
+    any thread count, and made again by dropout_backward (never stored).
+    offset: x is part of a larger tensor, from its entry `offset` on (C
+    order), and takes that part of the larger tensor's mask: a shard of a
+    batch, split across processes, drops what the whole batch would."""
+    x, key, keep, scale, offset = _dropout_args("dropout_forward", "x", x, rate, key, offset)
     y = empty(x.shape)
-    _dropout.dropout(x.reshape(-1), y.reshape(-1), key, keep, scale, get_num_threads())
+    _dropout.dropout(x.reshape(-1), y.reshape(-1), key, keep, scale, get_num_threads(),
+                     offset=offset)
     return y
 
 
-def dropout_backward(dy, rate, key):
-    """dx = dy * the mask of dropout_forward(x, rate, key), x of dy's shape."""
-    dy, key, keep, scale = _dropout_args("dropout_backward", "dy", dy, rate, key)
+def dropout_backward(dy, rate, key, offset=0):
+    """dx = dy * the mask of dropout_forward(x, rate, key, offset), x of dy's shape."""
+    dy, key, keep, scale, offset = _dropout_args("dropout_backward", "dy", dy, rate, key,
+                                                 offset)
     dx = empty(dy.shape)
-    _dropout.dropout(dy.reshape(-1), dx.reshape(-1), key, keep, scale, get_num_threads())
+    _dropout.dropout(dy.reshape(-1), dx.reshape(-1), key, keep, scale, get_num_threads(),
+                     offset=offset)
     return dx
 
 

@@ -12,16 +12,16 @@ from libc.stdint cimport uint32_t, uint64_t
 cdef extern from "_dropout_kernels.h" nogil:
     int cc_simd_supported()
     void cc_philox4x32_10(uint32_t* c, const uint32_t* k)
-    void cc_dropout(const float* x, float* y, Py_ssize_t i0, Py_ssize_t i1, uint32_t key0,
-                    uint32_t key1, float keep, float scale, int simd)
+    void cc_dropout(const float* x, float* y, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t offset,
+                    uint32_t key0, uint32_t key1, float keep, float scale, int simd)
 
 DEF CHUNK = 16384   # entries per work item (a multiple of the 256-entry batch)
 cdef int SIMD = cc_simd_supported()
 
 
 def dropout(const float[::1] x, float[::1] y, uint64_t key, float keep, float scale,
-            int n_threads, bint simd=True):
-    """y = x * mask(key): y[i] = x[i] * (scale if entry i is kept else 0).
+            int n_threads, bint simd=True, Py_ssize_t offset=0):
+    """y = x * mask(key): y[i] = x[i] * (scale if entry offset + i is kept else 0).
     simd=False: the portable generator even where AVX-512 runs (for the tests)."""
     cdef Py_ssize_t n = x.shape[0], c, i0
     if n == 0:
@@ -33,7 +33,7 @@ def dropout(const float[::1] x, float[::1] y, uint64_t key, float keep, float sc
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads):
         i0 = c * CHUNK
-        cc_dropout(xp, yp, i0, min(n, i0 + CHUNK), k0, k1, keep, scale, use_simd)
+        cc_dropout(xp, yp, i0, min(n, i0 + CHUNK), offset, k0, k1, keep, scale, use_simd)
 
 
 def philox4x32_10(counter, key):

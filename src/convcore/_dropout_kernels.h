@@ -110,27 +110,32 @@ static void cc_dropout_apply_avx512(const float* x, float* y, ptrdiff_t s0, ptrd
 CC_SIMD_END
 #endif
 
-/* y[i] = x[i] * (kept(i) ? scale : 0) for i in [i0, i1); i0 a multiple of
- * CC_DROPOUT_BATCH; simd: use the AVX-512 generator (cc_simd_supported()).
- * x and y may be the same array. */
-static void cc_dropout(const float* x, float* y, ptrdiff_t i0, ptrdiff_t i1, uint32_t key0,
-                       uint32_t key1, float keep, float scale, int simd)
+/* y[i] = x[i] * (kept(offset + i) ? scale : 0) for i in [i0, i1): the mask
+ * of a larger tensor whose entry offset is x's first (a shard of a batch);
+ * simd: use the AVX-512 generator (cc_simd_supported()). x and y may be the
+ * same array. A batch of the generator that straddles two calls' ranges is
+ * made by both, with the same words. */
+static void cc_dropout(const float* x, float* y, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t offset,
+                       uint32_t key0, uint32_t key1, float keep, float scale, int simd)
 {
     uint32_t words[CC_DROPOUT_BATCH];
     const uint32_t k[2] = {key0, key1};
     const float T = keep * 16777216.0f;   /* kept iff (word >> 8) < keep 2^24, exactly */
-    for (ptrdiff_t s0 = i0; s0 < i1; s0 += CC_DROPOUT_BATCH) {
-        ptrdiff_t s1 = s0 + CC_DROPOUT_BATCH < i1 ? s0 + CC_DROPOUT_BATCH : i1;
-        uint64_t q = (uint64_t)(s0 / CC_DROPOUT_BATCH);
+    for (ptrdiff_t g0 = (i0 + offset) / CC_DROPOUT_BATCH * CC_DROPOUT_BATCH; g0 < i1 + offset;
+         g0 += CC_DROPOUT_BATCH) {
+        ptrdiff_t s0 = g0 - offset > i0 ? g0 - offset : i0;
+        ptrdiff_t s1 = g0 + CC_DROPOUT_BATCH - offset < i1 ? g0 + CC_DROPOUT_BATCH - offset : i1;
+        uint64_t q = (uint64_t)(g0 / CC_DROPOUT_BATCH);
+        const uint32_t* w = words + (s0 + offset - g0);    /* entry s0's word */
 #if CC_SIMD_COMPILED
         if (simd) {
             cc_philox_batch_avx512(q, k, words);
-            cc_dropout_apply_avx512(x, y, s0, s1, words, T, scale);
+            cc_dropout_apply_avx512(x, y, s0, s1, w, T, scale);
             continue;
         }
 #endif
         cc_philox_batch(q, k, words);
-        cc_dropout_apply(x, y, s0, s1, words, T, scale);
+        cc_dropout_apply(x, y, s0, s1, w, T, scale);
     }
 }
 

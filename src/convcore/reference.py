@@ -207,17 +207,20 @@ def philox4x32_10(counters, key):
     return np.stack(c, axis=1).astype(np.uint32)
 
 
-def dropout_forward(x, rate, key):
+def dropout_forward(x, rate, key, offset=0):
     """x * mask: entry 256 q + 64 l + j takes word l of counter (64 q + j, 0, 0)
     (2 words, then 2 zero words) under the key's two 32-bit halves; it is kept
     if (word >> 8) 2^-24 < 1 - rate, then scaled by 1 / (1 - rate), else
-    multiplied by 0. The mask is float32: use float32 x for convcore's bits."""
-    n, batches = x.size, -(-x.size // 256)
-    j = np.arange(64 * batches, dtype=np.uint64)
+    multiplied by 0. The mask is float32: use float32 x for convcore's bits.
+    x's entry i is entry offset + i of that mask."""
+    first = offset // 256                       # the first batch x's entries take
+    n, batches = x.size, -(-(offset + x.size) // 256) - first
+    j = np.arange(64 * first, 64 * (first + batches), dtype=np.uint64)
     counters = np.stack([j & _M32, j >> np.uint64(32), 0 * j, 0 * j], axis=1)
     key = np.uint64(key)
     words = philox4x32_10(counters, (key & _M32, key >> np.uint64(32)))
-    words = words.reshape(batches, 64, 4).transpose(0, 2, 1).reshape(-1)[:n]
+    words = words.reshape(batches, 64, 4).transpose(0, 2, 1).reshape(-1)
+    words = words[offset - 256 * first:][:n]
     keep = np.float32(1.0 - rate)
     kept = (words >> 8).astype(np.float32) < keep * np.float32(2**24)
     mask = np.where(kept, np.float32(1.0 / (1.0 - rate)), np.float32(0))
@@ -225,5 +228,5 @@ def dropout_forward(x, rate, key):
         return x * mask.reshape(x.shape)
 
 
-def dropout_backward(dy, rate, key):
-    return dropout_forward(dy, rate, key)
+def dropout_backward(dy, rate, key, offset=0):
+    return dropout_forward(dy, rate, key, offset)

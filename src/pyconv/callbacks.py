@@ -93,7 +93,7 @@ class Evaluate(Callback):
                                                    1e-9)}
         line = f"step {trainer.step}: loss {loss:.4f}"
         if trainer.validation is not None:
-            result = trainer.model.evaluate(*trainer.validation)
+            result = trainer.evaluate(*trainer.validation)
             entry["validation_loss"] = result["loss"]
             entry["validation_accuracy"] = result["accuracy"]
             line += f", validation accuracy {result['accuracy']:.4f}"

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from . import distributed
 from .errors import DataError, MissingExtra, WriteError
 from .models import MODELS
 from .train import TrainConfig, TrainingDiverged, train
@@ -122,16 +123,28 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        return 130
+        return _ended(130)
     except TrainingDiverged as e:
-        print(f"pyconv: {e}", file=sys.stderr)
-        return 3
+        return _ended(3, f"pyconv: {e}")
     except WriteError as e:
-        print(f"pyconv: error: {e}", file=sys.stderr)
-        return 4
+        return _ended(4, f"pyconv: error: {e}")
     except (ValueError, FileNotFoundError, MissingExtra) as e:   # DataError, ModelFileError, ...
-        print(f"pyconv: error: {e}", file=sys.stderr)
-        return 2
+        return _ended(2, f"pyconv: error: {e}")
+    except BaseException as e:
+        _ended(None, f"pyconv: {type(e).__name__}: {e}")
+        raise
+
+
+def _ended(code, message=None):
+    """Print why (naming the rank when there are several); with several
+    processes, end them all (MPI_Abort) so that none waits for this one."""
+    world = distributed.current()
+    if message:
+        prefix = f"[rank {world.rank}] " if world.size > 1 else ""
+        print(prefix + message, file=sys.stderr)
+    if world.size > 1 and code is not None:
+        world.abort(code)
+    return code
 
 
 def _train(args):
@@ -145,6 +158,8 @@ def _train(args):
                       eval_every=args.eval_every,
                       progress=not args.no_progress)
     m = train(cfg)
+    if m["processes"] > 1 and distributed.world().rank:
+        return 0
     test = "none" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
     data = "" if m["dataset"] == "mnist" else f"{m['dataset']}, "
     print(f"test accuracy: {test} ({m['model']}, {data}{m['steps']} steps, "

@@ -12,6 +12,7 @@ EXTRAS = {
     "plot": ("matplotlib",),
     "tensorboard": ("tensorboardX",),    # (in the plot extra)
     "images": ("PIL",),
+    "mpi": ("mpi4py.MPI",),              # mpi4py, and an MPI: MPICH's wheels or the system's
 }
 _WHICH = {"tensorboard": "plot"}
 
@@ -23,5 +24,6 @@ def require(feature, what):
         return [importlib.import_module(name) for name in EXTRAS[feature]]
     except ImportError as e:
         extra = _WHICH.get(feature, feature)
-        raise MissingExtra(f"{what} needs the {extra!r} extra ({e.name} is not installed): "
+        missing = e.name or str(e)
+        raise MissingExtra(f"{what} needs the {extra!r} extra ({missing} is not installed): "
                            f"pip install 'pyconv[{extra}]'") from None

@@ -272,19 +272,25 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = rate
         self.rng = np.random.default_rng()
+        self.model = None
 
     def bind(self, model):
-        self.rng = model.rng
+        self.rng, self.model = model.rng, model
 
     def forward(self, x, training=False):
         if not training or self.rate == 0:
             self._key = None
             return x
         self._key = int(self.rng.integers(0, 2**64, dtype=np.uint64))
-        return convcore.dropout_forward(x, self.rate, self._key)
+        # a process's slice of a batch (pyconv.distributed) takes that slice of its mask
+        first = self.model.shard_start if self.model is not None else 0
+        self._offset = first * int(np.prod(x.shape[1:]))
+        return convcore.dropout_forward(x, self.rate, self._key, self._offset)
 
     def backward(self, dy):
-        return dy if self._key is None else convcore.dropout_backward(dy, self.rate, self._key)
+        if self._key is None:
+            return dy
+        return convcore.dropout_backward(dy, self.rate, self._key, self._offset)
 
     def config(self):
         return dict(rate=self.rate)

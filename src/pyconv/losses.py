@@ -2,8 +2,10 @@
 import numpy as np
 
 
-def softmax_cross_entropy(logits, labels):
-    """(mean loss, dlogits) for logits (N, K) and integer labels (N,)."""
+def softmax_cross_entropy(logits, labels, batch=None):
+    """(mean loss, dlogits) for logits (N, K) and integer labels (N,). batch:
+    the number of examples the mean is over (default N); N examples of a
+    larger batch (one process's slice) give their share of its mean."""
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     if logits.ndim != 2:
@@ -18,8 +20,9 @@ def softmax_cross_entropy(logits, labels):
     z = logits - logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(z).sum(axis=1))
     rows = np.arange(n)
-    loss = float(np.mean(log_sum - z[rows, labels])) if n else 0.0
+    batch = n if batch is None else batch
+    loss = float(np.sum(log_sum - z[rows, labels]) / batch) if n else 0.0
     grad = np.exp(z - log_sum[:, None])
     grad[rows, labels] -= 1
-    grad /= max(n, 1)
+    grad /= max(batch, 1)
     return loss, grad.astype(np.float32)

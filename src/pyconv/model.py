@@ -2,6 +2,7 @@
 training step, predict and evaluate."""
 import numpy as np
 
+from . import distributed
 from .errors import ShapeError
 from .fusion import FUSIONS, plan
 from .layers import LAYERS
@@ -27,6 +28,7 @@ class Sequential:
         self.input_divisor = float(input_divisor)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.rng = np.random.default_rng(seed)      # dropout masks
+        self.shard_start = 0     # this process's first example of the batch (distributed)
         self.input_shape = self.output_shape = None
         for layer in self.layers:
             layer.bind(self)
@@ -127,16 +129,33 @@ class Sequential:
                     optimizer.grad_ready(p)
         return dy
 
-    def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False):
+    def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None):
         """One step on a batch: x images (N, H, W, C), float32 or integer (scaled
         by input_divisor), y integer labels (N,). Returns the mean loss, or
-        (loss, logits) with return_logits=True."""
+        (loss, logits) with return_logits=True.
+
+        In a world of several processes (pyconv.distributed: mpiexec), x and y
+        are the global batch, the same on every rank: each rank computes its
+        own slice, the gradients are summed across the ranks, and the loss
+        returned is the global batch's (the logits, this rank's slice's).
+        shard=(first, end, n): x and y are already examples first..end-1 of a
+        global batch of n, and the loss returned is their share of its mean."""
+        world = distributed.world()
+        whole = shard is None and world.size > 1
+        if whole:
+            first, end = world.shard(len(y))
+            x, y, shard = x[first:end], y[first:end], (first, end, len(y))
+        if world.size > 1:
+            world.attach(optimizer)
         x = self.prepare(x, "train_step")
+        self.shard_start = 0 if shard is None else shard[0]     # (dropout's masks)
         logits = self.forward(x, training=True, optimizer=optimizer, fusions=fusions)
-        loss, dlogits = softmax_cross_entropy(logits, y)
+        loss, dlogits = softmax_cross_entropy(logits, y, None if shard is None else shard[2])
         optimizer.begin_step()
         self.backward(dlogits, optimizer)
         optimizer.finish_step()
+        if whole:
+            loss = float(world.sum([loss])[0])
         return (loss, logits) if return_logits else loss
 
     def fit(self, x, y, **kwargs):

@@ -16,13 +16,17 @@ class Optimizer:
         self._index = {id(p): i for i, p in enumerate(self.params)}
         self._updated = set()
         self._hooks = []
+        self._waiting = []          # (index, waits): updates deferred to finish_step
 
     def add_grad_hook(self, hook):
         """Call hook(param) whenever a parameter's gradient is complete in the
         backward pass, before this optimiser applies it: a hook may change
-        param.grad in place (a sum across processes, clipping). Returns a
-        function that removes the hook. With a hook, no update is fused into a
-        backward pass (the hook needs the gradient stored)."""
+        param.grad in place (a sum across processes, clipping). A hook that
+        starts work on the gradient and returns a function (a non-blocking sum
+        across processes: its wait) defers that parameter's update to the end
+        of the backward pass (finish_step), which calls the function first.
+        Returns a function that removes the hook. With a hook, no update is
+        fused into a backward pass (the hook needs the gradient stored)."""
         self._hooks.append(hook)
         return lambda: self._hooks.remove(hook)
 
@@ -37,19 +41,29 @@ class Optimizer:
         self._updated = set()
 
     def grad_ready(self, p):
-        """p.grad is complete for this step: run the hooks, then update p."""
+        """p.grad is complete for this step: run the hooks, then update p (or
+        defer its update, if a hook returned a wait)."""
         i = self._index.get(id(p))
         if i is None or i in self._updated:
             return
-        for hook in self._hooks:
-            hook(p)
-        self._update(i)
+        waits = [w for w in (hook(p) for hook in self._hooks) if w is not None]
         self._updated.add(i)
+        if waits:
+            self._waiting.append((i, waits))
+        else:
+            self._update(i)
 
     def finish_step(self):
-        """Update the parameters that were not handed to grad_ready since begin_step."""
+        """Hand over the parameters not handed to grad_ready since begin_step,
+        then apply the deferred updates, each after its waits, in the order
+        their gradients were ready."""
         for p in self.params:
             self.grad_ready(p)
+        waiting, self._waiting = self._waiting, []
+        for i, waits in waiting:
+            for wait in waits:
+                wait()
+            self._update(i)
 
     def fuses_dense(self, params):
         """Whether this optimiser updates a dense layer holding `params` inside its

@@ -18,8 +18,10 @@ import numpy as np
 
 import convcore
 
+from . import distributed
 from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
 from .errors import WriteError
+from .losses import softmax_cross_entropy
 from .runs import check_model_spec, new_model_and_optimizer, recipe_for, split_data
 from .serialize import atomic_write, load_checkpoint, save_checkpoint
 
@@ -138,12 +140,18 @@ class Trainer:
     of the history)."""
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
-                 test=None, shuffle=True, seed=0, callbacks=(), log=_log, config=None):
+                 test=None, shuffle=True, seed=0, callbacks=(), log=_log, config=None,
+                 world=None):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
-        self.callbacks, self.log = list(callbacks), log
+        self.world = world or distributed.world()     # several processes: pyconv.distributed
+        if batch_size < self.world.size:
+            raise ValueError(f"--batch-size ({batch_size}) is the global batch: it must be at "
+                             f"least the number of processes ({self.world.size})")
+        self.callbacks = list(callbacks)
+        self.log = log if self.world.is_root else (lambda msg: None)
         self.sampler = BatchSampler(len(train[0]), batch_size, shuffle, seed)
         self.step, self.history, self.clock = 0, [], Stopwatch()
         self.stop_training = False
@@ -170,6 +178,11 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.step}")
 
     def save_checkpoint(self, path):
+        """Rank 0 writes it (the other ranks check that their weights are the same)."""
+        self.world.check_in_sync(self.model, self.step)
+        if not self.world.is_root:
+            self.last_checkpoint = (path, self.step)
+            return
         state = {"step": self.step, "train_seconds": self.clock.seconds,
                  "history": self.history, "model_rng": self.model.rng.bit_generator.state,
                  "sampler": self.sampler.state(), "config": self.config,
@@ -193,13 +206,13 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
-            with _Interrupts() as interrupts:
+            with _Interrupts() as self._interrupts:
                 while self.step < self.steps and not self.stop_training:
-                    if interrupts.requested:
+                    if self._interrupts.requested:
                         self._interrupted()
                     self._one_step()
             if self.test is not None:
-                result = self.model.evaluate(*self.test)
+                result = self.evaluate(*self.test)
                 self.record({"step": self.step, "test_loss": result["loss"],
                              "test_accuracy": result["accuracy"]})
         finally:
@@ -213,19 +226,37 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_evaluation(self, entry)
 
+    def evaluate(self, x, y):
+        """{"loss", "accuracy"} over (x, y), split across the ranks."""
+        if self.world.size == 1:
+            return self.model.evaluate(x, y)
+        first, end = self.world.shard(len(y))
+        logits = self.model.predict(x[first:end])
+        yb = np.asarray(y[first:end]).astype(np.int64)
+        loss = softmax_cross_entropy(logits, yb, len(y))[0] if end > first else 0.0
+        loss, correct = self.world.sum([loss, np.sum(logits.argmax(axis=1) == yb)])
+        return {"loss": float(loss), "accuracy": float(correct / max(len(y), 1))}
+
     def _one_step(self):
         x, y = self.train
         for cb in self.callbacks:
             cb.on_step_begin(self)
         with self.clock:
-            idx = self.sampler.next()
-            yb = np.asarray(y[idx]).astype(np.int64)
-            loss, logits = self.model.train_step(x[idx], yb, self.optimizer, return_logits=True)
+            idx = self.sampler.next()                 # the global batch, alike on every rank
+            first, end = self.world.shard(len(idx))
+            yb = np.asarray(y[idx[first:end]]).astype(np.int64)
+            shard = None if self.world.size == 1 else (first, end, len(idx))
+            loss, logits = self.model.train_step(x[idx[first:end]], yb, self.optimizer,
+                                                 return_logits=True, shard=shard)
+            correct = int((logits.argmax(1) == yb).sum())
+            if self.world.size > 1:                   # the batch's, and a Ctrl-C on any rank
+                loss, correct, stop = self.world.sum([loss, correct,
+                                                      self._interrupts.requested])
+                correct, self._interrupts.requested = int(correct), bool(stop)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; "
                                    f"stopping ({self.kept_message()}). Try a smaller --lr.")
         self.step += 1
-        correct = int((logits.argmax(1) == yb).sum())
         for cb in self.callbacks:
             cb.on_step_end(self, loss, correct)
 
@@ -280,7 +311,7 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     steps = steps if steps is not None else int(math.ceil(epochs * len(x) / batch_size))
     optimizer = optimizer or Adam(model.parameters(), lr=lr)
     cbs = [Evaluate(eval_every or per_epoch), *callbacks]
-    if verbose and sys.stderr.isatty():
+    if verbose and sys.stderr.isatty() and distributed.world().is_root:
         cbs.append(ProgressBar(model.name))
     trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
                       validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
@@ -335,32 +366,43 @@ class TrainConfig:
         return out
 
 
-def _callbacks(cfg, model_name):
+def _callbacks(cfg, model_name, world):
     out = [Evaluate(cfg.eval_every)]
-    if cfg.tensorboard:
+    if cfg.tensorboard and world.is_root:
         out.append(TensorBoard(cfg.tensorboard))
     if cfg.schedule != "constant":
         out.append(LearningRateSchedule(cfg.schedule, cfg.lr, cfg.steps))
     if cfg.checkpoint:
         out.append(Checkpoint(cfg.checkpoint, cfg.checkpoint_every))
-    if cfg.progress and sys.stderr.isatty():
+    if cfg.progress and sys.stderr.isatty() and world.is_root:
         out.append(ProgressBar(model_name))
     return out
 
 
 def train(cfg, data=None, log=_log):
-    """Train as cfg says; returns the metrics dict (also written to cfg.metrics)."""
+    """Train as cfg says; returns the metrics dict (also written to cfg.metrics).
+    Under a launcher of several processes (mpiexec, srun), data-parallel over
+    them (pyconv.distributed): rank 0 writes and logs, every rank returns."""
     check_model_spec(cfg.model)           # before any data is read or fetched
+    world = distributed.world()
     if cfg.threads is not None:
         convcore.set_num_threads(cfg.threads)
+    elif world.size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        convcore.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
     data = data or split_data(cfg)
     cfg = cfg.resolved(len(data["train"][0]))
     model, opt = new_model_and_optimizer(cfg, data)
+    world.check_same({"option": {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items()
+                                 if k != "threads"},
+                      "network": model.architecture(),
+                      **distributed.data_fingerprint(
+                          {f"{k} {part}": data[k][i] for k in ("train", "validation", "test")
+                           if data.get(k) for i, part in enumerate(("images", "labels"))})})
     trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
                       validation=data.get("validation"), test=data.get("test"),
                       shuffle=recipe_for(cfg.model)["shuffle"],
-                      seed=cfg.seed, callbacks=_callbacks(cfg, model.name), log=log,
-                      config=asdict(cfg))
+                      seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
+                      config=asdict(cfg), world=world)
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
                            f"--steps {cfg.steps}"
                            + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
@@ -370,7 +412,7 @@ def train(cfg, data=None, log=_log):
     wall = time.perf_counter()
     trainer.run()
     metrics = _metrics(cfg, trainer, time.perf_counter() - wall)
-    if cfg.metrics:
+    if cfg.metrics and world.is_root:
         try:
             atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
         except OSError as e:
@@ -396,5 +438,5 @@ def _metrics(cfg, trainer, wall_seconds):
         "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
         "wall_seconds_this_run": wall_seconds,
         "first_step_validation_accuracy_at_least_0.99": first_99,
-        "eval_every": cfg.eval_every, "history": history,
+        "eval_every": cfg.eval_every, "processes": trainer.world.size, "history": history,
     }

@@ -1,0 +1,36 @@
+"""Run by tests/test_distributed.py under `mpiexec -n K` (and alone, K = 1):
+`steps` training steps of the tutorial network on fixed batches of the MNIST
+test images, through Sequential.train_step (each rank takes its slice of the
+global batch), then rank 0 writes the weights to OUT.npz.
+
+    mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH
+"""
+import sys
+
+import numpy as np
+
+import pyconv
+from pyconv import distributed
+
+from conftest import MNIST_DIR
+
+
+def main(out, optimizer, steps, batch):
+    world = distributed.world()
+    ds = pyconv.datasets.load("mnist", data_dir=MNIST_DIR)
+    model = pyconv.models.tutorial_cnn(seed=0)
+    params = model.parameters()
+    opt = (pyconv.optim.Adam(params, lr=1e-4) if optimizer == "adam"
+           else pyconv.optim.SGD(params, lr=0.05))
+    losses = []
+    for step in range(steps):
+        rows = slice(step * batch, (step + 1) * batch)
+        losses.append(model.train_step(ds.x_test[rows], ds.y_test[rows], opt))
+    world.check_in_sync(model, steps)           # every rank holds the same weights
+    if world.is_root:
+        np.savez(out, losses=np.array(losses), size=world.size,
+                 **{name: p.value for name, p in model.named_parameters()})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -1,0 +1,202 @@
+"""Data-parallel training over MPI (pyconv.distributed): the pieces in one
+process, then real `mpiexec -n 2` runs against one process with the same
+global batch, run-to-run determinism, a rank killed mid-run and resumed,
+and ranks started differently."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pyconv
+from pyconv import distributed
+from pyconv.layers import Dense, Dropout, Flatten
+from pyconv.losses import softmax_cross_entropy
+
+from conftest import HERE, MNIST_DIR
+
+
+@given(n=st.integers(1, 500), size=st.integers(1, 40))
+def test_shards_split_a_batch_in_order(n, size):
+    parts = [distributed.shard(n, r, size) for r in range(size)]
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    sizes = [e - f for f, e in parts]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] - sizes[-1] <= 1
+
+
+def test_slices_of_a_batch_give_its_loss_and_gradient():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((7, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 7)
+    loss, grad = softmax_cross_entropy(logits, y)
+    a, ga = softmax_cross_entropy(logits[:3], y[:3], batch=7)
+    b, gb = softmax_cross_entropy(logits[3:], y[3:], batch=7)
+    assert np.concatenate([ga, gb]).tobytes() == grad.tobytes()
+    assert abs(a + b - loss) <= 1e-6 * abs(loss)
+
+
+def test_a_slice_of_a_batch_drops_what_the_batch_drops():
+    model = pyconv.Sequential([Flatten(), Dropout(0.5), Dense(3)], input_shape=(4, 5, 1),
+                              seed=3)
+    x = np.random.default_rng(1).random((6, 4, 5, 1), dtype=np.float32)
+    whole = model.layers[1].forward(model.layers[0].forward(x), training=True)
+    model.rng = np.random.default_rng(3)            # the same key again
+    model.layers[1].bind(model)
+    model.shard_start = 4
+    part = model.layers[1].forward(model.layers[0].forward(x[4:]), training=True)
+    assert part.tobytes() == whole[4:].tobytes()
+
+
+def test_a_hook_that_returns_a_wait_defers_the_update():
+    """The non-blocking sum's contract with the optimiser: the update of a
+    parameter whose hook returned a wait comes after the wait, at finish_step."""
+    model = pyconv.Sequential([Flatten(), Dense(2)], input_shape=(3, 1, 1), seed=0)
+    opt = pyconv.optim.SGD(model.parameters(), lr=0.1)
+    events = []
+
+    def hook(p):
+        events.append(("ready", p.name))
+        return lambda: events.append(("wait", p.name))
+    opt.add_grad_hook(hook)
+    w0 = model.parameters()[0].value.copy()
+    x, y = np.ones((2, 3, 1, 1), np.float32), np.array([0, 1])
+    model.train_step(x, y, opt)
+    assert events == [("ready", "w"), ("ready", "b"), ("wait", "w"), ("wait", "b")]
+    assert not np.array_equal(model.parameters()[0].value, w0)     # then updated
+
+
+def test_one_process_never_imports_mpi4py():
+    code = ("import sys; import pyconv, pyconv.cli, pyconv.distributed as d\n"
+            "assert d.world().size == 1 and 'mpi4py' not in sys.modules")
+    env = {k: v for k, v in os.environ.items() if k not in distributed.SIZE_VARIABLES}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ------------------------------------------------------------ under mpiexec
+
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+
+
+def mpiexec(n, *args, timeout=300, check=True, **kw):
+    if MPIEXEC is None:
+        pytest.fail("the MPI tests need mpiexec: pip install '.[mpi]' (the test extra has it)")
+    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR, OMP_NUM_THREADS="1")
+    proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode:
+        raise AssertionError(f"mpiexec -n {n} {args}: exit {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def worker(n, out, optimizer, steps, batch):
+    mpiexec(n, os.path.join(HERE, "mpi_worker.py"), str(out), optimizer, str(steps),
+            str(batch))
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("optimizer, batch", [("sgd", 50), ("adam", 50), ("sgd", 51)])
+def test_two_ranks_compute_one_processs_step(tmp_path, optimizer, batch):
+    """One step on 2 ranks against 1 process, the same global batch (51: the
+    ranks take 26 and 25). What differs is the order in which the weight
+    gradients are summed: SGD's weights agree to float32 rounding of the
+    gradient sums; Adam's move at most lr (1e-4) apart, where a gradient is
+    near 0 and its sign is rounding."""
+    one = worker(1, tmp_path / "one.npz", optimizer, 1, batch)
+    two = worker(2, tmp_path / "two.npz", optimizer, 1, batch)
+    assert int(two["size"]) == 2 and int(one["size"]) == 1
+    assert abs(float(two["losses"][0]) - float(one["losses"][0])) <= 1e-6
+    for name in one:
+        if name.startswith(("0.", "2.", "5.", "7.")):
+            diff = np.abs(two[name] - one[name]).max()
+            bound = 1e-4 + 1e-7 if optimizer == "adam" else 1e-7
+            assert diff <= bound, (name, diff)
+
+
+def test_two_ranks_give_the_same_bits_run_after_run(tmp_path):
+    a = worker(2, tmp_path / "a.npz", "adam", 5, 50)
+    b = worker(2, tmp_path / "b.npz", "adam", 5, 50)
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def _train(n, tmp_path, *extra, check=True):
+    return mpiexec(n, "-m", "pyconv", "train", "--model", "tutorial", "--steps", "60",
+                   "--eval-every", "30", "--batch-size", "50", "--no-progress", *extra,
+                   check=check)
+
+
+def test_pyconv_train_on_two_ranks_prints_once_and_matches_one_process(tmp_path):
+    two = _train(2, tmp_path, "--metrics", str(tmp_path / "two.json"))
+    one = _train(1, tmp_path, "--metrics", str(tmp_path / "one.json"))
+    assert two.stdout.count("test accuracy") == 1 and two.stderr.count("step 30:") == 1
+    assert one.stdout.count("test accuracy") == 1 and "1 threads" in one.stdout
+    m2, m1 = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("two", "one"))
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    assert abs(m2["test_accuracy"] - m1["test_accuracy"]) <= 0.01
+    assert abs(m2["history"][-2]["train_loss"] - m1["history"][-2]["train_loss"]) <= 0.01
+
+
+def _rank_pid(marker, rank):
+    """The pid of the training process of `rank` whose command line has marker."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if marker in cmd and "pyconv" in cmd and f"PMI_RANK={rank}" in env:
+            return int(pid)
+    return None
+
+
+def test_a_killed_rank_ends_the_job_and_resume_completes_it(tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "pyconv", "train",
+                             "--steps", "2000", "--checkpoint", str(ckpt), "--checkpoint-every",
+                             "20", "--no-progress"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists(), "no checkpoint within 120 s"
+        pid = _rank_pid(str(ckpt), 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed = time.time()
+        out, err = proc.communicate(timeout=30)
+        ended_after = time.time() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and ended_after < 10, (proc.returncode, ended_after)
+    assert "BAD TERMINATION" in out and "Killed (signal 9)" in out, (out + err)[-2000:]  # hydra
+    with np.load(ckpt) as f:
+        step = json.loads(str(f["train_state"]))["step"]
+    assert step >= 20
+    done = mpiexec(2, "-m", "pyconv", "train", "--steps", str(step + 40), "--checkpoint",
+                   str(ckpt), "--checkpoint-every", "20", "--resume", "--no-progress")
+    assert f"resumed from {ckpt} at step {step}" in done.stderr
+    assert f"{step + 40} steps" in done.stdout
+
+
+def test_ranks_started_differently_are_refused_naming_the_difference(tmp_path):
+    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR, OMP_NUM_THREADS="1")
+    common = ["-m", "pyconv", "train", "--model", "grokking", "--steps", "5", "--no-progress"]
+    proc = subprocess.run([MPIEXEC, "-n", "1", sys.executable, *common, "--seed", "0", ":",
+                           "-n", "1", sys.executable, *common, "--seed", "1"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "rank 1's option --seed differs from rank 0's (1 there, 0 on rank 0)" in proc.stderr
+    assert "start every rank with the same options and data" in proc.stderr
