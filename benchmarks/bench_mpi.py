@@ -69,7 +69,7 @@ def _allreduce_seconds(world, model, repeats=10):
     start = time.perf_counter()
     for _ in range(repeats):
         for g in grads:
-            world.comm.Allreduce(world.mpi.IN_PLACE, g, op=world.mpi.SUM)
+            world.grads.Allreduce(world.mpi.IN_PLACE, g, op=world.mpi.SUM)
     return (time.perf_counter() - start) / repeats
 
 
@@ -94,6 +94,10 @@ def main(argv=None):
                    help="mpi: gradients summed (the real thing); hook: the gradient hook "
                    "and its unfused updates, no MPI; none: each rank alone")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(HERE, "results", "mpi-scaling.json"))
+    p.add_argument("--progress", choices=("thread", "calls"), default="thread",
+                   help="thread: a thread drives MPI's progress during the backward pass "
+                   "(pyconv's default); calls: progress only inside MPI calls")
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -103,7 +107,8 @@ def main(argv=None):
     for r in range(args.rounds):
         for batch, steps in ((50, 60), (256, 15)):
             for ranks, sums in ((1, "mpi"), (2, "mpi"), (2, "hook"), (2, "none")):
-                row = run(ranks, batch, steps, sums)
+                row = run(ranks, batch, steps, sums, env=dict(
+                    os.environ, OMP_NUM_THREADS="1", PYCONV_MPI_PROGRESS=args.progress))
                 row["round"] = r
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -125,8 +130,9 @@ def main(argv=None):
             "waited_ms": two["wait_s_per_step"] * 1e3, "allreduce_ms": two["allreduce_s"] * 1e3,
             "hidden": 1 - two["wait_s_per_step"] / two["allreduce_s"]})
         print(json.dumps(summary[-1]))
-    with open(os.path.join(HERE, "results", "mpi-scaling.json"), "w") as f:
-        json.dump({"machine": machine(), "rows": rows, "summary": summary}, f, indent=1)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine(), "progress": args.progress, "rows": rows,
+                   "summary": summary}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ scaling efficiency at K = 8, 32 and 128 machines.
 
 Needs root (ip netns, tc), and only makes addresses inside its own
 namespaces (10.77.0.1 and .2); removes them at the end. Writes
-benchmarks/results/mpi-netns.json.
+benchmarks/results/mpi-netns.json and, with matplotlib, mpi-netns.png.
 """
 import argparse
 import json
@@ -57,7 +57,7 @@ def shape(gbit):
         sh("tc", "-n", ns, "qdisc", "del", "dev", "mpi0", "root", check=False)
         if gbit:
             rate = int(gbit * 1e9)
-            burst = max(rate // 8 // 250 * 2, 64 * 1024)          # two ticks at HZ 250
+            burst = max(rate // 8 // 1000, 64 * 1024)       # 1 ms at the rate (hrtimer)
             sh("tc", "-n", ns, "qdisc", "add", "dev", "mpi0", "root", "tbf", "rate",
                f"{rate}bit", "burst", str(burst), "latency", "100ms")
 
@@ -96,16 +96,20 @@ def pingpong():
 
 
 def fit_alpha_beta(times):
-    n = np.array([int(k) for k in times], np.float64)
-    t = np.array(list(times.values()))
-    beta, alpha = np.polyfit(n, t, 1)
-    return float(max(alpha, 0.0)), float(beta)
+    """alpha: the one-way time of the smallest message; beta: the slope of
+    one-way time against size over the messages of 1 MB and more."""
+    times = {int(k): v for k, v in times.items()}
+    sizes = sorted(times)
+    big = [n for n in sizes if n >= 1 << 20]
+    beta = np.polyfit(np.array(big, np.float64), [times[n] for n in big], 1)[0]
+    return float(times[sizes[0]]), float(beta)
 
 
 def allreduce_seconds(k, alpha, beta, sizes):
-    """Ring all-reduce of each gradient (reduce-scatter, then all-gather):
-    2 (k - 1) messages of size / k each, per tensor."""
-    return sum(2 * (k - 1) * (alpha + s / k * beta) for s in sizes)
+    """All-reduce of each gradient as MPICH does a large one (Rabenseifner:
+    reduce-scatter by recursive halving, all-gather by recursive doubling):
+    2 log2(k) messages, 2 (k - 1) / k of the tensor's bytes, per tensor."""
+    return sum(2 * np.log2(k) * alpha + 2 * (k - 1) / k * s * beta for s in sizes)
 
 
 def main(argv=None):
@@ -113,9 +117,12 @@ def main(argv=None):
     p.add_argument("--pingpong", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rates", default="none,10,5,2.5,1", help="Gbit/s ('none': unshaped)")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
     args = p.parse_args(argv)
     if args.pingpong:
         return pingpong()
+    if args.replot:
+        return replot()
     sys.path.insert(0, HERE)
     import pyconv
 
@@ -147,6 +154,43 @@ def main(argv=None):
         json.dump({"machine": machine(), "single": single, "points": points, "model": model,
                    "gradient_bytes": grads}, f, indent=1)
     print(json.dumps(model, indent=1))
+    plot(points, model, grads, os.path.join(HERE, "results", "mpi-netns.png"))
+
+
+def plot(points, model, grads, path):
+    """Measured step times beside the model's, and the predicted efficiency."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for batch, colour in ((50, "C0"), (256, "C1")):
+        pts = sorted((p for p in points if p["batch_per_rank"] == batch and p["gbit"]),
+                     key=lambda p: p["effective_gbit"])
+        m = model[batch]
+        bw = [p["effective_gbit"] for p in pts]
+        left.plot(bw, [p["step_s"] * 1e3 for p in pts], "o", color=colour,
+                  label=f"batch {batch}/rank, measured")
+        left.plot(bw, [(m["compute_s_fitted"] + m["exposed_fraction"] * p["model_allreduce_s"])
+                       * 1e3 for p in pts], "-", color=colour, label=f"batch {batch}, model")
+        for gbit, style in (("10", "--"), ("25", ":")):
+            ks = sorted(m["efficiency"][gbit], key=int)
+            right.plot([int(k) for k in ks], [m["efficiency"][gbit][k] for k in ks], style,
+                       marker="o", color=colour, label=f"batch {batch}, {gbit} Gbit/s")
+    left.set_xscale("log"), left.set_xlabel("link (Gbit/s, as measured by MPI)")
+    left.set_ylabel("step time, 2 ranks (ms)"), left.legend(fontsize=8), left.grid(alpha=0.3)
+    right.set_xscale("log", base=2), right.set_xlabel("machines (K)")
+    right.set_ylabel("scaling efficiency (model)"), right.set_ylim(0, 1.05)
+    right.legend(fontsize=8), right.grid(alpha=0.3)
+    fig.savefig(path, dpi=100)
+
+
+def replot():
+    with open(os.path.join(HERE, "results", "mpi-netns.json")) as f:
+        d = json.load(f)
+    model = {int(k): v for k, v in d["model"].items()}
+    plot(d["points"], model, d["gradient_bytes"], os.path.join(HERE, "results", "mpi-netns.png"))
 
 
 def predict(points, single, grads):
@@ -161,7 +205,7 @@ def predict(points, single, grads):
         (compute, exposed), *_ = np.linalg.lstsq(a, t, rcond=None)
         alpha = float(np.median([p["alpha_s"] for p in pts]))
         ten = [p for p in pts if p["gbit"] == 10]
-        efficiency = (ten[0]["effective_gbit"] / 10) if ten else 1.0   # what TCP got of 10
+        efficiency = min(1.0, ten[0]["effective_gbit"] / 10) if ten else 1.0   # TCP's share
         t1 = single[batch]["step_s"]
         rows = {}
         for gbit in (10, 25):

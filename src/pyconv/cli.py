@@ -57,8 +57,9 @@ def _train_parser(sub):
                    "model's published budget: tutorial 20000, grokking 2100; else 2000)")
     t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
                    "(instead of --steps)")
-    t.add_argument("--batch-size", type=_positive_int, help="default: tutorial 50, "
-                   "grokking 128, else 50")
+    t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "
+                   "mpiexec, split among the processes (default: tutorial 50, grokking 128, "
+                   "else 50)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
                    "Adam, grokking 1.0 SGD, else 1e-3 Adam)")
     t.add_argument("--schedule", choices=("constant", "step", "cosine"), default="constant",
@@ -68,8 +69,9 @@ def _train_parser(sub):
                    "training images held out for validation (default: the recipe's twelfth)")
     t.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, dropout and data order (default: 0)")
-    t.add_argument("--threads", type=_positive_int, help="convcore threads (default: "
-                   "OMP_NUM_THREADS, else all cores)")
+    t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
+                   "(default: OMP_NUM_THREADS, else the cores shared among the machine's "
+                   "processes)")
     t.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here periodically "
                    "and at the end (it is also a model file for evaluate and predict)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",

@@ -90,7 +90,12 @@ class World(Local):
         self.is_root = self.rank == 0
         self.local_size = comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()
         self._attached = set()
+        self.grads = comm.Dup()          # the gradient sums' own communicator
         self._progress = None
+        if mpi.Query_thread() == mpi.THREAD_MULTIPLE and \
+                os.environ.get("PYCONV_MPI_PROGRESS", "thread") == "thread":
+            from concurrent.futures import ThreadPoolExecutor
+            self._progress = ThreadPoolExecutor(1, thread_name_prefix="pyconv-mpi-progress")
         self.wait_seconds = 0.0       # time spent waiting for gradient sums (not hidden)
 
     def shard(self, n):
@@ -111,18 +116,17 @@ class World(Local):
             self._attached.add(id(optimizer))
 
     def _start_sum(self, p):
+        """Start summing p.grad across the ranks; returns the wait for it. A
+        thread of this process waits on the request meanwhile, which drives
+        MPI's progress while the backward pass computes (MPICH moves a
+        non-blocking collective only inside MPI calls): measured, it hides
+        most of the sum (benchmarks/bench_mpi.py)."""
         if p.grad is None:
             return None
-        request = self.comm.Iallreduce(self.mpi.IN_PLACE, p.grad, op=self.mpi.SUM)
-        if os.environ.get("PYCONV_MPI_PROGRESS") == "thread":
-            if self._progress is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._progress = ThreadPoolExecutor(1, thread_name_prefix="pyconv-mpi")
-            done = self._progress.submit(request.Wait)
-            request = done
-            finish = done.result
-        else:
-            finish = request.Wait
+        request = self.grads.Iallreduce(self.mpi.IN_PLACE, p.grad, op=self.mpi.SUM)
+        finish = request.Wait
+        if self._progress is not None:
+            finish = self._progress.submit(request.Wait).result
 
         def wait():
             t = time.perf_counter()
