@@ -108,8 +108,9 @@ def test_two_ranks_compute_one_processs_step(tmp_path, optimizer, batch):
     """One step on 2 ranks against 1 process, the same global batch (51: the
     ranks take 26 and 25). What differs is the order in which the weight
     gradients are summed: SGD's weights agree to float32 rounding of the
-    gradient sums; Adam's move at most lr (1e-4) apart, where a gradient is
-    near 0 and its sign is rounding."""
+    gradient sums (measured: 7.5e-8 at most, batch 50); Adam's could move up
+    to lr (1e-4) apart where a gradient is near 0 and its sign is rounding
+    (measured: 1.7e-7). A wrong sum or scale moves them by ~1e-3."""
     one = worker(1, tmp_path / "one.npz", optimizer, 1, batch)
     two = worker(2, tmp_path / "two.npz", optimizer, 1, batch)
     assert int(two["size"]) == 2 and int(one["size"]) == 1
@@ -117,7 +118,7 @@ def test_two_ranks_compute_one_processs_step(tmp_path, optimizer, batch):
     for name in one:
         if name.startswith(("0.", "2.", "5.", "7.")):
             diff = np.abs(two[name] - one[name]).max()
-            bound = 1e-4 + 1e-7 if optimizer == "adam" else 1e-7
+            bound = 1e-4 + 1e-6 if optimizer == "adam" else 1e-6
             assert diff <= bound, (name, diff)
 
 
@@ -159,7 +160,7 @@ def _rank_pid(marker, rank):
     return None
 
 
-def test_a_killed_rank_ends_the_job_and_resume_completes_it(tmp_path):
+def test_a_killed_rank_ends_the_job_and_resume_goes_on_with_any_ranks(tmp_path):
     ckpt = tmp_path / "ckpt.npz"
     env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "pyconv", "train",
@@ -185,10 +186,12 @@ def test_a_killed_rank_ends_the_job_and_resume_completes_it(tmp_path):
     with np.load(ckpt) as f:
         step = json.loads(str(f["train_state"]))["step"]
     assert step >= 20
-    done = mpiexec(2, "-m", "pyconv", "train", "--steps", str(step + 40), "--checkpoint",
-                   str(ckpt), "--checkpoint-every", "20", "--resume", "--no-progress")
-    assert f"resumed from {ckpt} at step {step}" in done.stderr
-    assert f"{step + 40} steps" in done.stdout
+    # a checkpoint of 2 ranks resumes on 1, and that one on 2 again
+    for ranks, end in ((1, step + 20), (2, step + 40)):
+        done = mpiexec(ranks, "-m", "pyconv", "train", "--steps", str(end), "--checkpoint",
+                       str(ckpt), "--checkpoint-every", "20", "--resume", "--no-progress")
+        assert f"resumed from {ckpt} at step {end - 20}" in done.stderr
+        assert f"{end} steps" in done.stdout
 
 
 def test_ranks_started_differently_are_refused_naming_the_difference(tmp_path):

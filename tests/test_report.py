@@ -245,3 +245,15 @@ def test_without_the_plot_extra_the_commands_say_what_to_install(run, tmp_path):
                               "--steps", "2"], capture_output=True, text=True, cwd=tmp_path,
                              env=env)
     assert trained.returncode == 0 and "test accuracy" in trained.stdout
+
+
+def test_report_refuses_bad_input_naming_it(run, tmp_path):
+    (tmp_path / "bad.json").write_text("{bad")
+    cases = [(["--metrics", str(tmp_path / "bad.json")], 2,
+              f"{tmp_path / 'bad.json'}: not a metrics file written by pyconv train --metrics"),
+             (["--image", "99999"], 2, "--image must be from 0 to 999"),
+             (["--out", "/proc/no/such"], 4, "could not make the report's folder /proc/no/such")]
+    for extra, code, message in cases:
+        proc = pyconv_cli("report", str(run / "g.npz"), "--out", str(tmp_path / "r"), *extra,
+                          check=False)
+        assert proc.returncode == code and message in proc.stderr, proc.stderr

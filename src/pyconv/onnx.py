@@ -24,7 +24,7 @@ import numpy as np
 
 from convcore.reference import window_pads
 
-from .errors import ModelFileError, ShapeError
+from .errors import ModelFileError, ShapeError, WriteError
 from .extras import require
 from .model import Sequential
 
@@ -176,7 +176,10 @@ def export(model, path, opset=DEFAULT_OPSET, input_type=None):
     graph; the default for image models) or 'float32' (as the layers take them)."""
     from .serialize import atomic_write
     proto = to_onnx(model, opset, input_type)
-    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    try:
+        atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
     return proto
 
 

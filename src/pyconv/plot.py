@@ -135,12 +135,25 @@ def feature_maps(model, image):
 def history_of(history):
     """The list of evaluation entries in a History, a metrics dict or file, or a list."""
     if isinstance(history, str):
-        with open(history) as f:
-            history = json.load(f)
+        history = read_metrics(history)
     history = getattr(history, "history", history)
     if isinstance(history, dict):
         history = history.get("history", [])
     return list(history)
+
+
+def read_metrics(path):
+    """A --metrics file's contents, or ValueError naming the file."""
+    with open(path) as f:
+        try:
+            metrics = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a metrics file written by pyconv train --metrics "
+                             f"({e})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("history"), list):
+        raise ValueError(f"{path}: not a metrics file written by pyconv train --metrics (no "
+                         "history)")
+    return metrics
 
 
 CURVES = {"loss": ("train_loss", "validation_loss", "test_loss"),

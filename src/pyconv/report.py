@@ -14,12 +14,16 @@ from importlib import resources
 import numpy as np
 
 from . import plot
+from .errors import WriteError
 from .serialize import atomic_write
 
 
 def _save(fig, out, name):
     path = os.path.join(out, name)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=plot.DPI))
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=plot.DPI))
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
     return name
 
 
@@ -74,10 +78,12 @@ def pictures(model, out, metrics=None, test=None, image_index=0):
 def write(model, out, metrics=None, test=None, image_index=0):
     """The report in folder `out`: index.html and its PNGs. metrics: a run's
     metrics (dict or file); test: (x, y) test images. Returns index.html's path."""
-    os.makedirs(out, exist_ok=True)
     if isinstance(metrics, str):
-        with open(metrics) as f:
-            metrics = json.load(f)
+        metrics = plot.read_metrics(metrics)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"could not make the report's folder {out}: {e.strerror}") from None
     if test is not None and not 0 <= image_index < len(test[1]):
         raise ValueError(f"--image must be from 0 to {len(test[1]) - 1}, got {image_index}")
     shown = pictures(model, out, metrics, test, image_index)
@@ -94,7 +100,10 @@ def write(model, out, metrics=None, test=None, image_index=0):
     page = _PAGE.format(name=html.escape(model.name), summary=summary, sections=sections,
                         explorer=explorer, head=_head(metrics, test))
     path = os.path.join(out, "index.html")
-    atomic_write(path, lambda f: f.write(page.encode()))
+    try:
+        atomic_write(path, lambda f: f.write(page.encode()))
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
     return path
 
 
