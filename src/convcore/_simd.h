@@ -1,16 +1,17 @@
 /* The vector type of convcore's register-tiled kernels (_conv_direct.h,
- * _linear_tiles.h): 16 float32 lanes, GCC vector extensions, compiled for
- * AVX-512F by a function-target pragma, so the rest of the extension keeps
- * the baseline x86-64 ISA and the kernels are called only on CPUs that have
- * AVX-512F (cc_simd_supported, checked at run time).
+ * _linear_tiles.h): 16 float32 lanes, GCC vector extensions (which clang
+ * has too), compiled for AVX-512F by a function-target pragma (GCC's, or
+ * clang's attribute pragma), so the rest of the extension keeps the baseline
+ * x86-64 ISA and the kernels are called only on CPUs that have AVX-512F
+ * (cc_simd_supported, checked at run time).
  */
 #ifndef CONVCORE_SIMD_H
 #define CONVCORE_SIMD_H
 
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 8 \
-    && !defined(CONVCORE_NO_SIMD)
+#if defined(__x86_64__) && !defined(CONVCORE_NO_SIMD) \
+    && (defined(__clang__) ? __clang_major__ >= 12 : defined(__GNUC__) && __GNUC__ >= 8)
 #define CC_SIMD_COMPILED 1
 
 static inline int cc_simd_supported(void)
@@ -20,8 +21,13 @@ static inline int cc_simd_supported(void)
 }
 
 /* Everything between CC_SIMD_BEGIN and CC_SIMD_END is compiled for AVX-512F. */
+#if defined(__clang__)
+#define CC_SIMD_BEGIN _Pragma("clang attribute push (__attribute__((target(\"avx512f,fma\"))), apply_to = function)")
+#define CC_SIMD_END _Pragma("clang attribute pop")
+#else
 #define CC_SIMD_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,fma\")")
 #define CC_SIMD_END _Pragma("GCC pop_options")
+#endif
 
 CC_SIMD_BEGIN
 typedef float cc_v16 __attribute__((vector_size(64)));
