@@ -12,6 +12,16 @@ importable, skipped with a note otherwise. Also: the float32 sgemm peak of the
 BLAS convcore uses, measured in the same run, pyconv's fraction of it, the
 per-layer breakdown and the peak memory (max RSS) of a training process.
 Prints a Markdown table; writes benchmarks/results/peers.json and peers.md.
+
+--isa avx2: every framework held to AVX2 as a CPU without AVX-512 runs it:
+OpenBLAS held to its Haswell kernels (OPENBLAS_CORETYPE=Haswell, for pyconv
+and the sgemm peak), pyconv on its BLAS kernels (the AVX-512 ones cannot
+run there), TensorFlow's oneDNN with ONEDNN_MAX_CPU_ISA=AVX2, PyTorch with
+ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2; training at batch 50
+and 256 and inference at batch 1,000, each on 1 and 2 threads.
+
+    env -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py --isa avx2 \
+        --out benchmarks/results/peers-avx2.json
 """
 import argparse
 import json
@@ -30,6 +40,10 @@ from _common import machine, markdown_table, tf_tutorial_model, write_json  # no
 TRAIN_MFLOP = 82.0      # per image per training step (forward 27.8 MFLOP)
 INFER_MFLOP = 27.8
 SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 2), ("infer", 1000, 2)]
+AVX2_SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 1), ("train", 256, 2),
+                 ("infer", 1000, 1), ("infer", 1000, 2)]
+AVX2_ENV = {"OPENBLAS_CORETYPE": "Haswell", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "ATEN_CPU_CAPABILITY": "avx2", "BENCH_PYCONV_KERNELS": "blas"}
 FRAMEWORKS = ["pyconv", "tensorflow", "torch"]
 
 
@@ -39,6 +53,7 @@ def _pyconv(mode, batch, threads):
     import convcore
     import pyconv
     convcore.set_num_threads(threads)
+    convcore.set_kernels(os.environ.get("BENCH_PYCONV_KERNELS", "auto"))
     rng = np.random.default_rng(0)
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
@@ -170,11 +185,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=5,
                     help="interleaved rounds over all frameworks (medians over the rounds)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.json"))
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: every framework held to AVX2 (see the module's docstring)")
     args = ap.parse_args()
     if args.worker:
         fw, mode, batch, threads, steps = args.worker
         print(json.dumps(worker(fw, mode, int(batch), int(threads), int(steps))))
         return
+    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        # OpenBLAS picks its kernels when it loads: start again with the variables set
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+    global SETTINGS
+    if args.isa == "avx2":
+        SETTINGS = AVX2_SETTINGS
 
     m = machine()
     peak = {1: 0.0, 2: 0.0}
@@ -241,7 +264,7 @@ def main():
     sgemm_scaling = float(np.median([b / a for a, b in zip(peak_rounds[1], peak_rounds[2])]))
 
     from bench_layers import breakdown
-    layers = breakdown(50, threads=2)
+    layers = breakdown(50, threads=2) if args.isa == "native" else {}
     total = sum(v["forward"] + v["backward"] for v in layers.values())
     layer_rows = [(n, f"{v['forward']:.2f}", f"{v['backward']:.2f}",
                    f"{100 * (v['forward'] + v['backward']) / total:.0f}%")
@@ -252,6 +275,8 @@ def main():
 
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores; BLAS: {'; '.join(m['blas'])}",
+        *([f"Held to AVX2: {', '.join(f'{k}={v}' for k, v in AVX2_ENV.items())}"]
+          if args.isa == "avx2" else []),
         f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={m['OPENBLAS_L2_SIZE']}; "
         f"sgemm peak (scipy OpenBLAS, 2048^3): {peak[1]:.0f} GFLOP/s on 1 thread, "
         f"{peak[2]:.0f} on 2",
@@ -262,15 +287,18 @@ def main():
         markdown_table(header, rows), "",
         (f"pyconv 2 threads / 1 thread (train b50): {scaling:.2f}x; OpenBLAS sgemm (2048^3) "
          f"in the same rounds: {sgemm_scaling:.2f}x" if scaling else ""), "",
-        "Per-layer breakdown, pyconv train step, batch 50, 2 threads (ms):", "",
-        markdown_table(["layer", "forward", "backward", "share"], layer_rows), "",
+        *(["Per-layer breakdown, pyconv train step, batch 50, 2 threads (ms):", "",
+           markdown_table(["layer", "forward", "backward", "share"], layer_rows), ""]
+          if layer_rows else []),
         "Peak memory (max RSS of the process, train b50, 2 threads):", "",
         markdown_table(["framework", "max RSS"], mem_rows), "",
         *[f"Note: {n}" for n in notes],
     ]
     text = "\n".join(lines)
     print(text)
-    write_json(args.out, {"machine": m, "sgemm_peak_gflops": peak, "steps": args.steps,
+    write_json(args.out, {"machine": m, "isa": args.isa,
+                          "held_to_avx2": AVX2_ENV if args.isa == "avx2" else None,
+                          "sgemm_peak_gflops": peak, "steps": args.steps,
                           "rounds": args.rounds,
                           "results": [r for rs in runs.values() for r in rs if r],
                           "sgemm_gflops_per_round": peak_rounds,
