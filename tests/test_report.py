@@ -190,7 +190,7 @@ def test_report_page_in_a_real_browser(run, tmp_path):
     out = tmp_path / "report"
     printed = pyconv_cli("report", str(run / "g.npz"), "--metrics", str(run / "run.json"),
                          "--out", str(out), "--image", "3").stdout
-    assert printed.startswith(f"wrote {out / 'index.html'}: 1 kernel grids")
+    assert printed.startswith(f"wrote {out / 'index.html'}: 1 kernel grid, feature maps")
     model = pyconv.load(str(run / "g.npz"))
     x_test = pyconv.datasets.load("mnist", data_dir=MNIST_DIR).x_test
     x = model.prepare(x_test[3:4])

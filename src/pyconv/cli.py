@@ -246,7 +246,8 @@ def _report(args):
     path = report.write(model, args.out, metrics=args.metrics, test=(ds.x_test, ds.y_test),
                         image_index=args.image)
     pngs = sorted(f for f in os.listdir(args.out) if f.endswith(".png"))
-    print(f"wrote {path}: {len(plot.conv_layers(model))} kernel grids, feature maps, confusion "
+    grids = len(plot.conv_layers(model))
+    print(f"wrote {path}: {grids} kernel grid{'s' * (grids != 1)}, feature maps, confusion "
           f"matrix, mistakes{', training curves' if args.metrics else ''} ({len(pngs)} PNGs, "
           f"{len(ds.y_test)} test images of {ds.name})")
     return 0
