@@ -11,7 +11,6 @@ EXTRAS = {
     "onnx": ("onnx",),                   # export and import; onnxruntime to run the files
     "plot": ("matplotlib",),
     "tensorboard": ("tensorboardX",),    # (in the plot extra)
-    "images": ("PIL",),
     "mpi": ("mpi4py.MPI",),              # mpi4py, and an MPI: MPICH's wheels or the system's
 }
 _WHICH = {"tensorboard": "plot"}

@@ -24,7 +24,7 @@ import numpy as np
 
 from convcore.reference import window_pads
 
-from .errors import ModelFileError, ShapeError, WriteError
+from .errors import ModelFileError, ShapeError
 from .extras import require
 from .model import Sequential
 
@@ -174,12 +174,9 @@ def export(model, path, opset=DEFAULT_OPSET, input_type=None):
     """Write the model to `path` as ONNX (atomically); returns the ModelProto.
     input_type: 'uint8' (images as pixels, divided by input_divisor in the
     graph; the default for image models) or 'float32' (as the layers take them)."""
-    from .serialize import atomic_write
+    from .serialize import write_file
     proto = to_onnx(model, opset, input_type)
-    try:
-        atomic_write(path, lambda f: f.write(proto.SerializeToString()))
-    except OSError as e:
-        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
+    write_file(path, lambda f: f.write(proto.SerializeToString()))
     return proto
 
 

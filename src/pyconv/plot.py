@@ -98,10 +98,16 @@ def kernels(model, layer=None):
     return fig
 
 
+def one_image(model, image, fn="feature_maps"):
+    """One image ((H, W[, C]), or the first of a batch) as the first layer
+    takes it: (1, H, W, C) float32."""
+    image = np.asarray(image)
+    return model.prepare(image[None] if image.ndim < 4 else image[:1], fn)
+
+
 def activations(model, image):
     """[(index, layer, output (H, W, C))] for each convolution and pool, one image."""
-    x = model.prepare(np.asarray(image)[None] if np.ndim(image) < 4 else image,
-                      "feature_maps")[:1]
+    x = one_image(model, image)
     out = []
     for i, layer in enumerate(model.layers):
         x = layer.forward(x, training=False)
@@ -113,9 +119,9 @@ def activations(model, image):
 def feature_maps(model, image):
     """One image through the network: the input, then each convolution's and
     pool's output channels as a grid (one colour scale per layer, with a bar)."""
-    maps = activations(model, image)
-    x = model.prepare(np.asarray(image)[None] if np.ndim(image) < 4 else image,
-                      "feature_maps")[0]
+    x = one_image(model, image)
+    maps = activations(model, x)         # (x is float32 already: prepared once)
+    x = x[0]
     fig = _figure(10, 2.2 * (len(maps) + 1))
     axes = fig.subplots(len(maps) + 1, 1, squeeze=False)[:, 0]
     axes[0].imshow(x if x.shape[2] == 3 else x[..., 0], cmap="gray", interpolation="nearest")

@@ -15,15 +15,12 @@ import numpy as np
 
 from . import plot
 from .errors import WriteError
-from .serialize import atomic_write
+from .serialize import write_file
 
 
 def _save(fig, out, name):
     path = os.path.join(out, name)
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=plot.DPI))
-    except OSError as e:
-        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
+    write_file(path, lambda f: fig.savefig(f, format="png", dpi=plot.DPI))
     return name
 
 
@@ -36,7 +33,7 @@ def explorer_data(model, image):
     the scaled input, the weights, bias, window geometry and the layer's output."""
     from convcore.reference import window_pads
     i = plot.conv_layers(model)[0]
-    x = model.prepare(np.asarray(image)[None], "report")
+    x = plot.one_image(model, image, "report")
     for layer in model.layers[:i]:
         x = layer.forward(x, training=False)
     conv = model.layers[i]
@@ -100,10 +97,7 @@ def write(model, out, metrics=None, test=None, image_index=0):
     page = _PAGE.format(name=html.escape(model.name), summary=summary, sections=sections,
                         explorer=explorer, head=_head(metrics, test))
     path = os.path.join(out, "index.html")
-    try:
-        atomic_write(path, lambda f: f.write(page.encode()))
-    except OSError as e:
-        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
+    write_file(path, lambda f: f.write(page.encode()))
     return path
 
 

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, WriteError
 from .model import Sequential
 from .optim import OPTIMIZERS
 
@@ -65,6 +65,14 @@ def atomic_write(path, write):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_file(path, write):
+    """atomic_write, a failure raised as a WriteError naming the file."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
 
 
 def _model_arrays(model):

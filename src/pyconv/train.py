@@ -392,12 +392,8 @@ def train(cfg, data=None, log=_log):
     data = data or split_data(cfg)
     cfg = cfg.resolved(len(data["train"][0]))
     model, opt = new_model_and_optimizer(cfg, data)
-    world.check_same({"option": {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items()
-                                 if k != "threads"},
-                      "network": model.architecture(),
-                      **distributed.data_fingerprint(
-                          {f"{k} {part}": data[k][i] for k in ("train", "validation", "test")
-                           if data.get(k) for i, part in enumerate(("images", "labels"))})})
+    if world.size > 1:
+        _check_ranks_alike(world, cfg, model, data)
     trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
                       validation=data.get("validation"), test=data.get("test"),
                       shuffle=recipe_for(cfg.model)["shuffle"],
@@ -419,6 +415,15 @@ def train(cfg, data=None, log=_log):
             raise WriteError(f"could not write the metrics {cfg.metrics}: "
                              f"{e.strerror or e}; {trainer.kept_message()}") from None
     return metrics
+
+
+def _check_ranks_alike(world, cfg, model, data):
+    """Every rank has the same options (threads aside), network and data."""
+    options = {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items() if k != "threads"}
+    arrays = {f"{k} {part}": data[k][i] for k in ("train", "validation", "test")
+              if data.get(k) for i, part in enumerate(("images", "labels"))}
+    world.check_same({"option": options, "network": model.architecture(),
+                      **distributed.data_fingerprint(arrays)})
 
 
 def _metrics(cfg, trainer, wall_seconds):
