@@ -257,3 +257,14 @@ def test_without_the_extra_the_command_says_what_to_install(tmp_path):
     assert proc.stderr.strip() == ("pyconv: error: ONNX export and import needs the 'onnx' "
                                    "extra (onnx is not installed): pip install 'pyconv[onnx]'")
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_every_cut_of_a_file_is_refused(small_file, tmp_path):
+    """Each prefix of the file, byte by byte: a cut at a field boundary still
+    parses (the metadata, stored last, is then missing), and is refused too."""
+    data = small_file.read_bytes()
+    path = tmp_path / "cut.onnx"
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match="cut.onnx"):
+            pconnx.load(path)

@@ -31,6 +31,10 @@ from .model import Sequential
 DEFAULT_OPSET = 17        # read by ONNX Runtime >= 1.13, onnx.js, TensorRT 8.6, ...
 MIN_OPSET = 13            # Flatten, Gemm and Dropout (ratio an input) as written here
 INPUT, OUTPUT = "images", "logits"
+METADATA = ("pyconv.input_layout", "pyconv.input_type", "pyconv.input_divisor",
+            "pyconv.class_names")
+"""The metadata every file pyconv writes holds (stored last in the file: a
+file cut just before or between them still parses, and is caught by them)."""
 
 
 def _onnx():
@@ -161,6 +165,7 @@ def to_onnx(model, opset=DEFAULT_OPSET, input_type=None):
     meta = {"pyconv.input_layout": "NHWC", "pyconv.input_type": input_type,
             "pyconv.input_divisor": repr(model.input_divisor),
             "pyconv.class_names": json.dumps(model.class_names)}
+    assert set(meta) == set(METADATA)
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -503,6 +508,11 @@ def load(path, input_divisor=None):
     own scaling of a uint8 input, else pyconv's 255)."""
     onnx = _onnx()
     proto = _read(onnx, path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    missing = [k for k in METADATA if k not in meta]
+    if proto.producer_name == "pyconv" and missing:
+        raise ModelFileError(f"{path}: written by pyconv, but its metadata {missing} is "
+                             "missing (truncated?)")
     r = _Reader(onnx, os.fspath(path), proto)
     _walk(r)
-    return _model(r, {p.key: p.value for p in proto.metadata_props}, input_divisor)
+    return _model(r, meta, input_divisor)
