@@ -242,7 +242,7 @@ class _Reader:
             shape = layer.compute_output_shape(self.shape)
         except ShapeError as e:
             self.fail(node, str(e))
-        self.specs.append((spec, weights or {}, node))
+        self.specs.append((spec, weights or {}))
         self.shape = tuple(shape)
 
 
@@ -390,7 +390,7 @@ def _import_gemm(r, node):
 
 def _import_add(r, node):
     """A bias after a MatMul."""
-    spec, weights, _ = r.specs[-1] if r.specs else ({}, {}, None)
+    spec, weights = r.specs[-1] if r.specs else ({}, {})
     b = r.const(node, 1)
     if spec.get("type") != "Dense" or spec["use_bias"] or b.size != spec["units"]:
         r.fail(node, "pyconv reads an Add only as the bias of the MatMul before it")
@@ -491,12 +491,12 @@ def _model(r, meta, input_divisor):
     divisor = (input_divisor or r.divisor or float(meta.get("pyconv.input_divisor", 255.0)))
     arch = {"name": r.graph.name or "onnx", "input_shape": list(r.input_shape),
             "input_divisor": divisor, "class_names": names,
-            "layers": [spec for spec, _, _ in r.specs]}
+            "layers": [spec for spec, _ in r.specs]}
     try:
         model = Sequential.from_architecture(arch, where=r.path)
     except ShapeError as e:
         raise ModelFileError(f"{r.path}: {e}") from None
-    for (_, weights, _), layer in zip(r.specs, model.layers):
+    for (_, weights), layer in zip(r.specs, model.layers):
         for key, p in layer.params.items():
             p.value[...] = weights[key].astype(np.float32, copy=False)
     return model
