@@ -24,7 +24,14 @@ NO_OPENMP = os.environ.get("CONVCORE_NO_OPENMP", "") not in ("", "0")
 CONFIG = "-".join(["debug" if DEBUG else "release"] + ([SANITIZE] if SANITIZE else [])
                   + (["serial"] if NO_OPENMP else []))
 
-MODULES = ["_blas", "_im2col", "_conv", "_pool", "_linear", "_optim", "_dropout", "_openmp_info"]
+MODULES = ["_blas", "_im2col", "_isa", "_conv", "_pool", "_linear", "_optim", "_dropout",
+           "_openmp_info"]
+# The kernel sets (src/convcore/_kernel_set.h), linked into convcore._isa: each
+# file compiles the same width-generic kernels for its own target.
+KERNEL_SETS = ["_set_baseline.c", "_set_avx2.c", "_set_avx512.c", "_set_neon.c"]
+HEADERS = ["_simd.h", "_kernel_set.h", "_kernel_set_body.h", "_conv_direct.h",
+           "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h",
+           "_dropout_kernels.h"]
 
 
 def openmp_flags():
@@ -92,9 +99,10 @@ def extensions():
     exts = [
         Extension(
             f"convcore.{name}",
-            [f"src/convcore/{name}.pyx"],
+            [f"src/convcore/{name}.pyx"]
+            + ([f"src/convcore/{c}" for c in KERNEL_SETS] if name == "_isa" else []),
             include_dirs=[np.get_include(), "src/convcore"],
-            depends=[f"src/convcore/{h}" for h in ("_simd.h", "_conv_direct.h", "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h", "_dropout_kernels.h")],
+            depends=[f"src/convcore/{h}" for h in HEADERS],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=list(link_args),

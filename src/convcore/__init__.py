@@ -15,8 +15,7 @@ try:
     # re-exported: __all__ is built from the registry
     from . import _api
     from ._alloc import empty, zeros  # noqa: F401
-    from ._conv import simd_supported  # noqa: F401
-    from ._kernels import get_kernels, set_kernels, winograd_enabled  # noqa: F401
+    from ._kernels import get_kernels, set_kernels, simd_supported, winograd_enabled  # noqa: F401
     from ._openmp_info import openmp_enabled  # noqa: F401
     globals().update({name: getattr(_api, name) for name in OPERATIONS})
 except ImportError as _err:  # not built: say so on first use; reference still works

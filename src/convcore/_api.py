@@ -6,6 +6,7 @@ from . import _conv, _dropout, _im2col, _linear, _optim, _pool
 from ._alloc import empty
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
+from ._kernels import pool_set as _pool_set
 from ._kernels import winograd as _winograd
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
 
@@ -103,8 +104,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
     y = empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]))
-    if _conv_simd(fn, g, w2.shape[1], need_dx=False):
-        _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), bool(relu), _winograd(g))
+    kernels = _conv_simd(fn, g, w2.shape[1], need_dx=False)
+    if kernels is not None:
+        _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
+                                    _winograd(g))
         return y
     with blas_single_thread():
         _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
@@ -134,7 +137,8 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding)
     cout = w2.shape[1]
-    if not _conv_simd(fn, g, cout, need_dx=False):
+    kernels = _conv_simd(fn, g, cout, need_dx=False)
+    if kernels is None:
         y = conv2d_forward(x, w, b, stride, padding, relu)
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
         return (y, argmax) if return_argmax else y
@@ -142,8 +146,8 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     out_shape = (x.shape[0], pg["OH"], pg["OW"], cout)
     out = empty(out_shape)
     argmax = empty(out_shape, np.int32) if return_argmax else None
-    _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), bool(relu),
-                                        _winograd(g), argmax)
+    _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), kernels,
+                                        bool(relu), _winograd(g), argmax)
     return (out, argmax) if return_argmax else out
 
 
@@ -168,10 +172,12 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
-    if not _conv_simd(fn, g, cout, need_dx):   # the pool's backward (through the ReLU), then BLAS
+    kernels = _conv_simd(fn, g, cout, need_dx)
+    if kernels is None:   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
-        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, pg, get_num_threads(), relu_y)
+        n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, pg, get_num_threads(), _pool_set(),
+                                         relu_y)
         if n_bad:
             raise ValueError(_argmax_window_message(fn, n_bad))
         return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
@@ -179,8 +185,8 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     dw = empty(w2.shape)
     db = empty(cout)
     n_bad = _conv.conv2d_maxpool_backward_direct(x, w2, dy, argmax, dx, dw, db, g, pg,
-                                                 DIRECT_SLOTS, get_num_threads(), relu_y,
-                                                 _winograd(g))
+                                                 DIRECT_SLOTS, get_num_threads(), kernels,
+                                                 relu_y, _winograd(g))
     if n_bad:
         raise ValueError(_argmax_window_message(fn, n_bad))
     return dx, dw.reshape(w.shape), db
@@ -200,9 +206,10 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(w2.shape[1])
-    if _conv_simd(fn, g, w2.shape[1], need_dx):
+    kernels = _conv_simd(fn, g, w2.shape[1], need_dx)
+    if kernels is not None:
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
-                                     relu_y, _winograd(g))
+                                     kernels, relu_y, _winograd(g))
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
@@ -230,7 +237,7 @@ def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
     chk.size(fn, "the output", *shape)
     y = empty(shape)
     argmax = empty(shape, np.int32)
-    _pool.maxpool2d_forward(x, y, argmax, g, get_num_threads())
+    _pool.maxpool2d_forward(x, y, argmax, g, get_num_threads(), _pool_set())
     return y, argmax
 
 
@@ -257,7 +264,7 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, "
                          f"got {argmax.shape}")
     dx = empty(x_shape)
-    n_bad = _pool.maxpool2d_backward(dy, argmax, dx, g, get_num_threads())
+    n_bad = _pool.maxpool2d_backward(dy, argmax, dx, g, get_num_threads(), _pool_set())
     if n_bad:
         raise ValueError(_argmax_window_message(fn, n_bad))
     return dx
@@ -291,8 +298,9 @@ def linear_forward(x, w, b=None, relu=False):
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
     y = empty((x.shape[0], w.shape[1]))
-    if _linear_simd(fn, x.shape[0], w.shape[1], forward=True):
-        _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), bool(relu))
+    kernels = _linear_simd(fn, x.shape[0], w.shape[1], forward=True)
+    if kernels is not None:
+        _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), kernels, bool(relu))
         return y
     with blas_single_thread():
         _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bool(relu))
@@ -311,10 +319,12 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None):
     dx = empty(x.shape) if need_dx else None
     dw = empty(w.shape)
     db = empty(w.shape[1])
-    if _linear_simd(fn, x.shape[0], w.shape[1]):
+    kernels = _linear_simd(fn, x.shape[0], w.shape[1])
+    if kernels is not None:
         dym = empty(want)
         dyT = empty((want[1], -(-want[0] // 16) * 16))
-        _linear.linear_backward_tiles(x, w, dy, dx, dw, db, get_num_threads(), dym, dyT, relu_y)
+        _linear.linear_backward_tiles(x, w, dy, dx, dw, db, get_num_threads(), kernels, dym,
+                                      dyT, relu_y)
         return dx, dw, db
     scratch = empty(want) if relu_y is not None else None
     with blas_single_thread():
@@ -338,7 +348,8 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
-    if not _linear_simd(fn, x.shape[0], w.shape[1]):
+    kernels = _linear_simd(fn, x.shape[0], w.shape[1])
+    if kernels is None:
         dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y)
         adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
         if b is not None:
@@ -349,7 +360,7 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     dyT = empty((want[1], -(-want[0] // 16) * 16))
     _linear.linear_backward_adam_tiles(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
                                        float(beta1), float(beta2), float(eps),
-                                       get_num_threads(), dym, dyT, relu_y)
+                                       get_num_threads(), kernels, dym, dyT, relu_y)
     return dx
 
 
@@ -398,7 +409,7 @@ def dropout_forward(x, rate, key, offset=0):
     x, key, keep, scale, offset = _dropout_args("dropout_forward", "x", x, rate, key, offset)
     y = empty(x.shape)
     _dropout.dropout(x.reshape(-1), y.reshape(-1), key, keep, scale, get_num_threads(),
-                     offset=offset)
+                     _pool_set(), offset)
     return y
 
 
@@ -408,7 +419,7 @@ def dropout_backward(dy, rate, key, offset=0):
                                                  offset)
     dx = empty(dy.shape)
     _dropout.dropout(dy.reshape(-1), dx.reshape(-1), key, keep, scale, get_num_threads(),
-                     offset=offset)
+                     _pool_set(), offset)
     return dx
 
 

@@ -23,6 +23,7 @@ from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
+from convcore._isa cimport cc_kernel_set, kernel_set
 from convcore._pool cimport pool_row, unpool_image
 
 
@@ -64,6 +65,7 @@ cdef void _sum_slots(const float* parts, Py_ssize_t n_slots, Py_ssize_t KF, Py_s
 
 
 cdef struct Images:             # what every image's pass reads and writes
+    const cc_kernel_set* k      # the kernel set (direct drivers), or NULL
     const float* x              # IN  (N, H, W, C)
     const float* w              # IN  (KH*KW*C, F): the forward's kernels
     const float* U              # IN  Winograd transform of the kernels in use, or NULL
@@ -91,10 +93,13 @@ cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
 
 
 cdef Images _images(const float[:, :, :, ::1] x, const float[:, ::1] w, Window g,
-                    bint winograd):
-    """The shared part of every direct driver's Images; pointers not given are NULL."""
+                    int kernels, bint winograd):
+    """The shared part of every driver's Images; pointers not given are NULL,
+    a.k among them where kernels (the kernel set's number) is -1: BLAS."""
     cdef Images a
     memset(&a, 0, sizeof(Images))
+    if kernels >= 0:
+        a.k = kernel_set(kernels)
     a.x = &x[0, 0, 0, 0]
     a.w = &w[0, 0]
     a.g = g
@@ -206,7 +211,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     db[:] = 0
     if N == 0:
         return
-    cdef Images a = _images(x, w, g, False)
+    cdef Images a = _images(x, w, g, -1, False)
     a.dy = &dy[0, 0, 0, 0]
     a.dx = &dx[0, 0, 0, 0] if dx is not None else NULL
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
@@ -239,37 +244,18 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 
 
 # ------------------------------------------------------------ direct kernels
-# The fast path where the CPU has AVX-512 and the channel counts are multiples
-# of 16 (_conv_direct.h): no column matrix, each image padded once into the
-# thread's scratch and convolved by register-blocked tiles.
+# The fast path where the channel counts are multiples of 16 (_conv_direct.h,
+# _conv_winograd.h), in a kernel set (_isa.pxd): no column matrix, each image
+# padded once into the thread's scratch and convolved by register-blocked tiles.
 
 cdef extern from "_conv_direct.h" nogil:
-    int cc_simd_supported()
     void cc_pad_image(const float* src, int H, int W, int C, int top, int left,
                       int Hp, int Wp, float* dst)
     void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float* wt)
-    void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW, int SH,
-                               int SW, int OH, int OW, const float* w, int F,
-                               const float* b, float* y, int relu)
-    void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW,
-                          int OH, int OW, const float* dy, int F, float* dw)
-    void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out, float* db)
 
 
 cdef extern from "_conv_winograd.h" nogil:
     size_t cc_wino_scratch_floats(int C, int F)
-    void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
-                          int F, float* M, int first, float* scratch)
-    void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
-    void cc_wino_filter(const float* w, int C, int F, float* U)
-    void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
-                               const float* U, int F, const float* b, float* y, int relu,
-                               float* scratch)
-
-
-def simd_supported():
-    """True if the AVX-512 kernels (_simd.h) were compiled in and this CPU runs them."""
-    return bool(cc_simd_supported())
 
 
 # The direct drivers' work items are single images. The forward pads each
@@ -322,24 +308,26 @@ cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept
                 or (s.wino == NULL and a.winograd))
 
 
-cdef float* _wino_kernels(const float* w, int C, int F) noexcept nogil:
+cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int C,
+                         int F) noexcept nogil:
     """U (36, C, F): the Winograd transform of w (5, 5, C, F); NULL if out of memory."""
     cdef float* U = alloc64(36 * C * F)
     if U != NULL:
-        cc_wino_filter(w, C, F, U)
+        k.wino_filter(w, C, F, U)
     return U
 
 
-cdef inline void _convolve(const float* xp, int Wp, int C, Window g, int OH, int OW,
-                           const float* w, const float* U, int F, const float* b,
-                           float* y, bint relu, float* scratch) noexcept nogil:
-    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if U
-    (its transformed kernels) is given, else the direct kernel."""
-    if U != NULL:
-        cc_wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, relu, scratch)
+cdef inline void _convolve(const Images* a, const float* xp, int Wp, int C, int OH, int OW,
+                           const float* w, int F, const float* b, float* y, bint relu,
+                           float* scratch) noexcept nogil:
+    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if
+    a.U (the transformed kernels) is given, else the direct kernel of a.g."""
+    cdef Window g = a.g
+    if a.U != NULL:
+        a.k.wino_forward_image(xp, Wp, C, OH, OW, a.U, F, b, y, relu, scratch)
     else:
-        cc_conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
-                              w, F, b, y, relu)
+        a.k.conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
+                               w, F, b, y, relu)
 
 
 # ---------------------------------------------------------------- forward
@@ -350,13 +338,13 @@ cdef void _forward_image(const Images* a, Scratch* s, Py_ssize_t n) noexcept nog
     cdef Py_ssize_t F = a.F, oh, ps = pg.OH * pg.OW * F, rs = pg.OW * F
     cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
     if pg.OH == 0:
-        _convolve(s.xp, a.Wp, <int>g.C, g, <int>g.OH, <int>g.OW, a.w, a.U, a.F, a.b,
+        _convolve(a, s.xp, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b,
                   a.y + n * g.OH * g.OW * F, a.relu, s.wino)
         return
-    _convolve(s.xp, a.Wp, <int>g.C, g, <int>g.OH, <int>g.OW, a.w, a.U, a.F, a.b, s.yc,
-              a.relu, s.wino)
+    _convolve(a, s.xp, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b, s.yc, a.relu,
+              s.wino)
     for oh in range(pg.OH):
-        pool_row(s.yc, pg, oh, a.y + n * ps + oh * rs,
+        pool_row(a.k, s.yc, pg, oh, a.y + n * ps + oh * rs,
                  a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else s.am)
 
 
@@ -365,7 +353,7 @@ cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except
     cdef Py_ssize_t n
     cdef Scratch s
     cdef int n_failed = 0
-    cdef float* U = _wino_kernels(a.w, <int>a.g.C, a.F) if a.winograd else NULL
+    cdef float* U = _wino_kernels(a.k, a.w, <int>a.g.C, a.F) if a.winograd else NULL
     if a.winograd and U == NULL:
         raise MemoryError(f"{fn}: could not allocate the Winograd kernels")
     a.U = U
@@ -386,12 +374,14 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                           const float[:, ::1] w,          # IN  (KH*KW*C, F), F % 16 == 0
                           const float[::1] b,             # IN  (F,) or None
                           float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
-                          Window g, int n_threads, bint relu=False, bint winograd=False):
-    """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image; with
-    winograd (5x5 kernels, stride 1, C % 16 == 0), by Winograd F(2x2, 5x5)."""
+                          Window g, int n_threads, int kernels, bint relu=False,
+                          bint winograd=False):
+    """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image, by the
+    kernel set numbered kernels; with winograd (5x5 kernels, stride 1,
+    C % 16 == 0), by Winograd F(2x2, 5x5)."""
     if x.shape[0] == 0:
         return
-    cdef Images a = _images(x, w, g, winograd)
+    cdef Images a = _images(x, w, g, kernels, winograd)
     a.b = &b[0] if b is not None else NULL
     a.y, a.relu = &y[0, 0, 0, 0], relu
     _forward_images(&a, x.shape[0], n_threads, "conv2d_forward")
@@ -401,8 +391,8 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
                                   const float[:, ::1] w,         # IN  (KH*KW*C, F), F % 16 == 0
                                   const float[::1] b,            # IN  (F,) or None
                                   float[:, :, :, ::1] y,         # OUT (N, PH, PW, F)
-                                  Window g, Window pg, int n_threads, bint relu=False,
-                                  bint winograd=False,
+                                  Window g, Window pg, int n_threads, int kernels,
+                                  bint relu=False, bint winograd=False,
                                   int[:, :, :, ::1] argmax=None):  # OUT (N, PH, PW, F) or None
     """y = maxpool(conv(x, w) (+ b) (relu)), image by image: each image's
     convolution output stays in the thread's scratch (in cache) and only the
@@ -411,7 +401,7 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
     conv2d_forward_direct."""
     if x.shape[0] == 0 or pg.OH == 0 or pg.OW == 0:
         return
-    cdef Images a = _images(x, w, g, winograd)
+    cdef Images a = _images(x, w, g, kernels, winograd)
     a.b = &b[0] if b is not None else NULL
     a.y, a.relu, a.pg = &y[0, 0, 0, 0], relu, pg
     a.argmax_out = &argmax[0, 0, 0, 0] if argmax is not None else NULL
@@ -427,14 +417,14 @@ cdef const float* _image_dy(const Images* a, Scratch* s, Py_ssize_t n, float* db
     db += its sum. Counts argmax entries outside their windows into n_bad."""
     cdef Py_ssize_t F = a.F, P = a.g.OH * a.g.OW, Q = a.pg.OH * a.pg.OW * F
     if a.argmax != NULL:
-        n_bad[0] += unpool_image(a.dy + n * Q, a.argmax + n * Q,
+        n_bad[0] += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
                                  a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, s.dym)
-        cc_mask_sum(s.dym, NULL, <int>P, <int>F, NULL, db)
+        a.k.mask_sum(s.dym, NULL, <int>P, <int>F, NULL, db)
         return s.dym
     if a.relu_y == NULL:
-        cc_mask_sum(a.dy + n * P * F, NULL, <int>P, <int>F, s.dym, db)
+        a.k.mask_sum(a.dy + n * P * F, NULL, <int>P, <int>F, s.dym, db)
         return a.dy + n * P * F
-    cc_mask_sum(a.dy + n * P * F, a.relu_y + n * P * F, <int>P, <int>F, s.dym, db)
+    a.k.mask_sum(a.dy + n * P * F, a.relu_y + n * P * F, <int>P, <int>F, s.dym, db)
     return s.dym
 
 
@@ -444,10 +434,11 @@ cdef void _image_dw(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp,
     cdef Window g = a.g
     cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, <int>g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
     if a.winograd:
-        cc_wino_dw_image(s.xp, a.Wp, <int>g.C, dyp, <int>g.OH, <int>g.OW, a.F, dw, first,
-                         s.wino)
+        a.k.wino_dw_image(s.xp, a.Wp, <int>g.C, dyp, <int>g.OH, <int>g.OW, a.F, dw, first,
+                          s.wino)
     else:
-        cc_conv_dw_image(s.xp, a.Wp, <int>g.C, g.KH, g.KW, g.SH, g.SW, g.OH, g.OW, dyp, a.F, dw)
+        a.k.conv_dw_image(s.xp, a.Wp, <int>g.C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW,
+                          <int>g.OH, <int>g.OW, dyp, a.F, dw)
 
 
 cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp) noexcept nogil:
@@ -455,7 +446,7 @@ cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp)
     with the flipped kernels (g's kernel size and stride 1 serve it)."""
     cdef Window g = a.g
     cc_pad_image(dyp, g.OH, g.OW, a.F, g.KH - 1 - g.PT, g.KW - 1 - g.PL, a.Hd, a.Wd, s.dy_pad)
-    _convolve(s.dy_pad, a.Wd, a.F, g, <int>g.H, <int>g.W, a.wt, a.U, <int>g.C, NULL,
+    _convolve(a, s.dy_pad, a.Wd, a.F, <int>g.H, <int>g.W, a.wt, <int>g.C, NULL,
               a.dx + n * g.H * g.W * g.C, 0, s.wino)
 
 
@@ -500,7 +491,7 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
             cc_flip_kernels(a.w, a.g.KH, a.g.KW, <int>C, <int>F, wt)
             a.wt = wt
             if a.winograd:
-                a.U = _wino_kernels(wt, <int>F, <int>C)
+                a.U = _wino_kernels(a.k, wt, <int>F, <int>C)
                 if a.U == NULL:
                     raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
         with nogil, parallel(num_threads=n_threads):
@@ -517,7 +508,7 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
         if a.winograd:
             memset(msum, 0, KF * sizeof(float))
             _sum_slots(parts, n_slots, KF, F, msum, &db[0], n_threads)
-            cc_wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
+            a.k.wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
         else:
             _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
     finally:
@@ -529,9 +520,9 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
 
 
 cdef Images _backward_setup(const float[:, :, :, ::1] x, const float[:, ::1] w,
-                            float[:, :, :, ::1] dx, Window g, bint winograd,
+                            float[:, :, :, ::1] dx, Window g, int kernels, bint winograd,
                             const float[:, :, :, ::1] relu_y):
-    cdef Images a = _images(x, w, g, winograd)
+    cdef Images a = _images(x, w, g, kernels, winograd)
     a.dx = &dx[0, 0, 0, 0] if dx is not None else NULL
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     a.Hd = _padded(g.H, 1, g.KH, winograd)        # dy, padded for the dx convolution
@@ -546,7 +537,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                                                            #     needs stride 1, C % 16 == 0
                            float[:, ::1] dw,               # OUT (KH*KW*C, F)
                            float[::1] db,                  # OUT (F,)
-                           Window g, Py_ssize_t max_slots, int n_threads,
+                           Window g, Py_ssize_t max_slots, int n_threads, int kernels,
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
                            bint winograd=False):
     """dw, db and dx of conv2d_forward_direct, image by image (the slots as in
@@ -558,7 +549,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     db[:] = 0
     if x.shape[0] == 0:
         return
-    cdef Images a = _backward_setup(x, w, dx, g, winograd, relu_y)
+    cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
     a.dy = &dy[0, 0, 0, 0]
     _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)
 
@@ -571,7 +562,7 @@ def conv2d_maxpool_backward_direct(
         float[:, :, :, ::1] dx,              # OUT (N, H, W, C) or None (as above)
         float[:, ::1] dw,                    # OUT (KH*KW*C, F)
         float[::1] db,                       # OUT (F,)
-        Window g, Window pg, Py_ssize_t max_slots, int n_threads,
+        Window g, Window pg, Py_ssize_t max_slots, int n_threads, int kernels,
         const float[:, :, :, ::1] relu_y=None,   # IN the pooled output (N, PH, PW, F) or None
         bint winograd=False):
     """conv2d_backward_direct of the fused convolution + max-pool: each image's
@@ -583,6 +574,6 @@ def conv2d_maxpool_backward_direct(
     db[:] = 0
     if x.shape[0] == 0:
         return 0
-    cdef Images a = _backward_setup(x, w, dx, g, winograd, relu_y)
+    cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
     a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
     return _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)

@@ -4,9 +4,11 @@
  * each image section straight from a zero-padded copy of the image. In NHWC,
  * the section's row kh is KW*C consecutive floats, so the reduction over
  * (kw, c) runs along memory. Register blocking as in a BLAS micro-kernel: a
- * tile of R output positions x V vectors of 16 output channels stays in the
- * 32 AVX-512 registers for the whole reduction, and each step broadcasts one
- * input value per position and loads V vectors of kernel weights.
+ * tile of R output positions x V vectors of CC_W output channels stays in the
+ * vector registers for the whole reduction (CC_ROWS, _simd.h: 6 x 4 and
+ * 14 x 2 vectors of 16 in AVX-512's 32 registers, 6 x 2 and 12 x 1 vectors
+ * of 8 in AVX2's 16), and each step broadcasts one input value per position
+ * and loads V vectors of kernel weights.
  *
  *   forward:  y[p, f]  = sum_{kh, j} xpad[row(p) + kh, col(p) * C + j] w[kh, j, f]   (j = kw*C + c)
  *   dw:       dw[kh, j, f] += sum_p  xpad[row(p) + kh, col(p) * C + j] dy[p, f]
@@ -14,9 +16,11 @@
  *             kernels flipped and their channel axes swapped (stride 1)
  *
  * Each output entry is one sum in a fixed order, computed by one call, so
- * the bits do not depend on the thread count. Compiled for AVX-512F (_simd.h)
- * and used only where the CPU has it (cc_simd_supported) and the blocked
- * channel count is a multiple of 16; otherwise _conv.pyx takes the im2col path.
+ * the bits do not depend on the thread count (nor on the kernel set: every
+ * lane runs the same chain of fused multiply-adds). The helpers (padding,
+ * flipping) serve _conv.pyx; the kernels, below, are compiled once per
+ * kernel set (_kernel_set_body.h) and used where the channel counts are
+ * multiples of 16; otherwise _conv.pyx takes the im2col path.
  */
 #ifndef CONVCORE_CONV_DIRECT_H
 #define CONVCORE_CONV_DIRECT_H
@@ -26,6 +30,8 @@
 
 /* dst (Hp, Wp, C) = src (H, W, C) shifted down by top rows and right by left
  * columns (either may be negative: then src is cropped), zeros elsewhere. */
+#ifndef CC_KERNEL_SET   /* ---------------------------------- the drivers' helpers */
+
 static void cc_pad_image(const float* src, int H, int W, int C, int top, int left,
                          int Hp, int Wp, float* dst)
 {
@@ -58,36 +64,36 @@ static void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float*
         }
 }
 
-#include "_simd.h"
+#else   /* ------------------------------ the kernels, once per kernel set */
 
-#if CC_SIMD_COMPILED
-CC_SIMD_BEGIN
+#include "_simd.h"
 
 /* ---------------------------------------------------------------- forward */
 
-/* One tile: R positions x V*16 output channels.
+/* One tile: R = CC_ROWS(V) positions x V*CC_W output channels.
  *   xr[r]  the padded input at the top-left of position r's section
  *   xrs    the padded image's row stride (Wp * C)
  *   w      kernels (KH, J, F) at column f0;  J = KW * C
  *   bias   at f0, or NULL;  y[r] the output of position r at f0
  *   nvalid positions r < nvalid are stored (the rest repeat the last one)  */
-#define CC_DEF_FORWARD_TILE(R, V)                                                      \
-static void cc_forward_tile_##R##x##V(const float* const* xr, ptrdiff_t xrs,           \
+#define CC_DEF_FORWARD_TILE(V)                                                         \
+static void cc_forward_tile_##V(      const float* const* xr, ptrdiff_t xrs,           \
                                       const float* w, ptrdiff_t F, int KH, int J,      \
                                       const float* bias, float* const* y, int nvalid,  \
                                       int relu)                                        \
 {                                                                                      \
-    cc_v16 acc[R][V];                                                                  \
+    enum { R = CC_ROWS(V) };                                                           \
+    cc_vf acc[R][V];                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = bias ? cc_load(bias + 16 * v) : (cc_v16){0};                   \
+            acc[r][v] = bias ? cc_load(bias + CC_W * v) : (cc_vf){0};                   \
     for (int kh = 0; kh < KH; kh++) {                                                  \
         const float* wk = w + (ptrdiff_t)kh * J * F;                                   \
         ptrdiff_t xo = kh * xrs;                                                       \
         for (int j = 0; j < J; j++) {                                                  \
-            cc_v16 wv[V];                                                              \
+            cc_vf wv[V];                                                               \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                wv[v] = cc_load(wk + j * F + 16 * v);                                  \
+                wv[v] = cc_load(wk + j * F + CC_W * v);                                \
             _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                     \
                 float xs = xr[r][xo + j];                                              \
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                    \
@@ -98,17 +104,15 @@ static void cc_forward_tile_##R##x##V(const float* const* xr, ptrdiff_t xrs,    
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                             \
         if (r < nvalid) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                      \
-                cc_v16 a = acc[r][v];                                                  \
+                cc_vf a = acc[r][v];                                                   \
                 if (relu)                                                      \
                     a = cc_relu(a);                                            \
-                cc_store(y[r] + 16 * v, a);                                            \
+                cc_store(y[r] + CC_W * v, a);                                          \
             }                                                                          \
         }                                                                              \
     }                                                                                  \
 }
-CC_DEF_FORWARD_TILE(6, 4)
-CC_DEF_FORWARD_TILE(14, 2)
-CC_DEF_FORWARD_TILE(14, 1)
+CC_FOR_V(CC_DEF_FORWARD_TILE)
 
 /* y (OH, OW, F) of one image from its padded copy xp (Hp, Wp, C); F % 16 == 0. */
 static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW, int SH,
@@ -117,11 +121,10 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
 {
     int P = OH * OW, J = KW * C;
     ptrdiff_t xrs = (ptrdiff_t)Wp * C;
-    const float* xr[14];
-    float* yr[14];
+    const float* xr[CC_TILE_R];
+    float* yr[CC_TILE_R];
     for (int f0 = 0; f0 < F; ) {
-        int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-        int R = V == 4 ? 6 : 14;
+        int V = cc_pick_v(F - f0), R = CC_ROWS(V);
         for (int p0 = 0; p0 < P; p0 += R) {
             int nv = P - p0 < R ? P - p0 : R;
             for (int r = 0; r < R; r++) {
@@ -131,14 +134,9 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
                 yr[r] = y + (ptrdiff_t)p * F + f0;
             }
             const float* bb = b ? b + f0 : NULL;
-            if (V == 4)
-                cc_forward_tile_6x4(xr, xrs, w + f0, F, KH, J, bb, yr, nv, relu);
-            else if (V == 2)
-                cc_forward_tile_14x2(xr, xrs, w + f0, F, KH, J, bb, yr, nv, relu);
-            else
-                cc_forward_tile_14x1(xr, xrs, w + f0, F, KH, J, bb, yr, nv, relu);
+            CC_BY_V(V, cc_forward_tile_, (xr, xrs, w + f0, F, KH, J, bb, yr, nv, relu));
         }
-        f0 += 16 * V;
+        f0 += CC_W * V;
     }
 }
 
@@ -150,18 +148,18 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
 static void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out, float* db)
 {
     for (int p = 0; p < P; p++)
-        for (int f = 0; f < F; f += 16) {
+        for (int f = 0; f < F; f += CC_W) {
             ptrdiff_t e = (ptrdiff_t)p * F + f;
-            cc_v16 d = cc_load(dy + e);
+            cc_vf d = cc_load(dy + e);
             if (y) {
-                d = (cc_v16)((cc_v16i)d & (cc_load(y + e) > 0));
+                d = (cc_vf)((cc_vi)d & (cc_load(y + e) > 0));
                 cc_store(out + e, d);
             }
             cc_store(db + f, cc_load(db + f) + d);
         }
 }
 
-/* One tile of dw: RJ section entries j0.. x V*16 output channels, summed over
+/* One tile of dw: RJ section entries j0.. x V*CC_W output channels, summed over
  * the P positions of one image and added to dw (KH, J, F) at (kh, j0, f0).
  * Entries past J repeat the last one and are not stored. */
 #define CC_DEF_DW_TILE(RJ, V)                                                          \
@@ -169,21 +167,21 @@ static void cc_dw_tile_##RJ##x##V(const float* xp, int Wp, int C, int SH, int SW
                                   int OH, int OW, int kh, int j0, int J,               \
                                   const float* dy, ptrdiff_t F, float* dw)             \
 {                                                                                      \
-    cc_v16 acc[RJ][V];                                                                 \
+    cc_vf acc[RJ][V];                                                                  \
     int jj[RJ];                                                                        \
     _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++)                              \
         jj[i] = j0 + i < J ? j0 + i : J - 1;                                           \
     _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++)                              \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[i][v] = cc_load(dw + ((ptrdiff_t)kh * J + jj[i]) * F + 16 * v);        \
+            acc[i][v] = cc_load(dw + ((ptrdiff_t)kh * J + jj[i]) * F + CC_W * v);        \
     for (int oh = 0; oh < OH; oh++) {                                                  \
         const float* xrow = xp + ((ptrdiff_t)(oh * SH + kh) * Wp) * C + j0;            \
         const float* d = dy + (ptrdiff_t)oh * OW * F;                                  \
         for (int ow = 0; ow < OW; ow++) {                                              \
             const float* xs = xrow + (ptrdiff_t)ow * SW * C;                           \
-            cc_v16 dv[V];                                                              \
+            cc_vf dv[V];                                                               \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                dv[v] = cc_load(d + (ptrdiff_t)ow * F + 16 * v);                       \
+                dv[v] = cc_load(d + (ptrdiff_t)ow * F + CC_W * v);                     \
             _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++) {                    \
                 float s = xs[jj[i] - j0];                                              \
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                    \
@@ -194,14 +192,15 @@ static void cc_dw_tile_##RJ##x##V(const float* xp, int Wp, int C, int SH, int SW
     _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++)                              \
         if (j0 + i < J) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                cc_store(dw + ((ptrdiff_t)kh * J + j0 + i) * F + 16 * v, acc[i][v]);   \
+                cc_store(dw + ((ptrdiff_t)kh * J + j0 + i) * F + CC_W * v, acc[i][v]);   \
         }                                                                              \
 }
-CC_DEF_DW_TILE(6, 4)
-CC_DEF_DW_TILE(12, 2)
-CC_DEF_DW_TILE(6, 2)
+#define CC_DEF_DW_TILE6(V) CC_DEF_DW_TILE(6, V)
+CC_FOR_V(CC_DEF_DW_TILE6)       /* 6 entries x V vectors, and 12 x each V < CC_VMAX */
 CC_DEF_DW_TILE(12, 1)
-CC_DEF_DW_TILE(6, 1)
+#if CC_VMAX == 4
+CC_DEF_DW_TILE(12, 2)
+#endif
 
 /* dw (KH, KW*C, F) += the weight gradient of one image: xp its padded copy,
  * dy (OH, OW, F) its output gradient; F % 16 == 0. */
@@ -210,35 +209,25 @@ static void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int
 {
     int J = KW * C;
     for (int f0 = 0; f0 < F; ) {
-        int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-        int RJ = V == 4 || J <= 6 ? 6 : 12;
+        int V = cc_pick_v(F - f0);
+        int RJ = V == CC_VMAX || J <= 6 ? 6 : 12;
         for (int kh = 0; kh < KH; kh++)
             for (int j0 = 0; j0 < J; j0 += RJ) {
-                if (V == 4)
-                    cc_dw_tile_6x4(xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0);
-                else if (V == 2 && RJ == 12)
-                    cc_dw_tile_12x2(xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0);
-                else if (V == 2)
-                    cc_dw_tile_6x2(xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0);
-                else if (RJ == 12)
-                    cc_dw_tile_12x1(xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0);
+#define CC_DW_ARGS (xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0)
+                if (RJ == 6)
+                    CC_BY_V(V, cc_dw_tile_6x, CC_DW_ARGS);
+                else if (V == 1)
+                    cc_dw_tile_12x1 CC_DW_ARGS;
+#if CC_VMAX == 4
                 else
-                    cc_dw_tile_6x1(xp, Wp, C, SH, SW, OH, OW, kh, j0, J, dy + f0, F, dw + f0);
+                    cc_dw_tile_12x2 CC_DW_ARGS;
+#endif
+#undef CC_DW_ARGS
             }
-        f0 += 16 * V;
+        f0 += CC_W * V;
     }
 }
 
-CC_SIMD_END
-
-#else   /* no GCC x86-64 AVX-512 target: the im2col path only */
-static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW, int SH,
-                                  int SW, int OH, int OW, const float* w, int F,
-                                  const float* b, float* y, int relu) {}
-static void cc_conv_dw_image(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW,
-                             int OH, int OW, const float* dy, int F, float* dw) {}
-static void cc_mask_sum(const float* dy, const float* y, int P, int F, float* out,
-                        float* db) {}
 #endif
 
 #endif

@@ -22,7 +22,7 @@
  *     M[k] (tiles, F) = V[k] (tiles, C) @ U[k] (C, F)
  *
  * 36 products of C multiply-adds per 2x2 outputs instead of 4 * 25: 2.8x
- * fewer. The transforms are additions along memory (16 channels a vector).
+ * fewer. The transforms are additions along memory (CC_W channels a vector).
  * Per image, the tiles go in blocks of CC_WINO_TB: the block's V is
  * transformed into the thread's scratch, then for each k the block's
  * products run with U[k] (C x 64 floats) held in L1, and the block's
@@ -40,18 +40,20 @@
  * DY[k], a product whose reduction runs over the tiles; the 6x6 -> 5x5
  * transform G^T M G is applied once, after the per-slot sums are added.
  *
- * Needs C % 16 == 0 and F % 16 == 0 (vectors run along the channels).
+ * Needs C % 16 == 0 and F % 16 == 0 (vectors run along the channels). The
+ * scratch size serves _conv.pyx; the kernels are compiled once per kernel
+ * set (_kernel_set_body.h).
  */
 #ifndef CONVCORE_CONV_WINOGRAD_H
 #define CONVCORE_CONV_WINOGRAD_H
 
 #include <stddef.h>
 #include <string.h>
-#include "_simd.h"
-
 #define CC_WINO_TB 24   /* tiles per block: a multiple of the register tiles' 6 and 12 */
 
 #define CC_WINO_TBW 64  /* tiles per block of the weight gradient (a 14 x 14 output: one) */
+
+#ifndef CC_KERNEL_SET   /* ---------------------------------- the drivers' helpers */
 
 /* Scratch floats per thread: forward, V (36, TB, C) and M (36, TB, 64);
  * weight gradient, V (36, TBW, C) and DY (36, TBW, F). */
@@ -62,13 +64,14 @@ static size_t cc_wino_scratch_floats(int C, int F)
     return fwd > dw ? fwd : dw;
 }
 
-#if CC_SIMD_COMPILED
-CC_SIMD_BEGIN
+#else   /* ------------------------------ the kernels, once per kernel set */
+
+#include "_simd.h"
 
 /* t = B^T d */
-static inline void cc_wino_bt(const cc_v16 d[6], cc_v16 t[6])
+static inline void cc_wino_bt(const cc_vf d[6], cc_vf t[6])
 {
-    cc_v16 d42 = d[4] - d[2], d31 = d[3] - d[1];
+    cc_vf d42 = d[4] - d[2], d31 = d[3] - d[1];
     t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
     t[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
     t[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
@@ -78,10 +81,10 @@ static inline void cc_wino_bt(const cc_v16 d[6], cc_v16 t[6])
 }
 
 /* u = G g */
-static inline void cc_wino_g(const cc_v16 g[5], cc_v16 u[6])
+static inline void cc_wino_g(const cc_vf g[5], cc_vf u[6])
 {
-    cc_v16 even = g[0] + g[2] + g[4], odd = g[1] + g[3];
-    cc_v16 even4 = g[0] + 4.0f * g[2] + 16.0f * g[4], odd4 = 2.0f * g[1] + 8.0f * g[3];
+    cc_vf even = g[0] + g[2] + g[4], odd = g[1] + g[3];
+    cc_vf even4 = g[0] + 4.0f * g[2] + 16.0f * g[4], odd4 = 2.0f * g[1] + 8.0f * g[3];
     u[0] = g[0] * 0.25f;
     u[1] = (even + odd) * (-1.0f / 6);
     u[2] = (even - odd) * (-1.0f / 6);
@@ -91,7 +94,7 @@ static inline void cc_wino_g(const cc_v16 g[5], cc_v16 u[6])
 }
 
 /* y = A^T m */
-static inline void cc_wino_at(const cc_v16 m[6], cc_v16 y[2])
+static inline void cc_wino_at(const cc_vf m[6], cc_vf y[2])
 {
     y[0] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);
     y[1] = (m[1] - m[2]) + 2.0f * (m[3] - m[4]) + m[5];
@@ -101,8 +104,8 @@ static inline void cc_wino_at(const cc_v16 m[6], cc_v16 y[2])
 static void cc_wino_filter(const float* w, int C, int F, float* U)
 {
     for (int c = 0; c < C; c++)
-        for (int f = 0; f < F; f += 16) {
-            cc_v16 g[5], t[6][5], u[6], row[5];
+        for (int f = 0; f < F; f += CC_W) {
+            cc_vf g[5], t[6][5], u[6], row[5];
             for (int kw = 0; kw < 5; kw++) {
                 for (int kh = 0; kh < 5; kh++)
                     g[kh] = cc_load(w + (((ptrdiff_t)kh * 5 + kw) * C + c) * F + f);
@@ -130,8 +133,8 @@ static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb
     for (int i = 0; i < nb; i++) {
         int t = t0 + i;
         const float* base = xp + ((ptrdiff_t)(2 * (t / tw)) * Wp + 2 * (t % tw)) * C;
-        for (int c = 0; c < C; c += 16) {
-            cc_v16 col[6], tmp[6][6], out[6];
+        for (int c = 0; c < C; c += CC_W) {
+            cc_vf col[6], tmp[6][6], out[6];
             for (int j = 0; j < 6; j++) {
                 for (int r = 0; r < 6; r++)
                     col[r] = cc_load(base + ((ptrdiff_t)r * Wp + j) * C + c);
@@ -148,23 +151,26 @@ static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb
     }
 }
 
-/* The register tile of both products: R rows x V vectors of 16 columns,
- *   M[r, 16v + l] = (first ? 0 : M[r, 16v + l]) + sum_{k < K} A[r * ar + k * ak] B[k * ldb + 16v + l]
+/* The register tile of both products: R rows x V vectors of CC_W columns,
+ *   M[r, Wv + l] = (first ? 0 : M[r, Wv + l]) + sum_{k < K} A[r * ar + k * ak] B[k * ldb + Wv + l]
  * forward (per point k): A = V[k] rows of tiles (ar = C, ak = 1), B = U[k], M row stride 64;
- * weight gradient: A = V[k] transposed (ar = 1, ak = C), B = DY[k], K = the tiles. */
-#define CC_DEF_WINO_TILE(R, V)                                                         \
-static void cc_wino_tile_##R##x##V(const float* A, ptrdiff_t ar, ptrdiff_t ak,         \
+ * weight gradient: A = V[k] transposed (ar = 1, ak = C), B = DY[k], K = the tiles.
+ * Two sets, by use: the forward's (R = 12 for one vector, else 6: 6 x 4,
+ * 6 x 2, 12 x 1 vectors of 16 in AVX-512's registers; 6 x 2, 12 x 1 of 8 in
+ * AVX2's) and the weight gradient's (R = CC_WDW_ROWS(V), below). */
+#define CC_DEF_WINO_TILE(NAME, R, V)                                                       \
+static void NAME##V(              const float* A, ptrdiff_t ar, ptrdiff_t ak,         \
                                    const float* B, ptrdiff_t ldb, int K, float* M,     \
                                    ptrdiff_t ldm, int first)                           \
 {                                                                                      \
-    cc_v16 acc[R][V];                                                                  \
+    cc_vf acc[R][V];                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = first ? (cc_v16){0} : cc_load(M + r * ldm + 16 * v);          \
+            acc[r][v] = first ? (cc_vf){0} : cc_load(M + r * ldm + CC_W * v);          \
     for (int k = 0; k < K; k++) {                                                      \
-        cc_v16 b[V];                                                                   \
+        cc_vf b[V];                                                                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            b[v] = cc_load(B + k * ldb + 16 * v);                                      \
+            b[v] = cc_load(B + k * ldb + CC_W * v);                                    \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
             float s = A[r * ar + k * ak];                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -173,14 +179,15 @@ static void cc_wino_tile_##R##x##V(const float* A, ptrdiff_t ar, ptrdiff_t ak,  
     }                                                                                  \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            cc_store(M + r * ldm + 16 * v, acc[r][v]);                                 \
+            cc_store(M + r * ldm + CC_W * v, acc[r][v]);                               \
 }
-CC_DEF_WINO_TILE(6, 4)     /* forward */
-CC_DEF_WINO_TILE(6, 2)
-CC_DEF_WINO_TILE(12, 1)
-CC_DEF_WINO_TILE(4, 4)     /* weight gradient */
-CC_DEF_WINO_TILE(8, 2)
-CC_DEF_WINO_TILE(16, 1)
+/* the weight gradient's rows: 4 x 4, 8 x 2, 16 x 1 vectors with 32 registers,
+ * 4 x 2, 8 x 1 with 16; a whole number of them in 16 channels */
+#define CC_WDW_ROWS(V) (4 * CC_VMAX / (V))
+#define CC_DEF_WINO_FWD_TILE(V) CC_DEF_WINO_TILE(cc_wino_fwd_tile_, ((V) == 1 ? 12 : 6), V)
+#define CC_DEF_WINO_DW_TILE(V) CC_DEF_WINO_TILE(cc_wino_dw_tile_, CC_WDW_ROWS(V), V)
+CC_FOR_V(CC_DEF_WINO_FWD_TILE)
+CC_FOR_V(CC_DEF_WINO_DW_TILE)
 
 /* The outputs of tiles t0 .. t0+nb-1, V vectors at f0, from M (36, TBp, 64):
  * Y = A^T M A (+ bias) (ReLU), stored where inside (OH, OW). */
@@ -190,7 +197,7 @@ static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int 
     for (int i = 0; i < nb; i++) {
         int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
         for (int v = 0; v < V; v++) {
-            cc_v16 col[6], tmp[2][6], row[6], out[2];
+            cc_vf col[6], tmp[2][6], row[6], out[2];
             for (int j = 0; j < 6; j++) {
                 for (int r = 0; r < 6; r++)
                     col[r] = cc_load(Ms + ((ptrdiff_t)(r * 6 + j) * TBp + i) * 64 + 16 * v);
@@ -203,12 +210,12 @@ static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int 
                     row[j] = tmp[a][j];
                 cc_wino_at(row, out);
                 for (int b = 0; b < 2 && ow + b < OW; b++) {
-                    cc_v16 o = out[b];
+                    cc_vf o = out[b];
                     if (bias)
-                        o += cc_load(bias + 16 * v);
+                        o += cc_load(bias + CC_W * v);
                     if (relu)
                         o = cc_relu(o);
-                    cc_store(y + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + 16 * v, o);
+                    cc_store(y + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + CC_W * v, o);
                 }
             }
         }
@@ -228,12 +235,12 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
     float* Ms = scratch + (ptrdiff_t)36 * CC_WINO_TB * C;
     for (int t0 = 0; t0 < nt; t0 += CC_WINO_TB) {
         int nb = nt - t0 < CC_WINO_TB ? nt - t0 : CC_WINO_TB;
-        int RB = F % 32 ? 12 : 6;     /* the block is a whole number of register tiles */
+        /* the block is a whole number of register tiles (12 rows where some V is 1) */
+        int RB = F % (2 * CC_W) ? 12 : 6;
         int TBp = (nb + RB - 1) / RB * RB;
         cc_wino_input(xp, Wp, C, tw, t0, nb, TBp, Vs);
         for (int f0 = 0; f0 < F; ) {
-            int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-            int R = V == 1 ? 12 : 6;
+            int V = cc_pick_v(F - f0), R = V == 1 ? 12 : 6;
             for (int k = 0; k < 36; k++) {
                 const float* Uk = U + (ptrdiff_t)k * C * F + f0;
                 const float* Vk = Vs + (ptrdiff_t)k * TBp * C;
@@ -241,16 +248,11 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
                 for (int s = 0; s < TBp; s += R) {
                     const float* Vr = Vk + (ptrdiff_t)s * C;
                     float* Mr = Mk + s * 64;
-                    if (V == 4)
-                        cc_wino_tile_6x4(Vr, C, 1, Uk, F, C, Mr, 64, 1);
-                    else if (V == 2)
-                        cc_wino_tile_6x2(Vr, C, 1, Uk, F, C, Mr, 64, 1);
-                    else
-                        cc_wino_tile_12x1(Vr, C, 1, Uk, F, C, Mr, 64, 1);
+                    CC_BY_V(V, cc_wino_fwd_tile_, (Vr, C, 1, Uk, F, C, Mr, 64, 1));
                 }
             }
             cc_wino_output(Ms, TBp, V, t0, nb, tw, OH, OW, b ? b + f0 : NULL, y + f0, F, relu);
-            f0 += 16 * V;
+            f0 += CC_W * V;
         }
     }
 }
@@ -258,9 +260,9 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
 /* ------------------------------------------------------ weight gradient */
 
 /* z = A y: a 2-point output gradient to the 6 points */
-static inline void cc_wino_a(cc_v16 y0, cc_v16 y1, cc_v16 z[6])
+static inline void cc_wino_a(cc_vf y0, cc_vf y1, cc_vf z[6])
 {
-    cc_v16 y2 = 2.0f * y1;
+    cc_vf y2 = 2.0f * y1;
     z[0] = y0;
     z[1] = y0 + y1;
     z[2] = y0 - y1;
@@ -275,13 +277,13 @@ static void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int t0, i
 {
     for (int i = 0; i < nb; i++) {
         int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
-        for (int f = 0; f < F; f += 16) {
-            cc_v16 g[2][2], rows[2][6], col[6];
+        for (int f = 0; f < F; f += CC_W) {
+            cc_vf g[2][2], rows[2][6], col[6];
             for (int a = 0; a < 2; a++)
                 for (int b = 0; b < 2; b++)
                     g[a][b] = oh + a < OH && ow + b < OW
                         ? cc_load(dy + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + f)
-                        : (cc_v16){0};
+                        : (cc_vf){0};
             for (int a = 0; a < 2; a++)
                 cc_wino_a(g[a][0], g[a][1], rows[a]);
             for (int j = 0; j < 6; j++) {
@@ -313,17 +315,12 @@ static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, in
             const float* Dk = Ds + (ptrdiff_t)k * CC_WINO_TBW * F;
             float* Mk = M + (ptrdiff_t)k * C * F;
             for (int f0 = 0; f0 < F; ) {
-                int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-                for (int c0 = 0; c0 < C; c0 += 16 / V) {   /* R = 4, 8, 16 rows */
+                int V = cc_pick_v(F - f0);
+                for (int c0 = 0; c0 < C; c0 += CC_WDW_ROWS(V)) {
                     float* Mr = Mk + (ptrdiff_t)c0 * F + f0;
-                    if (V == 4)
-                        cc_wino_tile_4x4(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
-                    else if (V == 2)
-                        cc_wino_tile_8x2(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
-                    else
-                        cc_wino_tile_16x1(Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst);
+                    CC_BY_V(V, cc_wino_dw_tile_, (Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst));
                 }
-                f0 += 16 * V;
+                f0 += CC_W * V;
             }
         }
     }
@@ -334,8 +331,8 @@ static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
 {
     const float s6 = 1.0f / 6, s24 = 1.0f / 24, s12 = 1.0f / 12, s3 = 1.0f / 3;
     for (int c = 0; c < C; c++)
-        for (int f = 0; f < F; f += 16) {
-            cc_v16 m[6][6], t[5][6];
+        for (int f = 0; f < F; f += CC_W) {
+            cc_vf m[6][6], t[5][6];
             for (int k = 0; k < 36; k++)
                 m[k / 6][k % 6] = cc_load(M + ((ptrdiff_t)k * C + c) * F + f);
             for (int pass = 0; pass < 2; pass++)
@@ -344,11 +341,11 @@ static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
                         break;
                     /* pass 0: column j of m -> column j of t (rows 0..4 of G^T m);
                      * pass 1: row j of t -> the 5 outputs of dw row j */
-                    cc_v16 v[6], o[5];
+                    cc_vf v[6], o[5];
                     for (int i = 0; i < 6; i++)
                         v[i] = pass == 0 ? m[i][j] : t[j][i];
-                    cc_v16 sum12 = v[1] + v[2], dif12 = v[2] - v[1];
-                    cc_v16 sum34 = v[3] + v[4], dif34 = v[3] - v[4];
+                    cc_vf sum12 = v[1] + v[2], dif12 = v[2] - v[1];
+                    cc_vf sum34 = v[3] + v[4], dif34 = v[3] - v[4];
                     o[0] = 0.25f * v[0] - s6 * sum12 + s24 * sum34;
                     o[1] = s6 * dif12 + s12 * dif34;
                     o[2] = s6 * (sum34 - sum12);
@@ -364,16 +361,6 @@ static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
         }
 }
 
-CC_SIMD_END
-
-#else   /* no GCC x86-64 AVX-512 target: never called (cc_simd_supported is 0) */
-static void cc_wino_filter(const float* w, int C, int F, float* U) {}
-static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
-                                  const float* U, int F, const float* b, float* y, int relu,
-                                  float* scratch) {}
-static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
-                             int F, float* M, int first, float* scratch) {}
-static void cc_wino_dw_finish(const float* M, int C, int F, float* dw) {}
 #endif
 
 #endif

@@ -8,32 +8,36 @@ bits.
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
+from convcore._isa cimport cc_kernel_set, kernel_set
+
+
+ctypedef void (*PhiloxBatch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
 
 cdef extern from "_dropout_kernels.h" nogil:
-    int cc_simd_supported()
     void cc_philox4x32_10(uint32_t* c, const uint32_t* k)
     void cc_dropout(const float* x, float* y, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t offset,
-                    uint32_t key0, uint32_t key1, float keep, float scale, int simd)
+                    uint32_t key0, uint32_t key1, float keep, float scale, PhiloxBatch batch)
 
 DEF CHUNK = 16384   # entries per work item (a multiple of the 256-entry batch)
-cdef int SIMD = cc_simd_supported()
 
 
 def dropout(const float[::1] x, float[::1] y, uint64_t key, float keep, float scale,
-            int n_threads, bint simd=True, Py_ssize_t offset=0):
-    """y = x * mask(key): y[i] = x[i] * (scale if entry offset + i is kept else 0).
-    simd=False: the portable generator even where AVX-512 runs (for the tests)."""
+            int n_threads, int kernels, Py_ssize_t offset=0):
+    """y = x * mask(key): y[i] = x[i] * (scale if entry offset + i is kept else 0),
+    the generator from the kernel set numbered kernels (every set makes the
+    same words)."""
     cdef Py_ssize_t n = x.shape[0], c, i0
     if n == 0:
         return
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef const float* xp = &x[0]
     cdef float* yp = &y[0]
     cdef uint32_t k0 = <uint32_t>(key & 0xFFFFFFFFu), k1 = <uint32_t>(key >> 32)
-    cdef int use_simd = SIMD and simd
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads):
         i0 = c * CHUNK
-        cc_dropout(xp, yp, i0, min(n, i0 + CHUNK), offset, k0, k1, keep, scale, use_simd)
+        cc_dropout(xp, yp, i0, min(n, i0 + CHUNK), offset, k0, k1, keep, scale,
+                   k.philox_batch)
 
 
 def philox4x32_10(counter, key):

@@ -21,7 +21,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "_simd.h"
 
 #define CC_PHILOX_M0 0xD2511F53u
 #define CC_PHILOX_M1 0xCD9E8D57u
@@ -45,6 +44,57 @@ static inline void cc_philox4x32_10(uint32_t c[4], const uint32_t k[2])
     }
 }
 
+#ifdef CC_KERNEL_SET   /* ------------------- the generator, once per kernel set */
+
+#ifdef CC_W
+#include "_simd.h"
+
+/* The 4 planes of batch q: words[64 l + j] = word l of counter 64 q + j; a
+ * vector holds CC_W / 2 counters, one per 64-bit lane (the 32 x 32 -> 64-bit
+ * products: cc_mul32), and 4 vectors go at once to hide the multiplies'
+ * latency. */
+static void cc_philox_batch(uint64_t q, const uint32_t k[2], uint32_t* words)
+{
+    enum { L = CC_W / 2, U = 4 };
+    const cc_vu64 lo = (cc_vu64){0} + 0xFFFFFFFFu;
+    const cc_vu64 m0 = (cc_vu64){0} + CC_PHILOX_M0, m1 = (cc_vu64){0} + CC_PHILOX_M1;
+    cc_vu64 lane;
+    for (int i = 0; i < L; i++)
+        lane[i] = (uint64_t)i;
+    for (int j = 0; j < 64; j += U * L) {
+        cc_vu64 c0[U], c1[U], c2[U], c3[U];
+        for (int u = 0; u < U; u++) {
+            cc_vu64 b = lane + (64 * q + (uint64_t)(j + u * L));
+            c0[u] = b & lo;
+            c1[u] = b >> 32;
+            c2[u] = c3[u] = (cc_vu64){0};
+        }
+        uint32_t k0 = k[0], k1 = k[1];
+        for (int r = 0; r < 10; r++) {
+            for (int u = 0; u < U; u++) {
+                cc_vu64 p0 = cc_mul32(m0, c0[u]), p1 = cc_mul32(m1, c2[u]);
+                cc_vu64 n0 = (p1 >> 32) ^ c1[u] ^ k0, n2 = (p0 >> 32) ^ c3[u] ^ k1;
+                c1[u] = p1 & lo;
+                c3[u] = p0 & lo;
+                c0[u] = n0;
+                c2[u] = n2;
+            }
+            k0 += CC_PHILOX_W0;
+            k1 += CC_PHILOX_W1;
+        }
+        for (int u = 0; u < U; u++) {
+            cc_vu32h out[4] = {__builtin_convertvector(c0[u], cc_vu32h),
+                               __builtin_convertvector(c1[u], cc_vu32h),
+                               __builtin_convertvector(c2[u], cc_vu32h),
+                               __builtin_convertvector(c3[u], cc_vu32h)};
+            for (int l = 0; l < 4; l++)
+                memcpy(words + 64 * l + j + u * L, &out[l], sizeof out[l]);
+        }
+    }
+}
+
+#else   /* the baseline set: one counter at a time */
+
 /* The 4 planes of batch q: words[64 l + j] = word l of counter 64 q + j. */
 static void cc_philox_batch(uint64_t q, const uint32_t k[2], uint32_t* words)
 {
@@ -57,6 +107,10 @@ static void cc_philox_batch(uint64_t q, const uint32_t k[2], uint32_t* words)
     }
 }
 
+#endif
+
+#else   /* ------------------------------------------------- _dropout.pyx's */
+
 /* y[i] = x[i] * (kept(words[i - s0]) ? scale : 0) for i in [s0, s1). */
 static inline void cc_dropout_apply(const float* x, float* y, ptrdiff_t s0, ptrdiff_t s1,
                                     const uint32_t* words, float T, float scale)
@@ -65,58 +119,14 @@ static inline void cc_dropout_apply(const float* x, float* y, ptrdiff_t s0, ptrd
         y[i] = x[i] * ((float)(words[i - s0] >> 8) < T ? scale : 0.0f);
 }
 
-#if CC_SIMD_COMPILED
-#include <immintrin.h>
-CC_SIMD_BEGIN
-/* cc_philox_batch, 8 counters a register (one per 64-bit lane: the
- * 32 x 32 -> 64-bit products are vpmuludq). */
-static void cc_philox_batch_avx512(uint64_t q, const uint32_t k[2], uint32_t* words)
-{
-    const __m512i m0 = _mm512_set1_epi64(CC_PHILOX_M0), m1 = _mm512_set1_epi64(CC_PHILOX_M1);
-    const __m512i lo = _mm512_set1_epi64(0xFFFFFFFFu);
-    for (int j = 0; j < 64; j += 8) {
-        __m512i b = _mm512_add_epi64(_mm512_set1_epi64((long long)(64 * q + (uint64_t)j)),
-                                     _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
-        __m512i c0 = _mm512_and_si512(b, lo), c1 = _mm512_srli_epi64(b, 32);
-        __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
-        uint32_t k0 = k[0], k1 = k[1];
-        for (int r = 0; r < 10; r++) {
-            if (r > 0) {
-                k0 += CC_PHILOX_W0;
-                k1 += CC_PHILOX_W1;
-            }
-            __m512i p0 = _mm512_mul_epu32(m0, c0), p1 = _mm512_mul_epu32(m1, c2);
-            __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(_mm512_srli_epi64(p1, 32), c1),
-                                          _mm512_set1_epi64(k0));
-            __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(_mm512_srli_epi64(p0, 32), c3),
-                                          _mm512_set1_epi64(k1));
-            c1 = _mm512_and_si512(p1, lo);
-            c3 = _mm512_and_si512(p0, lo);
-            c0 = n0;
-            c2 = n2;
-        }
-        _mm256_storeu_si256((__m256i*)(words + j), _mm512_cvtepi64_epi32(c0));
-        _mm256_storeu_si256((__m256i*)(words + 64 + j), _mm512_cvtepi64_epi32(c1));
-        _mm256_storeu_si256((__m256i*)(words + 128 + j), _mm512_cvtepi64_epi32(c2));
-        _mm256_storeu_si256((__m256i*)(words + 192 + j), _mm512_cvtepi64_epi32(c3));
-    }
-}
-
-static void cc_dropout_apply_avx512(const float* x, float* y, ptrdiff_t s0, ptrdiff_t s1,
-                                    const uint32_t* words, float T, float scale)
-{
-    cc_dropout_apply(x, y, s0, s1, words, T, scale);
-}
-CC_SIMD_END
-#endif
-
 /* y[i] = x[i] * (kept(offset + i) ? scale : 0) for i in [i0, i1): the mask
  * of a larger tensor whose entry offset is x's first (a shard of a batch);
- * simd: use the AVX-512 generator (cc_simd_supported()). x and y may be the
- * same array. A batch of the generator that straddles two calls' ranges is
- * made by both, with the same words. */
+ * batch: a kernel set's cc_philox_batch (every set makes the same words).
+ * x and y may be the same array. A batch of the generator that straddles two
+ * calls' ranges is made by both, with the same words. */
 static void cc_dropout(const float* x, float* y, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t offset,
-                       uint32_t key0, uint32_t key1, float keep, float scale, int simd)
+                       uint32_t key0, uint32_t key1, float keep, float scale,
+                       void (*batch)(uint64_t q, const uint32_t k[2], uint32_t* words))
 {
     uint32_t words[CC_DROPOUT_BATCH];
     const uint32_t k[2] = {key0, key1};
@@ -126,17 +136,11 @@ static void cc_dropout(const float* x, float* y, ptrdiff_t i0, ptrdiff_t i1, ptr
         ptrdiff_t s0 = g0 - offset > i0 ? g0 - offset : i0;
         ptrdiff_t s1 = g0 + CC_DROPOUT_BATCH - offset < i1 ? g0 + CC_DROPOUT_BATCH - offset : i1;
         uint64_t q = (uint64_t)(g0 / CC_DROPOUT_BATCH);
-        const uint32_t* w = words + (s0 + offset - g0);    /* entry s0's word */
-#if CC_SIMD_COMPILED
-        if (simd) {
-            cc_philox_batch_avx512(q, k, words);
-            cc_dropout_apply_avx512(x, y, s0, s1, w, T, scale);
-            continue;
-        }
-#endif
-        cc_philox_batch(q, k, words);
-        cc_dropout_apply(x, y, s0, s1, w, T, scale);
+        batch(q, k, words);
+        cc_dropout_apply(x, y, s0, s1, words + (s0 + offset - g0), T, scale);
     }
 }
+
+#endif
 
 #endif

@@ -5,48 +5,86 @@ kernel to call for given shapes; set_kernels changes the choice.
 """
 import numpy as np
 
-from . import _conv, _linear
+from . import _isa, _linear
 
-KERNELS = ("auto", "simd", "blas")
+VECTOR_SETS = _isa.VECTOR_SETS                       # "avx512", "avx2", "neon"
+KERNELS = ("auto", "simd", *VECTOR_SETS, "blas")
+_DESCRIBED = {"avx512": "AVX-512F and FMA", "avx2": "AVX2 and FMA", "neon": "ARM64 NEON"}
+_AVAILABLE = _isa.available()       # what the CPU runs does not change while running
 _kernels = "auto"
 _winograd_on = True
+_strict = False
 
 
-def set_kernels(name, winograd=True):
+def simd_supported():
+    """The vector kernel sets that this build has and this CPU runs, best
+    first: ("avx512", "avx2") on a CPU with AVX-512, ("avx2",) on most x86-64
+    CPUs since 2013, ("neon",) on ARM64, () where there is none (then every
+    convolution and dense layer runs on BLAS). set_kernels takes each."""
+    return _AVAILABLE
+
+
+def set_kernels(name, winograd=True, strict=False):
     """Choose the kernels of the convolutions and dense layers:
 
-    "simd": convcore's register-tiled AVX-512 kernels (direct convolution,
-            dense tiles); a ValueError where they do not apply.
-    "blas": im2col + sgemm for the convolutions, sgemm for the dense layers.
-    "auto": (the default) "simd" where it applies, else "blas".
+    "auto":   (the default) the best vector set this CPU runs, simd_supported()[0],
+              where it applies, else "blas".
+    "avx512", "avx2", "neon": that vector set (convcore's register-tiled
+              direct convolution, Winograd and dense kernels, compiled for
+              that instruction set) where it applies, else "blas": as "auto"
+              runs on a CPU whose best set it is. A ValueError if this CPU
+              does not run it.
+    "blas":   im2col + sgemm for the convolutions, sgemm for the dense layers.
+    "simd":   the best vector set, strict (below).
 
-    "simd" needs a CPU with AVX-512F and a multiple of 16 output channels
-    (C_out, D_out); a convolution's input gradient also needs stride 1 and
-    C_in a multiple of 16; a dense layer a batch of at most 256 (forward) or
-    96 (backward).
+    strict: with a vector set (or "simd"), raise a ValueError where the vector
+    kernels do not apply instead of falling back to BLAS: they need a multiple
+    of 16 output channels (C_out, D_out); a convolution's input gradient also
+    stride 1 and C_in a multiple of 16; a dense layer a batch of at most 256
+    (forward) or 96 (backward).
 
-    winograd: with "simd" or "auto", run the simd convolutions with 5x5
-    kernels at stride 1 and C_in a multiple of 16 (forward, input and weight
-    gradients) as Winograd F(2x2, 5x5): 2.8x fewer multiplications, a few
-    times (the weight gradient: about 25 times) the direct sum's rounding
-    error. False: the direct kernel always.
+    Max-pool and dropout run on the vector set named, else on the best one
+    (else the baseline build): their results are the same bits on every set.
+
+    winograd: with a vector set, run the convolutions with 5x5 kernels at
+    stride 1 and C_in a multiple of 16 (forward, input and weight gradients)
+    as Winograd F(2x2, 5x5): 2.8x fewer multiplications, a few times (the
+    weight gradient: about 25 times) the direct sum's rounding error. False:
+    the direct kernel always.
 
     All give the same results up to float32 rounding (each is tested against
-    convcore.reference) and the same bits on any thread count."""
-    global _kernels, _winograd_on
+    convcore.reference) and, within each, the same bits on any thread count;
+    the vector sets' direct convolutions and dense tiles give the same bits
+    as each other."""
+    global _kernels, _winograd_on, _strict
     if name not in KERNELS:
         raise ValueError(f"set_kernels: name must be one of {KERNELS}, got {name!r}")
-    if not isinstance(winograd, (bool, np.bool_)):
-        raise TypeError(f"set_kernels: winograd must be True or False, got {winograd!r}")
-    if name == "simd" and not _conv.simd_supported():
-        raise ValueError("set_kernels: the 'simd' kernels need a CPU with AVX-512F and a "
-                         "GCC build for x86-64; use 'auto' or 'blas'")
+    for arg, value in (("winograd", winograd), ("strict", strict)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"set_kernels: {arg} must be True or False, got {value!r}")
+    have = simd_supported()
+    if name == "simd" and not have:
+        raise ValueError("set_kernels: 'simd' needs a vector kernel set (AVX-512, AVX2 or "
+                         "NEON), and this CPU or build has none; use 'auto' or 'blas'")
+    if name in VECTOR_SETS and name not in have:
+        raise ValueError(f"set_kernels: the {name!r} kernels need a CPU with "
+                         f"{_DESCRIBED[name]} (this one runs: "
+                         f"{', '.join(map(repr, have)) or 'none of the vector sets'}); "
+                         "use 'auto' for the best this CPU has")
+    if strict and name in ("auto", "blas"):
+        raise ValueError(f"set_kernels: strict=True needs a vector set or 'simd', got {name!r}")
     _kernels = name
     _winograd_on = bool(winograd)
+    _strict = bool(strict) or name == "simd"
+
+
+def settings():
+    """The arguments of the last set_kernels call: (name, winograd, strict)."""
+    return _kernels, _winograd_on, _strict
 
 
 def get_kernels():
-    """The name given to set_kernels: "auto", "simd" or "blas"."""
+    """The name given to set_kernels: one of KERNELS ("auto" by default)."""
     return _kernels
 
 
@@ -55,17 +93,38 @@ def winograd_enabled():
     return _winograd_on
 
 
+def vector_set():
+    """The vector set the convolutions and dense layers use where they apply:
+    the name set_kernels gave, or the best this CPU runs; None for "blas" or
+    a CPU with none."""
+    if _kernels in VECTOR_SETS:
+        return _kernels
+    have = simd_supported()
+    return have[0] if have and _kernels != "blas" else None
+
+
+def pool_set():
+    """The number of the kernel set for max-pool and dropout: the vector set
+    named, else the best this CPU runs, else the baseline."""
+    name = _kernels if _kernels in VECTOR_SETS else (simd_supported() or ("baseline",))[0]
+    return _isa.SETS[name]
+
+
 def _simd(fn, why):
-    """Whether to take the simd kernels, given why they would not apply (or None)."""
-    if _kernels == "blas" or not _conv.simd_supported():
-        return False
-    if why and _kernels == "simd":
-        raise ValueError(f"{fn}: set_kernels('simd') needs {why}; "
-                         "use 'auto' to fall back to BLAS where the simd kernels do not apply")
-    return why is None
+    """The number of the vector set to take, given why it would not apply (or
+    None); None: take BLAS."""
+    name = vector_set()
+    if name is None:
+        return None
+    if why and _strict:
+        call = f"{_kernels!r}" + ("" if _kernels == "simd" else ", strict=True")
+        raise ValueError(f"{fn}: set_kernels({call}) needs {why}; without strict, BLAS "
+                         "runs where the vector kernels do not apply")
+    return None if why else _isa.SETS[name]
 
 
 def conv_simd(fn, g, cout, need_dx):
+    """The vector set's number for a convolution of window g, or None: BLAS."""
     why = None
     if cout % 16:
         why = f"C_out a multiple of 16, got C_out = {cout}"
@@ -77,7 +136,7 @@ def conv_simd(fn, g, cout, need_dx):
 
 
 def winograd(g):
-    """Whether a simd convolution (or its input gradient) of window g runs as
+    """Whether a vector convolution (or its input gradient) of window g runs as
     Winograd F(2x2, 5x5): 5x5 kernels, stride 1, C_in a multiple of 16."""
     return (_winograd_on and (g["KH"], g["KW"]) == (5, 5)
             and (g["SH"], g["SW"]) == (1, 1) and g["C"] % 16 == 0)
@@ -88,6 +147,7 @@ SIMD_MAX_BATCH_FORWARD = _linear.simd_max_batch(forward=True)   # forward: 256
 
 
 def linear_simd(fn, n, dout, forward=False):
+    """The vector set's number for a dense layer of batch n, or None: BLAS."""
     limit = SIMD_MAX_BATCH_FORWARD if forward else SIMD_MAX_BATCH
     why = None
     if dout % 16:

@@ -16,6 +16,7 @@ from libc.string cimport memcpy, memset
 from convcore._memory cimport alloc64
 from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm_tiled
+from convcore._isa cimport cc_kernel_set, kernel_set
 
 
 def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
@@ -86,13 +87,6 @@ cdef extern from "_adam.h" nogil:
 cdef extern from "_linear_tiles.h" nogil:
     int CC_MC
     int CC_MC_FWD
-    void cc_linear_forward_block(const float* x, int D, const float* w, int F,
-                                 const float* b, float* y, int n0, int n1,
-                                 int c0, int c1, int relu)
-    void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                            float* dwr, int d0, int d1)
-    void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
-                            int D, int N, int d0, int d1)
 
 
 def simd_max_batch(forward=False):
@@ -106,8 +100,9 @@ DEF ROWS = 48    # rows of w (entries of D_in) per backward work item
 
 
 def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
-                         float[:, ::1] y, int n_threads, bint relu=False):
-    """y = x @ w (+ b) (then max(y, 0) if relu); D_out % 16 == 0.
+                         float[:, ::1] y, int n_threads, int kernels, bint relu=False):
+    """y = x @ w (+ b) (then max(y, 0) if relu), by the kernel set numbered
+    kernels (_linear_tiles.h); D_out % 16 == 0.
 
     Work items: blocks of CC_MC_FWD rows x 64 columns of y, fixed by the shapes."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1]
@@ -115,6 +110,7 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
     cdef int n0, c0
     if N == 0:
         return
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef const float* xp = &x[0, 0]
     cdef const float* wp = &w[0, 0]
@@ -122,8 +118,8 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
     for it in prange(n_rb * n_cb, nogil=True, schedule='dynamic', num_threads=n_threads):
         n0 = <int>((it // n_cb) * CC_MC_FWD)
         c0 = <int>((it % n_cb) * COLS)
-        cc_linear_forward_block(xp, <int>D, wp, <int>F, bp, yp, n0, <int>min(N, n0 + CC_MC_FWD),
-                                c0, <int>min(F, c0 + COLS), relu)
+        k.linear_forward_block(xp, <int>D, wp, <int>F, bp, yp, n0,
+                               <int>min(N, n0 + CC_MC_FWD), c0, <int>min(F, c0 + COLS), relu)
 
 
 cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_t F,
@@ -149,9 +145,10 @@ cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_
 
 def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                           float[:, ::1] dx, float[:, ::1] dw, float[::1] db, int n_threads,
-                          float[:, ::1] dym, float[:, ::1] dyT,
+                          int kernels, float[:, ::1] dym, float[:, ::1] dyT,
                           const float[:, ::1] relu_y=None):
-    """dw = x^T @ dy, dx = dy @ w^T, db = sum dy, by tiles; D_out % 16 == 0.
+    """dw = x^T @ dy, dx = dy @ w^T, db = sum dy, by tiles of the kernel set
+    numbered kernels; D_out % 16 == 0.
 
     Scratch: dym (N, F) for dy masked by relu_y > 0 (if relu_y is given), and
     dyT (F, NP) for the same transposed, NP = N rounded up to a multiple of 16.
@@ -163,6 +160,7 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
         dw[:, :] = 0
         db[:] = 0
         return
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef float* mp = &dym[0, 0]
     cdef float* tp = &dyT[0, 0]
     _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp, tp,
@@ -174,17 +172,17 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
     for it in prange(n_items, nogil=True, schedule='dynamic', num_threads=n_threads):
         d0 = <int>(it * ROWS)
         if dxp != NULL:
-            cc_linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0,
-                               <int>min(D, d0 + ROWS))
-        cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp + d0 * F, d0,
-                           <int>min(D, d0 + ROWS))
+            k.linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0,
+                              <int>min(D, d0 + ROWS))
+        k.linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp + d0 * F, d0,
+                          <int>min(D, d0 + ROWS))
 
 
 def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const float[:, ::1] dy,
                                float[:, ::1] dx, float[::1] b, float[:, ::1] m_w,
                                float[:, ::1] v_w, float[::1] m_b, float[::1] v_b,
                                float lr_t, double beta1, double beta2, float eps,
-                               int n_threads, float[:, ::1] dym, float[:, ::1] dyT,
+                               int n_threads, int kernels, float[:, ::1] dym, float[:, ::1] dyT,
                                const float[:, ::1] relu_y=None):
     """linear_backward_tiles, then Adam on w and b, fused: per block of 48 rows
     of w, dx uses the old rows, their gradient goes to a cache-sized scratch
@@ -196,6 +194,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
     cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
     cdef float* g = NULL   # (firstprivate in the parallel block)
     cdef int n_failed = 0
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef float* db = alloc64(F)
     if db == NULL:
         raise MemoryError("linear_backward_adam: could not allocate the bias gradient")
@@ -220,9 +219,9 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
             d0 = <int>(it * ROWS)
             d1 = <int>min(D, d0 + ROWS)
             if dxp != NULL:
-                cc_linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0, d1)
+                k.linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0, d1)
             if N > 0:
-                cc_linear_dw_block(xp, <int>N, <int>D, mp, <int>F, g, d0, d1)
+                k.linear_dw_block(xp, <int>N, <int>D, mp, <int>F, g, d0, d1)
             else:
                 memset(g, 0, (d1 - d0) * F * sizeof(float))
             cc_adam(wp + d0 * F, g, mwp + d0 * F, vwp + d0 * F, (d1 - d0) * F, lr_t, a1, a2,

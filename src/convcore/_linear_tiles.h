@@ -2,56 +2,59 @@
  * register tiles as in _conv_direct.h, for the skinny products where sgemm
  * spends much of its time packing the weight matrix.
  *
- *   forward:  y[n, f]  = sum_d x[n, d] w[d, f]      R rows x V*16 columns per tile
- *   dw:       dw[d, f] = sum_n x[n, d] dy[n, f]     6 rows x V*16 columns per tile
- *   dx:       dx[n, d] = sum_f w[d, f] dy[n, f]     6 rows of w x V*16 batch entries,
+ *   forward:  y[n, f]  = sum_d x[n, d] w[d, f]      R rows x V*CC_W columns per tile
+ *   dw:       dw[d, f] = sum_n x[n, d] dy[n, f]     6 rows x V*CC_W columns per tile
+ *   dx:       dx[n, d] = sum_f w[d, f] dy[n, f]     6 rows of w x V*CC_W batch entries,
  *                                                   from dy transposed (F, N padded)
  *
  * Every output entry
  * is one sum in a fixed order inside one call: the bits do not depend on how
  * the calls are spread over threads. F must be a multiple of 16; _api.py
- * checks and otherwise uses sgemm.
+ * checks and otherwise uses sgemm. The block sizes serve _linear.pyx; the
+ * kernels are compiled once per kernel set (_kernel_set_body.h).
  */
 #ifndef CONVCORE_LINEAR_TILES_H
 #define CONVCORE_LINEAR_TILES_H
 
 #include <stddef.h>
-#include "_simd.h"
 
 #define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
 #define CC_MC 96    /* the largest batch for the backward tiles */
 #define CC_MC_FWD 256  /* the largest batch for the forward tiles (one row block: w read once) */
 #define CC_PD 48    /* prefetch distance (rows of w) in the first pass over a panel */
 
-#if CC_SIMD_COMPILED
-CC_SIMD_BEGIN
+#ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
+
+#include "_simd.h"
 
 /* ---------------------------------------------------------------- forward */
 
-/* y[r][0 : 16V] (+)= sum_{k0 <= k < k1} xr[r][k] w[k, 0 : 16V] for R rows r.
+/* y[r][0 : W V] (+)= sum_{k0 <= k < k1} xr[r][k] w[k - k0, 0 : W V] for R = CC_ROWS(V)
+ * rows r; w: row k0 of the tile's columns, rows F floats apart.
  * first: start from the bias (or 0), else from y; relu on the last k-block.
- * pf_end: prefetch row k + CC_PD of w while that is < pf_end (0: none). The
- * first row tile of a panel reads it from memory, and the panel's rows are
- * F floats apart (4 KB for dense1), a stride the hardware prefetchers do not
- * follow: a training step at batch 50 on 1 thread, 926 -> 1037 images/s. */
-#define CC_DEF_LINEAR_TILE(R, V)                                                       \
-static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,           \
+ * pf_end: prefetch row k + CC_PD of w while that is < pf_end (0: none), into
+ * the next k-block too. Reading w's rows from memory, F floats apart (4 KB
+ * for dense1), a stride the hardware prefetchers do not follow: a training
+ * step at batch 50 on 1 thread, 926 -> 1037 images/s. */
+#define CC_DEF_LINEAR_TILE(V)                                                          \
+static void cc_linear_tile_##V(      const float* const* xr, const float* w,           \
                                      ptrdiff_t F, int k0, int k1, const float* bias,   \
                                      float* const* y, int nvalid, int first, int relu, \
                                      int pf_end)                                       \
 {                                                                                      \
-    cc_v16 acc[R][V];                                                                  \
+    enum { R = CC_ROWS(V) };                                                           \
+    cc_vf acc[R][V];                                                                   \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = !first ? cc_load(y[r] + 16 * v)                                \
-                      : bias ? cc_load(bias + 16 * v) : (cc_v16){0};                   \
+            acc[r][v] = !first ? cc_load(y[r] + CC_W * v)                                \
+                      : bias ? cc_load(bias + CC_W * v) : (cc_vf){0};                   \
     for (int k = k0; k < k1; k++) {                                                    \
-        cc_v16 wv[V];                                                                  \
+        cc_vf wv[V];                                                                  \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            wv[v] = cc_load(w + (ptrdiff_t)k * F + 16 * v);                            \
+            wv[v] = cc_load(w + (ptrdiff_t)(k - k0) * F + CC_W * v);                   \
         if (k + CC_PD < pf_end)                                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                __builtin_prefetch(w + (ptrdiff_t)(k + CC_PD) * F + 16 * v);           \
+                __builtin_prefetch(w + (ptrdiff_t)(k - k0 + CC_PD) * F + CC_W * v);    \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \
             float xs = xr[r][k];                                                       \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -61,25 +64,23 @@ static void cc_linear_tile_##R##x##V(const float* const* xr, const float* w,    
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         if (r < nvalid) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                cc_store(y[r] + 16 * v, relu ? cc_relu(acc[r][v]) : acc[r][v]);        \
+                cc_store(y[r] + CC_W * v, relu ? cc_relu(acc[r][v]) : acc[r][v]);        \
         }                                                                              \
 }
-CC_DEF_LINEAR_TILE(6, 4)
-CC_DEF_LINEAR_TILE(14, 2)
-CC_DEF_LINEAR_TILE(14, 1)
+CC_FOR_V(CC_DEF_LINEAR_TILE)
 
-/* y[n0:n1, c0:c1] of y = x @ w (+ b) (relu); c0, c1 multiples of 16. */
+/* y[n0:n1, c0:c1] of y = x @ w (+ b) (relu); c0, c1 multiples of 16. The
+ * k-blocks outermost: each block's rows of w are read across c0..c1 at once. */
 static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
                                     const float* b, float* y, int n0, int n1,
                                     int c0, int c1, int relu)
 {
-    const float* xr[14];
-    float* yr[14];
-    for (int f0 = c0; f0 < c1; ) {
-        int V = c1 - f0 >= 64 ? 4 : c1 - f0 >= 32 ? 2 : 1;
-        int R = V == 4 ? 6 : 14;
-        for (int k0 = 0; k0 < D || k0 == 0; k0 += CC_KC) {
-            int k1 = k0 + CC_KC < D ? k0 + CC_KC : D;
+    const float* xr[CC_TILE_R];
+    float* yr[CC_TILE_R];
+    for (int k0 = 0; k0 < D || k0 == 0; k0 += CC_KC) {
+        int k1 = k0 + CC_KC < D ? k0 + CC_KC : D;
+        for (int f0 = c0; f0 < c1; ) {
+            int V = cc_pick_v(c1 - f0), R = CC_ROWS(V);
             for (int r0 = n0; r0 < n1; r0 += R) {
                 int nv = n1 - r0 < R ? n1 - r0 : R;
                 for (int r = 0; r < R; r++) {
@@ -89,38 +90,34 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
                 }
                 int first = k0 == 0, last = relu && k1 == D, pf = r0 == n0 ? D : 0;
                 const float* bb = b ? b + f0 : NULL;
-                if (V == 4)
-                    cc_linear_tile_6x4(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
-                else if (V == 2)
-                    cc_linear_tile_14x2(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
-                else
-                    cc_linear_tile_14x1(xr, w + f0, F, k0, k1, bb, yr, nv, first, last, pf);
+                CC_BY_V(V, cc_linear_tile_, (xr, w + (ptrdiff_t)k0 * F + f0, F, k0, k1, bb,
+                                             yr, nv, first, last, pf));
             }
+            f0 += CC_W * V;
         }
-        f0 += 16 * V;
     }
 }
 
 /* --------------------------------------------------------------- backward */
 
-/* dw[i, 0 : 16V] = sum_n x[n, d0 + i] dy[n, 0 : 16V] for i < 6 (dw: the tile's
+/* dw[i, 0 : W V] = sum_n x[n, d0 + i] dy[n, 0 : W V] for i < 6 (dw: the tile's
  * first row); rows past ni repeat the last one and are not stored. */
 #define CC_DEF_LINEAR_DW_TILE(V)                                                       \
 static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,       \
                                   ptrdiff_t F, float* dw, int d0, int ni)              \
 {                                                                                      \
-    cc_v16 acc[6][V];                                                                  \
+    cc_vf acc[6][V];                                                                  \
     int di[6];                                                                         \
     _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
         di[i] = i < ni ? i : ni - 1;                                                   \
     _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[i][v] = (cc_v16){0};                                                   \
+            acc[i][v] = (cc_vf){0};                                                   \
     for (int n = 0; n < N; n++) {                                                      \
         const float* xs = x + (ptrdiff_t)n * D + d0;                                   \
-        cc_v16 dv[V];                                                                  \
+        cc_vf dv[V];                                                                  \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            dv[v] = cc_load(dy + (ptrdiff_t)n * F + 16 * v);                           \
+            dv[v] = cc_load(dy + (ptrdiff_t)n * F + CC_W * v);                           \
         _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                          \
             float s = xs[di[i]];                                                       \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -129,11 +126,9 @@ static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,
     }                                                                                  \
     for (int i = 0; i < ni; i++)                                                       \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            cc_store(dw + (ptrdiff_t)i * F + 16 * v, acc[i][v]);                       \
+            cc_store(dw + (ptrdiff_t)i * F + CC_W * v, acc[i][v]);                       \
 }
-CC_DEF_LINEAR_DW_TILE(4)
-CC_DEF_LINEAR_DW_TILE(2)
-CC_DEF_LINEAR_DW_TILE(1)
+CC_FOR_V(CC_DEF_LINEAR_DW_TILE)
 
 /* rows d0:d1 of dw = x^T @ dy into dwr (d1 - d0, F); F % 16 == 0. */
 static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
@@ -143,38 +138,33 @@ static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, in
         int ni = d1 - i0 < 6 ? d1 - i0 : 6;
         float* t = dwr + (ptrdiff_t)(i0 - d0) * F;
         for (int f0 = 0; f0 < F; ) {
-            int V = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-            if (V == 4)
-                cc_linear_dw_tile_4(x, N, D, dy + f0, F, t + f0, i0, ni);
-            else if (V == 2)
-                cc_linear_dw_tile_2(x, N, D, dy + f0, F, t + f0, i0, ni);
-            else
-                cc_linear_dw_tile_1(x, N, D, dy + f0, F, t + f0, i0, ni);
-            f0 += 16 * V;
+            int V = cc_pick_v(F - f0);
+            CC_BY_V(V, cc_linear_dw_tile_, (x, N, D, dy + f0, F, t + f0, i0, ni));
+            f0 += CC_W * V;
         }
     }
 }
 
-/* dx[n0 + 16v + l, d0 + i] = sum_f w[d0 + i, f] dyT[f, n0 + 16v + l] for i < 6,
- * l < 16, v < V: dx^T by tiles of 6 rows of w (each streamed once, in order)
- * x V*16 batch entries; dyT (F, NP) is dy transposed and zero-padded to NP
+/* dx[n0 + Wv + l, d0 + i] = sum_f w[d0 + i, f] dyT[f, n0 + Wv + l] for i < 6,
+ * l < W, v < V: dx^T by tiles of 6 rows of w (each streamed once, in order)
+ * x V*W batch entries (W = CC_W); dyT (F, NP) is dy transposed and zero-padded to NP
  * columns. Rows past ni repeat the last one; entries past N are not stored. */
 #define CC_DEF_LINEAR_DX_TILE(V)                                                       \
 static void cc_linear_dx_tile_##V(const float* w, ptrdiff_t F, const float* dyT,       \
                                   ptrdiff_t NP, float* dx, ptrdiff_t D, int N,         \
                                   int d0, int ni, int n0)                              \
 {                                                                                      \
-    cc_v16 acc[6][V];                                                                  \
+    cc_vf acc[6][V];                                                                  \
     const float* wr[6];                                                                \
     _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                              \
         wr[i] = w + (d0 + (i < ni ? i : ni - 1)) * F;                                  \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[i][v] = (cc_v16){0};                                                   \
+            acc[i][v] = (cc_vf){0};                                                   \
     }                                                                                  \
     for (ptrdiff_t f = 0; f < F; f++) {                                                \
-        cc_v16 dv[V];                                                                  \
+        cc_vf dv[V];                                                                  \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            dv[v] = cc_load(dyT + f * NP + n0 + 16 * v);                               \
+            dv[v] = cc_load(dyT + f * NP + n0 + CC_W * v);                               \
         _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                          \
             float s = wr[i][f];                                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
@@ -183,15 +173,13 @@ static void cc_linear_dx_tile_##V(const float* w, ptrdiff_t F, const float* dyT,
     }                                                                                  \
     for (int i = 0; i < ni; i++)                                                       \
         for (int v = 0; v < V; v++) {                                                  \
-            float t[16];                                                               \
+            float t[CC_W];                                                             \
             memcpy(t, &acc[i][v], sizeof t);                                           \
-            for (int l = 0; l < 16 && n0 + 16 * v + l < N; l++)                        \
-                dx[(n0 + 16 * v + l) * D + d0 + i] = t[l];                             \
+            for (int l = 0; l < CC_W && n0 + CC_W * v + l < N; l++)                    \
+                dx[(n0 + CC_W * v + l) * D + d0 + i] = t[l];                             \
         }                                                                              \
 }
-CC_DEF_LINEAR_DX_TILE(4)
-CC_DEF_LINEAR_DX_TILE(2)
-CC_DEF_LINEAR_DX_TILE(1)
+CC_FOR_V(CC_DEF_LINEAR_DX_TILE)
 
 /* dx[:, d0:d1] = dy @ w[d0:d1, :]^T from dyT (F, NP), NP = N rounded up to 16. */
 static void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
@@ -200,28 +188,13 @@ static void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, 
     for (int i0 = d0; i0 < d1; i0 += 6) {
         int ni = d1 - i0 < 6 ? d1 - i0 : 6;
         for (int n0 = 0; n0 < NP; ) {
-            int V = NP - n0 >= 64 ? 4 : NP - n0 >= 32 ? 2 : 1;
-            if (V == 4)
-                cc_linear_dx_tile_4(w, F, dyT, NP, dx, D, N, i0, ni, n0);
-            else if (V == 2)
-                cc_linear_dx_tile_2(w, F, dyT, NP, dx, D, N, i0, ni, n0);
-            else
-                cc_linear_dx_tile_1(w, F, dyT, NP, dx, D, N, i0, ni, n0);
-            n0 += 16 * V;
+            int V = cc_pick_v(NP - n0);
+            CC_BY_V(V, cc_linear_dx_tile_, (w, F, dyT, NP, dx, D, N, i0, ni, n0));
+            n0 += CC_W * V;
         }
     }
 }
 
-CC_SIMD_END
-
-#else   /* no GCC x86-64 AVX-512 target: sgemm only */
-static void cc_linear_dx_block(const float* w, int F, const float* dyT, int NP, float* dx,
-                               int D, int N, int d0, int d1) {}
-static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
-                                    const float* b, float* y, int n0, int n1,
-                                    int c0, int c1, int relu) {}
-static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                               float* dwr, int d0, int d1) {}
 #endif
 
 #endif

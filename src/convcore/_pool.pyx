@@ -12,29 +12,25 @@ and the forward's window is given (the fused convolution + max-pool).
 from cython.parallel cimport prange
 
 from convcore._geometry cimport Window
+from convcore._isa cimport cc_kernel_set, kernel_set
 
 
 cdef extern from "_pool_kernels.h" nogil:
-    void cc_pool_row(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
-                     Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT, Py_ssize_t PL,
-                     Py_ssize_t OW, Py_ssize_t oh, float* y, int* am)
     Py_ssize_t cc_unpool_scatter(const float* dy, const int* am, const float* relu_y,
                                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
                                  Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PT,
                                  Py_ssize_t PL, Py_ssize_t OH, Py_ssize_t OW, float* dx)
-    Py_ssize_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y,
-                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
-                               Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL, Py_ssize_t OH,
-                               Py_ssize_t OW, float* dx)
 
 
-cdef void pool_row(const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
+cdef void pool_row(const cc_kernel_set* k,                      # the kernel set
+                   const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
                    float* y, int* am) noexcept nogil:           # OUT row (OW, C)
     """Output row oh of one image: the max and argmax of each window (_pool_kernels.h)."""
-    cc_pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, y, am)
+    k.pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, y, am)
 
 
-cdef Py_ssize_t unpool_image(const float* dy, const int* am,       # IN  (OH, OW, C)
+cdef Py_ssize_t unpool_image(const cc_kernel_set* k,               # the kernel set
+                             const float* dy, const int* am,       # IN  (OH, OW, C)
                              const float* relu_y,                   # IN  (OH, OW, C) or NULL
                              Window g,                              # the pool's window
                              float* dx) noexcept nogil:             # OUT image (H, W, C)
@@ -43,8 +39,8 @@ cdef Py_ssize_t unpool_image(const float* dy, const int* am,       # IN  (OH, OW
     overlap, else (or if an argmax entry is not in its window) scattered.
     Returns how many argmax entries lie outside their own window."""
     if g.SH == g.KH and g.SW == g.KW:
-        if cc_unpool_tiled(dy, am, relu_y, g.H, g.W, g.C, g.KH, g.KW, g.PT, g.PL, g.OH, g.OW,
-                           dx) == g.OH * g.OW * g.C:
+        if k.unpool_tiled(dy, am, relu_y, g.H, g.W, g.C, g.KH, g.KW, g.PT, g.PL, g.OH, g.OW,
+                          dx) == g.OH * g.OW * g.C:
             return 0
     return cc_unpool_scatter(dy, am, relu_y, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT,
                              g.PL, g.OH, g.OW, dx)
@@ -53,10 +49,12 @@ cdef Py_ssize_t unpool_image(const float* dy, const int* am,       # IN  (OH, OW
 def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                       float[:, :, :, ::1] y,          # OUT (N, OH, OW, C)
                       int[:, :, :, ::1] argmax,       # OUT (N, OH, OW, C)
-                      Window g, int n_threads):
+                      Window g, int n_threads, int kernels):
+    """y, argmax = max-pool of x, by the kernel set numbered kernels."""
     cdef Py_ssize_t N = x.shape[0], t, n, oh
     if N == 0 or g.OH == 0 or g.OW == 0:
         return
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef const float* xp = &x[0, 0, 0, 0]
     cdef float* yp = &y[0, 0, 0, 0]
     cdef int* ap = &argmax[0, 0, 0, 0]
@@ -64,13 +62,14 @@ def maxpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     for t in prange(N * g.OH, nogil=True, schedule='static', num_threads=n_threads):
         n = t // g.OH
         oh = t % g.OH
-        pool_row(xp + n * xs, g, oh, yp + t * rs, ap + t * rs)
+        pool_row(k, xp + n * xs, g, oh, yp + t * rs, ap + t * rs)
 
 
 def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
                        const int[:, :, :, ::1] argmax,  # IN  (N, OH, OW, C)
                        float[:, :, :, ::1] dx,          # OUT (N, H, W, C)
                        Window g, int n_threads,         # g: the forward's window
+                       int kernels,                     # the kernel set's number
                        const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, C) or None
     """dx[n, argmax[n, o, c], c] += dy[n, o, c] (where relu_y > 0, if given: the
     pooled output of a fused ReLU); returns how many argmax entries lie
@@ -79,11 +78,12 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
     cdef Py_ssize_t n_bad = 0
     if N == 0:
         return 0
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef const float* dyp = &dy[0, 0, 0, 0]
     cdef const int* ap = &argmax[0, 0, 0, 0]
     cdef float* dxp = &dx[0, 0, 0, 0]
     cdef const float* yp = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        n_bad += unpool_image(dyp + n * ys, ap + n * ys, yp + n * ys if yp != NULL else NULL,
+        n_bad += unpool_image(k, dyp + n * ys, ap + n * ys, yp + n * ys if yp != NULL else NULL,
                               g, dxp + n * xs)
     return n_bad

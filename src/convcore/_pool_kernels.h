@@ -1,32 +1,28 @@
 /* Max-pool's kernels, forward and backward, for _pool.pyx and the fused
  * convolution + max-pool of _conv.pyx.
  *
- * forward (cc_pool_row): one output row, in C so that GCC can compile it
- * twice, for the baseline ISA and for AVX-512F, and pick one at load time
- * (function multi-versioning: target_clones). The channel loop is branch-free
- * so that it vectorises; on AVX-512 it runs 16 channels a step.
- * backward (cc_unpool_scatter, cc_unpool_tiled): one image's dy sent to the
- * winners, by a scatter, or a gather where the windows do not overlap.
+ * forward (cc_pool_row): one output row. backward (cc_unpool_tiled,
+ * cc_unpool_scatter): one image's dy sent to the winners, by a gather where
+ * the windows do not overlap, else by a scatter. The first two are compiled
+ * once per kernel set (_kernel_set_body.h: the baseline, AVX2, AVX-512, NEON)
+ * and their channel loops are branch-free, so that the compiler vectorises
+ * them for each (16 channels a step on AVX-512); the same bits on every set,
+ * since max and select do not round. The scatter serves _pool.pyx as it is.
  */
 #ifndef CONVCORE_POOL_KERNELS_H
 #define CONVCORE_POOL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 8 \
-    && !defined(CONVCORE_NO_SIMD)
-#define CC_CLONES __attribute__((target_clones("avx512f", "default")))
-#else
-#define CC_CLONES
-#endif
+#ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
 
 /* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
  * row oh over the image x (H, W, C). The winner is the first maximum in
  * row-major window order; padded cells never win; NaN counts as larger than
  * any number and the first NaN wins (like np.argmax). */
-CC_CLONES
-void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
+static void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
                  ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT, ptrdiff_t PL,
                  ptrdiff_t OW, ptrdiff_t oh, float* y, int* am)
 {
@@ -62,6 +58,57 @@ void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_
     }
 }
 
+/* dy sent to the winners where windows do not overlap (stride = size; the
+ * pool geometry as in cc_pool_row, H, W the input's), as a gather that writes each cell once:
+ * dy where the cell is its window's winner (0 + dy, the scatter's one add: -0
+ * gives +0 there too), else 0; cells that no window covers are zeroed first.
+ * Branch-free over the channels, so that it vectorises. Returns how many of the
+ * (OH OW) C entries found their winner inside their window: all of them for an
+ * argmax from this pool's forward; fewer and dx is not the scatter's (the
+ * caller must scatter instead, cc_unpool_scatter). */
+static ptrdiff_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y,
+                                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
+                                 ptrdiff_t KW, ptrdiff_t PT, ptrdiff_t PL, ptrdiff_t OH,
+                                 ptrdiff_t OW, float* dx)
+{
+    if (PT || PL || OH * KH != H || OW * KW != W)
+        memset(dx, 0, sizeof(float) * (size_t)(H * W * C));
+    ptrdiff_t found = 0;
+    for (ptrdiff_t oh = 0; oh < OH; oh++)
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
+            ptrdiff_t o = (oh * OW + ow) * C;
+            const int* a = am + o;
+            const float* g = dy + o;
+            const float* y = relu_y ? relu_y + o : NULL;
+            for (ptrdiff_t i = 0; i < KH; i++) {
+                ptrdiff_t ih = oh * KH - PT + i;
+                if (ih < 0 || ih >= H)
+                    continue;
+                for (ptrdiff_t j = 0; j < KW; j++) {
+                    ptrdiff_t iw = ow * KW - PL + j;
+                    if (iw < 0 || iw >= W)
+                        continue;
+                    int cell = (int)(ih * W + iw), hits = 0;
+                    float* d = dx + (ih * W + iw) * C;
+                    /* the select as a mask of the bits, so that it vectorises on any target */
+                    for (ptrdiff_t c = 0; c < C; c++) {
+                        int hit = a[c] == cell;
+                        int32_t keep = -(int32_t)(hit & (!y || y[c] > 0)), bits;
+                        float v = 0.0f + g[c];
+                        memcpy(&bits, &v, sizeof bits);
+                        bits &= keep;
+                        memcpy(d + c, &bits, sizeof bits);
+                        hits += hit;
+                    }
+                    found += hits;
+                }
+            }
+        }
+    return found;
+}
+
+#else   /* ---------------------------------------------------- _pool.pyx's */
+
 /* dx (H W, C) = 0, then dx[am[o, c], c] += dy[o, c] for the OH OW outputs (o, c)
  * of one image in row-major order (overlapping windows add in that order);
  * the pool geometry as in cc_pool_row, H, W the input's.
@@ -96,55 +143,6 @@ static ptrdiff_t cc_unpool_scatter(const float* dy, const int* am, const float* 
     return n_bad;
 }
 
-/* The same for windows that do not overlap (stride = size; the pool geometry
- * as in cc_pool_row, H, W the input's), as a gather that writes each cell once:
- * dy where the cell is its window's winner (0 + dy, the scatter's one add: -0
- * gives +0 there too), else 0; cells that no window covers are zeroed first.
- * Branch-free over the channels, so that it vectorises. Returns how many of the
- * (OH OW) C entries found their winner inside their window: all of them for an
- * argmax from this pool's forward; fewer and dx is not the scatter's (the
- * caller must scatter instead). */
-CC_CLONES
-ptrdiff_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y, ptrdiff_t H,
-                          ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t PT,
-                          ptrdiff_t PL, ptrdiff_t OH, ptrdiff_t OW, float* dx)
-{
-    if (PT || PL || OH * KH != H || OW * KW != W)
-        memset(dx, 0, sizeof(float) * (size_t)(H * W * C));
-    ptrdiff_t found = 0;
-    for (ptrdiff_t oh = 0; oh < OH; oh++)
-        for (ptrdiff_t ow = 0; ow < OW; ow++) {
-            ptrdiff_t o = (oh * OW + ow) * C;
-            const int* a = am + o;
-            const float* g = dy + o;
-            const float* y = relu_y ? relu_y + o : NULL;
-            for (ptrdiff_t i = 0; i < KH; i++) {
-                ptrdiff_t ih = oh * KH - PT + i;
-                if (ih < 0 || ih >= H)
-                    continue;
-                for (ptrdiff_t j = 0; j < KW; j++) {
-                    ptrdiff_t iw = ow * KW - PL + j;
-                    if (iw < 0 || iw >= W)
-                        continue;
-                    int cell = (int)(ih * W + iw), hits = 0;
-                    float* d = dx + (ih * W + iw) * C;
-                    if (y)
-                        for (ptrdiff_t c = 0; c < C; c++) {
-                            int hit = a[c] == cell;
-                            hits += hit;
-                            d[c] = hit & (y[c] > 0) ? 0.0f + g[c] : 0.0f;
-                        }
-                    else
-                        for (ptrdiff_t c = 0; c < C; c++) {
-                            int hit = a[c] == cell;
-                            hits += hit;
-                            d[c] = hit ? 0.0f + g[c] : 0.0f;
-                        }
-                    found += hits;
-                }
-            }
-        }
-    return found;
-}
+#endif
 
 #endif

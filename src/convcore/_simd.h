@@ -1,59 +1,89 @@
-/* The vector type of convcore's register-tiled kernels (_conv_direct.h,
- * _linear_tiles.h): 16 float32 lanes, GCC vector extensions (which clang
- * has too), compiled for AVX-512F by a function-target pragma (GCC's, or
- * clang's attribute pragma), so the rest of the extension keeps the baseline
- * x86-64 ISA and the kernels are called only on CPUs that have AVX-512F
- * (cc_simd_supported, checked at run time).
+/* The vector type of convcore's register-tiled kernels, written once for
+ * every instruction set: GCC vector extensions (which clang has too) of CC_W
+ * float32 lanes. A kernel-set file (_set_avx512.c, _set_avx2.c, _set_neon.c)
+ * defines CC_W, switches the compiler's target for the whole file, and
+ * includes the kernels (_kernel_set_body.h); this header then gives them
+ *
+ *   cc_vf          CC_W floats;  cc_load, cc_store, cc_relu
+ *   CC_VMAX        the widest register tile, in vectors: 4 where there are 32
+ *                  vector registers (AVX-512, NEON), 2 where there are 16 (AVX2)
+ *   CC_ROWS(V)     rows of a BLAS-style tile of V vectors: 6 at CC_VMAX, else
+ *                  CC_TILE_R (14, or 12 with 16 registers): the accumulators,
+ *                  V loaded vectors and a broadcast fill the registers
+ *   cc_pick_v(n)   vectors per tile for n columns left (a multiple of 16)
+ *   CC_FOR_V(DEF)  DEF(V) for each tile width V this set has, widest first
+ *   CC_BY_V(V, f, args)  calls f##V args for the tile width V
+ *   cc_vu64, cc_mul32    CC_W / 2 uint64 lanes, and their low words' products
+ *
+ * Channel counts stay multiples of 16 for every set: a block of 16 channels
+ * is one AVX-512 vector, two AVX2 vectors or four NEON vectors.
  */
 #ifndef CONVCORE_SIMD_H
 #define CONVCORE_SIMD_H
 
+#include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && !defined(CONVCORE_NO_SIMD) \
-    && (defined(__clang__) ? __clang_major__ >= 12 : defined(__GNUC__) && __GNUC__ >= 8)
-#define CC_SIMD_COMPILED 1
-
-static inline int cc_simd_supported(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
-
-/* Everything between CC_SIMD_BEGIN and CC_SIMD_END is compiled for AVX-512F. */
-#if defined(__clang__)
-#define CC_SIMD_BEGIN _Pragma("clang attribute push (__attribute__((target(\"avx512f,fma\"))), apply_to = function)")
-#define CC_SIMD_END _Pragma("clang attribute pop")
-#else
-#define CC_SIMD_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,fma\")")
-#define CC_SIMD_END _Pragma("GCC pop_options")
+#ifndef CC_W
+#error "_simd.h: a kernel-set file defines CC_W (the vector width in floats) first"
 #endif
 
-CC_SIMD_BEGIN
-typedef float cc_v16 __attribute__((vector_size(64)));
-typedef int cc_v16i __attribute__((vector_size(64)));
+typedef float cc_vf __attribute__((vector_size(4 * CC_W)));
+typedef int cc_vi __attribute__((vector_size(4 * CC_W)));
+typedef uint64_t cc_vu64 __attribute__((vector_size(4 * CC_W)));
+typedef uint32_t cc_vu32h __attribute__((vector_size(2 * CC_W)));   /* CC_W / 2 words */
 
-static inline cc_v16 cc_load(const float* p) { cc_v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void cc_store(float* p, cc_v16 v) { memcpy(p, &v, sizeof v); }
+static inline cc_vf cc_load(const float* p) { cc_vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void cc_store(float* p, cc_vf v) { memcpy(p, &v, sizeof v); }
 
 /* max(a, 0) as a mask: NaN and -0 pass through, as in the scalar kernels */
-static inline cc_v16 cc_relu(cc_v16 a) { return (cc_v16)((cc_v16i)a & ~(a < 0)); }
+static inline cc_vf cc_relu(cc_vf a) { return (cc_vf)((cc_vi)a & ~(a < 0)); }
 
-/* a[0] + ... + a[15] in a fixed order */
-static inline float cc_hsum(cc_v16 a)
+#if CC_W == 8           /* AVX2: 16 registers of 8 floats */
+#define CC_VMAX 2
+#define CC_TILE_R 12
+#define CC_FOR_V(DEF) DEF(2) DEF(1)
+#define CC_BY_V(V, f, args) ((V) == 2 ? f##2 args : f##1 args)
+#else                   /* AVX-512 (16 floats), NEON (4): 32 registers */
+#define CC_VMAX 4
+#define CC_TILE_R 14
+#define CC_FOR_V(DEF) DEF(4) DEF(2) DEF(1)
+#define CC_BY_V(V, f, args) ((V) == 4 ? f##4 args : (V) == 2 ? f##2 args : f##1 args)
+#endif
+
+#define CC_ROWS(V) ((V) == CC_VMAX ? 6 : CC_TILE_R)
+
+/* The tile width for n columns left: the widest of CC_VMAX, 2, 1 vectors that fits. */
+static inline int cc_pick_v(int n)
 {
-    float s[16];
-    memcpy(s, &a, sizeof s);
-    for (int h = 8; h >= 1; h /= 2)
-        for (int i = 0; i < h; i++)
-            s[i] += s[i + h];
-    return s[0];
+    return n >= CC_VMAX * CC_W ? CC_VMAX : n >= 2 * CC_W ? 2 : 1;
 }
-CC_SIMD_END
 
+/* The 64-bit products of the low 32-bit words of a and b, lane by lane. */
+#if CC_W == 16
+#include <immintrin.h>
+static inline cc_vu64 cc_mul32(cc_vu64 a, cc_vu64 b)
+{
+    return (cc_vu64)_mm512_mul_epu32((__m512i)a, (__m512i)b);
+}
+#elif CC_W == 8
+#include <immintrin.h>
+static inline cc_vu64 cc_mul32(cc_vu64 a, cc_vu64 b)
+{
+    return (cc_vu64)_mm256_mul_epu32((__m256i)a, (__m256i)b);
+}
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+static inline cc_vu64 cc_mul32(cc_vu64 a, cc_vu64 b)
+{
+    return (cc_vu64)vmull_u32(vmovn_u64((uint64x2_t)a), vmovn_u64((uint64x2_t)b));
+}
 #else
-#define CC_SIMD_COMPILED 0
-static inline int cc_simd_supported(void) { return 0; }
+static inline cc_vu64 cc_mul32(cc_vu64 a, cc_vu64 b)
+{
+    const cc_vu64 lo = (cc_vu64){0} + 0xFFFFFFFFu;
+    return (a & lo) * (b & lo);
+}
 #endif
 
 #endif

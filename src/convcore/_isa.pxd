@@ -1,0 +1,45 @@
+# The kernel sets (_kernel_set.h): one table of vector kernels per instruction
+# set; the drivers (_conv, _linear, _pool, _dropout) take a set's number and
+# call through kernel_set(number).
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "_kernel_set.h" nogil:
+    ctypedef struct cc_kernel_set:
+        const char* name
+        int lanes
+        void (*conv_forward_image)(const float* xp, int Wp, int C, int KH, int KW, int SH,
+                                   int SW, int OH, int OW, const float* w, int F,
+                                   const float* b, float* y, int relu) noexcept nogil
+        void (*conv_dw_image)(const float* xp, int Wp, int C, int KH, int KW, int SH,
+                              int SW, int OH, int OW, const float* dy, int F,
+                              float* dw) noexcept nogil
+        void (*mask_sum)(const float* dy, const float* y, int P, int F, float* out,
+                         float* db) noexcept nogil
+        void (*wino_filter)(const float* w, int C, int F, float* U) noexcept nogil
+        void (*wino_forward_image)(const float* xp, int Wp, int C, int OH, int OW,
+                                   const float* U, int F, const float* b, float* y,
+                                   int relu, float* scratch) noexcept nogil
+        void (*wino_dw_image)(const float* xp, int Wp, int C, const float* dy, int OH,
+                              int OW, int F, float* M, int first,
+                              float* scratch) noexcept nogil
+        void (*wino_dw_finish)(const float* M, int C, int F, float* dw) noexcept nogil
+        void (*linear_forward_block)(const float* x, int D, const float* w, int F,
+                                     const float* b, float* y, int n0, int n1, int c0,
+                                     int c1, int relu) noexcept nogil
+        void (*linear_dw_block)(const float* x, int N, int D, const float* dy, int F,
+                                float* dwr, int d0, int d1) noexcept nogil
+        void (*linear_dx_block)(const float* w, int F, const float* dyT, int NP, float* dx,
+                                int D, int N, int d0, int d1) noexcept nogil
+        void (*pool_row)(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                         Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW,
+                         Py_ssize_t PT, Py_ssize_t PL, Py_ssize_t OW, Py_ssize_t oh,
+                         float* y, int* am) noexcept nogil
+        Py_ssize_t (*unpool_tiled)(const float* dy, const int* am, const float* relu_y,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
+                                   Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL,
+                                   Py_ssize_t OH, Py_ssize_t OW, float* dx) noexcept nogil
+        void (*philox_batch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
+
+
+cdef const cc_kernel_set* kernel_set(int number) except NULL

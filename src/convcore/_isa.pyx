@@ -1,0 +1,36 @@
+"""The kernel sets compiled into convcore and which of them this CPU runs.
+
+A kernel set is convcore's vector kernels (direct convolution, Winograd, the
+dense tiles, max-pool, dropout's generator) compiled for one instruction set
+from the same width-generic source (_kernel_set.h): "avx512", "avx2",
+"neon", and "baseline" (the compiler's default target: max-pool and dropout
+only). The Python layer names a set by its number in SETS.
+"""
+from convcore._isa cimport cc_kernel_set
+
+cdef extern from "_kernel_set.h" nogil:
+    const cc_kernel_set* cc_kernel_set_get(int number)
+    int CC_SET_BASELINE, CC_SET_AVX2, CC_SET_AVX512, CC_SET_NEON
+
+SETS = {"avx512": CC_SET_AVX512, "avx2": CC_SET_AVX2, "neon": CC_SET_NEON,
+        "baseline": CC_SET_BASELINE}
+VECTOR_SETS = ("avx512", "avx2", "neon")   # the order of preference
+
+
+cdef const cc_kernel_set* kernel_set(int number) except NULL:
+    """The set with that number; ValueError where it is not compiled in or
+    this CPU does not run it (the Python layer checks first: a bug otherwise)."""
+    cdef const cc_kernel_set* k = cc_kernel_set_get(number)
+    if k == NULL:
+        raise ValueError(f"convcore: kernel set {number} is not available on this machine")
+    return k
+
+
+def available():
+    """The vector kernel sets this build has and this CPU runs, best first."""
+    return tuple(name for name in VECTOR_SETS if cc_kernel_set_get(SETS[name]) != NULL)
+
+
+def lanes(name):
+    """Floats a vector in the set name (1: the baseline)."""
+    return cc_kernel_set_get(SETS[name]).lanes

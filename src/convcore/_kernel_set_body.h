@@ -1,0 +1,60 @@
+/* The body of every kernel-set file: the kernels, compiled for the file's
+ * target, and their table. The file defines, before including this:
+ *   CC_KERNEL_SET  the table's name (cc_set_avx2, ...)
+ *   CC_SET_NAME    its name for users ("avx2", ...)
+ *   CC_W           floats a vector (none: the baseline set)
+ *   CC_TARGET      the compiler target for the whole file, or none
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(CC_W)
+#include <immintrin.h>
+#elif defined(__aarch64__) && defined(CC_W)
+#include <arm_neon.h>
+#endif
+#include "_kernel_set.h"
+
+#define CC_PRAGMA(x) _Pragma(#x)
+#define CC_TARGET_PRAGMA(kind, t) CC_PRAGMA(kind(t))
+#ifdef CC_TARGET
+#if defined(__clang__)
+CC_PRAGMA(clang attribute push (__attribute__((target(CC_TARGET))), apply_to = function))
+#else
+CC_TARGET_PRAGMA(GCC target, CC_TARGET)
+#endif
+#endif
+
+#ifdef CC_W
+#include "_conv_direct.h"
+#include "_conv_winograd.h"
+#include "_linear_tiles.h"
+#endif
+#include "_pool_kernels.h"
+#include "_dropout_kernels.h"
+
+const cc_kernel_set CC_KERNEL_SET = {
+    .name = CC_SET_NAME,
+#ifdef CC_W
+    .lanes = CC_W,
+    .conv_forward_image = cc_conv_forward_image,
+    .conv_dw_image = cc_conv_dw_image,
+    .mask_sum = cc_mask_sum,
+    .wino_filter = cc_wino_filter,
+    .wino_forward_image = cc_wino_forward_image,
+    .wino_dw_image = cc_wino_dw_image,
+    .wino_dw_finish = cc_wino_dw_finish,
+    .linear_forward_block = cc_linear_forward_block,
+    .linear_dw_block = cc_linear_dw_block,
+    .linear_dx_block = cc_linear_dx_block,
+#else
+    .lanes = 1,
+#endif
+    .pool_row = cc_pool_row,
+    .unpool_tiled = cc_unpool_tiled,
+    .philox_batch = cc_philox_batch,
+};
+
+#if defined(CC_TARGET) && defined(__clang__)
+#pragma clang attribute pop
+#endif
