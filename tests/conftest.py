@@ -40,9 +40,11 @@ def threads():
 
 @pytest.fixture
 def kernels():
-    """convcore.set_kernels(name, winograd=True) inside a test, restored afterwards."""
+    """convcore.set_kernels(name, winograd=True, strict=False) inside a test,
+    restored afterwards."""
     import convcore
-    before = convcore.get_kernels(), convcore.winograd_enabled()
+    from convcore import _kernels
+    before = _kernels.settings()
     yield convcore.set_kernels
     convcore.set_kernels(*before)
 

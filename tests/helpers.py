@@ -140,12 +140,13 @@ def winograd_dw_bound(x, dy, top, left):
 
 
 @contextlib.contextmanager
-def using_kernels(name, winograd=True):
-    """convcore.set_kernels(name, winograd) inside the block, restored after
-    (for @given tests, where a function-scoped fixture would be shared)."""
+def using_kernels(name, winograd=True, strict=False):
+    """convcore.set_kernels(name, winograd, strict) inside the block, restored
+    after (for @given tests, where a function-scoped fixture would be shared)."""
     import convcore
-    before = convcore.get_kernels(), convcore.winograd_enabled()
-    convcore.set_kernels(name, winograd)
+    from convcore import _kernels
+    before = _kernels.settings()
+    convcore.set_kernels(name, winograd, strict)
     try:
         yield
     finally:

@@ -4,6 +4,10 @@ The reference runs in float64 on the same float32 inputs; the tolerance is the
 float32 error bound of a sum of L products (L the reduction length), scaled by
 the same computation on absolute values, so it grows with the reduction.
 """
+import os
+import platform
+import re
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -22,12 +26,13 @@ from helpers import (
     winograd_dw_bound,
 )
 
-# The convolutions and dense layers have two implementations: BLAS (im2col +
-# sgemm, sgemm) and the simd kernels (AVX-512, a multiple of 16 output
-# channels), whose 5x5 convolutions at stride 1 run Winograd unless
-# winograd=False. All must equal the reference: (name, winograd) below.
-KERNELS = ([("blas", True), ("simd", False), ("simd", True)] if convcore.simd_supported()
-           else [("blas", True)])
+# The convolutions and dense layers have BLAS (im2col + sgemm, sgemm) and the
+# vector kernel sets this CPU runs (AVX-512, AVX2, NEON: a multiple of 16
+# output channels), whose 5x5 convolutions at stride 1 run Winograd unless
+# winograd=False. All must equal the reference: (name, winograd) below. The
+# tests of one set's kernels run for each set (SETS), with strict=True.
+SETS = convcore.simd_supported()
+KERNELS = [("blas", True)] + [(s, wg) for s in SETS for wg in (False, True)]
 
 
 def _64(*arrays):
@@ -184,19 +189,19 @@ def test_linear_equals_reference(data, n, d_in, d_out, with_bias, relu):
     assert_within(db, rdb, bdb, n, "linear_backward db")
 
 
-@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+@pytest.mark.parametrize("vset", SETS)
 @given(st.one_of(st.integers(0, 96), st.integers(97, 256)), st.integers(1, 600),
        st.integers(1, 9), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
-def test_simd_dense_tiles_equal_reference(n, d_in, blocks, with_bias, relu, seed):
-    """The dense tiles under set_kernels("simd"): D_out = 16 * blocks (every tile
-    width and remainder), up to the largest batch they take (forward 256,
-    backward 96), several k-blocks."""
+def test_simd_dense_tiles_equal_reference(vset, n, d_in, blocks, with_bias, relu, seed):
+    """Each set's dense tiles (set_kernels(vset, strict=True)): D_out = 16 *
+    blocks (every tile width and remainder), up to the largest batch they take
+    (forward 256, backward 96), several k-blocks."""
     rng = np.random.default_rng(seed)
     d_out = 16 * blocks
     x, w, dy = (rng.uniform(-2, 2, s).astype(np.float32)
                 for s in ((n, d_in), (d_in, d_out), (n, d_out)))
     b = rng.uniform(-2, 2, d_out).astype(np.float32) if with_bias else None
-    with using_kernels("simd"):
+    with using_kernels(vset, strict=True):
         y = convcore.linear_forward(x, w, b, relu=relu)
         assert_within(y, ref.linear_forward(*_64(x, w, b), relu=relu),
                       ref.linear_forward(*_abs(x, w, b)), d_in + 1, "simd linear_forward")
@@ -281,19 +286,19 @@ def direct_cases(draw):
     return (n, h, w_, cin), tuple(kernel), stride, pad, cout, seed
 
 
-@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+@pytest.mark.parametrize("vset", SETS)
 @given(direct_cases(), st.booleans(), st.booleans())
-def test_direct_kernels_equal_reference(case, with_bias, relu):
-    """Under set_kernels("simd", winograd=False), every call below runs the direct convolution
-    kernels (or raises): the input gradient where it applies (stride 1, C_in a
-    multiple of 16), the weight gradient always."""
+def test_direct_kernels_equal_reference(vset, case, with_bias, relu):
+    """Under set_kernels(vset, winograd=False, strict=True), every call below
+    runs that set's direct convolution kernels (or raises): the input gradient
+    where it applies (stride 1, C_in a multiple of 16), the weight gradient always."""
     shape, k, s, p, cout, seed = case
     need_dx = s == (1, 1) and shape[3] % 16 == 0
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2, 2, shape).astype(np.float32)
     w = rng.uniform(-2, 2, (*k, shape[3], cout)).astype(np.float32)
     b = rng.uniform(-2, 2, cout).astype(np.float32) if with_bias else None
-    with using_kernels("simd", winograd=False):
+    with using_kernels(vset, winograd=False, strict=True):
         y = convcore.conv2d_forward(x, w, b, stride=s, padding=p, relu=relu)
         dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
         relu_y = y if relu else None
@@ -345,10 +350,10 @@ def _draw_values(rng, shape, wide):
     return (signs * 10.0 ** rng.uniform(-3, 3, shape)).astype(np.float32)
 
 
-@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
+@pytest.mark.parametrize("vset", SETS)
 @given(winograd_cases(), st.booleans(), st.booleans())
-def test_winograd_equals_reference(case, with_bias, relu):
-    """Under set_kernels("simd"), 5x5 convolutions at stride 1 run Winograd
+def test_winograd_equals_reference(vset, case, with_bias, relu):
+    """Under set_kernels(vset, strict=True), 5x5 convolutions at stride 1 run Winograd
     F(2x2, 5x5), forward, input and weight gradients, each within Winograd's
     own rounding bound (helpers.winograd_bound, winograd_dw_bound)."""
     shape, pad, cout, seed, wide = case
@@ -356,7 +361,7 @@ def test_winograd_equals_reference(case, with_bias, relu):
     x = _draw_values(rng, shape, wide)
     w = _draw_values(rng, (5, 5, shape[3], cout), wide)
     b = _draw_values(rng, cout, wide) if with_bias else None
-    with using_kernels("simd"):
+    with using_kernels(vset, strict=True):
         y = convcore.conv2d_forward(x, w, b, padding=pad, relu=relu)
         dy = _draw_values(rng, y.shape, wide)
         relu_y = y if relu else None
@@ -381,8 +386,8 @@ def test_winograd_equals_reference(case, with_bias, relu):
     assert_within(dx, rdx, bound, cout + 32, "winograd dx")
 
 
-@pytest.mark.skipif(not convcore.simd_supported(), reason="this CPU has no AVX-512F")
-def test_winograd_rounding_at_the_tutorial_shapes(kernels):
+@pytest.mark.parametrize("vset", SETS)
+def test_winograd_rounding_at_the_tutorial_shapes(kernels, vset):
     """The worst-case bounds above are loose (the transforms amplify |values|
     by up to 100 * 49), so also hold the typical error at conv2's shapes, on
     fixed data, to what Winograd F(2x2, 5x5) achieves: a maximum error within
@@ -393,13 +398,32 @@ def test_winograd_rounding_at_the_tutorial_shapes(kernels):
     x = rng.standard_normal((8, 14, 14, 32)).astype(np.float32)
     w = (rng.standard_normal((5, 5, 32, 64)) * 0.1).astype(np.float32)
     dy = rng.standard_normal((8, 14, 14, 64)).astype(np.float32)
-    kernels("simd")
+    kernels(vset, strict=True)
     y = convcore.conv2d_forward(x, w, padding="same")
     dx, dw, _ = convcore.conv2d_backward(x, w, dy, padding="same")
     want = ref.conv2d_forward(*_64(x, w), padding="same")
     want_dx, want_dw, _ = ref.conv2d_backward(*_64(x, w, dy), padding="same")
     for got, ref_, tol in ((y, want, 1e-5), (dx, want_dx, 1e-5), (dw, want_dw, 2e-5)):
         assert np.abs(got - ref_).max() <= tol * np.abs(ref_).max()
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next(line for line in f if line.startswith(("flags", "Features"))).split()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux's /proc/cpuinfo")
+def test_simd_supported_reports_what_the_cpu_has():
+    """The sets reported are those the CPU's flags allow, best first (x86-64:
+    AVX-512F and FMA, AVX2 and FMA; ARM64: NEON, which every ARM64 CPU has)."""
+    flags, machine = set(_cpu_flags()), platform.machine()
+    want = []
+    if machine == "x86_64":
+        want += ["avx512"] if {"avx512f", "fma"} <= flags else []
+        want += ["avx2"] if {"avx2", "fma"} <= flags else []
+    elif machine == "aarch64":
+        want = ["neon"]
+    assert convcore.simd_supported() == tuple(want)
 
 
 def test_set_kernels(kernels):
@@ -409,35 +433,72 @@ def test_set_kernels(kernels):
         convcore.set_kernels("fast")
     with pytest.raises(TypeError, match="set_kernels: winograd must be True or False, got 'no'"):
         convcore.set_kernels("auto", winograd="no")
-    if not convcore.simd_supported():
-        with pytest.raises(ValueError, match="AVX-512F"):
+    with pytest.raises(TypeError, match="set_kernels: strict must be True or False, got 1"):
+        convcore.set_kernels("auto", strict=1)
+    with pytest.raises(ValueError, match="strict=True needs a vector set or 'simd', got 'blas'"):
+        convcore.set_kernels("blas", strict=True)
+    for name in {"avx512", "avx2", "neon"} - set(SETS):
+        with pytest.raises(ValueError, match=f"the '{name}' kernels need a CPU with .* "
+                                             "\\(this one runs: "):
+            convcore.set_kernels(name)
+    if not SETS:
+        with pytest.raises(ValueError, match="'simd' needs a vector kernel set"):
             convcore.set_kernels("simd")
-        return
-    kernels("simd")
-    assert convcore.get_kernels() == "simd"
-    x = np.ones((1, 5, 5, 3), np.float32)
-    with pytest.raises(ValueError, match="conv2d_forward: .* C_out a multiple of 16, got "
-                                         "C_out = 8"):
-        convcore.conv2d_forward(x, np.ones((3, 3, 3, 8), np.float32))
-    w = np.ones((3, 3, 3, 16), np.float32)
-    dy = convcore.conv2d_forward(x, w)
-    with pytest.raises(ValueError, match="conv2d_backward: .* C_in a multiple of 16"):
-        convcore.conv2d_backward(x, w, dy)
-    assert convcore.conv2d_backward(x, w, dy, need_dx=False)[0] is None
-    with pytest.raises(ValueError, match="linear_forward: .* D_out a multiple of 16, got "
-                                         "D_out = 10"):
-        convcore.linear_forward(np.ones((2, 3), np.float32), np.ones((3, 10), np.float32))
-    with pytest.raises(ValueError, match="linear_forward: .* a batch of at most 256 for a "
-                                         "dense layer, got N = 257"):
-        convcore.linear_forward(np.ones((257, 3), np.float32), np.ones((3, 16), np.float32))
-    with pytest.raises(ValueError, match="linear_backward: .* a batch of at most 96 for a "
-                                         "dense layer, got N = 97"):
-        convcore.linear_backward(np.ones((97, 3), np.float32), np.ones((3, 16), np.float32),
-                                 np.ones((97, 16), np.float32))
-    kernels("auto")   # falls back to BLAS where the simd kernels do not apply
-    assert convcore.conv2d_backward(x, w, dy)[0].shape == x.shape
-    assert convcore.linear_forward(np.ones((2, 3), np.float32),
-                                   np.ones((3, 10), np.float32)).shape == (2, 10)
+    for name, strict in [("simd", False)] + [(s, True) for s in SETS]:
+        kernels(name, strict=strict)
+        assert convcore.get_kernels() == name
+        call = re.escape(f"set_kernels('{name}'{', strict=True' if strict else ''}) needs ")
+        x = np.ones((1, 5, 5, 3), np.float32)
+        with pytest.raises(ValueError, match=f"conv2d_forward: {call}C_out a multiple of 16, "
+                                             "got C_out = 8"):
+            convcore.conv2d_forward(x, np.ones((3, 3, 3, 8), np.float32))
+        w = np.ones((3, 3, 3, 16), np.float32)
+        dy = convcore.conv2d_forward(x, w)
+        with pytest.raises(ValueError, match=f"conv2d_backward: {call}C_in a multiple of 16"):
+            convcore.conv2d_backward(x, w, dy)
+        assert convcore.conv2d_backward(x, w, dy, need_dx=False)[0] is None
+        with pytest.raises(ValueError, match=f"linear_forward: {call}D_out a multiple of 16, "
+                                             "got D_out = 10"):
+            convcore.linear_forward(np.ones((2, 3), np.float32), np.ones((3, 10), np.float32))
+        with pytest.raises(ValueError, match="linear_forward: .* a batch of at most 256 for "
+                                             "a dense layer, got N = 257"):
+            convcore.linear_forward(np.ones((257, 3), np.float32), np.ones((3, 16), np.float32))
+        with pytest.raises(ValueError, match="linear_backward: .* a batch of at most 96 for "
+                                             "a dense layer, got N = 97"):
+            convcore.linear_backward(np.ones((97, 3), np.float32), np.ones((3, 16), np.float32),
+                                     np.ones((97, 16), np.float32))
+    for name in ("auto", *SETS):   # not strict: BLAS where the vector kernels do not apply
+        kernels(name)
+        assert convcore.conv2d_backward(x, w, dy)[0].shape == x.shape
+        assert convcore.linear_forward(np.ones((2, 3), np.float32),
+                                       np.ones((3, 10), np.float32)).shape == (2, 10)
+
+
+@pytest.mark.skipif(len(SETS) < 2, reason="needs two vector sets (a CPU with AVX-512)")
+@given(direct_cases(), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 150))
+def test_vector_sets_agree_bit_for_bit(case, with_bias, relu, winograd, n_dense):
+    """The convolutions (direct and Winograd, forward and gradients) and the
+    dense tiles of every set give the same bits: each lane runs the same
+    chain of operations, whatever the vector width and the register tiles."""
+    shape, k, s, p, cout, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, shape).astype(np.float32)
+    w = rng.uniform(-2, 2, (*k, shape[3], cout)).astype(np.float32)
+    b = rng.uniform(-2, 2, cout).astype(np.float32) if with_bias else None
+    xl = rng.uniform(-2, 2, (n_dense, 37)).astype(np.float32)
+    wl = rng.uniform(-2, 2, (37, cout)).astype(np.float32)
+    runs = []
+    for vset in SETS:
+        with using_kernels(vset, winograd=winograd):
+            y = convcore.conv2d_forward(x, w, b, stride=s, padding=p, relu=relu)
+            dy = np.random.default_rng(seed).uniform(-2, 2, y.shape).astype(np.float32)
+            yl = convcore.linear_forward(xl, wl, b, relu=relu)
+            runs.append([y, *convcore.conv2d_backward(x, w, dy, stride=s, padding=p,
+                                                      need_dx=s == (1, 1)), yl,
+                         *convcore.linear_backward(xl, wl, yl)])
+    for other in runs[1:]:
+        for a, b_ in zip(runs[0], other, strict=True):
+            assert (a is None and b_ is None) or a.tobytes() == b_.tobytes()
 
 
 @pytest.mark.parametrize("name, winograd", KERNELS)

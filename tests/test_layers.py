@@ -13,6 +13,9 @@ from pyconv.models import tutorial_cnn
 
 import helpers
 
+# "auto" (the best vector set), each vector set this CPU runs, and BLAS
+KERNEL_NAMES = ["auto", *convcore.simd_supported()[1:], "blas"]
+
 
 def numeric_grad(f, a, eps=1e-3):
     return helpers.numeric_grad(f, a, eps)
@@ -187,7 +190,7 @@ def test_train_step_learns_a_batch():
         model.train_step(x.astype(np.complex64), y, opt)
 
 
-@pytest.mark.parametrize("kernels_name", ["auto", "blas"])
+@pytest.mark.parametrize("kernels_name", KERNEL_NAMES)
 def test_inference_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name):
     """predict runs Conv2D + MaxPool2D as one conv2d_maxpool_forward: the same
     logits, bit for bit, as the layers one by one."""
@@ -207,7 +210,7 @@ def test_conv2d_maxpool_forward_equals_the_two_calls(kernels, k):
     x = rng.standard_normal((3, 9, 11, 16)).astype(np.float32)
     w = rng.standard_normal((k, k, 16, 48)).astype(np.float32)
     b = rng.standard_normal(48).astype(np.float32)
-    for kernels_name in ("auto", "blas"):
+    for kernels_name in KERNEL_NAMES:
         kernels(kernels_name)
         for pool, stride, padding in ((2, None, "same"), (3, 2, 1), (2, 1, "valid")):
             got = convcore.conv2d_maxpool_forward(x, w, b, 1, "same", True, pool, stride,
@@ -221,8 +224,8 @@ def test_conv2d_maxpool_forward_equals_the_two_calls(kernels, k):
 
 @st.composite
 def conv_pool_cases(draw):
-    """A convolution and a max-pool over its output: every kernel set (simd,
-    with Winograd where the window allows, or not; BLAS), C_out a multiple of
+    """A convolution and a max-pool over its output: every kernel set (each
+    vector set, with Winograd where the window allows, or not; BLAS), C_out a multiple of
     16 or not, overlapping and padded pool windows. Values are small integers,
     so that windows often tie (the first maximum wins) and the ReLU often cuts."""
     n = draw(st.integers(0, 3))
@@ -236,7 +239,7 @@ def conv_pool_cases(draw):
     pool_pad = draw(st.sampled_from(["same", "valid", 0, pool - 1]))
     p = 0 if pool_pad in ("same", "valid") else pool_pad
     assume(pool_pad == "same" or (pool <= oh + 2 * p and pool <= ow + 2 * p))
-    kernels = draw(st.sampled_from([("auto", True), ("auto", False), ("blas", True)]))
+    kernels = draw(st.sampled_from([(name, wg) for name in KERNEL_NAMES for wg in (True, False)]))
     return ((n, h, w, cin), (k, k, cin, cout), stride, pad, (pool, pool_stride, pool_pad),
             kernels, draw(st.booleans()), draw(st.booleans()), draw(st.booleans()),
             draw(st.integers(0, 2**32 - 1)))
@@ -290,7 +293,7 @@ def test_conv2d_maxpool_backward_equals_the_two_calls(case):
         assert (g is None and wnt is None) or g.tobytes() == wnt.tobytes()
 
 
-@pytest.mark.parametrize("kernels_name", ["auto", "blas"])
+@pytest.mark.parametrize("kernels_name", KERNEL_NAMES)
 def test_training_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name):
     """train_step runs each Conv2D + MaxPool2D as one step (conv2d_maxpool_forward
     and conv2d_maxpool_backward): three steps give the same loss and parameters,

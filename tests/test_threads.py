@@ -116,8 +116,11 @@ def _all_ops(rng):
     }
 
 
-def test_same_bits_on_one_and_two_threads(threads):
-    """Every operation of the registry, on 1 and 2 threads: the same bits."""
+@pytest.mark.parametrize("kernels_name", ["auto", *convcore.simd_supported()[1:], "blas"])
+def test_same_bits_on_one_and_two_threads(threads, kernels, kernels_name):
+    """Every operation of the registry, on 1 and 2 threads: the same bits, on
+    each kernel set ("auto": the best vector set)."""
+    kernels(kernels_name)
     results = []
     for n in (1, 2):
         threads(n)

@@ -200,7 +200,7 @@ static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int 
             cc_vf col[6], tmp[2][6], row[6], out[2];
             for (int j = 0; j < 6; j++) {
                 for (int r = 0; r < 6; r++)
-                    col[r] = cc_load(Ms + ((ptrdiff_t)(r * 6 + j) * TBp + i) * 64 + 16 * v);
+                    col[r] = cc_load(Ms + ((ptrdiff_t)(r * 6 + j) * TBp + i) * 64 + CC_W * v);
                 cc_wino_at(col, out);
                 tmp[0][j] = out[0];
                 tmp[1][j] = out[1];

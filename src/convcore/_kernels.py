@@ -53,9 +53,8 @@ def set_kernels(name, winograd=True, strict=False):
     the direct kernel always.
 
     All give the same results up to float32 rounding (each is tested against
-    convcore.reference) and, within each, the same bits on any thread count;
-    the vector sets' direct convolutions and dense tiles give the same bits
-    as each other."""
+    convcore.reference) and the same bits on any thread count; the vector
+    sets give the same bits as each other."""
     global _kernels, _winograd_on, _strict
     if name not in KERNELS:
         raise ValueError(f"set_kernels: name must be one of {KERNELS}, got {name!r}")
