@@ -7,6 +7,8 @@ the same computation on absolute values, so it grows with the reduction.
 import os
 import platform
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -423,7 +425,33 @@ def test_simd_supported_reports_what_the_cpu_has():
         want += ["avx2"] if {"avx2", "fma"} <= flags else []
     elif machine == "aarch64":
         want = ["neon"]
+    cap = os.environ.get("CONVCORE_MAX_ISA")    # (CI runs a build with it)
+    order = ["avx512", "avx2", "neon", "baseline"]
+    if cap:
+        want = [s for s in want if order.index(s) >= order.index(cap)]
     assert convcore.simd_supported() == tuple(want)
+
+
+@pytest.mark.parametrize("cap", ["avx2", "baseline", "sse2"])
+def test_convcore_max_isa_leaves_out_the_sets_above(cap):
+    """CONVCORE_MAX_ISA=avx2: as on a CPU without AVX-512 (simd_supported()
+    leaves AVX-512 out, and a convolution runs); =baseline: no vector set (a
+    convolution runs on BLAS); a name it does not know: an error naming the
+    variable."""
+    code = ("import convcore, numpy as np; print(convcore.simd_supported()); "
+            "convcore.set_kernels('auto'); x = np.ones((1, 5, 5, 16), np.float32); "
+            "print(convcore.conv2d_forward(x, np.ones((3, 3, 16, 16), np.float32)).sum())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "CONVCORE_MAX_ISA": cap})
+    if cap == "sse2":
+        assert run.returncode == 1
+        assert ("ValueError: convcore: CONVCORE_MAX_ISA must be one of ('avx512', 'avx2', "
+                "'neon', 'baseline') (or unset), got 'sse2'") in run.stderr
+        return
+    assert run.returncode == 0, run.stderr
+    order = ["avx512", "avx2", "neon", "baseline"]
+    want = tuple(s for s in SETS if order.index(s) >= order.index(cap))
+    assert run.stdout.split("\n")[:2] == [str(want), str(9 * 16 * 144.0)]   # 3x3 x 16 of 144
 
 
 def test_set_kernels(kernels):

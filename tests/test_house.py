@@ -55,8 +55,9 @@ def _c_functions(path):
     lines = path.read_text().splitlines()
     start = None
     for i, line in enumerate(lines):
-        if start is None and re.match(r"^(static|void|int|ptrdiff_t|size_t|CC_|#define \w+\()",
-                                      line) and "(" in line and not line.rstrip().endswith(";"):
+        opens = r"^(static|void|int|ptrdiff_t|size_t|const|CC_|#define \w+\()"
+        if start is None and re.match(opens, line) and "(" in line \
+                and not line.rstrip().endswith(";"):
             start, name = i, re.findall(r"(\w+)\s*\(", line)[0]
             macro = line.startswith("#define")
         if start is None:
@@ -70,7 +71,7 @@ def _c_functions(path):
 def _all_functions():
     for path in sorted(SRC.rglob("*")):
         kind = {".py": _python_functions, ".pyx": _cython_functions, ".pxd": _cython_functions,
-                ".h": _c_functions}.get(path.suffix)
+                ".h": _c_functions, ".c": _c_functions}.get(path.suffix)
         if kind:
             for name, line, length in kind(path):
                 yield f"{path.relative_to(SRC)}:{line} {name}", length
@@ -78,7 +79,7 @@ def _all_functions():
 
 def test_the_length_counter_sees_every_kind_of_source():
     seen = {where.split(":")[0].rsplit(".", 1)[-1] for where, _ in _all_functions()}
-    assert {"py", "pyx", "h"} <= seen
+    assert {"py", "pyx", "h", "c"} <= seen
 
 
 def test_no_function_longer_than_60_lines():

@@ -308,8 +308,7 @@ cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept
                 or (s.wino == NULL and a.winograd))
 
 
-cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int C,
-                         int F) noexcept nogil:
+cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int C, int F) noexcept nogil:
     """U (36, C, F): the Winograd transform of w (5, 5, C, F); NULL if out of memory."""
     cdef float* U = alloc64(36 * C * F)
     if U != NULL:

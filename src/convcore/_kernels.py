@@ -3,6 +3,8 @@
 The public functions in _api.py ask conv_simd, linear_simd and winograd which
 kernel to call for given shapes; set_kernels changes the choice.
 """
+import os
+
 import numpy as np
 
 from . import _isa, _linear
@@ -10,7 +12,24 @@ from . import _isa, _linear
 VECTOR_SETS = _isa.VECTOR_SETS                       # "avx512", "avx2", "neon"
 KERNELS = ("auto", "simd", *VECTOR_SETS, "blas")
 _DESCRIBED = {"avx512": "AVX-512F and FMA", "avx2": "AVX2 and FMA", "neon": "ARM64 NEON"}
-_AVAILABLE = _isa.available()       # what the CPU runs does not change while running
+_CAP = os.environ.get("CONVCORE_MAX_ISA", "")
+
+
+def _available():
+    """The sets this CPU runs, best first, less those above CONVCORE_MAX_ISA if
+    set: convcore then runs as on a CPU whose best set that is (as TensorFlow
+    and PyTorch take ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY)."""
+    have, cap = _isa.available(), _CAP
+    if not cap:
+        return have
+    order = (*VECTOR_SETS, "baseline")
+    if cap not in order:
+        raise ValueError(f"convcore: CONVCORE_MAX_ISA must be one of {order} (or unset), "
+                         f"got {cap!r}")
+    return tuple(s for s in have if order.index(s) >= order.index(cap))
+
+
+_AVAILABLE = _available()     # what the CPU runs does not change while running
 _kernels = "auto"
 _winograd_on = True
 _strict = False
@@ -20,7 +39,10 @@ def simd_supported():
     """The vector kernel sets that this build has and this CPU runs, best
     first: ("avx512", "avx2") on a CPU with AVX-512, ("avx2",) on most x86-64
     CPUs since 2013, ("neon",) on ARM64, () where there is none (then every
-    convolution and dense layer runs on BLAS). set_kernels takes each."""
+    convolution and dense layer runs on BLAS). set_kernels takes each. The
+    environment variable CONVCORE_MAX_ISA (read at import) leaves out the
+    sets above the one it names: CONVCORE_MAX_ISA=avx2 runs as on a CPU
+    without AVX-512, =baseline as on one without any."""
     return _AVAILABLE
 
 
@@ -68,7 +90,8 @@ def set_kernels(name, winograd=True, strict=False):
     if name in VECTOR_SETS and name not in have:
         raise ValueError(f"set_kernels: the {name!r} kernels need a CPU with "
                          f"{_DESCRIBED[name]} (this one runs: "
-                         f"{', '.join(map(repr, have)) or 'none of the vector sets'}); "
+                         f"{', '.join(map(repr, have)) or 'none of the vector sets'}"
+                         f"{f' under CONVCORE_MAX_ISA={_CAP}' if _CAP else ''}); "
                          "use 'auto' for the best this CPU has")
     if strict and name in ("auto", "blas"):
         raise ValueError(f"set_kernels: strict=True needs a vector set or 'simd', got {name!r}")

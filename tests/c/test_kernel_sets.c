@@ -1,0 +1,309 @@
+/* Every kernel set compiled into this binary against plain scalar loops: the
+ * direct convolution (forward, weight gradient), Winograd (forward, weight
+ * gradient), the dense tiles (forward, weight and input gradients), the
+ * masked sum, max-pool (forward, gather), and Philox. Built natively by
+ * tests/test_kernel_sets.py, and for ARM64 with gcc-aarch64-linux-gnu and run
+ * under qemu-user, since no ARM machine is at hand: the NEON set's check.
+ *
+ *   cc -O2 -Isrc/convcore tests/c/test_kernel_sets.c src/convcore/_set_*.c -lm
+ *   ./a.out [set ...]        sets by name; none: every set this CPU runs
+ *
+ * Prints one line per set and exits 1 if any output is off by more than the
+ * float32 rounding bound of its sum. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_kernel_set.h"
+#include "_conv_winograd.h"
+#include "_dropout_kernels.h"
+
+static const char* NAMES[CC_N_SETS] = {"baseline", "avx2", "avx512", "neon"};
+static int n_checks, n_failed;
+static unsigned long long rng_state = 88172645463325252ull;
+
+static float rnd(void)   /* uniform in [-2, 2), xorshift64 */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (4.0 / 16777216.0) - 2.0);
+}
+
+static float* fill(size_t n)
+{
+    float* a = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    for (size_t i = 0; i < n; i++)
+        a[i] = rnd();
+    return a;
+}
+
+/* got within the rounding bound of sums of `terms` products whose absolute
+ * values add up to bound[i]; a few times more for Winograd's transforms */
+static void check(const char* what, const float* got, const double* want, const double* bound,
+                  size_t n, double terms)
+{
+    n_checks++;
+    for (size_t i = 0; i < n; i++) {
+        double tol = 2.0 * (terms + 1) * 0x1p-24 * bound[i] + 1e-30;
+        if (!(fabs(got[i] - want[i]) <= tol)) {
+            printf("  %s: entry %zu is %.9g, want %.9g (tolerance %.3g)\n", what, i, got[i],
+                   want[i], tol);
+            n_failed++;
+            return;
+        }
+    }
+}
+
+/* y (OH, OW, F) of the padded image xp (Hp, Wp, C), kernels w (KH, KW, C, F) */
+static void ref_conv(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW, int OH,
+                     int OW, const float* w, int F, const float* b, double* y, double* yb)
+{
+    for (int p = 0; p < OH * OW; p++)
+        for (int f = 0; f < F; f++) {
+            double s = b ? b[f] : 0, a = b ? fabs(b[f]) : 0;
+            for (int kh = 0; kh < KH; kh++)
+                for (int kw = 0; kw < KW; kw++)
+                    for (int c = 0; c < C; c++) {
+                        double xv = xp[(((p / OW) * SH + kh) * Wp + (p % OW) * SW + kw) * C + c];
+                        double wv = w[((kh * KW + kw) * C + c) * F + f];
+                        s += xv * wv;
+                        a += fabs(xv * wv);
+                    }
+            y[p * F + f] = s;
+            yb[p * F + f] = a;
+        }
+}
+
+/* dw (KH, KW, C, F) = sum over positions of the section times dy (OH, OW, F) */
+static void ref_conv_dw(const float* xp, int Wp, int C, int KH, int KW, int SH, int SW, int OH,
+                        int OW, const float* dy, int F, double* dw, double* db)
+{
+    for (int kh = 0; kh < KH; kh++)
+        for (int kw = 0; kw < KW; kw++)
+            for (int c = 0; c < C; c++)
+                for (int f = 0; f < F; f++) {
+                    double s = 0, a = 0;
+                    for (int p = 0; p < OH * OW; p++) {
+                        double xv = xp[(((p / OW) * SH + kh) * Wp + (p % OW) * SW + kw) * C + c];
+                        s += xv * dy[p * F + f];
+                        a += fabs(xv * dy[p * F + f]);
+                    }
+                    dw[((kh * KW + kw) * C + c) * F + f] = s;
+                    db[((kh * KW + kw) * C + c) * F + f] = a;
+                }
+}
+
+static void test_direct(const cc_kernel_set* k, int C, int F, int KH, int KW, int S, int OH,
+                        int OW)
+{
+    int Hp = (OH - 1) * S + KH, Wp = (OW - 1) * S + KW, P = OH * OW;
+    float *xp = fill((size_t)Hp * Wp * C), *w = fill((size_t)KH * KW * C * F), *b = fill(F);
+    float *y = fill((size_t)P * F), *dy = fill((size_t)P * F);
+    float* dw = calloc((size_t)KH * KW * C * F, sizeof(float));
+    double* want = malloc(sizeof(double) * (size_t)(P + KH * KW * C) * F);
+    double* bound = malloc(sizeof(double) * (size_t)(P + KH * KW * C) * F);
+    k->conv_forward_image(xp, Wp, C, KH, KW, S, S, OH, OW, w, F, b, y, 0);
+    ref_conv(xp, Wp, C, KH, KW, S, S, OH, OW, w, F, b, want, bound);
+    check("direct forward", y, want, bound, (size_t)P * F, KH * KW * C + 1);
+    k->conv_dw_image(xp, Wp, C, KH, KW, S, S, OH, OW, dy, F, dw);
+    ref_conv_dw(xp, Wp, C, KH, KW, S, S, OH, OW, dy, F, want, bound);
+    check("direct weight gradient", dw, want, bound, (size_t)KH * KW * C * F, P);
+    free(xp), free(w), free(b), free(y), free(dy), free(dw), free(want), free(bound);
+}
+
+static void test_winograd(const cc_kernel_set* k, int C, int F, int OH, int OW)
+{
+    int Hp = 2 * ((OH + 1) / 2) + 4, Wp = 2 * ((OW + 1) / 2) + 4, P = OH * OW;
+    float *xp = fill((size_t)Hp * Wp * C), *w = fill((size_t)25 * C * F), *b = fill(F);
+    float *y = fill((size_t)P * F), *dy = fill((size_t)P * F), *dw = fill((size_t)25 * C * F);
+    float *U = fill((size_t)36 * C * F), *M = fill((size_t)36 * C * F);
+    float* scratch = fill(cc_wino_scratch_floats(C, F));
+    double* want = malloc(sizeof(double) * (size_t)(P + 25 * C) * F);
+    double* bound = malloc(sizeof(double) * (size_t)(P + 25 * C) * F);
+    k->wino_filter(w, C, F, U);
+    k->wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, 0, scratch);
+    ref_conv(xp, Wp, C, 5, 5, 1, 1, OH, OW, w, F, b, want, bound);
+    check("Winograd forward", y, want, bound, (size_t)P * F, 100.0 * (25 * C + 1));
+    k->wino_dw_image(xp, Wp, C, dy, OH, OW, F, M, 1, scratch);
+    k->wino_dw_finish(M, C, F, dw);
+    ref_conv_dw(xp, Wp, C, 5, 5, 1, 1, OH, OW, dy, F, want, bound);
+    check("Winograd weight gradient", dw, want, bound, (size_t)25 * C * F, 100.0 * P);
+    free(xp), free(w), free(b), free(y), free(dy), free(dw), free(U), free(M), free(scratch);
+    free(want), free(bound);
+}
+
+/* y = x @ w + b, dw = x^T dy, dx = dy w^T (x (N, D), w (D, F)) */
+static void test_dense(const cc_kernel_set* k, int N, int D, int F)
+{
+    int NP = (N + 15) / 16 * 16;
+    float *x = fill((size_t)N * D), *w = fill((size_t)D * F), *b = fill(F);
+    float *y = fill((size_t)N * F), *dy = fill((size_t)N * F), *dyT = calloc((size_t)F * NP, 4);
+    float *dw = fill((size_t)D * F), *dx = fill((size_t)N * D);
+    size_t most = (size_t)(N > D ? N : D) * (D > F ? D : F);
+    double *want = malloc(sizeof(double) * most), *bound = malloc(sizeof(double) * most);
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < F; f++)
+            dyT[(size_t)f * NP + n] = dy[(size_t)n * F + f];
+    for (int c0 = 0; c0 < F; c0 += 64)
+        k->linear_forward_block(x, D, w, F, b, y, 0, N, c0, c0 + 64 < F ? c0 + 64 : F, 0);
+    for (int n = 0; n < N; n++)       /* the forward: a 1 x 1 convolution of N positions */
+        ref_conv(x + (size_t)n * D, 1, D, 1, 1, 1, 1, 1, 1, w, F, b, want + (size_t)n * F,
+                 bound + (size_t)n * F);
+    check("dense forward", y, want, bound, (size_t)N * F, D + 1);
+    k->linear_dw_block(x, N, D, dy, F, dw, 0, D);
+    ref_conv_dw(x, D, 1, 1, D, 1, 1, N, 1, dy, F, want, bound);   /* x: N rows of 1 x D */
+    check("dense weight gradient", dw, want, bound, (size_t)D * F, N);
+    k->linear_dx_block(w, F, dyT, NP, dx, D, N, 0, D);
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) {
+            double s = 0, a = 0;
+            for (int f = 0; f < F; f++) {
+                s += (double)dy[(size_t)n * F + f] * w[(size_t)d * F + f];
+                a += fabs((double)dy[(size_t)n * F + f] * w[(size_t)d * F + f]);
+            }
+            want[(size_t)n * D + d] = s, bound[(size_t)n * D + d] = a;
+        }
+    check("dense input gradient", dx, want, bound, (size_t)N * D, F);
+    free(x), free(w), free(b), free(y), free(dy), free(dyT), free(dw), free(dx);
+    free(want), free(bound);
+}
+
+/* dy masked by y > 0 and summed over the P rows */
+static void test_mask_sum(const cc_kernel_set* k, int P, int F)
+{
+    float *dy = fill((size_t)P * F), *y = fill((size_t)P * F), *out = fill((size_t)P * F);
+    float* db = calloc(F, sizeof(float));
+    double *want = malloc(sizeof(double) * P * F), *bound = malloc(sizeof(double) * P * F);
+    k->mask_sum(dy, y, P, F, out, db);
+    for (int i = 0; i < P * F; i++)
+        want[i] = y[i] > 0 ? dy[i] : 0, bound[i] = 0;
+    check("masked gradient", out, want, bound, (size_t)P * F, 0);
+    for (int f = 0; f < F; f++) {
+        want[f] = bound[f] = 0;
+        for (int p = 0; p < P; p++)
+            want[f] += out[p * F + f], bound[f] += fabs(out[p * F + f]);
+    }
+    check("bias gradient", db, want, bound, F, P);
+    free(dy), free(y), free(out), free(db), free(want), free(bound);
+}
+
+/* max-pool of windows K x K at stride K (padding 0) with its argmax, then the
+ * gather of dy back to the winners; ties broken by the first maximum */
+static void test_pool(const cc_kernel_set* k, int H, int W, int C, int K)
+{
+    int OH = H / K, OW = W / K;
+    float *x = fill((size_t)H * W * C), *y = fill((size_t)OH * OW * C);
+    float *dy = fill((size_t)OH * OW * C), *dx = fill((size_t)H * W * C);
+    int* am = malloc(sizeof(int) * OH * OW * C);
+    double *want = malloc(sizeof(double) * H * W * C), *bound = calloc(H * W * C, 8);
+    for (int i = 0; i < H * W * C; i += 7)
+        x[i] = x[i > C ? i - C : i];   /* ties */
+    for (int oh = 0; oh < OH; oh++)
+        k->pool_row(x, H, W, C, K, K, K, K, 0, 0, OW, oh, y + (size_t)oh * OW * C,
+                    am + (size_t)oh * OW * C);
+    for (int i = 0; i < H * W * C; i++)
+        want[i] = 0;
+    for (int o = 0; o < OH * OW; o++)
+        for (int c = 0; c < C; c++) {
+            int best = -1;
+            for (int i = 0; i < K * K; i++) {
+                int cell = ((o / OW) * K + i / K) * W + (o % OW) * K + i % K;
+                if (best < 0 || x[cell * C + c] > x[best * C + c])
+                    best = cell;
+            }
+            n_failed += am[o * C + c] != best || y[o * C + c] != x[best * C + c];
+            want[best * C + c] = dy[o * C + c];
+        }
+    n_checks++;
+    if (k->unpool_tiled(dy, am, NULL, H, W, C, K, K, 0, 0, OH, OW, dx) != OH * OW * C)
+        n_failed++, printf("  gather: a winner not found in its window\n");
+    check("max-pool gather", dx, want, bound, (size_t)H * W * C, 0);
+    free(x), free(y), free(dy), free(dx), free(am), free(want), free(bound);
+}
+
+/* the generator's words, then dropout's mask of 1000 entries from entry 300:
+ * entry 256 q + 64 l + j takes word l of counter 64 q + j */
+static void test_philox(const cc_kernel_set* k)
+{
+    uint32_t words[CC_DROPOUT_BATCH], key[2] = {0x243f6a88u, 0x85a308d3u};
+    float ones[1000], y[1000];
+    n_checks += 2;
+    for (int i = 0; i < 1000; i++)
+        ones[i] = 1.0f;
+    cc_dropout(ones, y, 0, 1000, 300, key[0], key[1], 0.75f, 2.0f, k->philox_batch);
+    for (int i = 0; i < 1000; i++) {
+        uint64_t e = 300 + (uint64_t)i, b = 64 * (e / 256) + e % 64;
+        uint32_t c[4] = {(uint32_t)b, (uint32_t)(b >> 32), 0, 0};
+        cc_philox4x32_10(c, key);
+        float want = (float)(c[e % 256 / 64] >> 8) < 0.75f * 16777216.0f ? 2.0f : 0.0f;
+        if (y[i] != want) {
+            printf("  dropout: entry %d is %g, want %g\n", i, y[i], want);
+            n_failed++;
+            break;
+        }
+    }
+    for (uint64_t q = 0; q < 4; q++) {
+        uint64_t batch = q == 3 ? 0x123456789abull : q;
+        k->philox_batch(batch, key, words);
+        for (int j = 0; j < 64; j++) {
+            uint64_t b = 64 * batch + (uint64_t)j;
+            uint32_t c[4] = {(uint32_t)b, (uint32_t)(b >> 32), 0, 0};
+            cc_philox4x32_10(c, key);
+            for (int l = 0; l < 4; l++)
+                if (words[64 * l + j] != c[l]) {
+                    printf("  Philox: batch %llu, counter %d, word %d differs\n",
+                           (unsigned long long)batch, j, l);
+                    n_failed++;
+                    return;
+                }
+        }
+    }
+}
+
+static void test_set(const cc_kernel_set* k)
+{
+    test_pool(k, 12, 10, 48, 2);
+    test_pool(k, 9, 9, 3, 3);
+    test_philox(k);
+    if (k->lanes == 1)
+        return;
+    int shapes[][7] = {/* C, F, KH, KW, stride, OH, OW: every tile width and remainder */
+        {16, 64, 5, 5, 1, 14, 14}, {1, 32, 5, 5, 1, 28, 28}, {3, 48, 3, 2, 2, 5, 7},
+        {16, 16, 1, 1, 1, 3, 13}, {32, 112, 2, 3, 1, 4, 9}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int* s = shapes[i];
+        test_direct(k, s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+    }
+    test_winograd(k, 32, 64, 14, 14);
+    test_winograd(k, 16, 48, 7, 5);
+    test_winograd(k, 48, 16, 3, 9);
+    test_dense(k, 50, 300, 1024);
+    test_dense(k, 97, 37, 80);
+    test_dense(k, 1, 600, 16);
+    test_mask_sum(k, 29, 48);
+}
+
+int main(int argc, char** argv)
+{
+    int tested = 0;
+    for (int s = 0; s < CC_N_SETS; s++) {
+        int asked = argc == 1;
+        for (int a = 1; a < argc; a++)
+            asked |= strcmp(argv[a], NAMES[s]) == 0;
+        const cc_kernel_set* k = asked ? cc_kernel_set_get(s) : NULL;
+        if (!k)
+            continue;
+        int before = n_failed, checks = n_checks;
+        test_set(k);
+        printf("%s (%d floats a vector): %d checks, %s\n", k->name, k->lanes,
+               n_checks - checks, n_failed == before ? "all passed" : "FAILED");
+        tested++;
+    }
+    if (tested < (argc == 1 ? 1 : argc - 1)) {
+        printf("a set asked for is not compiled in or not run by this CPU\n");
+        return 1;
+    }
+    return n_failed ? 1 : 0;
+}
