@@ -15,10 +15,12 @@ Prints a Markdown table; writes benchmarks/results/peers.json and peers.md.
 
 --isa avx2: every framework held to AVX2 as a CPU without AVX-512 runs it:
 OpenBLAS held to its Haswell kernels (OPENBLAS_CORETYPE=Haswell, for pyconv
-and the sgemm peak), pyconv on its BLAS kernels (the AVX-512 ones cannot
-run there), TensorFlow's oneDNN with ONEDNN_MAX_CPU_ISA=AVX2, PyTorch with
+and the sgemm peak), pyconv on its AVX2 kernels (CONVCORE_MAX_ISA=avx2),
+TensorFlow's oneDNN with ONEDNN_MAX_CPU_ISA=AVX2, PyTorch with
 ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2; training at batch 50
-and 256 and inference at batch 1,000, each on 1 and 2 threads.
+and 256 and inference at batch 1,000, each on 1 and 2 threads. pyconv on
+its BLAS kernels alone (set_kernels("blas"), "pyconv-blas") runs too: what
+the AVX2 kernels add.
 
     env -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py --isa avx2 \
         --out benchmarks/results/peers-avx2.json
@@ -43,25 +45,26 @@ SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 2), ("infer", 100
 AVX2_SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 1), ("train", 256, 2),
                  ("infer", 1000, 1), ("infer", 1000, 2)]
 AVX2_ENV = {"OPENBLAS_CORETYPE": "Haswell", "ONEDNN_MAX_CPU_ISA": "AVX2",
-            "ATEN_CPU_CAPABILITY": "avx2", "BENCH_PYCONV_KERNELS": "blas"}
+            "ATEN_CPU_CAPABILITY": "avx2", "CONVCORE_MAX_ISA": "avx2"}
 FRAMEWORKS = ["pyconv", "tensorflow", "torch"]
 
 
 # ------------------------------------------------------------------ workers
 
-def _pyconv(mode, batch, threads):
+def _pyconv(mode, batch, threads, kernels="auto"):
     import convcore
     import pyconv
     convcore.set_num_threads(threads)
-    convcore.set_kernels(os.environ.get("BENCH_PYCONV_KERNELS", "auto"))
+    convcore.set_kernels(kernels)
     rng = np.random.default_rng(0)
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     model = pyconv.models.tutorial_cnn(seed=0)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
+    version = f"{pyconv.__version__} ({convcore._kernels.vector_set() or 'BLAS'} kernels)"
     if mode == "train":
-        return lambda: model.train_step(x, y, opt), pyconv.__version__
-    return lambda: model.predict(x, batch_size=batch), pyconv.__version__
+        return lambda: model.train_step(x, y, opt), version
+    return lambda: model.predict(x, batch_size=batch), version
 
 
 def _torch(mode, batch, threads):
@@ -127,7 +130,8 @@ def _tensorflow(mode, batch, threads):
 
 
 def worker(framework, mode, batch, threads, steps):
-    make = {"pyconv": _pyconv, "torch": _torch, "tensorflow": _tensorflow}[framework]
+    make = {"pyconv": _pyconv, "torch": _torch, "tensorflow": _tensorflow,
+            "pyconv-blas": lambda *a: _pyconv(*a, kernels="blas")}[framework]
     fn, version = make(mode, batch, threads)
     for _ in range(5):
         fn()
@@ -162,7 +166,7 @@ def _time(fn):
 
 
 def available(framework):
-    if framework == "pyconv":
+    if framework.startswith("pyconv"):
         return True
     mod = "tensorflow" if framework == "tensorflow" else "torch"
     code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec('{mod}') is None)"
@@ -195,9 +199,10 @@ def main():
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         # OpenBLAS picks its kernels when it loads: start again with the variables set
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
-    global SETTINGS
+    global SETTINGS, FRAMEWORKS
     if args.isa == "avx2":
         SETTINGS = AVX2_SETTINGS
+        FRAMEWORKS = ["pyconv", "pyconv-blas", "tensorflow", "torch"]
 
     m = machine()
     peak = {1: 0.0, 2: 0.0}
@@ -245,7 +250,7 @@ def main():
                         if r and k[0] == fw), "")
         rows.append([f"{fw} {version}", *cells])
     ratios = {}
-    for peer in ("tensorflow", "torch"):
+    for peer in ("tensorflow", "torch", *(["pyconv-blas"] if args.isa == "avx2" else [])):
         cells = []
         for s in SETTINGS:
             q = ratio(("pyconv", *s), (peer, *s))

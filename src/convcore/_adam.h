@@ -1,8 +1,8 @@
 /* The Adam update of n parameters (TensorFlow's ApplyAdam), one definition
  * for _optim.adam_update and the dense layer's fused backward (_linear.pyx),
- * so that both give the same bits. Compiled for the baseline ISA (outside any
- * _simd.h target region), where there is no FMA to contract into: each
- * operation rounds on its own, as written.
+ * so that both give the same bits. Compiled for the baseline ISA (in the
+ * drivers, outside the kernel sets' targets), where there is no FMA to
+ * contract into: each operation rounds on its own, as written.
  *
  *   m += (g - m) a1;  v += (g^2 - v) a2;  p -= lr_t m / (sqrt(v) + eps)
  */

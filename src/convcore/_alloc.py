@@ -8,7 +8,7 @@ ALIGN = 64   # bytes: a cache line, and one AVX-512 vector
 
 def empty(shape, dtype=np.float32):
     """An uninitialised C-contiguous array whose data starts on a 64-byte
-    boundary. The simd kernels load and store whole cache lines; an array
+    boundary. The vector kernels load and store whole cache lines; an array
     that starts mid-line makes every vector access touch two lines (measured:
     up to 15% slower). convcore allocates its outputs this way; pyconv its
     parameters and optimiser state."""

@@ -129,7 +129,7 @@ def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
                            pool_stride=None, pool_padding=0, return_argmax=False):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
-    pool_stride, pool_padding) in one pass: with the simd kernels each image's
+    pool_stride, pool_padding) in one pass: with the vector kernels each image's
     convolution output stays in cache and only the pooled result is written.
     The same bits as the two calls. Returns y, or (y, argmax) with
     return_argmax=True (for training: conv2d_maxpool_backward takes it)."""

@@ -8,8 +8,10 @@
  * (2 words) in, 4 random words out; checked against Random123's known-answer
  * vectors (tests/test_dropout.py). Entries go by batches of 256: entry
  * 256 q + 64 l + j takes word l of counter (64 q + j as 2 words, 0, 0), so
- * that a batch is 4 planes of 64 words, each stored from a register of 8
- * counters (one per 64-bit lane) without shuffling words across lanes. An
+ * that a batch is 4 planes of 64 words, each stored from registers of
+ * counters (one per 64-bit lane: 8 on AVX-512, 4 on AVX2, 2 on NEON)
+ * without shuffling words across lanes. The generator is compiled in each
+ * kernel set (_kernel_set_body.h); the driver, cc_dropout, takes a set's. An
  * entry is kept if (word >> 8) 2^-24 < keep, and then scaled:
  *
  *   y[i] = x[i] * (kept ? scale : 0)         (x * 0, as a multiplied mask does)

@@ -30,7 +30,3 @@ def available():
     """The vector kernel sets this build has and this CPU runs, best first."""
     return tuple(name for name in VECTOR_SETS if cc_kernel_set_get(SETS[name]) != NULL)
 
-
-def lanes(name):
-    """Floats a vector in the set name (1: the baseline)."""
-    return cc_kernel_set_get(SETS[name]).lanes

@@ -75,9 +75,8 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
 
 # -------------------------------------------------------------- tile kernels
 # The fast path for a small batch (N <= CC_MC_FWD forward, CC_MC backward)
-# where the CPU has AVX-512 and
-# D_out is a multiple of 16 (_linear_tiles.h): no packing, the weight panel
-# read straight from w.
+# where D_out is a multiple of 16, in a vector kernel set (_linear_tiles.h,
+# _isa.pxd): no packing, the weight panel read straight from w.
 
 cdef extern from "_adam.h" nogil:
     void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
@@ -95,7 +94,7 @@ def simd_max_batch(forward=False):
     return CC_MC_FWD if forward else CC_MC
 
 
-DEF COLS = 64    # output columns per forward work item
+DEF COLS = 64    # output columns per forward work item (CC_NC)
 DEF ROWS = 48    # rows of w (entries of D_in) per backward work item
 
 

@@ -19,6 +19,7 @@
 #include <stddef.h>
 
 #define CC_KC 256   /* k-block: a 256 x 64 weight panel (64 KB) stays near the core */
+#define CC_NC 64    /* the most columns of one forward block (_linear.pyx's work items) */
 #define CC_MC 96    /* the largest batch for the backward tiles */
 #define CC_MC_FWD 256  /* the largest batch for the forward tiles (one row block: w read once) */
 #define CC_PD 48    /* prefetch distance (rows of w) in the first pass over a panel */
@@ -69,18 +70,55 @@ static void cc_linear_tile_##V(      const float* const* xr, const float* w,    
 }
 CC_FOR_V(CC_DEF_LINEAR_TILE)
 
-/* y[n0:n1, c0:c1] of y = x @ w (+ b) (relu); c0, c1 multiples of 16. The
- * k-blocks outermost: each block's rows of w are read across c0..c1 at once. */
+/* Whether the forward packs each k-block of w before its row tiles read it:
+ * where the widest tile spans one 64-byte line (AVX2's 16 columns, NEON's),
+ * since rows of w F floats apart, F a multiple of 1024, all fall into one
+ * set of the L1 cache, and such a tile reads every row from L2 again (dense1
+ * forward, batch 96, 1 thread: 65 -> 86 GFLOP/s). Wider tiles touch 4 sets a
+ * row and gain nothing from the copy. */
+#define CC_PACK (CC_VMAX * CC_W < 32)
+
+/* Rows k0..k1 of w[:, c0:c1] packed tile by tile: the tile at column f0
+ * (cc_pick_v wide) at panel + (f0 - c0) (k1 - k0), its rows W V floats
+ * apart; rows prefetched CC_PD ahead, as the tiles do. */
+static void cc_pack_panel(const float* w, int D, ptrdiff_t F, int k0, int k1, int c0, int c1,
+                          float* panel)
+{
+    for (int k = k0; k < k1; k++) {
+        const float* row = w + (ptrdiff_t)k * F;
+        for (int f = c0; f < c1 && k + CC_PD < D; f += 16)
+            __builtin_prefetch(row + (ptrdiff_t)CC_PD * F + f);
+        for (int f0 = c0; f0 < c1; ) {
+            int V = cc_pick_v(c1 - f0);
+            float* dst = panel + (ptrdiff_t)(f0 - c0) * (k1 - k0) + (ptrdiff_t)(k - k0) * CC_W * V;
+            for (int v = 0; v < V; v++)
+                cc_store(dst + CC_W * v, cc_load(row + f0 + CC_W * v));
+            f0 += CC_W * V;
+        }
+    }
+}
+
+/* y[n0:n1, c0:c1] of y = x @ w (+ b) (relu); c0, c1 multiples of 16, c1 - c0
+ * at most CC_NC. The k-blocks outermost: each block's rows of w are read
+ * across c0..c1 at once, packed first (CC_PACK) where more than one row
+ * tile reads them. */
 static void cc_linear_forward_block(const float* x, int D, const float* w, int F,
                                     const float* b, float* y, int n0, int n1,
                                     int c0, int c1, int relu)
 {
+    float panel[CC_PACK ? CC_KC * CC_NC : 1] __attribute__((aligned(64)));
     const float* xr[CC_TILE_R];
     float* yr[CC_TILE_R];
+    int pack = CC_PACK && n1 - n0 > CC_ROWS(CC_VMAX);
     for (int k0 = 0; k0 < D || k0 == 0; k0 += CC_KC) {
         int k1 = k0 + CC_KC < D ? k0 + CC_KC : D;
+        if (pack)
+            cc_pack_panel(w, D, F, k0, k1, c0, c1, panel);
         for (int f0 = c0; f0 < c1; ) {
             int V = cc_pick_v(c1 - f0), R = CC_ROWS(V);
+            const float* wt = pack ? panel + (ptrdiff_t)(f0 - c0) * (k1 - k0)
+                                   : w + (ptrdiff_t)k0 * F + f0;
+            ptrdiff_t ldw = pack ? CC_W * V : F;
             for (int r0 = n0; r0 < n1; r0 += R) {
                 int nv = n1 - r0 < R ? n1 - r0 : R;
                 for (int r = 0; r < R; r++) {
@@ -88,10 +126,10 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
                     xr[r] = x + (ptrdiff_t)n * D;
                     yr[r] = y + (ptrdiff_t)n * F + f0;
                 }
-                int first = k0 == 0, last = relu && k1 == D, pf = r0 == n0 ? D : 0;
+                int first = k0 == 0, last = relu && k1 == D;
+                int pf = !pack && r0 == n0 ? D : 0;
                 const float* bb = b ? b + f0 : NULL;
-                CC_BY_V(V, cc_linear_tile_, (xr, w + (ptrdiff_t)k0 * F + f0, F, k0, k1, bb,
-                                             yr, nv, first, last, pf));
+                CC_BY_V(V, cc_linear_tile_, (xr, wt, ldw, k0, k1, bb, yr, nv, first, last, pf));
             }
             f0 += CC_W * V;
         }
