@@ -24,6 +24,10 @@ the AVX2 kernels add.
 
     env -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py --isa avx2 \
         --out benchmarks/results/peers-avx2.json
+
+--baseline PYTHON: also run pyconv as installed for another interpreter
+("pyconv-baseline": an earlier commit, say) in the same rounds, the check
+that a change slows nothing down.
 """
 import argparse
 import json
@@ -61,7 +65,9 @@ def _pyconv(mode, batch, threads, kernels="auto"):
     y = rng.integers(0, 10, batch)
     model = pyconv.models.tutorial_cnn(seed=0)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
-    version = f"{pyconv.__version__} ({convcore._kernels.vector_set() or 'BLAS'} kernels)"
+    vector_set = getattr(convcore._kernels, "vector_set", None)   # (a --baseline may predate it)
+    version = (f"{pyconv.__version__} ({vector_set() or 'BLAS'} kernels)" if vector_set
+               else pyconv.__version__)
     if mode == "train":
         return lambda: model.train_step(x, y, opt), version
     return lambda: model.predict(x, batch_size=batch), version
@@ -173,13 +179,18 @@ def available(framework):
     return subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+BASELINE_PYTHON = None   # --baseline
+
+
 def run_worker(framework, mode, batch, threads, steps):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, mode, str(batch),
+    python, fw = ((BASELINE_PYTHON, "pyconv") if framework == "pyconv-baseline"
+                  else (sys.executable, framework))
+    cmd = [python, os.path.abspath(__file__), "--worker", fw, mode, str(batch),
            str(threads), str(steps)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"framework": framework, "error": out.stderr.strip().splitlines()[-1:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "framework": framework}
 
 
 def main():
@@ -191,6 +202,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.json"))
     ap.add_argument("--isa", choices=("native", "avx2"), default="native",
                     help="avx2: every framework held to AVX2 (see the module's docstring)")
+    ap.add_argument("--baseline", metavar="PYTHON",
+                    help="also run pyconv as installed for this interpreter (pyconv-baseline)")
     args = ap.parse_args()
     if args.worker:
         fw, mode, batch, threads, steps = args.worker
@@ -199,10 +212,13 @@ def main():
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         # OpenBLAS picks its kernels when it loads: start again with the variables set
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
-    global SETTINGS, FRAMEWORKS
+    global SETTINGS, FRAMEWORKS, BASELINE_PYTHON
     if args.isa == "avx2":
         SETTINGS = AVX2_SETTINGS
         FRAMEWORKS = ["pyconv", "pyconv-blas", "tensorflow", "torch"]
+    if args.baseline:
+        BASELINE_PYTHON = args.baseline
+        FRAMEWORKS = [*FRAMEWORKS, "pyconv-baseline"]
 
     m = machine()
     peak = {1: 0.0, 2: 0.0}
@@ -250,7 +266,7 @@ def main():
                         if r and k[0] == fw), "")
         rows.append([f"{fw} {version}", *cells])
     ratios = {}
-    for peer in ("tensorflow", "torch", *(["pyconv-blas"] if args.isa == "avx2" else [])):
+    for peer in ("tensorflow", "torch", *[fw for fw in FRAMEWORKS if fw.startswith("pyconv-")]):
         cells = []
         for s in SETTINGS:
             q = ratio(("pyconv", *s), (peer, *s))

@@ -77,16 +77,15 @@ static void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float*
  *   bias   at f0, or NULL;  y[r] the output of position r at f0
  *   nvalid positions r < nvalid are stored (the rest repeat the last one)  */
 #define CC_DEF_FORWARD_TILE(V)                                                         \
-static void cc_forward_tile_##V(      const float* const* xr, ptrdiff_t xrs,           \
-                                      const float* w, ptrdiff_t F, int KH, int J,      \
-                                      const float* bias, float* const* y, int nvalid,  \
-                                      int relu)                                        \
+static void cc_forward_tile_##V(const float* const* xr, ptrdiff_t xrs, const float* w, \
+                                ptrdiff_t F, int KH, int J, const float* bias,         \
+                                float* const* y, int nvalid, int relu)                 \
 {                                                                                      \
     enum { R = CC_ROWS(V) };                                                           \
-    cc_vf acc[R][V];                                                                  \
+    cc_vf acc[R][V];                                                                   \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[r][v] = bias ? cc_load(bias + CC_W * v) : (cc_vf){0};                   \
+            acc[r][v] = bias ? cc_load(bias + CC_W * v) : (cc_vf){0};                  \
     for (int kh = 0; kh < KH; kh++) {                                                  \
         const float* wk = w + (ptrdiff_t)kh * J * F;                                   \
         ptrdiff_t xo = kh * xrs;                                                       \
@@ -105,8 +104,8 @@ static void cc_forward_tile_##V(      const float* const* xr, ptrdiff_t xrs,    
         if (r < nvalid) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                      \
                 cc_vf a = acc[r][v];                                                   \
-                if (relu)                                                      \
-                    a = cc_relu(a);                                            \
+                if (relu)                                                              \
+                    a = cc_relu(a);                                                    \
                 cc_store(y[r] + CC_W * v, a);                                          \
             }                                                                          \
         }                                                                              \
@@ -173,7 +172,7 @@ static void cc_dw_tile_##RJ##x##V(const float* xp, int Wp, int C, int SH, int SW
         jj[i] = j0 + i < J ? j0 + i : J - 1;                                           \
     _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++)                              \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[i][v] = cc_load(dw + ((ptrdiff_t)kh * J + jj[i]) * F + CC_W * v);        \
+            acc[i][v] = cc_load(dw + ((ptrdiff_t)kh * J + jj[i]) * F + CC_W * v);      \
     for (int oh = 0; oh < OH; oh++) {                                                  \
         const float* xrow = xp + ((ptrdiff_t)(oh * SH + kh) * Wp) * C + j0;            \
         const float* d = dy + (ptrdiff_t)oh * OW * F;                                  \
@@ -192,7 +191,7 @@ static void cc_dw_tile_##RJ##x##V(const float* xp, int Wp, int C, int SH, int SW
     _Pragma("GCC unroll 16") for (int i = 0; i < RJ; i++)                              \
         if (j0 + i < J) {                                                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                cc_store(dw + ((ptrdiff_t)kh * J + j0 + i) * F + CC_W * v, acc[i][v]);   \
+                cc_store(dw + ((ptrdiff_t)kh * J + j0 + i) * F + CC_W * v, acc[i][v]); \
         }                                                                              \
 }
 #define CC_DEF_DW_TILE6(V) CC_DEF_DW_TILE(6, V)

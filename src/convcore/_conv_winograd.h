@@ -179,17 +179,16 @@ static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb
  * Two sets, by use: the forward's (R = 12 for one vector, else 6: 6 x 4,
  * 6 x 2, 12 x 1 vectors of 16 in AVX-512's registers; 6 x 2, 12 x 1 of 8 in
  * AVX2's) and the weight gradient's (R = CC_WDW_ROWS(V), below). */
-#define CC_DEF_WINO_TILE(NAME, R, V)                                                       \
-static void NAME##V(              const float* A, ptrdiff_t ar, ptrdiff_t ak,         \
-                                   const float* B, ptrdiff_t ldb, int K, float* M,     \
-                                   ptrdiff_t ldm, int first)                           \
+#define CC_DEF_WINO_TILE(NAME, R, V)                                                   \
+static void NAME##V(const float* A, ptrdiff_t ar, ptrdiff_t ak, const float* B,        \
+                    ptrdiff_t ldb, int K, float* M, ptrdiff_t ldm, int first)          \
 {                                                                                      \
-    cc_vf acc[R][V];                                                                  \
+    cc_vf acc[R][V];                                                                   \
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                               \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             acc[r][v] = first ? (cc_vf){0} : cc_load(M + r * ldm + CC_W * v);          \
     for (int k = 0; k < K; k++) {                                                      \
-        cc_vf b[V];                                                                   \
+        cc_vf b[V];                                                                    \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             b[v] = cc_load(B + k * ldb + CC_W * v);                                    \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                         \

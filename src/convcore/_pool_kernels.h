@@ -59,13 +59,14 @@ static void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, p
 }
 
 /* dy sent to the winners where windows do not overlap (stride = size; the
- * pool geometry as in cc_pool_row, H, W the input's), as a gather that writes each cell once:
- * dy where the cell is its window's winner (0 + dy, the scatter's one add: -0
- * gives +0 there too), else 0; cells that no window covers are zeroed first.
- * Branch-free over the channels, so that it vectorises. Returns how many of the
- * (OH OW) C entries found their winner inside their window: all of them for an
- * argmax from this pool's forward; fewer and dx is not the scatter's (the
- * caller must scatter instead, cc_unpool_scatter). */
+ * pool geometry as in cc_pool_row, H, W the input's), as a gather that
+ * writes each cell once: dy where the cell is its window's winner (0 + dy,
+ * the scatter's one add: -0 gives +0 there too), else 0; cells that no
+ * window covers are zeroed first. Branch-free over the channels, so that it
+ * vectorises. Returns how many of the (OH OW) C entries found their winner
+ * inside their window: all of them for an argmax from this pool's forward;
+ * fewer and dx is not the scatter's (the caller must scatter instead,
+ * cc_unpool_scatter). */
 static ptrdiff_t cc_unpool_tiled(const float* dy, const int* am, const float* relu_y,
                                  ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
                                  ptrdiff_t KW, ptrdiff_t PT, ptrdiff_t PL, ptrdiff_t OH,
