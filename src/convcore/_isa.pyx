@@ -29,4 +29,3 @@ cdef const cc_kernel_set* kernel_set(int number) except NULL:
 def available():
     """The vector kernel sets this build has and this CPU runs, best first."""
     return tuple(name for name in VECTOR_SETS if cc_kernel_set_get(SETS[name]) != NULL)
-
