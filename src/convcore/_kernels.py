@@ -12,7 +12,7 @@ from . import _isa, _linear
 VECTOR_SETS = _isa.VECTOR_SETS                       # "avx512", "avx2", "neon"
 KERNELS = ("auto", "simd", *VECTOR_SETS, "blas")
 _DESCRIBED = {"avx512": "AVX-512F and FMA", "avx2": "AVX2 and FMA", "neon": "ARM64 NEON"}
-_CAP = os.environ.get("CONVCORE_MAX_ISA", "")
+_CAP = os.environ.get("CONVCORE_MAX_ISA", "").lower()   # "AVX2", as oneDNN spells it, too
 
 
 def _available():
@@ -40,9 +40,9 @@ def simd_supported():
     first: ("avx512", "avx2") on a CPU with AVX-512, ("avx2",) on most x86-64
     CPUs since 2013, ("neon",) on ARM64, () where there is none (then every
     convolution and dense layer runs on BLAS). set_kernels takes each. The
-    environment variable CONVCORE_MAX_ISA (read at import) leaves out the
-    sets above the one it names: CONVCORE_MAX_ISA=avx2 runs as on a CPU
-    without AVX-512, =baseline as on one without any."""
+    environment variable CONVCORE_MAX_ISA (read at import, in any case)
+    leaves out the sets above the one it names: CONVCORE_MAX_ISA=avx2 runs
+    as on a CPU without AVX-512, =baseline as on one without any."""
     return _AVAILABLE
 
 
@@ -86,7 +86,9 @@ def set_kernels(name, winograd=True, strict=False):
     have = simd_supported()
     if name == "simd" and not have:
         raise ValueError("set_kernels: 'simd' needs a vector kernel set (AVX-512, AVX2 or "
-                         "NEON), and this CPU or build has none; use 'auto' or 'blas'")
+                         "NEON), and this CPU or build has none"
+                         f"{f' under CONVCORE_MAX_ISA={_CAP}' if _CAP else ''}; "
+                         "use 'auto' or 'blas'")
     if name in VECTOR_SETS and name not in have:
         raise ValueError(f"set_kernels: the {name!r} kernels need a CPU with "
                          f"{_DESCRIBED[name]} (this one runs: "
