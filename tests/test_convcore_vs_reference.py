@@ -472,16 +472,15 @@ def test_set_kernels(kernels):
     if not SETS:
         with pytest.raises(ValueError, match="'simd' needs a vector kernel set"):
             convcore.set_kernels("simd")
-    for name, strict in [("simd", False)] + [(s, True) for s in SETS]:
+    x, w = np.ones((1, 5, 5, 3), np.float32), np.ones((3, 3, 3, 16), np.float32)
+    dy = convcore.conv2d_forward(x, w)
+    for name, strict in [("simd", False)] * bool(SETS) + [(s, True) for s in SETS]:
         kernels(name, strict=strict)
         assert convcore.get_kernels() == name
         call = re.escape(f"set_kernels('{name}'{', strict=True' if strict else ''}) needs ")
-        x = np.ones((1, 5, 5, 3), np.float32)
         with pytest.raises(ValueError, match=f"conv2d_forward: {call}C_out a multiple of 16, "
                                              "got C_out = 8"):
             convcore.conv2d_forward(x, np.ones((3, 3, 3, 8), np.float32))
-        w = np.ones((3, 3, 3, 16), np.float32)
-        dy = convcore.conv2d_forward(x, w)
         with pytest.raises(ValueError, match=f"conv2d_backward: {call}C_in a multiple of 16"):
             convcore.conv2d_backward(x, w, dy)
         assert convcore.conv2d_backward(x, w, dy, need_dx=False)[0] is None

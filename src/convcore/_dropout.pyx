@@ -8,10 +8,7 @@ bits.
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
-from convcore._isa cimport cc_kernel_set, kernel_set
-
-
-ctypedef void (*PhiloxBatch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
+from convcore._isa cimport PhiloxBatch, cc_kernel_set, kernel_set
 
 cdef extern from "_dropout_kernels.h" nogil:
     void cc_philox4x32_10(uint32_t* c, const uint32_t* k)

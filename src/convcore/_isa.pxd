@@ -3,6 +3,9 @@
 # call through kernel_set(number).
 from libc.stdint cimport uint32_t, uint64_t
 
+# a kernel set's Philox generator (_dropout_kernels.h), which cc_dropout takes
+ctypedef void (*PhiloxBatch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
+
 
 cdef extern from "_kernel_set.h" nogil:
     ctypedef struct cc_kernel_set:
@@ -39,7 +42,7 @@ cdef extern from "_kernel_set.h" nogil:
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
                                    Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL,
                                    Py_ssize_t OH, Py_ssize_t OW, float* dx) noexcept nogil
-        void (*philox_batch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
+        PhiloxBatch philox_batch
 
 
 cdef const cc_kernel_set* kernel_set(int number) except NULL

@@ -17,15 +17,20 @@ SETS = {"avx512": CC_SET_AVX512, "avx2": CC_SET_AVX2, "neon": CC_SET_NEON,
 VECTOR_SETS = ("avx512", "avx2", "neon")   # the order of preference
 
 
+# each set's table, or NULL: looked up once (the CPU does not change)
+cdef const cc_kernel_set* _sets[4]
+for _number in range(4):
+    _sets[_number] = cc_kernel_set_get(_number)
+
+
 cdef const cc_kernel_set* kernel_set(int number) except NULL:
     """The set with that number; ValueError where it is not compiled in or
     this CPU does not run it (the Python layer checks first: a bug otherwise)."""
-    cdef const cc_kernel_set* k = cc_kernel_set_get(number)
-    if k == NULL:
+    if not 0 <= number < 4 or _sets[number] == NULL:
         raise ValueError(f"convcore: kernel set {number} is not available on this machine")
-    return k
+    return _sets[number]
 
 
 def available():
     """The vector kernel sets this build has and this CPU runs, best first."""
-    return tuple(name for name in VECTOR_SETS if cc_kernel_set_get(SETS[name]) != NULL)
+    return tuple(name for name in VECTOR_SETS if _sets[SETS[name]] != NULL)

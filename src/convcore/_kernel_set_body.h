@@ -15,13 +15,16 @@
 #endif
 #include "_kernel_set.h"
 
+/* CC_TARGET is expanded as an argument, then the pragma is spelled out */
 #define CC_PRAGMA(x) _Pragma(#x)
-#define CC_TARGET_PRAGMA(kind, t) CC_PRAGMA(kind(t))
+#define CC_CLANG_TARGET(t) CC_PRAGMA(clang attribute push (__attribute__((target(t))), \
+                                                         apply_to = function))
+#define CC_GCC_TARGET(t) CC_PRAGMA(GCC target(t))
 #ifdef CC_TARGET
 #if defined(__clang__)
-CC_PRAGMA(clang attribute push (__attribute__((target(CC_TARGET))), apply_to = function))
+CC_CLANG_TARGET(CC_TARGET)
 #else
-CC_TARGET_PRAGMA(GCC target, CC_TARGET)
+CC_GCC_TARGET(CC_TARGET)
 #endif
 #endif
 
