@@ -32,24 +32,25 @@ def breakdown(batch, n_steps=20, threads=None, seed=0):
     model = pyconv.models.tutorial_cnn(seed)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
     steps = model.steps(opt)
-    names = [f"{i} {type(step).__name__}" for i, step in enumerate(steps)]
+    names = [f"{i} {type(step.op).__name__}" for i, step in enumerate(steps)]
     times = {n: {"forward": [], "backward": []} for n in names}
     times["loss"] = {"forward": [], "backward": []}
     times["finish_step"] = {"forward": [], "backward": []}
     for _ in range(n_steps + 3):    # as Sequential.train_step, one step at a time
-        h = x
-        for n, layer in zip(names, steps):
+        h, ctxs = x, []
+        for n, step in zip(names, steps):
             t = time.perf_counter()
-            h = layer.forward(h, training=True)
+            h, ctx = step.op.forward(h, training=True)
+            ctxs.append(ctx)
             times[n]["forward"].append(time.perf_counter() - t)
         t = time.perf_counter()
         _, d = softmax_cross_entropy(h, y)
         times["loss"]["forward"].append(time.perf_counter() - t)
         opt.begin_step()
-        for n, layer in zip(reversed(names), reversed(steps)):
+        for n, step, ctx in zip(reversed(names), reversed(steps), reversed(ctxs)):
             t = time.perf_counter()
-            d = layer.backward(d)
-            for p in layer.ready_params():
+            d = step.op.backward(ctx, d, step.need_dx)
+            for p in step.op.ready_params():
                 opt.grad_ready(p)
             times[n]["backward"].append(time.perf_counter() - t)
         t = time.perf_counter()

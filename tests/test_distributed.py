@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import pyconv
 from pyconv import distributed
-from pyconv.layers import Dense, Dropout, Flatten
+from pyconv.layers import Dense, Dropout, Flatten, Training
 from pyconv.losses import softmax_cross_entropy
 
 from conftest import HERE, MNIST_DIR
@@ -47,11 +47,9 @@ def test_a_slice_of_a_batch_drops_what_the_batch_drops():
     model = pyconv.Sequential([Flatten(), Dropout(0.5), Dense(3)], input_shape=(4, 5, 1),
                               seed=3)
     x = np.random.default_rng(1).random((6, 4, 5, 1), dtype=np.float32)
-    whole = model.layers[1].forward(model.layers[0].forward(x), training=True)
-    model.rng = np.random.default_rng(3)            # the same key again
-    model.layers[1].bind(model)
-    model.shard_start = 4
-    part = model.layers[1].forward(model.layers[0].forward(x[4:]), training=True)
+    flat, dropout = model.layers[0], model.layers[1]
+    whole = dropout.forward(flat(x), Training(np.random.default_rng(3)))[0]
+    part = dropout.forward(flat(x[4:]), Training(np.random.default_rng(3), first=4))[0]
     assert part.tobytes() == whole[4:].tobytes()
 
 

@@ -23,18 +23,17 @@ def numeric_grad(f, a, eps=1e-3):
 
 def check_layer(layer, x, rng, rtol=2e-2, atol=2e-3):
     """backward(r) == d sum(forward(x) * r) / d(x, params) (Chainer's check_backward)."""
-    y = layer.forward(x, training=True)
+    y, ctx = layer.forward(x, training=True)
     r = rng.standard_normal(y.shape).astype(np.float32)
-    dx = layer.backward(r)
+    dx = layer.backward(ctx, r)
 
     def loss():
-        return float(np.sum(layer.forward(x, training=True).astype(np.float64) * r))
+        return float(np.sum(layer.forward(x, training=True)[0].astype(np.float64) * r))
 
     if dx is not None:
         np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=rtol, atol=atol)
     for name, p in layer.params.items():
-        layer.forward(x, training=True)
-        layer.backward(r)
+        layer.backward(layer.forward(x, training=True)[1], r)
         analytic = p.grad.copy()
         np.testing.assert_allclose(analytic, numeric_grad(loss, p.value), rtol=rtol, atol=atol,
                                    err_msg=name)
@@ -73,12 +72,12 @@ def test_dropout_is_identity_at_inference_and_scales_in_training():
     layer = Dropout(0.5)
     layer.rng = np.random.default_rng(0)
     x = np.ones((200, 100), np.float32)
-    np.testing.assert_array_equal(layer.forward(x, training=False), x)
-    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(layer.forward(x, training=False)[0], x)
+    y, ctx = layer.forward(x, training=True)
     assert set(np.unique(y)) == {0.0, 2.0}
     assert abs(y.mean() - 1.0) < 0.05
-    np.testing.assert_array_equal(layer.backward(x), y)   # same mask on the way back
-    assert not np.array_equal(layer.forward(x, training=True), y)   # a new mask each step
+    np.testing.assert_array_equal(layer.backward(ctx, x), y)   # same mask on the way back
+    assert not np.array_equal(layer.forward(x, training=True)[0], y)   # a new mask each step
     with pytest.raises(ValueError, match="rate"):
         Dropout(1.0)
 
@@ -105,12 +104,13 @@ def test_whole_model_gradient():
     model.layers[0].params["b"].value[...] = [2, -2]     # far from the ReLU kink
     x = rng.random((2, 6, 6, 1), dtype=np.float32)
     y = np.array([0, 2])
-    _, d = softmax_cross_entropy(model.forward(x, True), y)
-    model.backward(d)
+    logits, tape = model.forward(x, True)
+    _, d = softmax_cross_entropy(logits, y)
+    model.backward(tape, d)
     for layer in (model.layers[0], model.layers[3]):
         for name, p in layer.params.items():
             analytic = p.grad.copy()
-            g = numeric_grad(lambda: softmax_cross_entropy(model.forward(x, True), y)[0],
+            g = numeric_grad(lambda: softmax_cross_entropy(model.forward(x, True)[0], y)[0],
                              p.value, eps=1e-3)
             np.testing.assert_allclose(analytic, g, rtol=2e-2, atol=2e-3, err_msg=name)
 
@@ -199,7 +199,7 @@ def test_inference_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name)
     x = np.random.default_rng(3).random((7, 28, 28, 1), dtype=np.float32)
     h = x
     for layer in model.layers:
-        h = layer.forward(h, training=False)
+        h = layer.forward(h, training=False)[0]
     fused = model.predict(x)
     assert fused.tobytes() == h.tobytes()
 
@@ -306,8 +306,8 @@ def test_training_fuses_conv_and_pool_with_the_same_bits(kernels, kernels_name):
     for fused in (True, False):
         model = tutorial_cnn(seed=6)
         opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
-        assert [type(s).__name__ for s in model.steps(opt)] == [
-            "ConvPool", "ConvPool", "Flatten", "DenseUpdate", "Dropout", "DenseUpdate"]
+        assert [type(s.op).__name__ for s in model.steps(opt)] == [
+            "ConvPool", "ConvPool", "Flatten", "DenseAdam", "Dropout", "DenseAdam"]
         losses = [model.train_step(x, y, opt, fusions=FUSIONS if fused else ())
                   for _ in range(3)]
         runs.append((losses, [p.value.tobytes() for p in model.parameters()]))

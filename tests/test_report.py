@@ -77,8 +77,8 @@ def test_feature_maps_are_the_layers_outputs():
                                Dense(2)], input_shape=(6, 6, 1), seed=1)
     x = np.random.default_rng(0).integers(0, 256, (6, 6), dtype=np.uint8)
     fig = plot.feature_maps(model, x)
-    conv = model.layers[0].forward(model.prepare(x[None]))
-    pool = model.layers[1].forward(conv)
+    conv = model.layers[0](model.prepare(x[None]))
+    pool = model.layers[1](conv)
     shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     np.testing.assert_array_equal(shown[0], x / np.float32(255))
     for got, y in zip(shown[1:], (conv[0], pool[0])):
@@ -194,7 +194,7 @@ def test_report_page_in_a_real_browser(run, tmp_path):
     model = pyconv.load(str(run / "g.npz"))
     x_test = pyconv.datasets.load("mnist", data_dir=MNIST_DIR).x_test
     x = model.prepare(x_test[3:4])
-    y = model.layers[0].forward(x)[0]                 # grokking: 3x3 valid, no bias, 16
+    y = model.layers[0](x)[0]                         # grokking: 3x3 valid, no bias, 16
     driver = _browser()
     try:
         driver.get((out / "index.html").as_uri())

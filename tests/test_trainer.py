@@ -41,7 +41,7 @@ def test_grad_hook_sees_every_parameter_once_per_step_before_its_update(opt_name
                 assert (before == p.value).all()
 
         remove = opt.add_grad_hook(hook)
-        assert [type(s).__name__ for s in model.steps(opt)].count("DenseUpdate") == 0
+        assert [type(s.op).__name__ for s in model.steps(opt)].count("DenseAdam") == 0
         model.train_step(x, y, opt)
         assert seen == ["w", "b", "w", "b", "w", "b", "w", "b"]   # dense2 ... conv1
         remove()
@@ -55,11 +55,11 @@ def test_grad_hook_sees_every_parameter_once_per_step_before_its_update(opt_name
 def test_adam_fuses_the_dense_update_only_without_hooks():
     model = pyconv.models.tutorial_cnn(seed=0)
     adam = pyconv.optim.Adam(model.parameters(), lr=1e-3)
-    assert [type(s).__name__ for s in model.steps(adam)].count("DenseUpdate") == 2
-    assert "DenseUpdate" not in [type(s).__name__ for s in model.steps(
+    assert [type(s.op).__name__ for s in model.steps(adam)].count("DenseAdam") == 2
+    assert "DenseAdam" not in [type(s.op).__name__ for s in model.steps(
         pyconv.optim.Adam(model.parameters(), fused=False))]
     other = pyconv.optim.Adam(pyconv.models.tutorial_cnn(seed=0).parameters())
-    assert "DenseUpdate" not in [type(s).__name__ for s in model.steps(other)]
+    assert "DenseAdam" not in [type(s.op).__name__ for s in model.steps(other)]
 
 
 def _data(n=600, seed=0):

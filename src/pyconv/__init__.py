@@ -10,11 +10,12 @@
 """
 from . import callbacks, data, datasets, init, layers, losses, models, optim
 from .errors import DataError, ModelFileError, ShapeError, WriteError
-from .model import Sequential
+from .graph import Input
+from .model import Model, Sequential
 from .runs import load_network
 from .serialize import load, save
 
 __version__ = "0.1.0"
 __all__ = ["callbacks", "data", "datasets", "init", "layers", "losses", "models", "optim",
-           "Sequential", "save", "load", "load_network", "DataError", "ModelFileError",
-           "ShapeError", "WriteError"]
+           "Input", "Model", "Sequential", "save", "load", "load_network", "DataError",
+           "ModelFileError", "ShapeError", "WriteError"]

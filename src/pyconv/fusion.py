@@ -1,16 +1,18 @@
-"""The one table of fusions: which runs of layers execute as one step.
+"""The one table of fusions, and the planner that reads it over a model's graph.
 
-A model does not run its layers one by one: `plan` walks the layers and,
-where a row of FUSIONS matches the layers at that point (and its condition
-holds), puts one fused step in their place; every other layer is a step of
-its own. A step has the layer interface: `forward(x, training)`,
-`backward(dy) -> dx`, and `ready_params()`, the parameters whose gradient its
-backward pass completed (the model hands each to the optimiser's
-`grad_ready`; a step that applied the update itself returns none).
+A model does not run its layers one by one: `plan` walks the graph's nodes
+in their order and, where a row of FUSIONS matches a run of nodes (each the
+only input of the next, and the next its only reader) and its condition
+holds, puts one fused step in their place; every other node is a step of its
+own. A step runs as its layer does: `forward(x, training) -> (y, ctx)`,
+`backward(ctx, dy, need_dx) -> dx`, and `ready_params()`, the parameters
+whose gradient its backward pass completed (the model hands each to the
+optimiser's `grad_ready`; a step that applied the update itself returns none).
 
 This is the only place that tests layer or optimiser types. A new fusion is
-a class here and a row in FUSIONS; `plan(layers, fusions=())` runs the
-layers unfused (the tests compare the two, bit for bit).
+a class here and a row in FUSIONS; `plan(nodes, fusions=())` runs the layers
+unfused (the tests compare the two, bit for bit). The model plans once per
+(optimiser, its hooks, fusions) and keeps the plan: planning reads no batch.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import convcore
 
 from .layers import Conv2D, Dense, MaxPool2D
+from .optim import Adam
 
 
 class ConvPool:
@@ -27,30 +30,27 @@ class ConvPool:
 
     def __init__(self, conv, pool, optimizer=None):
         self.conv, self.pool = conv, pool
-
-    def _args(self):
-        c, p = self.conv, self.pool
-        return dict(stride=c.stride, padding=c.padding, pool_size=p.pool_size,
-                    pool_stride=p.stride, pool_padding=p.padding)
+        c, p = conv, pool
+        self._args = dict(stride=c.stride, padding=c.padding, pool_size=p.pool_size,
+                          pool_stride=p.stride, pool_padding=p.padding)
 
     def forward(self, x, training=False):
         c = self.conv
         b = c.params["b"].value if c.use_bias else None
         out = convcore.conv2d_maxpool_forward(x, c.params["w"].value, b,
                                               relu=c.activation == "relu",
-                                              return_argmax=training, **self._args())
+                                              return_argmax=bool(training), **self._args)
         if not training:
-            return out
-        self._x = x
-        self._y, self._argmax = out     # the pooled output: the ReLU's mask at the winners
-        return self._y
+            return out, None
+        y, argmax = out         # the pooled output: the ReLU's mask at the winners
+        return y, (x, y, argmax)
 
-    def backward(self, dy):
+    def backward(self, ctx, dy, need_dx=True):
+        x, y, argmax = ctx
         c = self.conv
-        relu_y = self._y if c.activation == "relu" else None
+        relu_y = y if c.activation == "relu" else None
         dx, dw, db = convcore.conv2d_maxpool_backward(
-            self._x, c.params["w"].value, dy, self._argmax, need_dx=c.needs_input_grad,
-            relu_y=relu_y, **self._args())
+            x, c.params["w"].value, dy, argmax, need_dx=need_dx, relu_y=relu_y, **self._args)
         c.set_grads(dw, db)
         return dx
 
@@ -61,11 +61,13 @@ class ConvPool:
         return f"ConvPool({self.conv!r}, {self.pool!r})"
 
 
-class DenseUpdate:
-    """A Dense layer whose optimiser updates its parameters inside the backward
-    pass (Adam: convcore.linear_backward_adam applies each block of the weight
-    gradient while it is in cache; the gradient is never stored). The same
-    bits as the backward pass followed by the optimiser's update."""
+class DenseAdam:
+    """A Dense layer whose Adam update runs inside its backward pass
+    (convcore.linear_backward_adam applies each block of the weight gradient
+    while it is in cache; the gradient is never stored). The optimiser hands
+    over its state and this step's rates (Adam.update_state), and is told the
+    parameters are applied; the same bits as the backward pass followed by the
+    optimiser's own update."""
 
     def __init__(self, dense, optimizer):
         self.dense, self.optimizer = dense, optimizer
@@ -73,25 +75,31 @@ class DenseUpdate:
     def forward(self, x, training=False):
         return self.dense.forward(x, training)
 
-    def backward(self, dy):
-        d = self.dense
-        relu_y = d._y if d.activation == "relu" else None
-        return self.optimizer.dense_backward_update(d.params["w"], d.params.get("b"), d._x, dy,
-                                                    d.needs_input_grad, relu_y)
+    def backward(self, ctx, dy, need_dx=True):
+        x, y = ctx
+        d, opt = self.dense, self.optimizer
+        w, b = d.params["w"], d.params.get("b")
+        mw, vw = opt.update_state(w)
+        mb, vb = opt.update_state(b) if b is not None else (None, None)
+        dx = convcore.linear_backward_adam(
+            x, w.value, dy, None if b is None else b.value, mw, vw, mb, vb, *opt.rates(),
+            need_dx=need_dx, relu_y=y if d.activation == "relu" else None)
+        opt.applied(w, b)
+        return dx
 
     def ready_params(self):
         return []           # updated in the backward pass
 
     def __repr__(self):
-        return f"DenseUpdate({self.dense!r}, {type(self.optimizer).__name__})"
+        return f"DenseAdam({self.dense!r})"
 
 
 def _always(layers, optimizer):
     return True
 
 
-def _optimizer_fuses(layers, optimizer):
-    return optimizer is not None and optimizer.fuses_dense(layers[0].ready_params())
+def _adam_fuses(layers, optimizer):
+    return isinstance(optimizer, Adam) and optimizer.fusable(layers[0].ready_params())
 
 
 @dataclass(frozen=True)
@@ -106,28 +114,62 @@ class Fusion:
 
 FUSIONS = (
     Fusion("conv + max-pool", (Conv2D, MaxPool2D), ConvPool),
-    Fusion("dense + optimiser update", (Dense,), DenseUpdate, _optimizer_fuses),
+    Fusion("dense + Adam update", (Dense,), DenseAdam, _adam_fuses),
 )
 
 
-def _match(fusion, layers, optimizer):
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan: `op` (a layer or a fused step) reads the values
+    named `inputs` ("input": the model's input; else a node's name) and makes
+    the value `output`; need_dx: whether any input wants a gradient."""
+    op: object
+    inputs: tuple
+    output: str
+    need_dx: bool
+
+
+def _chain(node, readers, by_name, n):
+    """`node` and the n - 1 nodes after it where each is the only reader of the
+    one before and reads nothing else; fewer where the chain ends."""
+    run = [node]
+    while len(run) < n:
+        after = readers.get(run[-1].name, ())
+        if len(after) != 1 or after[0] is None or by_name[after[0]].inputs != (run[-1].name,):
+
+            break
+        run.append(by_name[after[0]])
+    return run
+
+
+def _matches(fusion, run, optimizer):
     n = len(fusion.pattern)
-    return (len(layers) >= n
-            and all(isinstance(layer, kind) for layer, kind in zip(layers, fusion.pattern))
-            and fusion.applies(layers[:n], optimizer))
+    layers = [node.layer for node in run[:n]]
+    return (len(run) >= n and all(isinstance(layer, kind)
+                                  for layer, kind in zip(layers, fusion.pattern))
+            and fusion.applies(layers, optimizer))
 
 
-def plan(layers, optimizer=None, fusions=FUSIONS):
-    """The steps that run `layers`: the first matching row of `fusions` at each
-    position, else the layer itself."""
-    steps, i = [], 0
-    while i < len(layers):
-        fusion = next((f for f in fusions if _match(f, layers[i:], optimizer)), None)
-        if fusion is None:
-            steps.append(layers[i])
-            i += 1
-        else:
-            n = len(fusion.pattern)
-            steps.append(fusion.step(*layers[i:i + n], optimizer))
-            i += n
-    return steps
+def plan(nodes, output, optimizer=None, fusions=FUSIONS):
+    """The steps that run a graph's `nodes` (in topological order; each with
+    .name, .layer and .inputs) up to the node named `output`: at each node the
+    first matching row of `fusions`, else the node's layer on its own."""
+    by_name = {node.name: node for node in nodes}
+    readers = {}
+    for node in nodes:
+        for name in node.inputs:
+            readers.setdefault(name, []).append(node.name)
+    readers.setdefault(output, []).append(None)      # the model's output has a reader
+    longest = max((len(f.pattern) for f in fusions), default=1)
+    steps, done = [], set()
+    for node in nodes:
+        if node.name in done:
+            continue
+        run = _chain(node, readers, by_name, longest)
+        fusion = next((f for f in fusions if _matches(f, run, optimizer)), None)
+        run = run[:len(fusion.pattern)] if fusion else run[:1]
+        op = fusion.step(*(r.layer for r in run), optimizer) if fusion else node.layer
+        done.update(r.name for r in run)
+        steps.append(Step(op, node.inputs, run[-1].name,
+                          any(name != "input" for name in node.inputs)))
+    return tuple(steps)

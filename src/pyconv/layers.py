@@ -1,15 +1,23 @@
-"""Layers: each holds its parameters, their gradients and what its backward needs.
+"""Layers: each holds its parameters and their gradients, nothing else.
 
 The arithmetic is convcore's (Chainer's split: stateless functions there,
 parameter-holding layers here). Forward and backward of each layer sit side by
-side. Activations are NHWC float32.
+side, and forward hands backward what it needs (JAX's vjp):
+
+    y, ctx = layer.forward(x, training=True)
+    dx = layer.backward(ctx, dy)          # and the parameters' .grad are set
+
+so a layer keeps no state between the two, and one layer serves any number
+of threads predicting at once. Activations are NHWC float32.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 import convcore
 from convcore import _checks as chk
 
-from . import init
+from . import graph, init
 from .errors import ShapeError
 
 
@@ -27,15 +35,33 @@ class Parameter:
         return f"Parameter({self.name}, shape={self.value.shape})"
 
 
+@dataclass(frozen=True)
+class Training:
+    """What a model's training forward pass hands each layer as `training`:
+    the generator dropout draws its keys from (the model's, saved with its
+    checkpoints), and `first`, the index of this batch's first example in the
+    global batch (one process's slice of it: dropout takes that slice of the
+    global mask). True as a truth value, as training=True is."""
+    rng: np.random.Generator
+    first: int = 0
+
+    def __bool__(self):
+        return True
+
+
 class Layer:
     """Base class: build(input_shape, rng) -> output_shape, then
-    forward(x, training) -> y and backward(dy) -> dx.
+    forward(x, training) -> (y, ctx) and backward(ctx, dy, need_dx) -> dx.
 
     Shapes are per example (no batch axis): (H, W, C) images or (D,) features.
     A layer says only what a person would (Conv2D(32, 5), Dense(1024)); build
     makes its parameters for the input it is given (the model calls it for
-    each layer in turn) and raises ShapeError where that input does not fit."""
-    needs_input_grad = True     # False on a first layer: its dx is never used
+    each layer in turn) and raises ShapeError where that input does not fit.
+    Called on a symbolic Tensor (pyconv.Input, another layer's output) it
+    records a node of a graph (pyconv.Model); called on an array, it is
+    forward in inference mode. A merge layer (merges = True) takes a list of
+    inputs and hands back a list of their gradients."""
+    merges = False
 
     def __init__(self):
         self.params = {}
@@ -56,17 +82,22 @@ class Layer:
         """Create self.params (layers with parameters override this)."""
 
     def forward(self, x, training=False):
+        """(y, ctx): the output, and what backward needs (None at inference)."""
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, ctx, dy, need_dx=True):
+        """dx (None where need_dx is False) from the forward's ctx; sets the
+        parameters' gradients."""
         raise NotImplementedError
 
     def ready_params(self):
         """The parameters whose gradient backward() has just completed."""
         return list(self.params.values())
 
-    def bind(self, model):
-        """Called once by the model that holds this layer (Dropout takes its generator)."""
+    def __call__(self, inputs):
+        if isinstance(inputs, np.ndarray):
+            return self.forward(inputs)[0]
+        return graph.call(self, inputs)
 
     def config(self):
         """The constructor arguments, JSON-serialisable (for save/load and network files)."""
@@ -122,14 +153,13 @@ class _Affine(Layer):
         if self.output_shape is None:      # used on its own: built for the first input
             self.build(x.shape[1:], np.random.default_rng())
         b = self.params["b"].value if self.use_bias else None
-        self._x = x
-        self._y = self._forward(x, self.params["w"].value, b, self.activation == "relu")
-        return self._y
+        y = self._forward(x, self.params["w"].value, b, self.activation == "relu")
+        return y, ((x, y) if training else None)
 
-    def backward(self, dy):
-        relu_y = self._y if self.activation == "relu" else None
-        dx, dw, db = self._backward(self._x, self.params["w"].value, dy, self.needs_input_grad,
-                                    relu_y)
+    def backward(self, ctx, dy, need_dx=True):
+        x, y = ctx
+        relu_y = y if self.activation == "relu" else None
+        dx, dw, db = self._backward(x, self.params["w"].value, dy, need_dx, relu_y)
         self.set_grads(dw, db)
         return dx
 
@@ -227,13 +257,13 @@ class MaxPool2D(Layer):
         return (oh, ow, input_shape[2])
 
     def forward(self, x, training=False):
-        y, self._argmax = convcore.maxpool2d_forward(x, self.pool_size, self.stride, self.padding)
-        self._x_shape = x.shape
-        return y
+        y, argmax = convcore.maxpool2d_forward(x, self.pool_size, self.stride, self.padding)
+        return y, ((argmax, x.shape) if training else None)
 
-    def backward(self, dy):
-        return convcore.maxpool2d_backward(dy, self._argmax, self._x_shape, self.pool_size,
-                                           self.stride, self.padding)
+    def backward(self, ctx, dy, need_dx=True):
+        argmax, x_shape = ctx
+        return convcore.maxpool2d_backward(dy, argmax, x_shape, self.pool_size, self.stride,
+                                           self.padding) if need_dx else None
 
     def config(self):
         return dict(pool_size=list(self.pool_size),
@@ -243,28 +273,30 @@ class MaxPool2D(Layer):
 
 class ReLU(Layer):
     def forward(self, x, training=False):
-        self._y = np.maximum(x, np.float32(0))
-        return self._y
+        y = np.maximum(x, np.float32(0))
+        return y, (y if training else None)
 
-    def backward(self, dy):
-        return np.where(self._y > 0, dy, np.float32(0))
+    def backward(self, y, dy, need_dx=True):
+        return np.where(y > 0, dy, np.float32(0)) if need_dx else None
 
 
 class Tanh(Layer):
     def forward(self, x, training=False):
-        self._y = np.tanh(x)
-        return self._y
+        y = np.tanh(x)
+        return y, (y if training else None)
 
-    def backward(self, dy):
-        return dy * (1 - self._y * self._y)
+    def backward(self, y, dy, need_dx=True):
+        return dy * (1 - y * y) if need_dx else None
 
 
 class Dropout(Layer):
     """Inverted dropout: in training keep each unit with probability 1 - rate and
     scale it by 1 / (1 - rate); the identity at inference. Each training forward
-    draws a 64-bit key from `rng` (the model's generator, from bind);
-    convcore makes the mask from the key (Philox4x32-10), in the forward and
-    again in the backward pass, so no mask is stored."""
+    draws a 64-bit key from the model's generator (training.rng; a generator of
+    its own when called with training=True outside a model); convcore makes the
+    mask from the key (Philox4x32-10), in the forward and again in the
+    backward pass, so no mask is stored. A slice of a batch that starts at
+    example training.first takes that slice of the whole batch's mask."""
 
     def __init__(self, rate=0.5):
         super().__init__()
@@ -272,25 +304,20 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = rate
         self.rng = np.random.default_rng()
-        self.model = None
-
-    def bind(self, model):
-        self.rng, self.model = model.rng, model
 
     def forward(self, x, training=False):
         if not training or self.rate == 0:
-            self._key = None
-            return x
-        self._key = int(self.rng.integers(0, 2**64, dtype=np.uint64))
-        # a process's slice of a batch (pyconv.distributed) takes that slice of its mask
-        first = self.model.shard_start if self.model is not None else 0
-        self._offset = first * int(np.prod(x.shape[1:]))
-        return convcore.dropout_forward(x, self.rate, self._key, self._offset)
+            return x, None
+        run = training if isinstance(training, Training) else Training(self.rng)
+        key = int(run.rng.integers(0, 2**64, dtype=np.uint64))
+        offset = run.first * int(np.prod(x.shape[1:]))
+        return convcore.dropout_forward(x, self.rate, key, offset), (key, offset)
 
-    def backward(self, dy):
-        if self._key is None:
-            return dy
-        return convcore.dropout_backward(dy, self.rate, self._key, self._offset)
+    def backward(self, ctx, dy, need_dx=True):
+        if not need_dx or ctx is None:
+            return dy if need_dx else None
+        key, offset = ctx
+        return convcore.dropout_backward(dy, self.rate, key, offset)
 
     def config(self):
         return dict(rate=self.rate)
@@ -303,11 +330,64 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def forward(self, x, training=False):
-        self._shape = x.shape
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))   # (-1 fails on 0 images)
+        y = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))   # (-1 fails on 0 images)
+        return y, (x.shape if training else None)
 
-    def backward(self, dy):
-        return dy.reshape(self._shape)
+    def backward(self, x_shape, dy, need_dx=True):
+        return dy.reshape(x_shape) if need_dx else None
 
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, MaxPool2D, ReLU, Tanh, Dropout, Flatten)}
+class _Merge(Layer):
+    """A layer of two or more inputs (a list), each of one example's shape."""
+    merges = True
+
+    def build(self, input_shapes, rng):
+        self.input_shape = [tuple(s) for s in input_shapes]
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        return self.output_shape
+
+
+class Add(_Merge):
+    """The sum of its inputs, all of one shape (a residual connection's add);
+    summed left to right. Its backward hands dy to every input."""
+
+    def compute_output_shape(self, input_shapes):
+        if any(s != input_shapes[0] for s in input_shapes):
+            raise ShapeError("expects inputs of one shape, got "
+                             + ", ".join(map(str, input_shapes)))
+        return input_shapes[0]
+
+    def forward(self, xs, training=False):
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y += x
+        return y, (len(xs) if training else None)
+
+    def backward(self, n, dy, need_dx=True):
+        return [dy] * n if need_dx else None
+
+
+class Concatenate(_Merge):
+    """Its inputs side by side along the last axis (channels, or features);
+    every other axis must agree. Its backward hands each input its slice."""
+
+    def compute_output_shape(self, input_shapes):
+        first = input_shapes[0]
+        if any(len(s) != len(first) or s[:-1] != first[:-1] for s in input_shapes):
+            raise ShapeError("expects inputs that differ only in the last axis, got "
+                             + ", ".join(map(str, input_shapes)))
+        return (*first[:-1], sum(s[-1] for s in input_shapes))
+
+    def forward(self, xs, training=False):
+        y = np.concatenate(xs, axis=-1)
+        return y, ([x.shape[-1] for x in xs] if training else None)
+
+    def backward(self, widths, dy, need_dx=True):
+        if not need_dx:
+            return None
+        cuts = np.cumsum(widths)[:-1]
+        return [np.ascontiguousarray(d) for d in np.split(dy, cuts, axis=-1)]
+
+
+LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, MaxPool2D, ReLU, Tanh, Dropout, Flatten,
+                                        Add, Concatenate)}

@@ -1,62 +1,112 @@
-"""Sequential: layers in a row, built for an input shape; forward, backward, a
-training step, predict and evaluate."""
+"""Models: a graph of layers (Model, after Keras' functional API) and its
+chain case (Sequential), built for an input shape; forward, backward, a
+training step, predict and evaluate.
+
+A model is a list of nodes in topological order, each a layer and the names
+of the values it reads ("input", or an earlier node's name); the last node
+is the output. The model plans how to run them once (pyconv.fusion) and
+keeps the plan; forward hands backward a tape of what each step needs, so
+nothing is written on the model or its layers during a step, and any number
+of threads may predict with one model at once.
+"""
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import distributed
 from .errors import ShapeError
 from .fusion import FUSIONS, plan
-from .layers import LAYERS
+from .graph import Tensor
+from .layers import LAYERS, Training
 from .losses import softmax_cross_entropy
 
+INPUT = "input"     # the name of the model's input among the values
 
-class Sequential:
-    """Layers applied one after the other.
 
-    input_shape: one example's shape, (H, W, C) images or (D,) features; the
-    model is built for it (every parameter shape follows), or, if None, for
-    the first batch it sees (fit, predict) or an explicit build(input_shape).
-    seed: the weights' initialisation and the dropout masks (two generators,
-    both from the seed). input_divisor: integer images (uint8) are divided by
-    it on the way in, one batch at a time (255: pixels to [0, 1]); float
+@dataclass(frozen=True)
+class Node:
+    """A layer of the graph and the names of the values it reads."""
+    name: str
+    layer: object
+    inputs: tuple
+
+
+class Tape:
+    """What a training forward pass hands its backward pass: the plan's steps
+    and each one's ctx."""
+    __slots__ = ("steps", "ctxs", "output")
+
+    def __init__(self, steps, ctxs, output):
+        self.steps, self.ctxs, self.output = steps, ctxs, output
+
+
+class Model:
+    """A directed acyclic graph of layers from one input to one output.
+
+        x = pyconv.Input((28, 28, 1))
+        h = Conv2D(8, 3, activation="relu")(x)
+        y = Add()([h, Conv2D(8, 3)(h)])
+        model = pyconv.Model(x, Dense(10)(Flatten()(y)))
+
+    inputs: the Input; outputs: the Tensor the last layer made. The layers
+    are built at once, in topological order, the weights drawn from the
+    seed's generator. seed: the weights' initialisation and the dropout masks
+    (two generators, both from the seed). input_divisor: integer images
+    (uint8) are divided by it on the way in (255: pixels to [0, 1]); float
     images go in as they are. class_names: the output classes' names.
     """
 
-    def __init__(self, layers, input_shape=None, name="sequential", seed=None,
-                 input_divisor=255.0, class_names=None):
-        self.layers = list(layers)
+    def __init__(self, inputs, outputs, name="model", seed=None, input_divisor=255.0,
+                 class_names=None):
+        if not isinstance(inputs, Tensor) or inputs.layer is not None:
+            raise TypeError(f"Model: inputs must be a pyconv.Input, got {inputs!r}")
+        if not isinstance(outputs, Tensor) or outputs.layer is None:
+            raise TypeError(f"Model: outputs must be a layer's output (a Tensor made by calling "
+                            f"a layer), got {outputs!r}")
+        self._setup(_trace(inputs, outputs), name, seed, input_divisor, class_names)
+        self.build(inputs.shape)
+
+    def _setup(self, nodes, name, seed, input_divisor, class_names):
+        self.nodes = tuple(nodes)
         self.name, self.seed = name, seed
         self.input_divisor = float(input_divisor)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.rng = np.random.default_rng(seed)      # dropout masks
-        self.shard_start = 0     # this process's first example of the batch (distributed)
         self.input_shape = self.output_shape = None
-        for layer in self.layers:
-            layer.bind(self)
-        if self.layers:
-            self.layers[0].needs_input_grad = False  # the input image needs no gradient
-        if input_shape is not None:
-            self.build(input_shape)
+        self._plans = {}            # (optimizer, its fusion_key, fusions) -> steps
+
+    @property
+    def layers(self):
+        """The layers, in the order they run."""
+        return [node.layer for node in self.nodes]
+
+    @property
+    def output(self):
+        return self.nodes[-1].name
 
     # ------------------------------------------------------------ building
 
     def build(self, input_shape):
         """Build every layer in turn for one example's input_shape, the weights
-        drawn from the seed's generator in layer order. A layer that does not
-        fit its input raises ShapeError naming it (index, type, expected, given)."""
+        drawn from the seed's generator in the nodes' order. A layer that does
+        not fit its input raises ShapeError naming it (name, type, expected, given)."""
         shape = _shape("build", input_shape)
         rng = np.random.default_rng(self.seed)
-        self.input_shape = shape
-        for i, layer in enumerate(self.layers):
+        shapes = {INPUT: shape}
+        for node in self.nodes:
+            given = [shapes[n] for n in node.inputs] if node.layer.merges else shapes[
+                node.inputs[0]]
             try:
-                shape = layer.build(shape, rng)
+                shapes[node.name] = node.layer.build(given, rng)
             except ShapeError as e:
-                self.input_shape = None
-                raise ShapeError(f"layer {i} ({type(layer).__name__}): {e}") from None
-        self.output_shape = shape
-        if self.class_names is not None and (len(shape) != 1
-                                             or shape[0] != len(self.class_names)):
-            raise ShapeError(f"the model's output {shape} does not match its "
+                raise ShapeError(f"layer {node.name} ({type(node.layer).__name__}): {e}") from None
+        out = shapes[self.output]
+        if self.class_names is not None and (len(out) != 1 or out[0] != len(self.class_names)):
+            raise ShapeError(f"the model's output {out} does not match its "
                              f"{len(self.class_names)} class_names")
+        self._plans = {}
+        self._inference = plan(self.nodes, self.output)
+        self.input_shape, self.output_shape = shape, out
         return self
 
     @property
@@ -74,18 +124,28 @@ class Sequential:
 
     def named_parameters(self):
         self._need_built("named_parameters")
-        return [(f"{i}.{type(layer).__name__}.{name}", p)
-                for i, layer in enumerate(self.layers) for name, p in layer.params.items()]
+        return [(f"{node.name}.{type(node.layer).__name__}.{name}", p)
+                for node in self.nodes for name, p in node.layer.params.items()]
 
     # ------------------------------------------------------------ running
 
     def steps(self, optimizer=None, fusions=FUSIONS):
-        """The layers as forward and backward run them, planned from the table
-        of fusions (pyconv.fusion): each Conv2D followed by a MaxPool2D as one
-        step, a Dense layer as one step with its optimiser's update where the
-        optimiser fuses it (Adam), every other layer on its own.
-        fusions=() runs every layer on its own (the same bits)."""
-        return plan(self.layers, optimizer, fusions)
+        """The plan: the graph's nodes as forward and backward run them, from the
+        table of fusions (pyconv.fusion): each Conv2D followed by a MaxPool2D
+        as one step, a Dense layer as one step with its Adam update where the
+        optimiser fuses it, every other layer on its own. fusions=() runs every
+        layer on its own (the same bits). Planned once per (optimizer, its
+        hooks, fusions) and kept."""
+        self._need_built("steps")
+        if optimizer is None and fusions is FUSIONS:
+            return self._inference
+        key = (optimizer, None if optimizer is None else optimizer.fusion_key(), fusions)
+        found = self._plans.get(key)
+        if found is None:
+            if len(self._plans) >= 8:
+                self._plans = {}
+            found = self._plans[key] = plan(self.nodes, self.output, optimizer, fusions)
+        return found
 
     def prepare(self, x, fn="forward"):
         """x as the first layer takes it: float32 (N, *input_shape). Integer
@@ -111,25 +171,62 @@ class Sequential:
         return x if x.dtype == np.float32 else x.astype(np.float32)
 
     def forward(self, x, training=False, optimizer=None, fusions=FUSIONS):
-        """The steps in order (see steps) on float32 x (see prepare). Give the
-        optimizer whose update the following backward pass may fuse."""
-        self._steps = self.steps(optimizer, fusions)
-        for step in self._steps:
-            x = step.forward(x, training)
-        return x
+        """(output, tape): the plan's steps in order on float32 x (see prepare).
+        training: False, True or a layers.Training (the dropout generator and
+        this slice's first example; True: the model's generator). The tape
+        holds what backward needs (None at inference). Give the optimizer
+        whose update the following backward pass may fuse."""
+        steps = self.steps(optimizer, fusions)
+        if training and not isinstance(training, Training):
+            training = Training(self.rng)
+        values = {INPUT: x}
+        ctxs = []
+        readers = _readers(steps)
+        for step in steps:
+            args = [values[n] for n in step.inputs] if len(step.inputs) > 1 else values[
+                step.inputs[0]]
+            y, ctx = step.op.forward(args, training)
+            values[step.output] = y
+            for n in step.inputs:           # drop what no later step reads
+                readers[n] -= 1
+                if not readers[n]:
+                    del values[n]
+            ctxs.append(ctx)
+        out = values[steps[-1].output]
+        return out, (Tape(steps, ctxs, steps[-1].output) if training else None)
 
-    def backward(self, dy, optimizer=None):
-        """The backward passes of the last forward's steps, in reverse. With an
-        optimizer (between its begin_step and finish_step), each parameter is
-        handed to optimizer.grad_ready as soon as its gradient is complete."""
-        for step in reversed(self._steps):
-            dy = step.backward(dy)
+    def backward(self, tape, dy, optimizer=None):
+        """The backward passes of a training forward's steps (its tape), in
+        reverse; returns the input's gradient (None: the input needs none).
+        Where a value is read by several steps, its gradients are summed in
+        the order those steps' backward passes run. With an optimizer (between
+        its begin_step and finish_step), each parameter is handed to
+        optimizer.grad_ready as soon as its gradient is complete."""
+        grads = {tape.output: dy}
+        for step, ctx in zip(reversed(tape.steps), reversed(tape.ctxs)):
+            dx = step.op.backward(ctx, grads.pop(step.output), step.need_dx)
             if optimizer is not None:
-                for p in step.ready_params():
+                for p in step.op.ready_params():
                     optimizer.grad_ready(p)
-        return dy
+            if not step.need_dx:
+                continue
+            for name, d in zip(step.inputs, dx if len(step.inputs) > 1 else (dx,)):
+                grads[name] = d if name not in grads else grads[name] + d
+        return grads.get(INPUT)
+
+    def node_outputs(self, x):
+        """[(node, its output)] for every node in order, unfused, in inference
+        mode, on float32 x (see prepare): what the feature maps show."""
+        values, out = {INPUT: x}, []
+        for node in self.nodes:
+            args = [values[n] for n in node.inputs] if node.layer.merges else values[
+                node.inputs[0]]
+            values[node.name] = node.layer.forward(args)[0]
+            out.append((node, values[node.name]))
+        return out
 
     def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None):
+
         """One step on a batch: x images (N, H, W, C), float32 or integer (scaled
         by input_divisor), y integer labels (N,). Returns the mean loss, or
         (loss, logits) with return_logits=True.
@@ -148,11 +245,11 @@ class Sequential:
         if world.size > 1:
             world.attach(optimizer)
         x = self.prepare(x, "train_step")
-        self.shard_start = 0 if shard is None else shard[0]     # (dropout's masks)
-        logits = self.forward(x, training=True, optimizer=optimizer, fusions=fusions)
+        training = Training(self.rng, 0 if shard is None else shard[0])
+        logits, tape = self.forward(x, training, optimizer, fusions)
         loss, dlogits = softmax_cross_entropy(logits, y, None if shard is None else shard[2])
         optimizer.begin_step()
-        self.backward(dlogits, optimizer)
+        self.backward(tape, dlogits, optimizer)
         optimizer.finish_step()
         if whole:
             loss = float(world.sum([loss])[0])
@@ -171,7 +268,7 @@ class Sequential:
         if not hasattr(x, "shape"):
             raise TypeError(f"predict: x must be a numpy array of images (N, H, W, C), "
                             f"got {type(x).__name__}")
-        out = [self.forward(self.prepare(x[i:i + batch_size], "predict"), training=False)
+        out = [self.forward(self.prepare(x[i:i + batch_size], "predict"))[0]
                for i in range(0, max(len(x), 1), batch_size)]   # no images: one empty batch
         return np.concatenate(out)
 
@@ -197,12 +294,9 @@ class Sequential:
 
     def architecture(self):
         """The network as a JSON-able record: what network files and saved models
-        hold. Each layer is named; layers form a chain today, and the record
-        keeps that explicit ("inputs") so that a graph of layers fits later."""
-        layers = []
-        for i, layer in enumerate(self.layers):
-            layers.append({"type": type(layer).__name__, "name": f"{i}",
-                           "inputs": ["input" if i == 0 else f"{i - 1}"], **layer.config()})
+        hold. Each layer is a node with a name and the names of its inputs."""
+        layers = [{"type": type(node.layer).__name__, "name": node.name,
+                   "inputs": list(node.inputs), **node.layer.config()} for node in self.nodes]
         return {"name": self.name, "input_shape": list(self.input_shape or []) or None,
                 "input_divisor": self.input_divisor, "class_names": self.class_names,
                 "layers": layers}
@@ -211,33 +305,83 @@ class Sequential:
     def from_architecture(cls, arch, seed=None, where="the architecture"):
         """A model from an architecture record (or a network file's contents):
         {"input_shape": [H, W, C], "layers": [{"type": "Conv2D", "filters": 32,
-        "kernel_size": 5}, ...]}, optional "name", "input_divisor", "class_names"."""
+        "kernel_size": 5}, ...]}, optional "name", "input_divisor", "class_names".
+        Each layer may have a "name" (default: its index) and "inputs", the
+        names of the layers it reads ("input": the model's input; default: the
+        layer before it); the last layer is the output. A chain of layers
+        gives a Sequential, any other graph a Model."""
         if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
             raise ValueError(f"{where}: expected an object with a list of \"layers\"")
         unknown = set(arch) - {"name", "input_shape", "input_divisor", "class_names", "layers",
                                "seed"}
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-        layers = [_layer_from_spec(spec, i, where) for i, spec in enumerate(arch["layers"])]
-        return cls(layers, input_shape=arch.get("input_shape"),
-                   name=arch.get("name", "sequential"), seed=arch.get("seed", seed),
-                   input_divisor=arch.get("input_divisor", 255.0),
-                   class_names=arch.get("class_names"))
+        nodes = _nodes_from_specs(arch["layers"], where)
+        chain = all(node.inputs == ((nodes[i - 1].name,) if i else (INPUT,))
+                    and node.name == str(i) for i, node in enumerate(nodes))
+        kwargs = dict(name=arch.get("name", "sequential" if chain else "model"),
+                      seed=arch.get("seed", seed), input_divisor=arch.get("input_divisor", 255.0),
+                      class_names=arch.get("class_names"))
+        if chain:
+            return Sequential([n.layer for n in nodes], input_shape=arch.get("input_shape"),
+                              **kwargs)
+        model = Model.__new__(Model)
+        model._setup(nodes, **kwargs)
+        if arch.get("input_shape") is not None:
+            model.build(arch["input_shape"])
+        return model
 
     def summary(self):
         """A table of the layers, their output shapes and parameter counts (Keras'
-        model.summary()), as a string."""
+        model.summary()), with what each reads where the model is not a chain;
+        as a string."""
         self._need_built("summary")
-        rows = [("layer", "output shape", "parameters"), ("input", str(self.input_shape), "")]
-        for i, layer in enumerate(self.layers):
-            rows.append((f"{i} {type(layer).__name__}", str(layer.output_shape),
-                         f"{sum(p.value.size for p in layer.params.values()):,}"))
+        chain = isinstance(self, Sequential)
+        rows = [("layer", "output shape", "parameters", "reads"),
+                ("input", str(self.input_shape), "", "")]
+        for node in self.nodes:
+            layer = node.layer
+            rows.append((f"{node.name} {type(layer).__name__}", str(layer.output_shape),
+                         f"{sum(p.value.size for p in layer.params.values()):,}",
+                         ", ".join(node.inputs)))
+        rows = [r[:3] for r in rows] if chain else rows
         total = sum(p.value.size for p in self.parameters())
-        widths = [max(len(r[c]) for r in rows) for c in range(3)]
-        lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
-        rule = "-" * len(lines[0])
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(f"{v:>{w}}" if c == 2 else f"{v:<{w}}"
+                           for c, (v, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+        rule = "-" * max(len(line) for line in lines)
         return "\n".join([f"{self.name}", rule, lines[0], rule, *lines[1:], rule,
                           f"total parameters: {total:,}"])
+
+    def __repr__(self):
+        inner = "\n".join(f"  {n.name}: {n.layer!r} <- {', '.join(n.inputs)}" for n in self.nodes)
+        n = sum(p.value.size for p in self.parameters()) if self.built else "unbuilt,"
+        return f"Model({self.name!r}, {n} parameters,\n{inner}\n)"
+
+
+class Sequential(Model):
+    """Layers applied one after the other: the chain case of Model.
+
+    input_shape: one example's shape, (H, W, C) images or (D,) features; the
+    model is built for it (every parameter shape follows), or, if None, for
+    the first batch it sees (fit, predict) or an explicit build(input_shape).
+    The other arguments are Model's.
+    """
+
+    def __init__(self, layers, input_shape=None, name="sequential", seed=None,
+                 input_divisor=255.0, class_names=None):
+        layers = list(layers)
+        nodes = [Node(str(i), layer, (INPUT if i == 0 else str(i - 1),))
+                 for i, layer in enumerate(layers)]
+        _check_unshared(nodes)
+        self._setup(nodes, name, seed, input_divisor, class_names)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        if not self.nodes:
+            raise ValueError("Sequential: a model needs at least one layer, got none")
+        return super().build(input_shape)
 
     def __repr__(self):
         inner = "\n".join(f"  {layer!r}" for layer in self.layers)
@@ -253,21 +397,90 @@ def _shape(fn, shape):
     return tuple(int(d) for d in shape)
 
 
-def _layer_from_spec(spec, i, where):
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"{where}: layer {i} must be an object with a \"type\", got {spec!r}")
-    expected = ["input" if i == 0 else f"{i - 1}"]
-    if "inputs" in spec and spec["inputs"] != expected:
-        raise ValueError(f"{where}: layer {i} takes inputs {spec['inputs']!r}; pyconv runs "
-                         f"layers in a chain ({expected!r} here): graphs are not supported yet")
+def _readers(steps):
+    """How many steps read each value."""
+    count = {}
+    for step in steps:
+        for name in step.inputs:
+            count[name] = count.get(name, 0) + 1
+    return count
+
+
+def _check_unshared(nodes):
+    seen = {}
+    for node in nodes:
+        if id(node.layer) in seen:
+            raise ValueError(f"layer {node.name} ({type(node.layer).__name__}) is the same "
+                             f"layer object as layer {seen[id(node.layer)]}: pyconv does not "
+                             "share a layer's weights between two places; make a new layer")
+        seen[id(node.layer)] = node.name
+
+
+def _trace(inputs, outputs):
+    """The nodes that lead from `inputs` to `outputs`, in topological order
+    (each node after the ones it reads, inputs in the order given), named by
+    their position."""
+    names, nodes, stack = {id(inputs): INPUT}, [], [(outputs, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if id(t) in names:
+            continue
+        if t.layer is None:
+            raise ValueError(f"Model: the outputs depend on an Input other than `inputs` "
+                             f"({t!r})")
+        if expanded:
+            names[id(t)] = str(len(nodes))
+            nodes.append(Node(names[id(t)], t.layer, tuple(names[id(i)] for i in t.inputs)))
+            continue
+        stack.append((t, True))
+        stack.extend((i, False) for i in reversed(t.inputs) if id(i) not in names)
+    _check_unshared(nodes)
+    return nodes
+
+
+def _nodes_from_specs(specs, where):
+    """The nodes of a network record's layers, checked: unique names, inputs
+    defined before they are read, every layer on the way to the output."""
+    nodes, names = [], {INPUT}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ValueError(f"{where}: layer {i} must be an object with a \"type\", "
+                             f"got {spec!r}")
+        name = str(spec.get("name", i))
+        inputs = spec.get("inputs", [nodes[-1].name if nodes else INPUT])
+        if isinstance(inputs, str) or not isinstance(inputs, list) or not inputs:
+            raise ValueError(f"{where}: layer {name!r}: inputs must be a list of layer names, "
+                             f"got {inputs!r}")
+        undefined = [n for n in inputs if n not in names]
+        if undefined:
+            raise ValueError(f"{where}: layer {name!r} reads {undefined} before any layer of "
+                             "that name: list each layer after the layers it reads "
+                             "(\"input\" is the model's input)")
+        if name in names:
+            raise ValueError(f"{where}: layer {i}: the name {name!r} is used twice")
+        layer = _layer_from_spec(spec, name, where)
+        if layer.merges != (len(inputs) > 1):
+            raise ValueError(f"{where}: layer {name!r} ({spec['type']}) reads {len(inputs)} "
+                             f"input(s); it takes {'two or more' if layer.merges else 'one'}")
+        names.add(name)
+        nodes.append(Node(name, layer, tuple(str(n) for n in inputs)))
+    if not nodes:
+        raise ValueError(f"{where}: \"layers\" is empty")
+    read = {n for node in nodes for n in node.inputs}
+    unread = [node.name for node in nodes[:-1] if node.name not in read]
+    if unread:
+        raise ValueError(f"{where}: layer(s) {unread} are read by no other layer: only the "
+                         "last layer is the model's output")
+    return nodes
+
+
+def _layer_from_spec(spec, name, where):
     spec = {k: v for k, v in spec.items() if k not in ("name", "inputs")}
     kind = spec.pop("type")
     if kind not in LAYERS:
-        raise ValueError(f"{where}: layer {i}: unknown type {kind!r}; pyconv has "
+        raise ValueError(f"{where}: layer {name}: unknown type {kind!r}; pyconv has "
                          f"{', '.join(sorted(LAYERS))}")
     try:
         return LAYERS[kind](**spec)
-    except TypeError as e:
-        raise ValueError(f"{where}: layer {i} ({kind}): {e}") from None
-    except ValueError as e:
-        raise ValueError(f"{where}: layer {i} ({kind}): {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: layer {name} ({kind}): {e}") from None

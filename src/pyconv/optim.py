@@ -1,4 +1,15 @@
-"""Optimisers over a model's Parameters; each step is one fused convcore pass."""
+"""Optimisers over a model's Parameters; each update is one fused convcore pass.
+
+When each parameter is updated, in one place: a training step calls
+begin_step; the backward pass hands each parameter to grad_ready as soon as
+its gradient is complete, and grad_ready runs the gradient hooks and then
+updates it at once, or, where a hook returned a wait (a sum across processes
+still under way), defers the update to finish_step, which waits and applies
+those in the order their gradients were ready. A fused step of the model's
+plan (pyconv.fusion: Dense + Adam) applies the update inside its backward
+pass from the state this optimiser hands it (update_state, rates) and says
+so (applied); finish_step then updates every parameter not yet seen.
+"""
 import numpy as np
 
 import convcore
@@ -17,6 +28,7 @@ class Optimizer:
         self._updated = set()
         self._hooks = []
         self._waiting = []          # (index, waits): updates deferred to finish_step
+        self.hooks_version = 0      # changes with the hooks: a model re-plans its fusions
 
     def add_grad_hook(self, hook):
         """Call hook(param) whenever a parameter's gradient is complete in the
@@ -28,7 +40,12 @@ class Optimizer:
         Returns a function that removes the hook. With a hook, no update is
         fused into a backward pass (the hook needs the gradient stored)."""
         self._hooks.append(hook)
-        return lambda: self._hooks.remove(hook)
+        self.hooks_version += 1
+
+        def remove():
+            self._hooks.remove(hook)
+            self.hooks_version += 1
+        return remove
 
     def step(self):
         """One update of every parameter from its gradient."""
@@ -65,10 +82,19 @@ class Optimizer:
                 wait()
             self._update(i)
 
-    def fuses_dense(self, params):
-        """Whether this optimiser updates a dense layer holding `params` inside its
-        backward pass (dense_backward_update); False for the base class."""
-        return False
+    def fusion_key(self):
+        """What a model's plan of fused steps depends on: the gradient hooks, and
+        whether this optimiser fuses its updates at all (fused)."""
+        return self.hooks_version, bool(getattr(self, "fused", False))
+
+    def applied(self, *params):
+
+        """A fused step applied this step's update of `params` (None entries
+        ignored): their gradients were never stored."""
+        for p in params:
+            if p is not None:
+                self._updated.add(self._index[id(p)])
+                p.grad = None
 
     def _update(self, i):
         raise NotImplementedError
@@ -123,27 +149,25 @@ class Adam(Optimizer):
 
     def _update(self, i):
         p = self.params[i]
-        convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], self._lr_t(), self.beta1,
-                             self.beta2, self.eps)
+        convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], *self.rates())
 
-    def fuses_dense(self, params):
+
+    def fusable(self, params):
+        """Whether a fused step may apply this optimiser's update of `params`
+        inside a backward pass: fused=True, no gradient hooks (a hook needs the
+        gradient stored), and every parameter one of this optimiser's."""
         return (self.fused and not self._hooks and len(params) in (1, 2)
                 and all(id(p) in self._index for p in params))
 
-    def dense_backward_update(self, w, b, x, dy, need_dx, relu_y):
-        """The backward pass of a dense layer with parameters w, b (b may be None)
-        and this step's update of both (where fuses_dense([w, b])); returns dx."""
-        iw, ib = self._index[id(w)], None if b is None else self._index[id(b)]
-        dx = convcore.linear_backward_adam(
-            x, w.value, dy, None if b is None else b.value, self.m[iw], self.v[iw],
-            None if b is None else self.m[ib], None if b is None else self.v[ib],
-            self._lr_t(), self.beta1, self.beta2, self.eps, need_dx=need_dx, relu_y=relu_y)
-        self._updated.add(iw)
-        w.grad = None           # applied, not stored
-        if b is not None:
-            self._updated.add(ib)
-            b.grad = None
-        return dx
+    def update_state(self, p):
+        """(m, v): p's moment estimates, which an update of p changes in place."""
+        i = self._index[id(p)]
+        return self.m[i], self.v[i]
+
+    def rates(self):
+        """(lr_t, beta1, beta2, eps) of this step's update (lr_t: the step size
+        with both bias corrections folded in, as TensorFlow's Adam)."""
+        return self._lr_t(), self.beta1, self.beta2, self.eps
 
     def state_arrays(self):
         return {**{f"m{i}": m for i, m in enumerate(self.m)},

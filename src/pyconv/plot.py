@@ -107,13 +107,9 @@ def one_image(model, image, fn="feature_maps"):
 
 def activations(model, image):
     """[(index, layer, output (H, W, C))] for each convolution and pool, one image."""
-    x = one_image(model, image)
-    out = []
-    for i, layer in enumerate(model.layers):
-        x = layer.forward(x, training=False)
-        if x.ndim == 4:
-            out.append((i, layer, x[0]))
-    return out
+    outputs = model.node_outputs(one_image(model, image))
+    return [(i, node.layer, y[0]) for i, (node, y) in enumerate(outputs) if y.ndim == 4]
+
 
 
 def feature_maps(model, image):

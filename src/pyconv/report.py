@@ -34,10 +34,11 @@ def explorer_data(model, image):
     from convcore.reference import window_pads
     i = plot.conv_layers(model)[0]
     x = plot.one_image(model, image, "report")
-    for layer in model.layers[:i]:
-        x = layer.forward(x, training=False)
-    conv = model.layers[i]
-    y = conv.forward(x, training=False)[0]
+    outputs = model.node_outputs(x)
+    values = {"input": x, **{n.name: out for n, out in outputs}}
+    node, y = outputs[i][0], outputs[i][1][0]
+    x, conv = values[node.inputs[0]], node.layer
+
     (pt, _), (pl, _) = window_pads(x.shape[1:3], conv.kernel_size, conv.stride, conv.padding)
     b = conv.params["b"].value if conv.use_bias else np.zeros(conv.filters, np.float32)
     return {"layer": i, "input": _round(x[0]), "weights": _round(conv.params["w"].value),
