@@ -62,7 +62,7 @@ def split_data(cfg):
 
 
 def load_network(path, seed=0, input_shape=None):
-    """A Sequential from a network file (JSON, or TOML): {"input_shape": [H, W, C],
+    """A model from a network file (JSON, or TOML): {"input_shape": [H, W, C],
     "layers": [{"type": "Conv2D", "filters": 6, "kernel_size": 5}, ...]}; the
     input shape may be left out and given (from the data) instead."""
     try:
