@@ -202,6 +202,65 @@ def _branch(proto):
     proto.graph.node[add + 2].input[0] = "skip"
 
 
+def _concat_rows(proto):
+    """A Concat along the rows of NCHW images (axis 2), not the channels."""
+    i = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Tanh")
+    tanh = proto.graph.node[i]
+    cat = onnx.helper.make_node("Concat", [tanh.output[0], tanh.output[0]], ["cat"], name="cat",
+                                axis=2)
+    proto.graph.node.insert(i + 1, cat)
+    proto.graph.node[i + 2].input[0] = "cat"
+    w = next(t for t in proto.graph.initializer if t.name.endswith("Dense.w"))
+    w.CopyFrom(onnx.numpy_helper.from_array(np.zeros((72, 5), np.float32), w.name))
+
+
+def _add_to_raw_input(proto):
+    """An Add of the NHWC input itself to a tensor after it."""
+    i = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Div")
+    div = proto.graph.node[i]
+    add = onnx.helper.make_node("Add", [div.output[0], div.output[0]], ["raw"], name="raw")
+    proto.graph.node.insert(i + 1, add)
+    proto.graph.node[i + 2].input[0] = "raw"
+
+
+def test_a_residual_add_in_a_file_imports_as_a_graph(small_file, tmp_path):
+    """Add(tanh(h), h): the skip connection PyTorch's residual networks write."""
+    path = rewritten(small_file, tmp_path / "skip.onnx", _branch)
+    model = pconnx.load(path)
+    assert type(model).__name__ == "Model"
+    add = next(n for n in model.nodes if type(n.layer).__name__ == "Add")
+    tanh = next(n for n in model.nodes if type(n.layer).__name__ == "Tanh")
+    assert add.inputs == (tanh.name, tanh.inputs[0])
+    x = np.random.default_rng(0).integers(0, 256, (4, 6, 6, 1), dtype=np.uint8)
+    assert_agrees(run_onnx(path, x), model.predict(x))
+
+
+def test_a_pytorch_network_with_skips_predicts_what_pytorch_predicts_and_trains():
+    """tests/data/torch-resnet.onnx: two residual blocks (relu(x + f(x))) and a
+    branch concatenated along the channels, exported by torch.onnx.export."""
+    model = pconnx.load(os.path.join(HERE, "data", "torch-resnet.onnx"))
+    ref = np.load(os.path.join(HERE, "data", "torch-resnet.npz"))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Add") == 2 and kinds.count("Concatenate") == 1
+    x = ref["x_nchw"].transpose(0, 2, 3, 1)
+    assert_agrees(model.predict(x), ref["y"])
+    y = ref["y"].argmax(1)[::-1].copy()            # labels to learn: not what it predicts
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
+    losses = [model.train_step(x, y, opt) for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_graph_exports_and_runs_in_onnx_runtime_as_in_pyconv(tmp_path):
+    from test_graph import skip_and_branch
+    model = skip_and_branch(seed=2)
+    pconnx.export(model, tmp_path / "g.onnx")
+    x = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    assert_agrees(run_onnx(tmp_path / "g.onnx", x), model.predict(x))
+    back = pconnx.load(tmp_path / "g.onnx")
+    same_weights(back, model)
+    assert back.predict(x).tobytes() == model.predict(x).tobytes()
+
+
 @pytest.mark.parametrize("edit, message", [
     (_set_opset(7), r"opset 11 to \d+; the file uses \{'ai.onnx': 7\}"),
     (_set_opset(999), r"the file uses \{'ai.onnx': 999\}"),
@@ -209,7 +268,10 @@ def _branch(proto):
                                      r"pyconv layer; pyconv reads Conv, MaxPool"),
     (_replace_op("MaxPool", "LpPool"), r"\(LpPool\): operator LpPool has no pyconv layer"),
     (_bad_dense_rows, r"not a valid ONNX model: .*node name: 4.Dense.*mismatch.* 7 and 36"),
-    (_branch, r"node 7 'skip' \(Add\): input 1 \(.*\) must be a constant"),
+    (_concat_rows, r"node 7 'cat' \(Concat\): pyconv concatenates along the channels \(axis "
+                   r"1\), got axis 2"),
+    (_add_to_raw_input, r"node \d+ 'raw' \(Add\): its inputs are .*: pyconv reads a Add of "
+                        r"NCHW images or of flat features"),
 ])
 def test_a_bad_file_is_refused_naming_the_node(small_file, tmp_path, edit, message):
     path = rewritten(small_file, tmp_path / "bad.onnx", edit)

@@ -12,7 +12,7 @@ dimension is dynamic. By default an image model takes uint8 pixels and
 divides them by the model's input_divisor in the graph (as predict does with
 integer images); input_type="float32" takes the float images the layers take.
 
-Import reads a chain of the operators in IMPORTERS. A graph whose input is
+Import reads a graph of the operators in IMPORTERS (residual Adds, Concats). A graph whose input is
 NCHW (PyTorch's) becomes a model that takes NHWC images, x.transpose(0, 2, 3, 1),
 and the dense layer after its Flatten has its rows reordered to match.
 Needs the onnx extra: pip install 'pyconv[onnx]'.
@@ -26,7 +26,8 @@ from convcore.reference import window_pads
 
 from .errors import ModelFileError, ShapeError
 from .extras import require
-from .model import Sequential
+from .layers import LAYERS, Add, Concatenate, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
+from .model import Model
 
 DEFAULT_OPSET = 17        # read by ONNX Runtime >= 1.13, onnx.js, TensorRT 8.6, ...
 MIN_OPSET = 13            # Flatten, Gemm and Dropout (ratio an input) as written here
@@ -112,15 +113,33 @@ def _export_dropout(w, name, layer):
     w.node("Dropout", [w.const(f"{name}.ratio", np.float32(layer.rate))], name)
 
 
+def _merge(op, **attrs):
+    """An exporter of a merge layer as the operator `op` over its inputs (each
+    a (tensor, nchw) pair); images are brought to NCHW first (Concat's axis 1:
+    the channels of NCHW images, and the features of flat ones)."""
+    def export(w, name, layer, values):
+        names = []
+        for k, value in enumerate(values):
+            w.cur, w.nchw = value
+            if len(layer.input_shape[k]) == 3:
+                w.to_nchw(f"{name}.{k}", True)
+            names.append(w.cur)
+        w.cur = names[0]
+        w.node(op, names[1:], name, **attrs)
+    return export
+
+
 EXPORTERS = {
-    "Conv2D": _export_conv,
-    "MaxPool2D": _export_pool,
-    "Dense": _export_dense,
-    "Flatten": _export_flatten,
-    "Dropout": _export_dropout,     # the identity at inference; kept for a round trip
-    "ReLU": lambda w, name, layer: w.node("Relu", [], name),
-    "Tanh": lambda w, name, layer: w.node("Tanh", [], name),
+    Conv2D: _export_conv,
+    MaxPool2D: _export_pool,
+    Dense: _export_dense,
+    Flatten: _export_flatten,
+    Dropout: _export_dropout,     # the identity at inference; kept for a round trip
+    ReLU: lambda w, name, layer: w.node("Relu", [], name),
+    Tanh: lambda w, name, layer: w.node("Tanh", [], name),
 }
+MERGE_EXPORTERS = {Add: _merge("Add"), Concatenate: _merge("Concat", axis=1)}
+
 
 
 def _input(w, model, input_type):
@@ -151,9 +170,19 @@ def to_onnx(model, opset=DEFAULT_OPSET, input_type=None):
     model._need_built("export")
     w = _Writer(onnx)
     graph_input, input_type = _input(w, model, input_type)
-    for i, layer in enumerate(model.layers):
-        EXPORTERS[type(layer).__name__](w, f"{i}.{type(layer).__name__}", layer)
+    values = {"input": (w.cur, w.nchw)}      # each value's ONNX tensor and whether NCHW
+    for node in model.nodes:
+        layer, name = node.layer, f"{node.name}.{type(node.layer).__name__}"
+        if layer.merges:
+            MERGE_EXPORTERS[type(layer)](w, name, layer, [values[n] for n in node.inputs])
+        else:
+            w.cur, w.nchw = values[node.inputs[0]]
+            EXPORTERS[type(layer)](w, name, layer)
+        values[node.name] = (w.cur, w.nchw)
+    w.cur, w.nchw = values[model.output]
+    w.to_nchw("output", False)
     w.nodes.append(onnx.helper.make_node("Identity", [w.cur], [OUTPUT], name="output"))
+
     graph = onnx.helper.make_graph(
         w.nodes, model.name, [graph_input],
         [onnx.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT,
@@ -205,6 +234,33 @@ class _Reader:
             self.layout, self.shape = "flat", self.dims
             self.input_shape = self.dims
         self.divisor, self.specs, self.row_order, self.index = None, [], None, 0
+        self.value = "input"        # the pyconv value the current tensor holds
+        self.tensors = {}           # ONNX tensor -> (value, layout, shape, row_order)
+        self.readers = {}           # ONNX tensor -> how many nodes read it
+        for node in self.graph.node:
+            for name in node.input:
+                self.readers[name] = self.readers.get(name, 0) + 1
+        self.save(self.cur)
+
+    def save(self, tensor):
+        """The current state as what ONNX tensor `tensor` holds."""
+        self.tensors[tensor] = (self.value, self.layout, self.shape, self.row_order)
+
+    def load(self, node, k=0):
+        """Make input k of node the current tensor; its state, or fail."""
+        name = node.input[k] if k < len(node.input) else ""
+        if name not in self.tensors:
+            self.fail(node, f"input {k} ({name or 'missing'}) is not the graph's input nor a "
+                      "node's output that pyconv read")
+        self.cur = name
+        self.value, self.layout, self.shape, self.row_order = self.tensors[name]
+        return self.tensors[name]
+
+    def last_spec_makes_current(self):
+        """The last layer read makes the current tensor, and nothing else reads it
+        (so an activation or bias may be fused into that layer)."""
+        return (bool(self.specs) and self.specs[-1][0]["name"] == self.value
+                and self.readers.get(self.cur, 0) == 1)
 
     def where(self, node):
         return f"{self.path}: node {self.index} {node.name!r} ({node.op_type})"
@@ -236,14 +292,20 @@ class _Reader:
         if len(self.shape) != 3:
             self.fail(node, f"expects images (N, C, H, W), gets flat features {self.shape}")
 
-    def add(self, node, spec, weights=None):
-        layer = Sequential.from_architecture({"layers": [spec]}).layers[0]
+    def add(self, node, spec, weights=None, inputs=None, shapes=None):
+        """A layer that reads the current value (or the values `inputs`, of
+        per-example `shapes`), becoming the current value."""
+        config = {k: v for k, v in spec.items() if k != "type"}
+        layer = LAYERS[spec["type"]](**config)
         try:
-            shape = layer.compute_output_shape(self.shape)
+            shape = layer.compute_output_shape(self.shape if shapes is None else shapes)
         except ShapeError as e:
             self.fail(node, str(e))
+        name = str(len(self.specs))
+        spec.update(name=name, inputs=[self.value] if inputs is None else inputs)
         self.specs.append((spec, weights or {}))
-        self.shape = tuple(shape)
+        self.shape, self.value = tuple(shape), name
+
 
 
 def _static_dims(path, value_info):
@@ -389,17 +451,43 @@ def _import_gemm(r, node):
 
 
 def _import_add(r, node):
-    """A bias after a MatMul."""
+    """The bias of the MatMul before it (a constant), or the sum of two or more
+    tensors (a residual connection): an Add layer."""
+    if len(node.input) < 2 or node.input[1] not in r.consts:
+        return _import_merge(r, node, "Add")
     spec, weights = r.specs[-1] if r.specs else ({}, {})
     b = r.const(node, 1)
-    if spec.get("type") != "Dense" or spec["use_bias"] or b.size != spec["units"]:
-        r.fail(node, "pyconv reads an Add only as the bias of the MatMul before it")
+    if (not r.last_spec_makes_current() or spec.get("type") != "Dense" or spec["use_bias"]
+            or b.size != spec["units"]):
+        r.fail(node, "pyconv reads an Add of a constant only as the bias of the MatMul "
+               "before it")
     spec["use_bias"], weights["b"] = True, b.reshape(-1)
+
+
+def _import_merge(r, node, kind):
+    """Add or Concat (along the channels of NCHW images, or the features) of
+    tensors alike in layout, as a merge layer."""
+    states = [r.load(node, k) for k in range(len(node.input))]
+    layouts = {layout for _, layout, _, _ in states}
+    if len(layouts) != 1 or not layouts <= {"nchw", "flat"}:
+        r.fail(node, f"its inputs are {' and '.join(sorted(layouts))}: pyconv reads a {kind} "
+               "of NCHW images or of flat features")
+    if any(order is not None for _, _, _, order in states):
+        r.fail(node, f"a {kind} of features flattened from NCHW images")
+    if kind == "Concatenate":
+        rank = 4 if layouts == {"nchw"} else 2
+        if r.attrs(node).get("axis", 1) % rank != 1:
+            r.fail(node, "pyconv concatenates along the channels (axis 1), got axis "
+                   f"{r.attrs(node).get('axis')}")
+    r.load(node, 0)
+    r.add(node, {"type": kind}, inputs=[v for v, _, _, _ in states],
+          shapes=[s for _, _, s, _ in states])
 
 
 def _import_relu(r, node):
     spec = r.specs[-1][0] if r.specs else {}
-    if spec.get("type") in ("Conv2D", "Dense") and spec.get("activation") is None:
+    if (r.last_spec_makes_current() and spec.get("type") in ("Conv2D", "Dense")
+            and spec.get("activation") is None):
         spec["activation"] = "relu"                 # fused, as pyconv runs it
     else:
         r.add(node, {"type": "ReLU"})
@@ -426,6 +514,7 @@ IMPORTERS = {
     "Gemm": _import_gemm,
     "MatMul": lambda r, node: _dense(r, node, r.const(node, 1), None),
     "Add": _import_add,
+    "Concat": lambda r, node: _import_merge(r, node, "Concatenate"),
     "Relu": _import_relu,
     "Tanh": lambda r, node: r.add(node, {"type": "Tanh"}),
     "Flatten": _import_flatten,
@@ -466,7 +555,8 @@ def _read(onnx, path):
 
 
 def _walk(r):
-    """Each node of the chain into r's layer specs."""
+    """Each node of the graph (in its order, which ONNX makes topological) into
+    r's layer specs, each reading the values its inputs hold."""
     for node in r.graph.node:
         if node.op_type == "Constant":
             r.consts[node.output[0]] = r.onnx.numpy_helper.to_array(node.attribute[0].t)
@@ -474,16 +564,16 @@ def _walk(r):
         if node.op_type not in IMPORTERS:
             r.fail(node, f"operator {node.op_type} has no pyconv layer; pyconv reads "
                    f"{', '.join(IMPORTERS)}")
-        if not node.input or node.input[0] != r.cur:
-            r.fail(node, f"takes {node.input[0] if node.input else 'nothing'!r}, not the "
-                   f"previous node's output {r.cur!r}: pyconv reads a chain of layers")
+        r.load(node, 0)
         IMPORTERS[node.op_type](r, node)
-        r.cur, r.index = node.output[0], r.index + 1
-    if r.cur != r.graph.output[0].name:
-        raise ModelFileError(f"{r.path}: the graph's output {r.graph.output[0].name!r} is not "
-                             "the end of its chain of nodes")
-    if r.input_shape is None:
+        r.save(node.output[0])
+        r.index += 1
+    out = r.graph.output[0].name
+    if r.input_shape is None or not r.specs:
         raise ModelFileError(f"{r.path}: the graph has no layer pyconv reads")
+    if r.tensors.get(out, (None,))[0] != r.specs[-1][0]["name"]:
+        raise ModelFileError(f"{r.path}: the graph's output {out!r} is not made by its last "
+                             "layer")
 
 
 def _model(r, meta, input_divisor):
@@ -493,8 +583,8 @@ def _model(r, meta, input_divisor):
             "input_divisor": divisor, "class_names": names,
             "layers": [spec for spec, _ in r.specs]}
     try:
-        model = Sequential.from_architecture(arch, where=r.path)
-    except ShapeError as e:
+        model = Model.from_architecture(arch, where=r.path)
+    except ValueError as e:
         raise ModelFileError(f"{r.path}: {e}") from None
     for (_, weights), layer in zip(r.specs, model.layers):
         for key, p in layer.params.items():
@@ -503,7 +593,9 @@ def _model(r, meta, input_divisor):
 
 
 def load(path, input_divisor=None):
-    """A Sequential from an ONNX file: a chain of the operators in IMPORTERS.
+    """A model from an ONNX file: a graph of the operators in IMPORTERS (a
+    Sequential where they form a chain).
+
     input_divisor: what integer images are divided by (default: the graph's
     own scaling of a uint8 input, else pyconv's 255)."""
     onnx = _onnx()

@@ -1,7 +1,9 @@
 """Write tests/data/torch-cnn.onnx and torch-cnn.npz: a small CNN built in
 PyTorch and exported by torch.onnx.export, with inputs and PyTorch's outputs,
 so that tests/test_onnx.py checks that pyconv reads a peer's file and predicts
-what PyTorch predicts (without torch installed).
+what PyTorch predicts (without torch installed); and torch-resnet.onnx and
+torch-resnet.npz, a network with residual connections (out = relu(x + f(x)))
+and a branch concatenated along the channels.
 
     pip install torch onnx onnxscript && python tests/data/make_torch_onnx.py
 
@@ -34,19 +36,52 @@ def network():
     ).eval()
 
 
-def main():
-    net = network()
-    x = torch.from_numpy(np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32))
-    onnx_path = os.path.join(HERE, "torch-cnn.onnx")
-    torch.onnx.export(net, (x,), onnx_path, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17,
-                      dynamo=False)
+class Residual(nn.Module):
+    """relu(x + conv(relu(conv(x)))): torchvision's BasicBlock without BatchNorm."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(x + self.b(torch.relu(self.a(x))))
+
+
+class SkipNet(nn.Module):
+    """A stem, two residual blocks, a branch of a 1x1 and a 3x3 convolution
+    concatenated along the channels, a pool and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.blocks = nn.Sequential(Residual(6), Residual(6))
+        self.left, self.right = nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(8 * 6 * 6, 10)
+
+    def forward(self, x):
+        h = self.blocks(torch.relu(self.stem(x)))
+        h = torch.cat([torch.relu(self.left(h)), torch.relu(self.right(h))], dim=1)
+        return self.head(torch.flatten(self.pool(h), 1))
+
+
+def export(net, x, name):
+    torch.onnx.export(net.eval(), (x,), os.path.join(HERE, f"{name}.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                      opset_version=17, dynamo=False)
     with torch.no_grad():
         y = net(x).numpy()
-    np.savez(os.path.join(HERE, "torch-cnn.npz"), x_nchw=x.numpy(), y=y)
-    for name in ("torch-cnn.onnx", "torch-cnn.npz"):
-        with open(os.path.join(HERE, name), "rb") as f:
-            print(hashlib.sha256(f.read()).hexdigest(), name)
+    np.savez(os.path.join(HERE, f"{name}.npz"), x_nchw=x.numpy(), y=y)
+    for file in (f"{name}.onnx", f"{name}.npz"):
+        with open(os.path.join(HERE, file), "rb") as f:
+            print(hashlib.sha256(f.read()).hexdigest(), file)
+
+
+def main():
+    x = torch.from_numpy(np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32))
+    export(network(), x, "torch-cnn")
+    export(SkipNet(), x[:, :, 8:20, 8:20].contiguous(), "torch-resnet")
 
 
 if __name__ == "__main__":
