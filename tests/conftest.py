@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -27,6 +28,25 @@ FULL_MNIST = os.path.normpath(MNIST_DIR) != os.path.normpath(MNIST_SAMPLE_DIR)
 needs_full_mnist = pytest.mark.skipif(
     not FULL_MNIST, reason="needs the full MNIST files (70,000 images; set PYCONV_DATA_DIR): "
     "this clone has only the committed sample of 5,000")
+
+
+def tools_missing(*tools):
+    """The system tools (commands) of `tools` not on PATH."""
+    return [t for t in tools if not shutil.which(t)]
+
+
+def needs_tools(*tools, install):
+    """Skip a test where a system tool is missing, naming it and the command
+    that installs it. .ci/run installs every such tool and fails on the skip."""
+    missing = tools_missing(*tools)
+    return pytest.mark.skipif(bool(missing), reason=f"needs the system tool(s) "
+                              f"{', '.join(missing)}: {install}")
+
+
+def cpu_lacks(condition, feature, what):
+    """Skip where this CPU lacks `feature`: the one kind of skip CI lets through
+    (.ci/run fails on any skip whose reason does not start 'CPU lacks')."""
+    return pytest.mark.skipif(condition, reason=f"CPU lacks {feature}: {what}")
 
 
 @pytest.fixture

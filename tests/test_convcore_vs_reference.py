@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import convcore
 import convcore.reference as ref
 
+from conftest import cpu_lacks
 from helpers import (
     assert_within,
     f32,
@@ -501,7 +502,7 @@ def test_set_kernels(kernels):
                                        np.ones((3, 10), np.float32)).shape == (2, 10)
 
 
-@pytest.mark.skipif(len(SETS) < 2, reason="needs two vector sets (a CPU with AVX-512)")
+@cpu_lacks(len(SETS) < 2, "AVX-512", "the vector sets' agreement needs two of them")
 @given(direct_cases(), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 150))
 def test_vector_sets_agree_bit_for_bit(case, with_bias, relu, winograd, n_dense):
     """The convolutions (direct and Winograd, forward and gradients) and the

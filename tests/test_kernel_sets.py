@@ -4,12 +4,11 @@ with Debian's gcc-aarch64-linux-gnu and run under qemu-user (no ARM machine
 is at hand). The Python-level tests check the x86 sets through convcore
 too; this is what checks NEON."""
 import os
-import shutil
 import subprocess
 
-import pytest
-
 import convcore
+
+from conftest import needs_tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = [os.path.join(ROOT, "tests", "c", "test_kernel_sets.c")] + [
@@ -35,8 +34,8 @@ def test_native_sets_match_scalar_loops(tmp_path):
     assert all(line.endswith("all passed") for line in result.stdout.splitlines())
 
 
-@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
-                    reason="needs Debian's gcc-aarch64-linux-gnu and qemu-user")
+@needs_tools("aarch64-linux-gnu-gcc", "qemu-aarch64",
+             install="apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user")
 def test_neon_set_under_qemu(tmp_path):
     result = _build_and_run("aarch64-linux-gnu-gcc", str(tmp_path / "test_kernel_sets"),
                             run=["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"])
