@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+import pyconv as pyconv_pkg
+
 from conftest import MNIST_DIR
 from helpers import pyconv
 
@@ -130,3 +132,9 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "--checkpoint" in proc.stderr
     proc = pyconv("evaluate", str(tmp_path / "missing.npz"), check=False)
     assert proc.returncode != 0 and "missing.npz" in proc.stderr
+
+
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+    out = pyconv("--version").stdout.strip()
+    assert out == f"pyconv {version('pyconv')}" == f"pyconv {pyconv_pkg.__version__}"

@@ -89,8 +89,11 @@ def _train_parser(sub):
 
 
 def build_parser():
+    from . import __version__
     p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
+    p.add_argument("--version", action="version", version=f"pyconv {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
     _train_parser(sub)
     e = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a test set")
     e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
@@ -127,7 +130,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return _ended(130)
     except TrainingDiverged as e:
-        return _ended(3, f"pyconv: {e}")
+        return _ended(3, f"pyconv: {e} (pyconv train --lr)")
     except WriteError as e:
         return _ended(4, f"pyconv: error: {e}")
     except (ValueError, FileNotFoundError, MissingExtra) as e:   # DataError, ModelFileError, ...
