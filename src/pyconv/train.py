@@ -148,8 +148,8 @@ class Trainer:
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
         if batch_size < self.world.size:
-            raise ValueError(f"--batch-size ({batch_size}) is the global batch: it must be at "
-                             f"least the number of processes ({self.world.size})")
+            raise ValueError(f"Trainer: batch_size ({batch_size}) is the global batch: it must "
+                             f"be at least the number of processes ({self.world.size})")
         self.callbacks = list(callbacks)
         self.log = log if self.world.is_root else (lambda msg: None)
         self.sampler = BatchSampler(len(train[0]), batch_size, shuffle, seed)
@@ -161,10 +161,10 @@ class Trainer:
     def resume(self, path, lr=None):
         """Continue from a checkpoint written by save_checkpoint."""
         if not os.path.exists(path):
-            raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
+            raise FileNotFoundError(f"resume: checkpoint {path} does not exist")
         model, self.optimizer, state = load_checkpoint(path, lr=lr)
         if model.name != self.model.name:
-            raise ValueError(f"--resume: {path} holds a {model.name!r} model, "
+            raise ValueError(f"resume: {path} holds a {model.name!r} model, "
                              f"not {self.model.name!r}")
         self.model = model
         self.step, self.history = state["step"], state["history"]
@@ -255,7 +255,8 @@ class Trainer:
                 correct, self._interrupts.requested = int(correct), bool(stop)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; "
-                                   f"stopping ({self.kept_message()}). Try a smaller --lr.")
+                                   f"stopping ({self.kept_message()}). Try a smaller learning "
+                                   "rate.")
         self.step += 1
         for cb in self.callbacks:
             cb.on_step_end(self, loss, correct)
@@ -391,7 +392,13 @@ def train(cfg, data=None, log=_log):
         convcore.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
     data = data or split_data(cfg)
     cfg = cfg.resolved(len(data["train"][0]))
+    if cfg.batch_size < world.size:         # the library's checks, in the command's words
+        raise ValueError(f"--batch-size ({cfg.batch_size}) is the global batch: it must be at "
+                         f"least the number of processes ({world.size})")
+    if cfg.resume and not os.path.exists(cfg.checkpoint):
+        raise FileNotFoundError(f"--resume: checkpoint {cfg.checkpoint} does not exist")
     model, opt = new_model_and_optimizer(cfg, data)
+
     if world.size > 1:
         _check_ranks_alike(world, cfg, model, data)
     trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
@@ -407,7 +414,8 @@ def train(cfg, data=None, log=_log):
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
     wall = time.perf_counter()
     trainer.run()
-    metrics = _metrics(cfg, trainer, time.perf_counter() - wall)
+    dataset = getattr(data.get("dataset"), "name", cfg.dataset)
+    metrics = _metrics(cfg, trainer, time.perf_counter() - wall, dataset)
     if cfg.metrics and world.is_root:
         try:
             atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
@@ -426,15 +434,13 @@ def _check_ranks_alike(world, cfg, model, data):
                       **distributed.data_fingerprint(arrays)})
 
 
-def _metrics(cfg, trainer, wall_seconds):
+def _metrics(cfg, trainer, wall_seconds, dataset):
     history, secs = trainer.history, trainer.clock.seconds
     last = next((h for h in reversed(history) if "validation_accuracy" in h), {})
     test_acc = next((h["test_accuracy"] for h in reversed(history) if "test_accuracy" in h),
                     None)
-    first_99 = next((h["step"] for h in history if h.get("validation_accuracy", 0) >= 0.99),
-                    None)
     return {
-        "model": trainer.model.name, "dataset": cfg.dataset or "mnist", "steps": trainer.step,
+        "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),
         "test_accuracy": test_acc,
@@ -442,6 +448,5 @@ def _metrics(cfg, trainer, wall_seconds):
         "train_seconds": secs,
         "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
         "wall_seconds_this_run": wall_seconds,
-        "first_step_validation_accuracy_at_least_0.99": first_99,
         "eval_every": cfg.eval_every, "processes": trainer.world.size, "history": history,
     }
