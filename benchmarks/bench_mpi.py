@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def worker(args):
     import pyconv
-    from pyconv import distributed
+    from pyconv.train import distributed
     world = distributed.world()
     if args.sums == "none":
         world.attach = lambda optimizer: None      # each rank alone: compute only
@@ -39,10 +39,11 @@ def worker(args):
     y = rng.integers(0, 10, global_batch * 4)
     model = pyconv.models.tutorial_cnn(seed=0)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
+    parallel = distributed.DataParallel(model, opt, world)
 
     def step(i):
         rows = slice((i % 4) * global_batch, (i % 4 + 1) * global_batch)
-        model.train_step(x[rows], y[rows], opt)
+        parallel.train_step(x[rows], y[rows])
     for i in range(args.warmup):
         step(i)
     wait0 = getattr(world, "wait_seconds", 0.0)

@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 import convcore
 import pyconv
-import pyconv.onnx
+import pyconv.io.onnx
 
 from _common import machine
 
@@ -40,7 +40,7 @@ def _speed(fn, x, batch=1000):
 def compare(model, x, threads, labels=None):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        pyconv.onnx.export(model, path)
+        pyconv.io.onnx.export(model, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

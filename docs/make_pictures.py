@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 
 import pyconv
-import pyconv.plot
+import pyconv.viz.plot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,9 +64,9 @@ def change(model_path, metrics_path):
     w, w0 = trained.layers[0].params["w"].value, start.layers[0].params["w"].value.copy()
     d = w - w0
     start.layers[0].params["w"].value[...] = d
-    fig = pyconv.plot.kernels(start, 0)
+    fig = pyconv.viz.plot.kernels(start, 0)
     fig.axes[0].set_title("layer 0: what 20,000 steps added to the random start", fontsize=10)
-    fig.savefig(os.path.join(HERE, "kernels-tutorial-change.png"), dpi=pyconv.plot.DPI)
+    fig.savefig(os.path.join(HERE, "kernels-tutorial-change.png"), dpi=pyconv.viz.plot.DPI)
 
     def neighbours(a):
         return (np.corrcoef(a[:-1].ravel(), a[1:].ravel())[0, 1],

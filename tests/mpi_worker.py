@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py under `mpiexec -n K` (and alone, K = 1):
 `steps` training steps of the tutorial network on fixed batches of the MNIST
-test images, through Sequential.train_step (each rank takes its slice of the
+test images, through distributed.DataParallel (each rank takes its slice of the
 global batch), then rank 0 writes the weights to OUT.npz.
 
     mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 import pyconv
-from pyconv import distributed
+from pyconv.train import distributed
 
 from conftest import MNIST_DIR
 
@@ -22,10 +22,10 @@ def main(out, optimizer, steps, batch):
     params = model.parameters()
     opt = (pyconv.optim.Adam(params, lr=1e-4) if optimizer == "adam"
            else pyconv.optim.SGD(params, lr=0.05))
-    losses = []
+    losses, parallel = [], distributed.DataParallel(model, opt)
     for step in range(steps):
         rows = slice(step * batch, (step + 1) * batch)
-        losses.append(model.train_step(ds.x_test[rows], ds.y_test[rows], opt))
+        losses.append(parallel.train_step(ds.x_test[rows], ds.y_test[rows]))
     world.check_in_sync(model, steps)           # every rank holds the same weights
     if world.is_root:
         np.savez(out, losses=np.array(losses), size=world.size,

@@ -18,7 +18,7 @@ from conftest import FULL_MNIST, MNIST_DIR, MNIST_SAMPLE_DIR, needs_full_mnist
 
 def write_idx(path, array, magic=None, gz=True, dims=None):
     ndim = array.ndim
-    header = struct.pack(">I", magic if magic is not None else data.MAGIC[ndim])
+    header = struct.pack(">I", magic if magic is not None else data.idx.MAGIC[ndim])
     header += struct.pack(f">{ndim}I", *(dims or array.shape))
     payload = header + array.astype(np.uint8).tobytes()
     if gz:
@@ -95,7 +95,7 @@ def test_real_mnist_loads_with_checksums():
     (xtr, ytr), (xte, yte) = data.load_mnist(MNIST_DIR)
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert np.bincount(yte).tolist()[:3] == [980, 1135, 1032]
-    for name in data.FILES:
+    for name in datasets.MNIST_FILES:
         assert datasets.checksum_ok(datasets.REGISTRY["mnist"], name, os.path.join(MNIST_DIR, name))
 
 
@@ -105,7 +105,7 @@ def test_committed_sample_is_real_mnist():
     import hashlib
     with open(os.path.join(MNIST_SAMPLE_DIR, "SHA256SUMS")) as f:
         sums = dict(reversed(line.split()) for line in f if not line.startswith("#"))
-    assert sorted(sums) == sorted(data.FILES)
+    assert sorted(sums) == sorted(datasets.MNIST_FILES)
     for name, digest in sums.items():
         payload = gzip.decompress(open(os.path.join(MNIST_SAMPLE_DIR, name), "rb").read())
         assert hashlib.sha256(payload).hexdigest() == digest, name
@@ -168,12 +168,12 @@ def _mirrors(monkeypatch, *urls):
 @needs_full_mnist
 def test_download_into_cache(server, isolated_cache, monkeypatch):
     root, url = server
-    for name in data.FILES:
+    for name in datasets.MNIST_FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
     _mirrors(monkeypatch, url)
     (xtr, _), (xte, _) = data.load_mnist(progress=False)
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
-    assert sorted(os.listdir(isolated_cache)) == sorted(data.FILES)
+    assert sorted(os.listdir(isolated_cache)) == sorted(datasets.MNIST_FILES)
 
 
 def test_checksum_mismatch_is_rejected_and_nothing_is_cached(server, isolated_cache,
@@ -189,7 +189,7 @@ def test_checksum_mismatch_is_rejected_and_nothing_is_cached(server, isolated_ca
 def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache,
                                                           monkeypatch):
     root, url = server
-    for name in data.FILES:
+    for name in datasets.MNIST_FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
     _mirrors(monkeypatch, url + "cut/")
     with pytest.raises(DataError, match="could not download train-images"):
@@ -200,7 +200,7 @@ def test_interrupted_download_leaves_nothing_in_the_cache(server, isolated_cache
 @needs_full_mnist
 def test_second_mirror_used_when_first_fails(server, isolated_cache, monkeypatch):
     root, url = server
-    for name in data.FILES:
+    for name in datasets.MNIST_FILES:
         shutil.copy(os.path.join(MNIST_DIR, name), root / name)
     _mirrors(monkeypatch, "http://127.0.0.1:9/", url)
     data.load_mnist(progress=False)

@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (pyconv.distributed): the pieces in one
+"""Data-parallel training over MPI (pyconv.train.distributed): the pieces in one
 process, then real `mpiexec -n 2` runs against one process with the same
 global batch, run-to-run determinism, a rank killed mid-run and resumed,
 and ranks started differently."""
@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pyconv
-from pyconv import distributed
 from pyconv.layers import Dense, Dropout, Flatten, Training
 from pyconv.losses import softmax_cross_entropy
+from pyconv.train import distributed
 
 from conftest import HERE, MNIST_DIR
 
@@ -72,7 +72,7 @@ def test_a_hook_that_returns_a_wait_defers_the_update():
 
 
 def test_one_process_never_imports_mpi4py():
-    code = ("import sys; import pyconv, pyconv.cli, pyconv.distributed as d\n"
+    code = ("import sys; import pyconv, pyconv.cli, pyconv.train.distributed as d\n"
             "assert d.world().size == 1 and 'mpi4py' not in sys.modules")
     env = {k: v for k, v in os.environ.items() if k not in distributed.SIZE_VARIABLES}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -89,7 +89,7 @@ def test_no_function_longer_than_60_lines():
 
 def test_layer_and_optimiser_types_are_tested_only_in_the_fusion_table():
     found = []
-    for path in sorted((SRC / "pyconv").glob("*.py")):
+    for path in sorted((SRC / "pyconv").rglob("*.py")):
         if path.name == "fusion.py":
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):

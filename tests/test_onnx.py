@@ -1,4 +1,4 @@
-"""ONNX export and import (pyconv.onnx) checked against ONNX Runtime: the
+"""ONNX export and import (pyconv.io.onnx) checked against ONNX Runtime: the
 built-in networks, random networks drawn by Hypothesis, a trained network on
 real MNIST, a file exported by PyTorch, and broken files."""
 import json
@@ -20,7 +20,7 @@ from helpers import pyconv as pyconv_cli
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-pconnx = pytest.importorskip("pyconv.onnx")
+pconnx = pytest.importorskip("pyconv.io.onnx")
 
 # ONNX Runtime sums in another order than convcore (its own GEMM and conv
 # kernels): outputs agree to float32 rounding, at most BOUND times the largest

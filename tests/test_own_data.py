@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import pyconv
-from pyconv.callbacks import EarlyStopping, LearningRateSchedule
 from pyconv.errors import DataError, ShapeError
 from pyconv.layers import Conv2D, Dense, Flatten, MaxPool2D
+from pyconv.train.callbacks import EarlyStopping, LearningRateSchedule
 
 from conftest import MNIST_DIR
 
@@ -255,8 +255,8 @@ def test_schedules_and_early_stopping():
 def test_resume_with_a_schedule_and_early_stopping_is_bit_identical(tmp_path):
     """A cosine schedule and early stopping's state, a checkpoint at step 20 of
     40: resumed from it, the same weights and history as straight through."""
-    from pyconv.callbacks import Checkpoint, Evaluate
     from pyconv.train import Trainer
+    from pyconv.train.callbacks import Checkpoint, Evaluate
     x, y = _separable(240)
 
     def trainer(stop_at, path, resume=False):

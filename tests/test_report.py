@@ -1,4 +1,4 @@
-"""Pictures (pyconv.plot), the report page (pyconv report) and TensorBoard
+"""Pictures (pyconv.viz.plot), the report page (pyconv report) and TensorBoard
 scalars (--tensorboard): what the pictures show is read back and compared
 with the model's own numbers; the page runs in a real headless Chromium."""
 import io
@@ -18,7 +18,7 @@ from conftest import MNIST_DIR
 from helpers import pyconv as pyconv_cli
 
 matplotlib = pytest.importorskip("matplotlib")
-plot = pytest.importorskip("pyconv.plot")
+plot = pytest.importorskip("pyconv.viz.plot")
 from PIL import Image  # noqa: E402  (after the skip: Pillow comes with the test extra)
 
 

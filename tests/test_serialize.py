@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pyconv
-from pyconv.serialize import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from pyconv.io.checkpoints import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 
 def rewrite(path, **changes):

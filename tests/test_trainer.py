@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pyconv
-from pyconv.train import TrainConfig, train
+from pyconv.cli.runs import TrainConfig, train
 
 from conftest import MNIST_DIR
 
@@ -102,8 +102,8 @@ def test_train_evaluates_validation_at_intervals_and_test_once(monkeypatch):
 def test_evaluations_average_the_training_batches_since_the_last_one():
     """train_loss and train_accuracy are the means over exactly the steps since
     the previous evaluation; every callback sees each entry (on_evaluation)."""
-    from pyconv.callbacks import Callback, Evaluate
     from pyconv.train import Trainer
+    from pyconv.train.callbacks import Callback, Evaluate
 
     class Record(Callback):
         def __init__(self):
@@ -134,7 +134,7 @@ def test_evaluations_average_the_training_batches_since_the_last_one():
 def test_checkpoint_write_failure_names_the_file_and_the_good_checkpoint(tmp_path, monkeypatch):
     """The second checkpoint write fails: a WriteError naming the file, the
     reason and the last good checkpoint, which is intact; no temporary file."""
-    import pyconv.train as train_module
+    import pyconv.train.loop as train_module
     real, calls = train_module.save_checkpoint, []
 
     def failing(path, *a):
@@ -150,7 +150,7 @@ def test_checkpoint_write_failure_names_the_file_and_the_good_checkpoint(tmp_pat
                           checkpoint_every=3, progress=False), data=_data(), log=print)
     assert str(info.value) == (f"could not write the checkpoint {ckpt}: No space left on "
                                f"device; the last good checkpoint, {ckpt} (step 3), is kept")
-    _, _, state = pyconv.serialize.load_checkpoint(ckpt)
+    _, _, state = pyconv.io.load_checkpoint(ckpt)
     assert state["step"] == 3 and os.listdir(tmp_path) == ["c.npz"]
 
 

@@ -4,8 +4,10 @@ The public functions (in _api.py) check their inputs, choose the thread count
 and call the Cython kernels. Layouts: images NHWC (N, H, W, C), convolution
 kernels (kh, kw, C_in, C_out), dense weights (D_in, D_out), everything
 float32. `convcore.reference` holds the same functions in plain NumPy and
-works without the compiled extension.
+works without the compiled extension; `convcore.geometry` (pure Python too)
+holds the window geometry and argument checks that callers need.
 """
+from . import geometry  # noqa: F401 (public: window geometry and argument checks)
 from ._ops import CONTROLS, OPERATIONS
 from ._threads import get_num_threads, set_num_threads  # noqa: F401 (in __all__)
 

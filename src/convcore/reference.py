@@ -10,33 +10,9 @@ C_out) kernels, (D_in, D_out) dense weights.
 import numpy as np
 
 from ._ops import OPERATIONS
+from .geometry import _hw, same_pads, window_pads  # noqa: F401 (same_pads: in __all__)
 
 __all__ = [*OPERATIONS, "philox4x32_10", "same_pads"]   # a twin of every operation
-
-
-def _hw(v):
-    return (v, v) if np.isscalar(v) else tuple(v)
-
-
-def same_pads(n, k, s):
-    """TensorFlow's "same" padding of one axis of n cells, window k, stride s:
-    output ceil(n / s), (before, after) with the odd cell after. The one
-    definition: convcore's argument checks use it too."""
-    total = max((-(-n // s) - 1) * s + k - n, 0)
-    return (total // 2, total - total // 2)
-
-
-def window_pads(in_hw, k_hw, s_hw, padding):
-    """((top, bottom), (left, right)) padding of an (H, W) input for one of the
-    accepted forms: 'valid', 'same' (TensorFlow's), an int or an (h, w) pair."""
-    if isinstance(padding, str):
-        padding = padding.lower()
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding == "same":
-        return tuple(same_pads(n, k, s) for n, k, s in zip(in_hw, k_hw, s_hw))
-    ph, pw = _hw(padding)
-    return ((ph, ph), (pw, pw))
 
 
 def _sections(x, kernel_size, stride, padding, fill=0.0):

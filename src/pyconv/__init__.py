@@ -8,14 +8,16 @@
     model.evaluate(ds.x_test, ds.y_test)                # {"loss": ..., "accuracy": ...}
     pyconv.save(model, "model.npz"); model = pyconv.load("model.npz")
 """
-from . import callbacks, data, datasets, init, layers, losses, models, optim
+from . import data, init, io, layers, losses, models, optim, train
+from .data import datasets
 from .errors import DataError, ModelFileError, ShapeError, WriteError
 from .graph import Input
+from .io import load, load_network, save
 from .model import Model, Sequential
-from .runs import load_network
-from .serialize import load, save
+from .train import callbacks, distributed, fit
+from .version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["callbacks", "data", "datasets", "init", "layers", "losses", "models", "optim",
-           "Input", "Model", "Sequential", "save", "load", "load_network", "DataError",
-           "ModelFileError", "ShapeError", "WriteError"]
+__all__ = ["callbacks", "data", "datasets", "distributed", "init", "io", "layers", "losses",
+           "models", "optim", "train", "Input", "Model", "Sequential", "fit", "save", "load",
+           "load_network", "DataError", "ModelFileError", "ShapeError", "WriteError",
+           "__version__"]

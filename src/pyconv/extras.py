@@ -8,6 +8,7 @@ import importlib
 from .errors import MissingExtra
 
 EXTRAS = {
+    "images": ("PIL.Image",),            # Pillow: image folders, `pyconv predict` on PNG/JPEG
     "onnx": ("onnx",),                   # export and import; onnxruntime to run the files
     "plot": ("matplotlib",),
     "tensorboard": ("tensorboardX",),    # (in the plot extra)

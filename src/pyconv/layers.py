@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import convcore
-from convcore import _checks as chk
+from convcore import geometry
 
 from . import graph, init
 from .errors import ShapeError
@@ -125,7 +125,7 @@ def _images(layer, shape):
 def _window(layer, shape, size, stride, padding, size_name, pool=False):
     """The (OH, OW) of a window over images of `shape`, or ShapeError saying why not."""
     try:
-        g = chk.window(type(layer).__name__, (1, *shape), size, stride, padding, size_name,
+        g = geometry.window(type(layer).__name__, (1, *shape), size, stride, padding, size_name,
                        pool=pool)
     except ValueError as e:
         raise ShapeError(str(e).split(": ", 1)[1]) from None
@@ -184,9 +184,9 @@ class Conv2D(_Affine):
     def __init__(self, filters, kernel_size, stride=1, padding="same", activation=None,
                  use_bias=True, w_init=_W_INIT, b_init=_B_INIT):
         super().__init__(activation, use_bias, w_init, b_init)
-        self.filters = chk.integer("Conv2D", "filters", filters, 1)
-        self.kernel_size = chk.pair("Conv2D", "kernel_size", kernel_size)
-        self.stride, self.padding = chk.pair("Conv2D", "stride", stride), padding
+        self.filters = geometry.integer("Conv2D", "filters", filters, 1)
+        self.kernel_size = geometry.pair("Conv2D", "kernel_size", kernel_size)
+        self.stride, self.padding = geometry.pair("Conv2D", "stride", stride), padding
 
     def compute_output_shape(self, input_shape):
         _images(self, input_shape)
@@ -219,7 +219,7 @@ class Dense(_Affine):
 
     def __init__(self, units, activation=None, use_bias=True, w_init=_W_INIT, b_init=_B_INIT):
         super().__init__(activation, use_bias, w_init, b_init)
-        self.units = chk.integer("Dense", "units", units, 1)
+        self.units = geometry.integer("Dense", "units", units, 1)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -245,8 +245,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, pool_size=2, stride=None, padding="same"):
         super().__init__()
-        self.pool_size = chk.pair("MaxPool2D", "pool_size", pool_size)
-        self.stride = None if stride is None else chk.pair("MaxPool2D", "stride", stride)
+        self.pool_size = geometry.pair("MaxPool2D", "pool_size", pool_size)
+        self.stride = None if stride is None else geometry.pair("MaxPool2D", "stride", stride)
         self.padding = padding
 
     def compute_output_shape(self, input_shape):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import distributed
 from .errors import ShapeError
 from .fusion import FUSIONS, plan
 from .graph import Tensor
@@ -21,6 +20,13 @@ from .layers import LAYERS, Training
 from .losses import softmax_cross_entropy
 
 INPUT = "input"     # the name of the model's input among the values
+_LOOP = {}          # "fit": pyconv.train.fit, registered by pyconv.train (above the model)
+
+
+def register_loop(name, fn):
+    """Let Model.<name> call fn(model, ...): how the training package, which
+    imports the model, lends it its loop without the model importing it."""
+    _LOOP[name] = fn
 
 
 @dataclass(frozen=True)
@@ -231,19 +237,10 @@ class Model:
         by input_divisor), y integer labels (N,). Returns the mean loss, or
         (loss, logits) with return_logits=True.
 
-        In a world of several processes (pyconv.distributed: mpiexec), x and y
-        are the global batch, the same on every rank: each rank computes its
-        own slice, the gradients are summed across the ranks, and the loss
-        returned is the global batch's (the logits, this rank's slice's).
-        shard=(first, end, n): x and y are already examples first..end-1 of a
-        global batch of n, and the loss returned is their share of its mean."""
-        world = distributed.world()
-        whole = shard is None and world.size > 1
-        if whole:
-            first, end = world.shard(len(y))
-            x, y, shard = x[first:end], y[first:end], (first, end, len(y))
-        if world.size > 1:
-            world.attach(optimizer)
+        shard=(first, end, n): x and y are examples first..end-1 of a global
+        batch of n (one process's slice of it: pyconv.distributed.DataParallel
+        cuts them), the loss returned is their share of its mean, and dropout
+        draws that slice of the global batch's masks."""
         x = self.prepare(x, "train_step")
         training = Training(self.rng, 0 if shard is None else shard[0])
         logits, tape = self.forward(x, training, optimizer, fusions)
@@ -251,16 +248,17 @@ class Model:
         optimizer.begin_step()
         self.backward(tape, dlogits, optimizer)
         optimizer.finish_step()
-        if whole:
-            loss = float(world.sum([loss])[0])
         return (loss, logits) if return_logits else loss
 
     def fit(self, x, y, **kwargs):
-        """Train on images x and labels y: see pyconv.train.fit for the options
-        (epochs or steps, batch_size, optimizer, validation_data or
-        validation_split, callbacks). Returns a History."""
-        from .train import fit
-        return fit(self, x, y, **kwargs)
+        """Train on images x and labels y: pyconv.train.fit(model, x, y, ...),
+        see there for the options (epochs or steps, batch_size, optimizer,
+        validation_data or validation_split, callbacks). Returns a History.
+        (The loop lives above the model: pyconv.train registers it here when
+        imported, as `import pyconv` does.)"""
+        if _LOOP.get("fit") is None:
+            raise RuntimeError("Model.fit: the training loop is not loaded: import pyconv.train")
+        return _LOOP["fit"](self, x, y, **kwargs)
 
     def predict(self, x, batch_size=1000):
         """Logits (N, classes) in inference mode (no dropout), in batches; x as

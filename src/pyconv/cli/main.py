@@ -6,10 +6,16 @@ import json
 import os
 import sys
 
-from . import distributed
-from .errors import DataError, MissingExtra, WriteError
-from .models import MODELS
-from .train import TrainConfig, TrainingDiverged, train
+from ..data import datasets
+from ..data.images import read_image
+from ..errors import DataError, MissingExtra, WriteError
+from ..extras import require
+from ..io import load, load_network, onnx
+from ..models import MODELS
+from ..train import TrainingDiverged, distributed
+from ..version import __version__
+from ..viz import plot, report
+from .runs import TrainConfig, train
 
 
 def _positive_int(text):
@@ -89,7 +95,6 @@ def _train_parser(sub):
 
 
 def build_parser():
-    from . import __version__
     p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
     p.add_argument("--version", action="version", version=f"pyconv {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,7 +179,6 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .serialize import load
     model = load(args.path)
     ds = _evaluation_data(model, args)
     result = model.evaluate(ds.x_test, ds.y_test)
@@ -194,8 +198,6 @@ def _image_size(model, dataset):
 def _predict(args):
     import numpy as np
 
-    from .images import read_image
-    from .serialize import load
     model = load(args.path)
     names = model.class_names or [str(i) for i in range(model.output_shape[0])]
     for path in args.images:
@@ -217,8 +219,6 @@ def _predict(args):
 
 
 def _summary(args):
-    from .runs import load_network
-    from .serialize import load
     if args.model in MODELS:
         model = MODELS[args.model]()
     elif args.model.endswith((".json", ".toml")):
@@ -233,16 +233,12 @@ def _summary(args):
 
 
 def _evaluation_data(model, args):
-    from . import datasets
     return datasets.load(args.dataset or "mnist", data_dir=args.data_dir,
                          image_size=args.image_size or _image_size(model, args.dataset),
                          test_split=args.test_split)
 
 
 def _report(args):
-    from . import plot, report
-    from .extras import require
-    from .serialize import load
     require("plot", "pyconv report")
     model = load(args.path)
     ds = _evaluation_data(model, args)
@@ -257,8 +253,6 @@ def _report(args):
 
 
 def _export(args):
-    from . import onnx
-    from .serialize import load
     if not args.out.endswith(".onnx"):
         raise ValueError(f"export: the output file must end in .onnx, got {args.out!r}")
     model = load(args.path)

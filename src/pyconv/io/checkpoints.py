@@ -2,20 +2,20 @@
 
 A file holds the format version, the architecture (JSON), every parameter,
 and a SHA-256 digest over all of it; checkpoints add the optimiser state and
-the training state. Files are written atomically: a temporary file in the
-same folder, flushed and fsync'd, then renamed over the target.
+the training state. Files are written atomically (pyconv.io.files).
 """
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-from .errors import ModelFileError, WriteError
-from .model import Sequential
-from .optim import OPTIMIZERS
+from ..errors import ModelFileError
+from ..model import Model
+from ..optim import OPTIMIZERS
+from . import onnx
+from .files import atomic_write
 
 FORMAT_VERSION = 2   # 2: layers say only what a person would (filters, units), plus the
                      # input shape, divisor and class names; version 1 files still load
@@ -32,47 +32,6 @@ def _digest(arrays):
 
 def _json(obj):
     return np.array(json.dumps(obj))
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path, write):
-    """Call write(fileobj) on a temporary file, fsync it, rename it to path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())        # as open() would make it, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_file(path, write):
-    """atomic_write, a failure raised as a WriteError naming the file."""
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise WriteError(f"could not write {path}: {e.strerror or e}") from None
 
 
 def _model_arrays(model):
@@ -150,7 +109,7 @@ def _build(path, arrays):
         arch = json.loads(str(arrays["architecture"]))
         if int(arrays["pyconv_format"]) == 1:
             arch = _upgrade_v1(arch)
-        model = Sequential.from_architecture(arch, where=str(path))
+        model = Model.from_architecture(arch, where=str(path))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: bad architecture record: {e}") from None
     for name, p in model.named_parameters():
@@ -165,7 +124,6 @@ def load(path):
     """Load a model saved by save() (or the model inside a checkpoint), or an
     ONNX file (.onnx: pyconv.onnx.load, with the onnx extra)."""
     if os.fspath(path).endswith(".onnx"):
-        from . import onnx
         return onnx.load(path)
     return _build(path, _read(path))
 

@@ -13,9 +13,11 @@ from importlib import resources
 
 import numpy as np
 
+from convcore.geometry import window_pads
+
+from ..errors import WriteError
+from ..io.files import write_file
 from . import plot
-from .errors import WriteError
-from .serialize import write_file
 
 
 def _save(fig, out, name):
@@ -31,7 +33,7 @@ def _round(a):
 def explorer_data(model, image):
     """What the page's explorer needs, for the first convolution on one image:
     the scaled input, the weights, bias, window geometry and the layer's output."""
-    from convcore.reference import window_pads
+
     i = plot.conv_layers(model)[0]
     x = plot.one_image(model, image, "report")
     outputs = model.node_outputs(x)
@@ -93,7 +95,7 @@ def write(model, out, metrics=None, test=None, image_index=0):
         data = explorer_data(model, test[0][image_index])
         explorer = (_EXPLORER.replace("LAYER", str(data["layer"]))
                     + f"<script>const DATA = {json.dumps(data)};\n"
-                    + resources.files("pyconv").joinpath("report.js").read_text() + "</script>")
+                    + resources.files("pyconv.viz").joinpath("report.js").read_text() + "</script>")
     summary = html.escape(model.summary())
     page = _PAGE.format(name=html.escape(model.name), summary=summary, sections=sections,
                         explorer=explorer, head=_head(metrics, test))

@@ -22,12 +22,25 @@ import os
 
 import numpy as np
 
-from convcore.reference import window_pads
+from convcore.geometry import window_pads
 
-from .errors import ModelFileError, ShapeError
-from .extras import require
-from .layers import LAYERS, Add, Concatenate, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
-from .model import Model
+from ..errors import ModelFileError, ShapeError
+from ..extras import require
+from ..layers import (
+    LAYERS,
+    Add,
+    Concatenate,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
+from ..model import Model
+from ..version import __version__
+from .files import write_file
 
 DEFAULT_OPSET = 17        # read by ONNX Runtime >= 1.13, onnx.js, TensorRT 8.6, ...
 MIN_OPSET = 13            # Flatten, Gemm and Dropout (ratio an input) as written here
@@ -187,7 +200,6 @@ def to_onnx(model, opset=DEFAULT_OPSET, input_type=None):
         w.nodes, model.name, [graph_input],
         [onnx.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT,
                                             ["N", *model.output_shape])], w.inits)
-    from . import __version__
     proto = onnx.helper.make_model(graph, producer_name="pyconv", producer_version=__version__,
                                    opset_imports=[onnx.helper.make_opsetid("", opset)])
     proto.ir_version = min(proto.ir_version, _IR_FOR_OPSET.get(opset, proto.ir_version))
@@ -208,7 +220,6 @@ def export(model, path, opset=DEFAULT_OPSET, input_type=None):
     """Write the model to `path` as ONNX (atomically); returns the ModelProto.
     input_type: 'uint8' (images as pixels, divided by input_divisor in the
     graph; the default for image models) or 'float32' (as the layers take them)."""
-    from .serialize import write_file
     proto = to_onnx(model, opset, input_type)
     write_file(path, lambda f: f.write(proto.SerializeToString()))
     return proto

@@ -4,26 +4,22 @@ The Trainer runs steps; everything else is a callback, each in its own place
 (after Keras' Model.fit): the progress bar or log lines, validation at
 intervals, checkpoints, learning-rate schedules, early stopping. Resume,
 interruption (Ctrl-C) and divergence are the Trainer's own small methods.
-fit() is Model.fit; train(cfg) is what `pyconv train` runs.
+fit() is Model.fit; `pyconv train` builds a Trainer too (pyconv.cli.runs).
 """
-import json
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-import convcore
-
+from ..errors import WriteError
+from ..io.checkpoints import load_checkpoint, save_checkpoint
+from ..losses import softmax_cross_entropy
+from ..optim import Adam
 from . import distributed
-from .callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
-from .errors import WriteError
-from .losses import softmax_cross_entropy
-from .runs import check_model_spec, new_model_and_optimizer, recipe_for, split_data
-from .serialize import atomic_write, load_checkpoint, save_checkpoint
+from .callbacks import Checkpoint, Evaluate, ProgressBar
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,7 +116,7 @@ class Stopwatch:
         self.seconds += time.perf_counter() - self._t
 
 
-def _log(msg):
+def log(msg):
     from tqdm.auto import tqdm
     tqdm.write(msg, file=sys.stderr)
 
@@ -140,13 +136,14 @@ class Trainer:
     of the history)."""
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
-                 test=None, shuffle=True, seed=0, callbacks=(), log=_log, config=None,
+                 test=None, shuffle=True, seed=0, callbacks=(), log=log, config=None,
                  world=None):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
+        self.world.attach(optimizer)       # the gradients' sums across them, once
         if batch_size < self.world.size:
             raise ValueError(f"Trainer: batch_size ({batch_size}) is the global batch: it must "
                              f"be at least the number of processes ({self.world.size})")
@@ -163,6 +160,7 @@ class Trainer:
         if not os.path.exists(path):
             raise FileNotFoundError(f"resume: checkpoint {path} does not exist")
         model, self.optimizer, state = load_checkpoint(path, lr=lr)
+        self.world.attach(self.optimizer)
         if model.name != self.model.name:
             raise ValueError(f"resume: {path} holds a {model.name!r} model, "
                              f"not {self.model.name!r}")
@@ -295,7 +293,6 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     Keras). Validation runs every eval_every steps (default: once an epoch)
     and at the end. callbacks: pyconv.callbacks objects (schedules, early
     stopping, checkpoints), called after the validation. Returns a History."""
-    from .optim import Adam
     if (epochs is None) == (steps is None):
         raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
                          f"steps={steps!r}")
@@ -316,137 +313,5 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
         cbs.append(ProgressBar(model.name))
     trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
                       validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
-                      log=_log if verbose else (lambda msg: None))
+                      log=log if verbose else (lambda msg: None))
     return History(model, trainer.run(), trainer)
-
-
-# ---------------------------------------------------------------- `pyconv train`
-
-@dataclass
-class TrainConfig:
-    model: str = "tutorial"       # a built-in network's name, or a network file
-    dataset: str | None = None    # a registered data set's name, or a path
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    schedule: str = "constant"
-    validation_split: float | None = None
-    image_size: tuple | None = None
-    test_split: float | None = None
-    seed: int = 0
-    threads: int | None = None
-    data_dir: str | None = None
-    checkpoint: str | None = None
-    checkpoint_every: int = 1000
-    resume: bool = False
-    metrics: str | None = None
-    tensorboard: str | None = None   # a folder for TensorBoard's event files
-    eval_every: int = 1000
-    progress: bool = True
-
-    def resolved(self, n_train=None):
-        """A copy with the model's recipe filling every value left as None."""
-        recipe = recipe_for(self.model)
-        out = TrainConfig(**asdict(self))
-        for key in ("batch_size", "lr"):
-            if getattr(out, key) is None:
-                setattr(out, key, recipe[key])
-        if out.steps is None and out.epochs is not None and n_train:
-            out.steps = int(math.ceil(out.epochs * n_train / out.batch_size))
-        if out.steps is None:
-            out.steps = recipe["steps"]
-        for key in ("steps", "batch_size", "checkpoint_every", "eval_every"):
-            if getattr(out, key) < 1:
-                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got "
-                                 f"{getattr(out, key)}")
-        if not out.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {out.lr}")
-        if out.resume and not out.checkpoint:
-            raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
-        return out
-
-
-def _callbacks(cfg, model_name, world):
-    out = [Evaluate(cfg.eval_every)]
-    if cfg.tensorboard and world.is_root:
-        out.append(TensorBoard(cfg.tensorboard))
-    if cfg.schedule != "constant":
-        out.append(LearningRateSchedule(cfg.schedule, cfg.lr, cfg.steps))
-    if cfg.checkpoint:
-        out.append(Checkpoint(cfg.checkpoint, cfg.checkpoint_every))
-    if cfg.progress and sys.stderr.isatty() and world.is_root:
-        out.append(ProgressBar(model_name))
-    return out
-
-
-def train(cfg, data=None, log=_log):
-    """Train as cfg says; returns the metrics dict (also written to cfg.metrics).
-    Under a launcher of several processes (mpiexec, srun), data-parallel over
-    them (pyconv.distributed): rank 0 writes and logs, every rank returns."""
-    check_model_spec(cfg.model)           # before any data is read or fetched
-    world = distributed.world()
-    if cfg.threads is not None:
-        convcore.set_num_threads(cfg.threads)
-    elif world.size > 1 and "OMP_NUM_THREADS" not in os.environ:
-        convcore.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
-    data = data or split_data(cfg)
-    cfg = cfg.resolved(len(data["train"][0]))
-    if cfg.batch_size < world.size:         # the library's checks, in the command's words
-        raise ValueError(f"--batch-size ({cfg.batch_size}) is the global batch: it must be at "
-                         f"least the number of processes ({world.size})")
-    if cfg.resume and not os.path.exists(cfg.checkpoint):
-        raise FileNotFoundError(f"--resume: checkpoint {cfg.checkpoint} does not exist")
-    model, opt = new_model_and_optimizer(cfg, data)
-
-    if world.size > 1:
-        _check_ranks_alike(world, cfg, model, data)
-    trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
-                      validation=data.get("validation"), test=data.get("test"),
-                      shuffle=recipe_for(cfg.model)["shuffle"],
-                      seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
-                      config=asdict(cfg), world=world)
-    trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
-                           f"--steps {cfg.steps}"
-                           + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
-                           + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else ""))
-    if cfg.resume:
-        trainer.resume(cfg.checkpoint, lr=cfg.lr)
-    wall = time.perf_counter()
-    trainer.run()
-    dataset = getattr(data.get("dataset"), "name", cfg.dataset)
-    metrics = _metrics(cfg, trainer, time.perf_counter() - wall, dataset)
-    if cfg.metrics and world.is_root:
-        try:
-            atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-        except OSError as e:
-            raise WriteError(f"could not write the metrics {cfg.metrics}: "
-                             f"{e.strerror or e}; {trainer.kept_message()}") from None
-    return metrics
-
-
-def _check_ranks_alike(world, cfg, model, data):
-    """Every rank has the same options (threads aside), network and data."""
-    options = {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items() if k != "threads"}
-    arrays = {f"{k} {part}": data[k][i] for k in ("train", "validation", "test")
-              if data.get(k) for i, part in enumerate(("images", "labels"))}
-    world.check_same({"option": options, "network": model.architecture(),
-                      **distributed.data_fingerprint(arrays)})
-
-
-def _metrics(cfg, trainer, wall_seconds, dataset):
-    history, secs = trainer.history, trainer.clock.seconds
-    last = next((h for h in reversed(history) if "validation_accuracy" in h), {})
-    test_acc = next((h["test_accuracy"] for h in reversed(history) if "test_accuracy" in h),
-                    None)
-    return {
-        "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
-        "seed": cfg.seed, "threads": convcore.get_num_threads(),
-        "test_accuracy": test_acc,
-        "validation_accuracy": last.get("validation_accuracy"),
-        "train_seconds": secs,
-        "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
-        "wall_seconds_this_run": wall_seconds,
-        "eval_every": cfg.eval_every, "processes": trainer.world.size, "history": history,
-    }

@@ -17,8 +17,10 @@ import math
 
 import numpy as np
 
-from .extras import require
+from ..extras import require
+from ..layers import Conv2D
 
+KERNEL_LAYERS = (Conv2D,)     # the layers whose weights are kernels to draw (by class)
 CMAP, DPI = "RdBu_r", 100     # weights: red positive, blue negative, white 0
 
 
@@ -47,7 +49,7 @@ def mosaic(cells, cols, gap=1):
 
 def conv_layers(model):
     """The indices of the model's convolution layers."""
-    return [i for i, layer in enumerate(model.layers) if "kernel_size" in layer.config()]
+    return [i for i, layer in enumerate(model.layers) if type(layer) in KERNEL_LAYERS]
 
 
 def _conv_index(model, layer):

@@ -4,18 +4,16 @@ import os
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from ..extras import require
+from .dataset import Dataset, checked
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def _pil():
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DataError("reading PNG/JPEG images needs Pillow: pip install 'pyconv[images]'") \
-            from None
-    return Image, UnidentifiedImageError
+    Image = require("images", "reading PNG/JPEG images")[0]
+    return Image, Image.UnidentifiedImageError
 
 
 def read_image(path, size=None, channels=None):
@@ -76,7 +74,6 @@ def load_image_folder(folder, image_size=None, test_split=None, seed=0):
     ImageFolder), or from folder/train/CLASS/ and folder/test/CLASS/. Without a
     test/ folder, test_split (default 0.2) of each class's images, drawn with
     the seed, are held out for the test set."""
-    from .datasets import Dataset, _checked
     train_dir, test_dir = os.path.join(folder, "train"), os.path.join(folder, "test")
     has_split = os.path.isdir(train_dir) and os.path.isdir(test_dir)
     classes = _class_folders(train_dir if has_split else folder)
@@ -101,5 +98,5 @@ def load_image_folder(folder, image_size=None, test_split=None, seed=0):
             k = max(1, int(round(len(members) * test_split))) if len(members) > 1 else 0
             test[rng.choice(members, k, replace=False)] = True
         x_train, y_train, x_test, y_test = x[~test], y[~test], x[test], y[test]
-    return _checked(Dataset(os.path.basename(os.path.normpath(folder)), x_train, y_train,
+    return checked(Dataset(os.path.basename(os.path.normpath(folder)), x_train, y_train,
                             x_test, y_test, classes), folder)

@@ -120,7 +120,7 @@ class TensorBoard(Callback):
             "images_per_second": "images_per_second"}
 
     def __init__(self, logdir):
-        from .extras import require
+        from ..extras import require
         self.tbx = require("tensorboard", "--tensorboard")[0]
         self.logdir, self.writer = logdir, None
 

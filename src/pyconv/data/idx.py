@@ -1,7 +1,8 @@
-"""The IDX format (MNIST's): read and check it; load_mnist.
+"""The IDX format (MNIST's): read and check it.
 
-Where MNIST comes from (the `data_dir` argument, $PYCONV_DATA_DIR, the cache,
-a checked download) is pyconv.datasets' business: see its docstring.
+Where a data set comes from (the `data_dir` argument, $PYCONV_DATA_DIR, the
+cache, a checked download) and its checksums are the registry's business
+(pyconv.data.datasets).
 """
 import gzip
 import os
@@ -10,23 +11,10 @@ import zlib
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
-FILES = {
-    # name: (published MD5 of the .gz, SHA-256 of the decompressed IDX payload)
-    "train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                                   "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train-labels-idx1-ubyte.gz": ("d53e105ee54ea40749a09fcbcd1e9432",
-                                   "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "t10k-images-idx3-ubyte.gz": ("9fb629c4189551a2d022fa330f9573f3",
-                                  "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    "t10k-labels-idx1-ubyte.gz": ("ec29112dd5afa0611ce80d1b7f02629c",
-                                  "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-}
-MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",   # torchvision
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's read_data_sets
-]
+NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")   # MNIST's, and any IDX set's
 MAGIC = {3: 0x00000803, 1: 0x00000801}   # uint8 images (3-d), uint8 labels (1-d)
 
 
@@ -76,7 +64,7 @@ def find_file(folder, name):
 def read_idx_dir(folder):
     """((train_images, train_labels), (test_images, test_labels)) from the four
     IDX files of a folder (MNIST's names, gzip or raw): any size and count."""
-    missing = [n for n in FILES if find_file(folder, n) is None]
+    missing = [n for n in NAMES if find_file(folder, n) is None]
     if missing:
         raise DataError(f"{folder}: missing IDX file(s) {', '.join(missing)} "
                         "(gzip or uncompressed)")
@@ -106,20 +94,6 @@ def read_mnist_dir(folder):
             lpath = find_file(folder, f"{prefix}-labels-idx1-ubyte.gz")
             raise DataError(f"{lpath}: labels must be 0-9, found {labels.max()}")
     return out
-
-
-def load_mnist(data_dir=None, progress=True):
-    """MNIST as uint8 arrays: ((x_train, y_train), (x_test, y_test)).
-
-    x: (N, 28, 28) uint8, y: (N,) uint8; 60,000 training and 10,000 test images
-    in the original order, found or fetched as pyconv.datasets.load("mnist")
-    does. The model scales them to [0, 1] (or to_float does).
-    """
-    from .datasets import load
-    ds = load("mnist", data_dir=data_dir, progress=progress)
-    if ds.x_train.shape[1:] != (28, 28):
-        raise DataError(f"MNIST images must be (28, 28), got {ds.x_train.shape[1:]}")
-    return (ds.x_train, ds.y_train), (ds.x_test, ds.y_test)
 
 
 def to_float(images):

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from .extras import require
+from ..extras import require
 
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -167,6 +167,31 @@ class World(Local):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
+
+
+class DataParallel:
+    """Data-parallel training over the processes a launcher started (mpiexec,
+    srun), wrapped once as Horovod's DistributedOptimizer wraps an optimiser:
+    the optimiser gains a gradient hook that sums each gradient across the
+    ranks as soon as it is ready. train_step(x, y) takes the global batch, the
+    same on every rank; each rank computes its own slice (the model's
+    train_step with shard=(first, end, n)), and the loss returned is the
+    global batch's. In one process it is the model's own train_step. Layers
+    and the model never know the ranks."""
+
+    def __init__(self, model, optimizer, world=None):
+        self.model, self.optimizer = model, optimizer
+        self.world = world or globals()["world"]()
+        self.world.attach(optimizer)
+
+    def train_step(self, x, y, return_logits=False):
+        first, end = self.world.shard(len(y))
+        shard = None if self.world.size == 1 else (first, end, len(y))
+        loss, logits = self.model.train_step(x[first:end], y[first:end], self.optimizer,
+                                             return_logits=True, shard=shard)
+        if self.world.size > 1:
+            loss = float(self.world.sum([loss])[0])
+        return (loss, logits) if return_logits else loss
 
 
 def _digest(value):

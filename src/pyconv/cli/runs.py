@@ -1,0 +1,244 @@
+"""What `pyconv train` trains on and with: the data set split as the recipe
+says, and the model (a built-in network or a network file) with its optimiser."""
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import convcore
+
+from ..data import datasets
+from ..errors import ShapeError, WriteError
+from ..io.files import atomic_write
+from ..io.network_files import load_network
+from ..models import MODELS
+from ..optim import SGD, Adam
+from ..train import distributed
+from ..train.callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
+from ..train.loop import Trainer, log
+
+# Each model's published recipe: the seed's TensorFlow run and the book's run.
+# The validation set is the first (or last) twelfth of the training file:
+# MNIST's 5,000 of 60,000 (any other count scales, e.g. the tests' sample).
+RECIPES = {
+    # 20,000 steps of 50 on 55,000 images (the first 5,000 held out), Adam 1e-4
+    "tutorial": dict(steps=20000, batch_size=50, lr=1e-4, optimizer="adam",
+                     validation="first", train_limit=None, shuffle=True),
+    # 300 passes over the first 1,000 images in batches of 128 (7 full batches a
+    # pass, in order, as the book's loop does), plain SGD; validation: the last 5,000
+    "grokking": dict(steps=2100, batch_size=128, lr=1.0, optimizer="sgd",
+                     validation="last", train_limit=1000, shuffle=False),
+}
+
+
+def recipe_split(recipe, n, validation_split=None):
+    """((train_start, train_end), (validation_start, validation_end)) of a
+    training file of n images, as the recipe (or validation_split) says."""
+    held = n // 12 if validation_split is None else int(round(n * validation_split))
+    if recipe["validation"] == "first":
+        train, validation = (held, n), (0, held)
+    else:
+        train, validation = (0, n - held), (n - held, n)
+    limit = recipe["train_limit"]
+    if limit is not None:
+        train = (train[0], min(train[1], train[0] + limit))
+    return train, validation
+
+
+# Any other network (LeNet-5, a network file): Adam 1e-3, batches of 50, 2,000 steps
+# unless --steps or --epochs say otherwise; the last twelfth of the training images
+# (or --validation-split) held out for validation.
+DEFAULT_RECIPE = dict(steps=2000, batch_size=50, lr=1e-3, optimizer="adam",
+                      validation="last", train_limit=None, shuffle=True)
+
+
+def recipe_for(model):
+    """The recipe of a built-in network by name, else DEFAULT_RECIPE."""
+    return RECIPES.get(model, DEFAULT_RECIPE)
+
+
+def split_data(cfg):
+    """{"train", "validation", "test": (x, y)} and "dataset" for cfg: the training
+    file split as the model's recipe says (or --validation-split)."""
+    ds = datasets.load(cfg.dataset or "mnist", data_dir=cfg.data_dir, progress=cfg.progress,
+                       image_size=cfg.image_size, test_split=cfg.test_split, seed=cfg.seed)
+    (a, b), (va, vb) = recipe_split(recipe_for(cfg.model), len(ds.x_train),
+                                    cfg.validation_split)
+    return {"train": (ds.x_train[a:b], ds.y_train[a:b]),
+            "validation": (ds.x_train[va:vb], ds.y_train[va:vb]) if vb > va else None,
+            "test": (ds.x_test, ds.y_test), "dataset": ds}
+
+
+def check_model_spec(spec):
+    if spec not in MODELS and not os.path.isfile(spec):
+        raise ValueError(f"--model {spec!r}: neither a built-in network "
+                         f"({', '.join(sorted(MODELS))}) nor a network file")
+
+
+def make_model(spec, seed, input_shape, class_names):
+    """A built-in network by name, or a network file, for this data's shape and
+    classes; a mismatch is a ShapeError saying which."""
+    if spec in MODELS:
+        model = MODELS[spec](seed=seed, input_shape=input_shape, classes=len(class_names))
+    else:
+        check_model_spec(spec)
+        model = load_network(spec, seed, input_shape)
+        if not model.built:
+            model.build(input_shape)
+        if model.input_shape != tuple(input_shape):
+            raise ShapeError(f"{spec}: the network takes input_shape {model.input_shape}, "
+                             f"but the data set's images are {tuple(input_shape)}")
+    if model.output_shape != (len(class_names),):
+        raise ShapeError(f"{spec}: the network's output is {model.output_shape}, but the data "
+                         f"set has {len(class_names)} classes: make the last layer "
+                         f"Dense({len(class_names)})")
+    model.class_names = list(class_names)
+    return model
+
+
+def new_model_and_optimizer(cfg, data):
+    ds = data.get("dataset")
+    if ds is not None:
+        shape, names = ds.input_shape, ds.class_names
+    else:          # arrays given directly (tests): shape and classes from them
+        x, y = data["train"]
+        shape = x.shape[1:] + ((1,) if x.ndim == 3 else ())
+        names = [str(i) for i in range(int(max(y.max(), data["test"][1].max())) + 1)]
+    model = make_model(cfg.model, cfg.seed, shape, names)
+    kind = recipe_for(cfg.model)["optimizer"]
+    opt = (Adam if kind == "adam" else SGD)(model.parameters(), lr=cfg.lr)
+    return model, opt
+
+
+# ---------------------------------------------------------------- `pyconv train`
+
+@dataclass
+class TrainConfig:
+    model: str = "tutorial"       # a built-in network's name, or a network file
+    dataset: str | None = None    # a registered data set's name, or a path
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    schedule: str = "constant"
+    validation_split: float | None = None
+    image_size: tuple | None = None
+    test_split: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    data_dir: str | None = None
+    checkpoint: str | None = None
+    checkpoint_every: int = 1000
+    resume: bool = False
+    metrics: str | None = None
+    tensorboard: str | None = None   # a folder for TensorBoard's event files
+    eval_every: int = 1000
+    progress: bool = True
+
+    def resolved(self, n_train=None):
+        """A copy with the model's recipe filling every value left as None."""
+        recipe = recipe_for(self.model)
+        out = TrainConfig(**asdict(self))
+        for key in ("batch_size", "lr"):
+            if getattr(out, key) is None:
+                setattr(out, key, recipe[key])
+        if out.steps is None and out.epochs is not None and n_train:
+            out.steps = int(math.ceil(out.epochs * n_train / out.batch_size))
+        if out.steps is None:
+            out.steps = recipe["steps"]
+        for key in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+            if getattr(out, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(out, key)}")
+        if not out.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {out.lr}")
+        if out.resume and not out.checkpoint:
+            raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
+        return out
+
+
+def _callbacks(cfg, model_name, world):
+    out = [Evaluate(cfg.eval_every)]
+    if cfg.tensorboard and world.is_root:
+        out.append(TensorBoard(cfg.tensorboard))
+    if cfg.schedule != "constant":
+        out.append(LearningRateSchedule(cfg.schedule, cfg.lr, cfg.steps))
+    if cfg.checkpoint:
+        out.append(Checkpoint(cfg.checkpoint, cfg.checkpoint_every))
+    if cfg.progress and sys.stderr.isatty() and world.is_root:
+        out.append(ProgressBar(model_name))
+    return out
+
+
+def train(cfg, data=None, log=log):
+    """Train as cfg says; returns the metrics dict (also written to cfg.metrics).
+    Under a launcher of several processes (mpiexec, srun), data-parallel over
+    them (pyconv.distributed): rank 0 writes and logs, every rank returns."""
+    check_model_spec(cfg.model)           # before any data is read or fetched
+    world = distributed.world()
+    if cfg.threads is not None:
+        convcore.set_num_threads(cfg.threads)
+    elif world.size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        convcore.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
+    data = data or split_data(cfg)
+    cfg = cfg.resolved(len(data["train"][0]))
+    if cfg.batch_size < world.size:         # the library's checks, in the command's words
+        raise ValueError(f"--batch-size ({cfg.batch_size}) is the global batch: it must be at "
+                         f"least the number of processes ({world.size})")
+    if cfg.resume and not os.path.exists(cfg.checkpoint):
+        raise FileNotFoundError(f"--resume: checkpoint {cfg.checkpoint} does not exist")
+    model, opt = new_model_and_optimizer(cfg, data)
+
+    if world.size > 1:
+        _check_ranks_alike(world, cfg, model, data)
+    trainer = Trainer(model, opt, data["train"], steps=cfg.steps, batch_size=cfg.batch_size,
+                      validation=data.get("validation"), test=data.get("test"),
+                      shuffle=recipe_for(cfg.model)["shuffle"],
+                      seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
+                      config=asdict(cfg), world=world)
+    trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
+                           f"--steps {cfg.steps}"
+                           + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
+                           + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else ""))
+    if cfg.resume:
+        trainer.resume(cfg.checkpoint, lr=cfg.lr)
+    wall = time.perf_counter()
+    trainer.run()
+    dataset = getattr(data.get("dataset"), "name", cfg.dataset)
+    metrics = _metrics(cfg, trainer, time.perf_counter() - wall, dataset)
+    if cfg.metrics and world.is_root:
+        try:
+            atomic_write(cfg.metrics, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+        except OSError as e:
+            raise WriteError(f"could not write the metrics {cfg.metrics}: "
+                             f"{e.strerror or e}; {trainer.kept_message()}") from None
+    return metrics
+
+
+def _check_ranks_alike(world, cfg, model, data):
+    """Every rank has the same options (threads aside), network and data."""
+    options = {f"--{k.replace('_', '-')}": v for k, v in asdict(cfg).items() if k != "threads"}
+    arrays = {f"{k} {part}": data[k][i] for k in ("train", "validation", "test")
+              if data.get(k) for i, part in enumerate(("images", "labels"))}
+    world.check_same({"option": options, "network": model.architecture(),
+                      **distributed.data_fingerprint(arrays)})
+
+
+def _metrics(cfg, trainer, wall_seconds, dataset):
+    history, secs = trainer.history, trainer.clock.seconds
+    last = next((h for h in reversed(history) if "validation_accuracy" in h), {})
+    test_acc = next((h["test_accuracy"] for h in reversed(history) if "test_accuracy" in h),
+                    None)
+    return {
+        "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
+        "seed": cfg.seed, "threads": convcore.get_num_threads(),
+        "test_accuracy": test_acc,
+        "validation_accuracy": last.get("validation_accuracy"),
+        "train_seconds": secs,
+        "images_per_second": trainer.step * cfg.batch_size / secs if secs else None,
+        "wall_seconds_this_run": wall_seconds,
+        "eval_every": cfg.eval_every, "processes": trainer.world.size, "history": history,
+    }
