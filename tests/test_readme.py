@@ -1,6 +1,6 @@
-"""The README's claims that a test can check: its Python example runs as
-written and prints what it says, and its option table names exactly the
-options `pyconv train` has."""
+"""The README's and the documentation's claims that a test can check: the
+Python examples run as written and print what they say, and the README's
+option table names exactly the options `pyconv train` has."""
 import os
 import pathlib
 import re
@@ -12,6 +12,7 @@ import pytest
 from conftest import MNIST_DIR
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+DOCS = README.parent / "docs"
 pytestmark = pytest.mark.skipif(not README.exists(), reason="no README beside tests/")
 
 
@@ -43,10 +44,10 @@ def test_option_table_lists_every_train_option():
 
 
 def test_onnx_example_runs_and_prints_what_the_readme_says(tmp_path):
-    """The README's commands up to `pyconv export`, then its five lines of
+    """docs/onnx.md's commands up to `pyconv export`, then its five lines of
     ONNX Runtime (no pyconv in them) on the exported file."""
     pytest.importorskip("onnxruntime")
-    text = README.read_text()
+    text = (DOCS / "onnx.md").read_text()
     code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "onnxruntime" in c)
     said = re.search(r"# prints (\w+)", code).group(1)
     examples = README.parent / "examples"
@@ -59,3 +60,19 @@ def test_onnx_example_runs_and_prints_what_the_readme_says(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == said
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/python-api.md"])
+def test_graph_examples_run(page, tmp_path):
+    """Each example that builds a graph (pyconv.Input) runs, and its model
+    predicts ten classes."""
+    text = (README.parent / page).read_text()
+    blocks = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "pyconv.Input" in c]
+    assert blocks
+    for code in blocks:
+        check = ("\nimport numpy as np\n"
+                 "assert model.predict(np.zeros((2, 28, 28, 1), np.uint8)).shape == (2, 10)\n"
+                 "print('ok')")
+        proc = subprocess.run([sys.executable, "-c", code + check], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
