@@ -17,7 +17,13 @@ try:
     # re-exported: __all__ is built from the registry
     from . import _api
     from ._alloc import empty, zeros  # noqa: F401
-    from ._kernels import get_kernels, set_kernels, simd_supported, winograd_enabled  # noqa: F401
+    from ._kernels import (  # noqa: F401
+        get_kernels,
+        kernel_counts,
+        set_kernels,
+        simd_supported,
+        winograd_enabled,
+    )
     from ._openmp_info import openmp_enabled  # noqa: F401
     globals().update({name: getattr(_api, name) for name in OPERATIONS})
 except ImportError as _err:  # not built: say so on first use; reference still works

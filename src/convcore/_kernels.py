@@ -4,6 +4,8 @@ The public functions in _api.py ask conv_simd, linear_simd and winograd which
 kernel to call for given shapes; set_kernels changes the choice.
 """
 import os
+from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -134,17 +136,43 @@ def pool_set():
     return _isa.SETS[name]
 
 
+_counts = None      # a Counter while kernel_counts() is open
+
+
+@contextmanager
+def kernel_counts():
+    """Count which kernels the convolution and dense functions run inside the
+    with block: {(function, "vector" | "blas"): calls}. The fused functions
+    (conv2d_maxpool_*, linear_backward_adam) count "vector" only where they
+    ran fused; where they fall back they count "blas" and the calls they make.
+    For tests and profiling; nothing is counted outside the block.
+
+        with convcore.kernel_counts() as ran:
+            model.predict(x)
+        ran[("conv2d_maxpool_forward", "vector")]
+    """
+    global _counts
+    outer, _counts = _counts, Counter()
+    try:
+        yield _counts
+    finally:
+        if outer is not None:
+            outer.update(_counts)
+        _counts = outer
+
+
 def _simd(fn, why):
     """The number of the vector set to take, given why it would not apply (or
     None); None: take BLAS."""
     name = vector_set()
-    if name is None:
-        return None
-    if why and _strict:
+    if name is not None and why and _strict:
         call = f"{_kernels!r}" + ("" if _kernels == "simd" else ", strict=True")
         raise ValueError(f"{fn}: set_kernels({call}) needs {why}; without strict, BLAS "
                          "runs where the vector kernels do not apply")
-    return None if why else _isa.SETS[name]
+    chosen = None if name is None or why else _isa.SETS[name]
+    if _counts is not None:
+        _counts[(fn, "blas" if chosen is None else "vector")] += 1
+    return chosen
 
 
 def conv_simd(fn, g, cout, need_dx):

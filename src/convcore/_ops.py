@@ -21,5 +21,5 @@ OPERATIONS = (
 # Threads, kernel choice, build facts, aligned arrays: not operations.
 CONTROLS = (
     "set_num_threads", "get_num_threads", "openmp_enabled", "set_kernels", "get_kernels",
-    "winograd_enabled", "simd_supported", "empty", "zeros",
+    "winograd_enabled", "simd_supported", "kernel_counts", "empty", "zeros",
 )
