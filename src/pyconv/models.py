@@ -1,12 +1,13 @@
-"""Built-in networks: the seed's two, and LeNet-5. Each is a function of the
-input shape, the class count and the seed; the seed's networks keep the
-initial weights they have always had for a seed."""
+"""Built-in networks: the TensorFlow tutorial's CNN, Grokking Deep Learning's
+(ch. 10), and LeNet-5. Each is a function of the input shape, the class count
+and the seed; the first two keep the initial weights they have always had
+for a seed."""
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Tanh
 from .model import Sequential
 
 
 def tutorial_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
-    """The seed's TensorFlow network (the TF "Deep MNIST" tutorial):
+    """The TensorFlow tutorial's network ("Deep MNIST for Experts"):
     conv 5x5x32 SAME + ReLU, max-pool 2x2, conv 5x5x64 SAME + ReLU, max-pool 2x2,
     dense 1024 + ReLU, dropout 0.5, dense 10. Weights truncated normal (stddev
     0.1), biases 0.1. Train with Adam(lr=1e-4), batch 50."""
@@ -23,7 +24,7 @@ def tutorial_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
 
 
 def grokking_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
-    """The seed's NumPy network (Grokking Deep Learning, ch. 10): 16 kernels of
+    """Grokking Deep Learning's NumPy network (ch. 10): 16 kernels of
     3x3 at every valid position, tanh, dropout 0.5, dense to 10 outputs, softmax.
     No biases; kernels uniform in [-0.01, 0.01], dense weights in [-0.1, 0.1]."""
     return Sequential([

@@ -57,7 +57,7 @@ def _train_parser(sub):
     t = sub.add_parser("train", help="train a network and print its test accuracy")
     t.add_argument("--model", default="tutorial", metavar="NAME|FILE",
                    help=f"a built-in network ({', '.join(sorted(MODELS))}; default tutorial, "
-                   "the seed's TensorFlow CNN) or a network file (.json or .toml)")
+                   "the TensorFlow tutorial's CNN) or a network file (.json or .toml)")
     _data_options(t)
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
                    "model's published budget: tutorial 20000, grokking 2100; else 2000)")

@@ -19,7 +19,8 @@ from ..train import distributed
 from ..train.callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
 from ..train.loop import Trainer, log
 
-# Each model's published recipe: the seed's TensorFlow run and the book's run.
+# Each model's published recipe: the TensorFlow tutorial's run and Grokking Deep
+# Learning's (ch. 10) run.
 # The validation set is the first (or last) twelfth of the training file:
 # MNIST's 5,000 of 60,000 (any other count scales, e.g. the tests' sample).
 RECIPES = {
@@ -27,7 +28,7 @@ RECIPES = {
     "tutorial": dict(steps=20000, batch_size=50, lr=1e-4, optimizer="adam",
                      validation="first", train_limit=None, shuffle=True),
     # 300 passes over the first 1,000 images in batches of 128 (7 full batches a
-    # pass, in order, as the book's loop does), plain SGD; validation: the last 5,000
+    # pass, in order, as Grokking Deep Learning's loop does), plain SGD; validation: the last 5,000
     "grokking": dict(steps=2100, batch_size=128, lr=1.0, optimizer="sgd",
                      validation="last", train_limit=1000, shuffle=False),
 }

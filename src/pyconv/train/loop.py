@@ -32,7 +32,7 @@ class BatchSampler:
     """Batches of indices into n examples, as TensorFlow's next_batch: a new
     shuffled order each epoch; a batch that straddles two epochs takes the
     rest of one and the start of the next. Without shuffle, epochs run in
-    order and drop their last partial batch (the book's loop). The state is
+    order and drop their last partial batch (Grokking Deep Learning's loop). The state is
     (generator state at the start of the epoch, epoch, position)."""
 
     def __init__(self, n, batch_size, shuffle, seed):
