@@ -28,7 +28,7 @@ class ConvPool:
     and conv2d_maxpool_backward, the same bits as the two layers one after the
     other, without writing the convolution-sized output or its gradient."""
 
-    def __init__(self, conv, pool, optimizer=None):
+    def __init__(self, conv, pool):
         self.conv, self.pool = conv, pool
         c, p = conv, pool
         self._args = dict(stride=c.stride, padding=c.padding, pool_size=p.pool_size,
@@ -104,17 +104,19 @@ def _adam_fuses(layers, optimizer):
 
 @dataclass(frozen=True)
 class Fusion:
-    """Layers of the types in `pattern`, in a row, run as `step(*layers, optimizer)`
-    where `applies(layers, optimizer)` holds."""
+    """Layers of the types in `pattern`, in a row, run as `step(*layers)` (or
+    `step(*layers, optimizer)` for a fusion of the optimiser's update) where
+    `applies(layers, optimizer)` holds."""
     name: str
     pattern: tuple
     step: Callable
     applies: Callable = _always
+    with_optimizer: bool = False
 
 
 FUSIONS = (
     Fusion("conv + max-pool", (Conv2D, MaxPool2D), ConvPool),
-    Fusion("dense + Adam update", (Dense,), DenseAdam, _adam_fuses),
+    Fusion("dense + Adam update", (Dense,), DenseAdam, _adam_fuses, with_optimizer=True),
 )
 
 
@@ -168,7 +170,8 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS):
         run = _chain(node, readers, by_name, longest)
         fusion = next((f for f in fusions if _matches(f, run, optimizer)), None)
         run = run[:len(fusion.pattern)] if fusion else run[:1]
-        op = fusion.step(*(r.layer for r in run), optimizer) if fusion else node.layer
+        op = node.layer if fusion is None else fusion.step(
+            *(r.layer for r in run), *((optimizer,) if fusion.with_optimizer else ()))
         done.update(r.name for r in run)
         steps.append(Step(op, node.inputs, run[-1].name,
                           any(name != "input" for name in node.inputs)))

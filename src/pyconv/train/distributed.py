@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from ..extras import require
+from ..losses import softmax_cross_entropy
 
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -186,12 +187,28 @@ class DataParallel:
 
     def train_step(self, x, y, return_logits=False):
         first, end = self.world.shard(len(y))
-        shard = None if self.world.size == 1 else (first, end, len(y))
-        loss, logits = self.model.train_step(x[first:end], y[first:end], self.optimizer,
-                                             return_logits=True, shard=shard)
+        loss, logits = self.step_slice(x[first:end], y[first:end], first, len(y))
         if self.world.size > 1:
             loss = float(self.world.sum([loss])[0])
         return (loss, logits) if return_logits else loss
+
+    def step_slice(self, x, y, first, n):
+        """(this slice's share of the loss, its logits): a step on this rank's
+        slice x, y of a global batch of n, starting at example `first` (the
+        caller cut it, reading only its own rows); the loss is not summed."""
+        shard = None if self.world.size == 1 else (first, first + len(y), n)
+        return self.model.train_step(x, y, self.optimizer, return_logits=True, shard=shard)
+
+    def evaluate(self, x, y):
+        """{"loss", "accuracy"} over (x, y), each rank predicting its share."""
+        if self.world.size == 1:
+            return self.model.evaluate(x, y)
+        first, end = self.world.shard(len(y))
+        logits = self.model.predict(x[first:end])
+        yb = np.asarray(y[first:end]).astype(np.int64)
+        loss = softmax_cross_entropy(logits, yb, len(y))[0] if end > first else 0.0
+        loss, correct = self.world.sum([loss, np.sum(logits.argmax(axis=1) == yb)])
+        return {"loss": float(loss), "accuracy": float(correct / max(len(y), 1))}
 
 
 def _digest(value):

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import WriteError
 from ..io.checkpoints import load_checkpoint, save_checkpoint
-from ..losses import softmax_cross_entropy
 from ..optim import Adam
 from . import distributed
 from .callbacks import Checkpoint, Evaluate, ProgressBar
@@ -143,7 +142,7 @@ class Trainer:
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
-        self.world.attach(optimizer)       # the gradients' sums across them, once
+        self.parallel = distributed.DataParallel(model, optimizer, self.world)   # (once)
         if batch_size < self.world.size:
             raise ValueError(f"Trainer: batch_size ({batch_size}) is the global batch: it must "
                              f"be at least the number of processes ({self.world.size})")
@@ -160,11 +159,11 @@ class Trainer:
         if not os.path.exists(path):
             raise FileNotFoundError(f"resume: checkpoint {path} does not exist")
         model, self.optimizer, state = load_checkpoint(path, lr=lr)
-        self.world.attach(self.optimizer)
         if model.name != self.model.name:
             raise ValueError(f"resume: {path} holds a {model.name!r} model, "
                              f"not {self.model.name!r}")
         self.model = model
+        self.parallel = distributed.DataParallel(model, self.optimizer, self.world)
         self.step, self.history = state["step"], state["history"]
         self.clock = Stopwatch(state["train_seconds"])
         self.model.rng.bit_generator.state = state["model_rng"]
@@ -226,14 +225,7 @@ class Trainer:
 
     def evaluate(self, x, y):
         """{"loss", "accuracy"} over (x, y), split across the ranks."""
-        if self.world.size == 1:
-            return self.model.evaluate(x, y)
-        first, end = self.world.shard(len(y))
-        logits = self.model.predict(x[first:end])
-        yb = np.asarray(y[first:end]).astype(np.int64)
-        loss = softmax_cross_entropy(logits, yb, len(y))[0] if end > first else 0.0
-        loss, correct = self.world.sum([loss, np.sum(logits.argmax(axis=1) == yb)])
-        return {"loss": float(loss), "accuracy": float(correct / max(len(y), 1))}
+        return self.parallel.evaluate(x, y)
 
     def _one_step(self):
         x, y = self.train
@@ -243,9 +235,7 @@ class Trainer:
             idx = self.sampler.next()                 # the global batch, alike on every rank
             first, end = self.world.shard(len(idx))
             yb = np.asarray(y[idx[first:end]]).astype(np.int64)
-            shard = None if self.world.size == 1 else (first, end, len(idx))
-            loss, logits = self.model.train_step(x[idx[first:end]], yb, self.optimizer,
-                                                 return_logits=True, shard=shard)
+            loss, logits = self.parallel.step_slice(x[idx[first:end]], yb, first, len(idx))
             correct = int((logits.argmax(1) == yb).sum())
             if self.world.size > 1:                   # the batch's, and a Ctrl-C on any rank
                 loss, correct, stop = self.world.sum([loss, correct,
