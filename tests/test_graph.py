@@ -14,7 +14,18 @@ from hypothesis import strategies as st
 
 import convcore.reference as ref
 import pyconv
-from pyconv.layers import Add, Concatenate, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
+from pyconv.layers import (
+    Add,
+    Concatenate,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from pyconv.losses import softmax_cross_entropy
 
 
@@ -355,3 +366,55 @@ def test_predict_between_forward_and_backward_changes_nothing(make):
         model.backward(tape, dy)
         grads.append([p.grad.tobytes() for p in model.parameters()])
     assert grads[0] == grads[1]
+
+
+# ------------------------------------------------------------ non-trainable state
+
+class RunningMean(Layer):
+    """A test layer with a buffer: the identity, keeping the running mean of
+    each channel of what it sees in training (as a batch normalisation keeps
+    its statistics)."""
+
+    def make_params(self, input_shape, rng):
+        self.buffers["mean"] = np.zeros(input_shape[-1], np.float32)
+
+    def forward(self, x, training=False):
+        if training:
+            m = self.buffers["mean"]
+            m[...] = 0.9 * m + 0.1 * x.mean(axis=tuple(range(x.ndim - 1)))
+        return x, None
+
+    def backward(self, ctx, dy, need_dx=True):
+        return dy if need_dx else None
+
+
+def test_buffers_are_saved_loaded_and_resumed_bit_for_bit(tmp_path, monkeypatch):
+    from pyconv.layers import LAYERS
+    from pyconv.train import Trainer
+    monkeypatch.setitem(LAYERS, "RunningMean", RunningMean)
+    x, y = _data(64)
+
+    def run(steps, path, resume=False):
+        inp = pyconv.Input((8, 8, 1))
+        h = Conv2D(4, 3, activation="relu")(inp)
+        out = Dense(3)(Flatten()(Add()([h, RunningMean()(h)])))
+        model = pyconv.Model(inp, out, seed=5)
+        opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
+        t = Trainer(model, opt, (x, y), steps=8, batch_size=16, seed=2, log=lambda m: None,
+                    callbacks=[pyconv.callbacks.Checkpoint(str(path), 4)])
+        if resume:
+            t.resume(str(path))
+        t.steps = steps
+        t.run()
+        return t.model
+
+    straight = run(8, tmp_path / "a.npz")
+    (name, mean), = straight.named_buffers()
+    assert name.endswith("RunningMean.mean") and np.abs(mean).max() > 0
+    run(4, tmp_path / "b.npz")
+    resumed = run(8, tmp_path / "b.npz", resume=True)
+    assert resumed.named_buffers()[0][1].tobytes() == mean.tobytes()
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert p.value.tobytes() == q.value.tobytes()
+    pyconv.save(straight, tmp_path / "m.npz")
+    assert pyconv.load(tmp_path / "m.npz").named_buffers()[0][1].tobytes() == mean.tobytes()

@@ -57,6 +57,10 @@ class Layer:
     A layer says only what a person would (Conv2D(32, 5), Dense(1024)); build
     makes its parameters for the input it is given (the model calls it for
     each layer in turn) and raises ShapeError where that input does not fit.
+    buffers: named float32 arrays of non-trainable state (a batch
+    normalisation's running statistics) that a training forward may update;
+    saved, loaded, checkpointed and checked equal across processes with the
+    parameters, never handed to an optimiser.
     Called on a symbolic Tensor (pyconv.Input, another layer's output) it
     records a node of a graph (pyconv.Model); called on an array, it is
     forward in inference mode. A merge layer (merges = True) takes a list of
@@ -65,6 +69,7 @@ class Layer:
 
     def __init__(self):
         self.params = {}
+        self.buffers = {}       # non-trainable state (running statistics): saved, not trained
         self.input_shape = self.output_shape = None
 
     def build(self, input_shape, rng):

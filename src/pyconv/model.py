@@ -133,6 +133,13 @@ class Model:
         return [(f"{node.name}.{type(node.layer).__name__}.{name}", p)
                 for node in self.nodes for name, p in node.layer.params.items()]
 
+    def named_buffers(self):
+        """[(name, array)]: every layer's non-trainable state (Layer.buffers),
+        named as named_parameters names the parameters."""
+        self._need_built("named_buffers")
+        return [(f"{node.name}.{type(node.layer).__name__}.{name}", b)
+                for node in self.nodes for name, b in node.layer.buffers.items()]
+
     # ------------------------------------------------------------ running
 
     def steps(self, optimizer=None, fusions=FUSIONS):

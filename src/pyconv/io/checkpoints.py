@@ -1,6 +1,7 @@
 """Save and load models and checkpoints: plain .npz, loaded with allow_pickle=False.
 
-A file holds the format version, the architecture (JSON), every parameter,
+A file holds the format version, the architecture (JSON), every parameter and
+buffer (non-trainable state, Layer.buffers),
 and a SHA-256 digest over all of it; checkpoints add the optimiser state and
 the training state. Files are written atomically (pyconv.io.files).
 """
@@ -39,6 +40,8 @@ def _model_arrays(model):
               "architecture": _json(model.architecture())}
     for name, p in model.named_parameters():
         arrays[f"param/{name}"] = p.value
+    for name, b in model.named_buffers():
+        arrays[f"buffer/{name}"] = b
     return arrays
 
 
@@ -117,6 +120,11 @@ def _build(path, arrays):
         if key not in arrays or arrays[key].shape != p.value.shape:
             raise ModelFileError(f"{path}: parameter {name} missing or of the wrong shape")
         p.value[...] = arrays[key]
+    for name, b in model.named_buffers():
+        key = f"buffer/{name}"
+        if key not in arrays or arrays[key].shape != b.shape:
+            raise ModelFileError(f"{path}: buffer {name} missing or of the wrong shape")
+        b[...] = arrays[key]
     return model
 
 

@@ -158,8 +158,10 @@ class World(Local):
                                  "rank with the same options and data")
 
     def check_in_sync(self, model, step):
-        """The ranks' weights are equal (a digest of each rank's, compared)."""
-        digests = self.comm.allgather(_digest([p.value for p in model.parameters()]))
+        """The ranks' weights and buffers are equal (a digest of each rank's,
+        compared)."""
+        arrays = [p.value for p in model.parameters()] + [b for _, b in model.named_buffers()]
+        digests = self.comm.allgather(_digest(arrays))
         if len(set(digests)) != 1:
             raise RuntimeError(f"the ranks' weights differ at step {step}: "
                                f"{sorted(set(digests))}")
