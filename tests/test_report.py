@@ -72,6 +72,25 @@ def test_kernel_grid_shows_the_kernels_weights(c_in, f):
                     assert np.abs(got - want).max() <= 2, (c, k, a, b, got, want)
 
 
+def test_feature_maps_of_a_graph_show_every_node():
+    """A graph with a skip connection and a branch: a panel for every node
+    whose output is an image (the Add and the Concatenate among them), each
+    that node's output."""
+    from test_graph import skip_and_branch
+    model = skip_and_branch(seed=1)
+    x = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    fig = plot.feature_maps(model, x)
+    images = [(n, y[0]) for n, y in model.node_outputs(model.prepare(x[None, ..., None]))
+              if y.ndim == 4]
+    titles = [ax.get_title() for ax in fig.axes if ax.images][1:]
+    assert len(titles) == len(images) >= 8
+    assert any("(Add)" in t for t in titles) and any("(Concatenate)" in t for t in titles)
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images][1:]
+    for got, (_, y) in zip(shown, images):
+        np.testing.assert_array_equal(got, plot.mosaic(y.transpose(2, 0, 1),
+                                                       min(y.shape[2], 16)))
+
+
 def test_feature_maps_are_the_layers_outputs():
     model = pyconv.Sequential([Conv2D(3, 3, activation="relu"), MaxPool2D(2), Flatten(),
                                Dense(2)], input_shape=(6, 6, 1), seed=1)
