@@ -1,6 +1,7 @@
 """Your own images and your own network: shape inference and its errors, every
 data form (written here, small), bad data, fit and its callbacks, network
 files, uint8 kept in memory, and the CLI for any data."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -352,3 +353,28 @@ def test_cli_refuses_a_network_that_does_not_fit_the_data(tmp_path):
     proc = run_cli("train", "--model", str(net), "--steps", "2", check=False)
     assert proc.returncode == 2 and "the data set has 10 classes" in proc.stderr
     assert "make the last layer Dense(10)" in proc.stderr
+
+
+def test_cli_trains_a_graph_network_file_resumes_and_exports(tmp_path):
+    """examples/residual.json (a residual block and two concatenated branches)
+    on 32x32 colour shapes: trains well above chance; stopped at step 40 and
+    resumed to 80, the same weights as 80 straight; exported to ONNX."""
+    pytest.importorskip("PIL")
+    folder = shapes_folder(tmp_path / "shapes", n=40, size=32, seed=2)
+    net = str(pathlib.Path(__file__).resolve().parent.parent / "examples" / "residual.json")
+    if not os.path.exists(net):
+        pytest.skip("examples/ is not beside tests/")
+    common = ("--model", net, "--dataset", str(folder), "--eval-every", "40", "--no-progress",
+              "--lr", "3e-3")
+    out = run_cli("train", *common, "--steps", "80", "--checkpoint",
+                  str(tmp_path / "a.npz")).stdout
+    assert float(out.split("test accuracy: ")[1].split()[0]) > 0.6, out
+    run_cli("train", *common, "--steps", "40", "--checkpoint", str(tmp_path / "b.npz"))
+    run_cli("train", *common, "--steps", "80", "--checkpoint", str(tmp_path / "b.npz"),
+            "--resume")
+    a, b = (np.load(tmp_path / f"{k}.npz") for k in "ab")
+    params = [k for k in a.files if k.startswith("param/")]
+    assert len(params) == 12 and all(a[k].tobytes() == b[k].tobytes() for k in params)
+    if importlib.util.find_spec("onnx"):
+        said = run_cli("export", str(tmp_path / "a.npz"), str(tmp_path / "a.onnx")).stdout
+        assert said.startswith(f"wrote {tmp_path / 'a.onnx'}")
