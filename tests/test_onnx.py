@@ -193,34 +193,30 @@ def _bad_dense_rows(proto):
     w.CopyFrom(onnx.numpy_helper.from_array(np.zeros((7, 5), np.float32), w.name))
 
 
+def _insert_after(proto, op_type, op, inputs, name, **attrs):
+    """Insert node `name`, an `op` over inputs(found) (found: the first node of
+    `op_type`), right after that node, and make the node after it read it."""
+    i = next(i for i, n in enumerate(proto.graph.node) if n.op_type == op_type)
+    node = onnx.helper.make_node(op, inputs(proto.graph.node[i]), [name], name=name, **attrs)
+    proto.graph.node.insert(i + 1, node)
+    proto.graph.node[i + 2].input[0] = name
+
+
 def _branch(proto):
     """A residual Add: a graph that is not a chain."""
-    add = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Tanh")
-    tanh = proto.graph.node[add]
-    skip = onnx.helper.make_node("Add", [tanh.output[0], tanh.input[0]], ["skip"], name="skip")
-    proto.graph.node.insert(add + 1, skip)
-    proto.graph.node[add + 2].input[0] = "skip"
+    _insert_after(proto, "Tanh", "Add", lambda n: [n.output[0], n.input[0]], "skip")
 
 
 def _concat_rows(proto):
     """A Concat along the rows of NCHW images (axis 2), not the channels."""
-    i = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Tanh")
-    tanh = proto.graph.node[i]
-    cat = onnx.helper.make_node("Concat", [tanh.output[0], tanh.output[0]], ["cat"], name="cat",
-                                axis=2)
-    proto.graph.node.insert(i + 1, cat)
-    proto.graph.node[i + 2].input[0] = "cat"
+    _insert_after(proto, "Tanh", "Concat", lambda n: [n.output[0]] * 2, "cat", axis=2)
     w = next(t for t in proto.graph.initializer if t.name.endswith("Dense.w"))
     w.CopyFrom(onnx.numpy_helper.from_array(np.zeros((72, 5), np.float32), w.name))
 
 
 def _add_to_raw_input(proto):
     """An Add of the NHWC input itself to a tensor after it."""
-    i = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Div")
-    div = proto.graph.node[i]
-    add = onnx.helper.make_node("Add", [div.output[0], div.output[0]], ["raw"], name="raw")
-    proto.graph.node.insert(i + 1, add)
-    proto.graph.node[i + 2].input[0] = "raw"
+    _insert_after(proto, "Div", "Add", lambda n: [n.output[0]] * 2, "raw")
 
 
 def test_a_residual_add_in_a_file_imports_as_a_graph(small_file, tmp_path):
