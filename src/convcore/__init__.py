@@ -11,7 +11,7 @@ from . import geometry  # noqa: F401 (public: window geometry and argument check
 from ._ops import CONTROLS, OPERATIONS
 from ._threads import get_num_threads, set_num_threads  # noqa: F401 (in __all__)
 
-__all__ = [*OPERATIONS, *CONTROLS]
+__all__ = list(OPERATIONS + CONTROLS)   # (a list of strings: documentation tools read it)
 
 try:
     # re-exported: __all__ is built from the registry

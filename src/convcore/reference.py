@@ -12,7 +12,7 @@ import numpy as np
 from ._ops import OPERATIONS
 from .geometry import _hw, same_pads, window_pads  # noqa: F401 (same_pads: in __all__)
 
-__all__ = [*OPERATIONS, "philox4x32_10", "same_pads"]   # a twin of every operation
+__all__ = list(OPERATIONS + ("philox4x32_10", "same_pads"))   # a twin of every operation
 
 
 def _sections(x, kernel_size, stride, padding, fill=0.0):
