@@ -119,24 +119,25 @@ class Model:
     def built(self):
         return self.input_shape is not None
 
-    def _need_built(self, fn):
+    def check_built(self, fn):
+        """Raise ValueError, naming `fn`, unless the model is built."""
         if not self.built:
             raise ValueError(f"{fn}: the model is not built yet: give Sequential(..., "
                              "input_shape=(H, W, C)) or call model.build(input_shape) first")
 
     def parameters(self):
-        self._need_built("parameters")
+        self.check_built("parameters")
         return [p for layer in self.layers for p in layer.params.values()]
 
     def named_parameters(self):
-        self._need_built("named_parameters")
+        self.check_built("named_parameters")
         return [(f"{node.name}.{type(node.layer).__name__}.{name}", p)
                 for node in self.nodes for name, p in node.layer.params.items()]
 
     def named_buffers(self):
         """[(name, array)]: every layer's non-trainable state (Layer.buffers),
         named as named_parameters names the parameters."""
-        self._need_built("named_buffers")
+        self.check_built("named_buffers")
         return [(f"{node.name}.{type(node.layer).__name__}.{name}", b)
                 for node in self.nodes for name, b in node.layer.buffers.items()]
 
@@ -149,7 +150,7 @@ class Model:
         optimiser fuses it, every other layer on its own. fusions=() runs every
         layer on its own (the same bits). Planned once per (optimizer, its
         hooks, fusions) and kept."""
-        self._need_built("steps")
+        self.check_built("steps")
         if optimizer is None and fusions is FUSIONS:
             return self._inference
         key = (optimizer, None if optimizer is None else optimizer.fusion_key(), fusions)
@@ -171,7 +172,7 @@ class Model:
                             f"got {type(x).__name__}")
         if not self.built and x.ndim >= 2:
             self.build(x.shape[1:] + ((1,) if x.ndim == 3 else ()))
-        self._need_built(fn)
+        self.check_built(fn)
         if x.ndim == len(self.input_shape) and self.input_shape[-1:] == (1,):
             x = x[..., None]
         if x.shape[1:] != self.input_shape:
@@ -340,7 +341,7 @@ class Model:
         """A table of the layers, their output shapes and parameter counts (Keras'
         model.summary()), with what each reads where the model is not a chain;
         as a string."""
-        self._need_built("summary")
+        self.check_built("summary")
         chain = isinstance(self, Sequential)
         rows = [("layer", "output shape", "parameters", "reads"),
                 ("input", str(self.input_shape), "", "")]

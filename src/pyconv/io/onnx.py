@@ -180,7 +180,7 @@ def to_onnx(model, opset=DEFAULT_OPSET, input_type=None):
     """The model as an onnx.ModelProto (checked by onnx.checker, full check)."""
     onnx = _onnx()
     _check_opset(onnx, opset, "export")
-    model._need_built("export")
+    model.check_built("export")
     w = _Writer(onnx)
     graph_input, input_type = _input(w, model, input_type)
     values = {"input": (w.cur, w.nchw)}      # each value's ONNX tensor and whether NCHW
