@@ -44,11 +44,13 @@ def skip_and_branch(seed=0):
 
 
 def _data(n=48, seed=0):
+    """Images of three classes, each a bright bar at its own place on noise."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
-    y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype(np.int64)
-    y[::3] = 2
-    return x, y
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 100, (n, 8, 8, 1), dtype=np.uint8)
+    for i, c in enumerate(y):
+        x[i, :, 2 * c + 1:2 * c + 3] = 250
+    return x, y.astype(np.int64)
 
 
 def test_a_graph_is_built_and_described():
@@ -240,8 +242,8 @@ def test_a_graph_trains_saves_loads_and_resumes_bit_for_bit(tmp_path):
     def run(steps, path=None, resume=False):
         model = skip_and_branch(seed=3)
         opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
-        cbs = [pyconv.callbacks.Checkpoint(str(path), 5)] if path else []
-        t = Trainer(model, opt, (x, y), steps=10, batch_size=16, seed=1, callbacks=cbs,
+        cbs = [pyconv.callbacks.Checkpoint(str(path), 15)] if path else []
+        t = Trainer(model, opt, (x, y), steps=30, batch_size=16, seed=1, callbacks=cbs,
                     log=lambda m: None)
         if resume:
             t.resume(str(path))
@@ -252,10 +254,10 @@ def test_a_graph_trains_saves_loads_and_resumes_bit_for_bit(tmp_path):
         t.run()
         return t, losses
 
-    straight, losses = run(10)
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])          # it learns
-    run(5, tmp_path / "c.npz")
-    resumed, _ = run(10, tmp_path / "c.npz", resume=True)
+    straight, losses = run(30)
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])    # it learns
+    run(15, tmp_path / "c.npz")
+    resumed, _ = run(30, tmp_path / "c.npz", resume=True)
     for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
         assert p.value.tobytes() == q.value.tobytes()
     pyconv.save(straight.model, tmp_path / "m.npz")
