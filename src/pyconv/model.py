@@ -240,7 +240,6 @@ class Model:
         return out
 
     def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None):
-
         """One step on a batch: x images (N, H, W, C), float32 or integer (scaled
         by input_divisor), y integer labels (N,). Returns the mean loss, or
         (loss, logits) with return_logits=True.
