@@ -15,7 +15,7 @@ unfused (the tests compare the two, bit for bit). The model plans once per
 (optimiser, its hooks, fusions) and keeps the plan: planning reads no batch.
 """
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import convcore
 
@@ -124,11 +124,13 @@ FUSIONS = (
 class Step:
     """One step of a plan: `op` (a layer or a fused step) reads the values
     named `inputs` ("input": the model's input; else a node's name) and makes
-    the value `output`; need_dx: whether any input wants a gradient."""
+    the value `output`; need_dx: whether any input wants a gradient; drop:
+    the values no later step reads (forward lets them go after this step)."""
     op: object
     inputs: tuple
     output: str
     need_dx: bool
+    drop: tuple = ()
 
 
 def _chain(node, readers, by_name, n):
@@ -175,4 +177,11 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS):
         done.update(r.name for r in run)
         steps.append(Step(op, node.inputs, run[-1].name,
                           any(name != "input" for name in node.inputs)))
-    return tuple(steps)
+    return _with_drops(steps)
+
+
+def _with_drops(steps):
+    """The steps, each knowing which values it reads for the last time."""
+    last = {name: i for i, step in enumerate(steps) for name in step.inputs}
+    return tuple(replace(step, drop=tuple(sorted({n for n in step.inputs if last[n] == i})))
+                 for i, step in enumerate(steps))

@@ -73,9 +73,11 @@ class Layer:
         self.input_shape = self.output_shape = None
 
     def build(self, input_shape, rng):
-        """Make the parameters for per-example input_shape, drawing from rng;
-        returns the per-example output shape."""
-        self.input_shape = tuple(input_shape)
+        """Make the parameters for per-example input_shape (a merge layer: the
+        shapes of its inputs), drawing from rng; returns the per-example output
+        shape."""
+        self.input_shape = tuple(tuple(s) for s in input_shape) if self.merges else tuple(
+            input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         self.make_params(self.input_shape, rng)
         return self.output_shape
@@ -343,13 +345,9 @@ class Flatten(Layer):
 
 
 class _Merge(Layer):
-    """A layer of two or more inputs (a list), each of one example's shape."""
+    """A layer of two or more inputs (a list), each of one example's shape;
+    its input_shape is the tuple of their shapes."""
     merges = True
-
-    def build(self, input_shapes, rng):
-        self.input_shape = [tuple(s) for s in input_shapes]
-        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
-        return self.output_shape
 
 
 class Add(_Merge):

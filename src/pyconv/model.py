@@ -100,8 +100,7 @@ class Model:
         rng = np.random.default_rng(self.seed)
         shapes = {INPUT: shape}
         for node in self.nodes:
-            given = [shapes[n] for n in node.inputs] if node.layer.merges else shapes[
-                node.inputs[0]]
+            given = _read(shapes, node.inputs)
             try:
                 shapes[node.name] = node.layer.build(given, rng)
             except ShapeError as e:
@@ -195,16 +194,11 @@ class Model:
             training = Training(self.rng)
         values = {INPUT: x}
         ctxs = []
-        readers = _readers(steps)
         for step in steps:
-            args = [values[n] for n in step.inputs] if len(step.inputs) > 1 else values[
-                step.inputs[0]]
-            y, ctx = step.op.forward(args, training)
+            y, ctx = step.op.forward(_read(values, step.inputs), training)
             values[step.output] = y
-            for n in step.inputs:           # drop what no later step reads
-                readers[n] -= 1
-                if not readers[n]:
-                    del values[n]
+            for n in step.drop:             # what no later step reads
+                del values[n]
             ctxs.append(ctx)
         out = values[steps[-1].output]
         return out, (Tape(steps, ctxs, steps[-1].output) if training else None)
@@ -233,9 +227,7 @@ class Model:
         mode, on float32 x (see prepare): what the feature maps show."""
         values, out = {INPUT: x}, []
         for node in self.nodes:
-            args = [values[n] for n in node.inputs] if node.layer.merges else values[
-                node.inputs[0]]
-            values[node.name] = node.layer.forward(args)[0]
+            values[node.name] = node.layer.forward(_read(values, node.inputs))[0]
             out.append((node, values[node.name]))
         return out
 
@@ -402,13 +394,9 @@ def _shape(fn, shape):
     return tuple(int(d) for d in shape)
 
 
-def _readers(steps):
-    """How many steps read each value."""
-    count = {}
-    for step in steps:
-        for name in step.inputs:
-            count[name] = count.get(name, 0) + 1
-    return count
+def _read(values, names):
+    """The value a layer reads: the one named, or the list of them (a merge)."""
+    return [values[n] for n in names] if len(names) > 1 else values[names[0]]
 
 
 def _check_unshared(nodes):

@@ -28,7 +28,6 @@ class Optimizer:
         self._updated = set()
         self._hooks = []
         self._waiting = []          # (index, waits): updates deferred to finish_step
-        self.hooks_version = 0      # changes with the hooks: a model re-plans its fusions
 
     def add_grad_hook(self, hook):
         """Call hook(param) whenever a parameter's gradient is complete in the
@@ -40,12 +39,7 @@ class Optimizer:
         Returns a function that removes the hook. With a hook, no update is
         fused into a backward pass (the hook needs the gradient stored)."""
         self._hooks.append(hook)
-        self.hooks_version += 1
-
-        def remove():
-            self._hooks.remove(hook)
-            self.hooks_version += 1
-        return remove
+        return lambda: self._hooks.remove(hook)
 
     def step(self):
         """One update of every parameter from its gradient."""
@@ -85,7 +79,7 @@ class Optimizer:
     def fusion_key(self):
         """What a model's plan of fused steps depends on: the gradient hooks, and
         whether this optimiser fuses its updates at all (fused)."""
-        return self.hooks_version, bool(getattr(self, "fused", False))
+        return tuple(self._hooks), bool(getattr(self, "fused", False))
 
     def applied(self, *params):
 

@@ -38,11 +38,15 @@ def _json(obj):
 def _model_arrays(model):
     arrays = {"pyconv_format": np.array(FORMAT_VERSION),
               "architecture": _json(model.architecture())}
-    for name, p in model.named_parameters():
-        arrays[f"param/{name}"] = p.value
-    for name, b in model.named_buffers():
-        arrays[f"buffer/{name}"] = b
+    for kind, name, a in _named_arrays(model):
+        arrays[f"{kind}/{name}"] = a
     return arrays
+
+
+def _named_arrays(model):
+    """("param" | "buffer", name, array) for every array a model file holds."""
+    return ([("param", name, p.value) for name, p in model.named_parameters()]
+            + [("buffer", name, b) for name, b in model.named_buffers()])
 
 
 def _write(path, arrays):
@@ -115,16 +119,12 @@ def _build(path, arrays):
         model = Model.from_architecture(arch, where=str(path))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: bad architecture record: {e}") from None
-    for name, p in model.named_parameters():
-        key = f"param/{name}"
-        if key not in arrays or arrays[key].shape != p.value.shape:
-            raise ModelFileError(f"{path}: parameter {name} missing or of the wrong shape")
-        p.value[...] = arrays[key]
-    for name, b in model.named_buffers():
-        key = f"buffer/{name}"
-        if key not in arrays or arrays[key].shape != b.shape:
-            raise ModelFileError(f"{path}: buffer {name} missing or of the wrong shape")
-        b[...] = arrays[key]
+    for kind, name, a in _named_arrays(model):
+        key = f"{kind}/{name}"
+        if key not in arrays or arrays[key].shape != a.shape:
+            raise ModelFileError(f"{path}: {dict(param='parameter').get(kind, kind)} {name} "
+                                 "missing or of the wrong shape")
+        a[...] = arrays[key]
     return model
 
 

@@ -184,7 +184,7 @@ class DataParallel:
 
     def __init__(self, model, optimizer, world=None):
         self.model, self.optimizer = model, optimizer
-        self.world = world or globals()["world"]()
+        self.world = world or _this_world()
         self.world.attach(optimizer)
 
     def train_step(self, x, y, return_logits=False):
@@ -240,6 +240,9 @@ def world():
         else:
             _WORLD = Local()
     return _WORLD
+
+
+_this_world = world     # (DataParallel's argument `world` hides the function)
 
 
 def current():
