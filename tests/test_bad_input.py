@@ -18,7 +18,23 @@ P4, AM4 = convcore.conv2d_maxpool_forward(X, W, padding="same", return_argmax=Tr
 P16, AM16 = convcore.conv2d_maxpool_forward(X, W16, padding="same", return_argmax=True)
 XL, WL, DYL = np.ones((5, 7), f32), np.ones((7, 3), f32), np.ones((5, 3), f32)
 
+C3 = np.ones(3, f32)
+
 CASES = {
+    # batch normalisation and average pooling
+    "batchnorm batch of one": (lambda: convcore.batchnorm_forward(X[:1, :1, :1], C3, C3),
+                               ValueError, "more than one value per channel"),
+    "batchnorm gamma shape": (lambda: convcore.batchnorm_forward(X, C3[:2], C3), ValueError,
+                              "gamma"),
+    "batchnorm eps 0": (lambda: convcore.batchnorm_forward(X, C3, C3, eps=0), ValueError, "eps"),
+    "batchnorm var negative": (lambda: convcore.batchnorm_inference(X, C3, C3, C3, -C3),
+                               ValueError, "var"),
+    "batchnorm dy shape": (lambda: convcore.batchnorm_backward(X, C3, C3, C3, X[:1]),
+                           ValueError, "dy"),
+    "avgpool x float64": (lambda: convcore.avgpool2d_forward(X.astype(np.float64)), TypeError,
+                          "x"),
+    "avgpool dy shape": (lambda: convcore.avgpool2d_backward(P[:, :1], X.shape), ValueError,
+                         "dy"),
     # dtypes and non-arrays
     "conv x float64": (lambda: convcore.conv2d_forward(X.astype(np.float64), W), TypeError, "x"),
     "conv w float64": (lambda: convcore.conv2d_forward(X, W.astype(np.float64)), TypeError, "w"),

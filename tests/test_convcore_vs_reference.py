@@ -609,3 +609,66 @@ def test_linear_backward_adam_equals_the_separate_calls(n, d_in, d_out, with_bia
     assert (dx is None) == (not need_dx)
     if need_dx:
         assert dx.tobytes() == dx2.tobytes()
+
+
+@given(st.data(), windows(pool=True))
+def test_avgpool2d_equals_reference(data, win):
+    """Forward and backward, padding not counted in a window's mean."""
+    shape, k, s, p = win
+    x = data.draw(f32(shape))
+    y = convcore.avgpool2d_forward(x, k, s, p)
+    ry = ref.avgpool2d_forward(*_64(x), k, s, p)
+    terms = k[0] * k[1]
+    assert_within(y, ry, ref.avgpool2d_forward(*_abs(x), k, s, p), terms, "avgpool forward")
+    dy = data.draw(f32(y.shape))
+    dx = convcore.avgpool2d_backward(dy, shape, k, s, p)
+    rdx = ref.avgpool2d_backward(*_64(dy), shape, k, s, p)
+    assert_within(dx, rdx, ref.avgpool2d_backward(*_abs(dy), shape, k, s, p), terms,
+                  "avgpool backward")
+
+
+def test_global_average_pool_is_the_mean_of_each_image():
+    x = np.random.default_rng(3).standard_normal((5, 7, 9, 6)).astype(np.float32)
+    y = convcore.avgpool2d_forward(x, (7, 9), padding="valid")
+    assert y.shape == (5, 1, 1, 6)
+    np.testing.assert_allclose(y[:, 0, 0], x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def _bn_case(data, max_hw=9):
+    n = data.draw(st.integers(1, 4))
+    h, w = data.draw(st.integers(1, max_hw)), data.draw(st.integers(1, max_hw))
+    assume(n * h * w >= 2)
+    c = data.draw(st.integers(1, 40))
+    x = data.draw(f32((n, h, w, c), -3, 3)) + np.float32(data.draw(st.floats(-5, 5)))
+    gamma, beta = data.draw(f32((c,))), data.draw(f32((c,)))
+    return x, gamma, beta
+
+
+def _close(got, want, what, rtol=2e-4, atol=2e-4):
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=atol,
+                               err_msg=what)
+
+
+@given(st.data(), st.booleans(), st.sampled_from([1e-5, 1e-3]))
+def test_batchnorm_equals_reference(data, relu, eps):
+    """Training forward (batch statistics), backward, and inference on the
+    statistics the forward returned (the same output)."""
+    x, gamma, beta = _bn_case(data)
+    y, mean, var = convcore.batchnorm_forward(x, gamma, beta, eps, relu)
+    ry, rmean, rvar = ref.batchnorm_forward(*_64(x, gamma, beta), eps, relu)
+    scale = 1 + np.abs(x).max() + np.abs(rmean).max()
+    _close(mean, rmean, "mean", atol=1e-6 * scale)
+    _close(var, rvar, "var", atol=1e-6 * scale ** 2)
+    _close(y, ry, "y", atol=2e-4 * (1 + np.abs(ry).max()))
+    assert convcore.batchnorm_inference(x, gamma, beta, mean, var, eps, relu).tobytes() == \
+        y.tobytes()
+    dy = data.draw(f32(x.shape))
+    got = convcore.batchnorm_backward(x, gamma, mean, var, dy, eps, relu_y=y if relu else None)
+    want = ref.batchnorm_backward(*_64(x, gamma, mean, var, dy), eps,
+                                  relu_y=y if relu else None)   # the same ReLU mask
+    m = x.shape[0] * x.shape[1] * x.shape[2]
+    for g, w, name in zip(got, want, ("dx", "dgamma", "dbeta")):
+        # dx divides by sqrt(var + eps): its error grows with 1 / sqrt(eps)
+        bound = 1e-5 * m * (1 + np.abs(w).max()) * (1 + np.abs(gamma).max() / np.sqrt(
+            rvar.min() + eps) * 1e-2)
+        _close(g, w, name, rtol=1e-3, atol=bound)

@@ -103,6 +103,20 @@ def arguments(name):
     if name == "maxpool2d_backward":
         return st.tuples(st.tuples(ARR, ARR, SHAPES), st.fixed_dictionaries({}, optional={
             "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
+    if name == "avgpool2d_forward":
+        return st.tuples(st.tuples(ARR), st.fixed_dictionaries({}, optional={
+            "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
+    if name == "avgpool2d_backward":
+        return st.tuples(st.tuples(ARR, SHAPES), st.fixed_dictionaries({}, optional={
+            "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
+    epsilons = st.one_of(st.floats(-1, 1), st.integers(-1, 1), st.none(), st.just(True))
+    if name in ("batchnorm_forward", "batchnorm_inference"):
+        vectors = (ARR, ARR) if name == "batchnorm_forward" else (ARR, ARR, ARR, ARR)
+        return st.tuples(st.tuples(ARR, *vectors), st.fixed_dictionaries({}, optional={
+            "eps": epsilons, "relu": st.booleans()}))
+    if name == "batchnorm_backward":
+        return st.tuples(st.tuples(ARR, ARR, ARR, ARR, ARR), st.fixed_dictionaries(
+            {}, optional={"eps": epsilons, "need_dx": st.booleans(), "relu_y": ARR}))
     if name == "linear_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
             "b": ARR, "relu": st.booleans()}))

@@ -93,3 +93,37 @@ def test_reference_im2col_matches_the_seeds_loop():
             sects.append(x[:, row:row + kr, col:col + kc].reshape(2, 1, -1))
     expected = np.concatenate(sects, axis=1).reshape(2, 4, 6, kr * kc)
     np.testing.assert_array_equal(ref.im2col(x, (kr, kc)), expected)
+
+
+@settings(max_examples=25)
+@given(st.data(), windows(max_hw=6, max_c=2, max_n=2, pool=True))
+def test_avgpool2d_backward_matches_finite_differences(data, win):
+    shape, k, s, p = win
+    x = data.draw(f64(shape))
+    r = data.draw(f64(ref.avgpool2d_forward(x, k, s, p).shape))
+    dx = ref.avgpool2d_backward(r, shape, k, s, p)
+    np.testing.assert_allclose(
+        dx, numeric_grad(lambda: np.sum(ref.avgpool2d_forward(x, k, s, p) * r), x), atol=1e-7)
+
+
+@settings(max_examples=25)
+@given(st.data(), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.booleans())
+def test_batchnorm_backward_matches_finite_differences(data, n, hw, c, relu):
+    x = data.draw(f64((n, hw, 2, c)))
+    gamma, beta = data.draw(f64((c,))), data.draw(f64((c,)))
+    x = x + np.linspace(0, 1, x.size).reshape(x.shape)   # no channel of equal values
+    y, mean, var = ref.batchnorm_forward(x, gamma, beta, 1e-3, relu)
+    if relu:   # keep away from the ReLU's kink, where the derivative is undefined
+        from hypothesis import assume
+        assume(np.abs(y[y > 0]).min(initial=1) > 1e-3 and np.abs(
+            ref.batchnorm_forward(x, gamma, beta, 1e-3)[0]).min() > 1e-3)
+    r = data.draw(f64(y.shape))
+
+    def loss():
+        return np.sum(ref.batchnorm_forward(x, gamma, beta, 1e-3, relu)[0] * r)
+
+    dx, dgamma, dbeta = ref.batchnorm_backward(x, gamma, mean, var, r, 1e-3,
+                                               relu_y=y if relu else None)
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), atol=1e-5)
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma), atol=1e-5)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta), atol=1e-5)

@@ -93,7 +93,18 @@ def _all_ops(rng):
     dx_adam = convcore.linear_backward_adam(xt, fused_adam[0], yt, fused_adam[3],
                                             fused_adam[1], fused_adam[2], fused_adam[4],
                                             fused_adam[5], 1e-3, relu_y=yt)
+    # batch normalisation: 3 x 11 x 13 x 40 (7 blocks of rows, a ragged end), ReLU fused
+    xn = rng.standard_normal((3, 11, 13, 40)).astype(np.float32) + 2
+    gn, bn = b[:16].repeat(3)[:40] + 1, b[:16].repeat(3)[:40]
+    yn, mn, vn = convcore.batchnorm_forward(xn, gn, bn, relu=True)
+    norm_back = convcore.batchnorm_backward(xn, gn, mn, vn, xn, relu_y=yn)
     return {
+        "batchnorm_forward": [yn, mn, vn],
+        "batchnorm_inference": [convcore.batchnorm_inference(xn, gn, bn, mn, vn + 1)],
+        "batchnorm_backward": list(norm_back),
+        "avgpool2d_forward": [convcore.avgpool2d_forward(xn, 3, 2, "same")],
+        "avgpool2d_backward": [convcore.avgpool2d_backward(xn[:, ::2, ::2].copy(), xn.shape, 3,
+                                                           2, "same")],
         "dropout_forward": [convcore.dropout_forward(xo, 0.3, 2**64 - 5)],
         "dropout_backward": [convcore.dropout_backward(xo, 0.5, 7)],
         "conv2d_maxpool_forward": fused[0::5] + fused[1::5],

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _checks as chk
-from . import _conv, _dropout, _im2col, _linear, _optim, _pool
+from . import _conv, _dropout, _im2col, _linear, _norm, _optim, _pool
 from ._alloc import empty
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
@@ -270,6 +270,42 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
     return dx
 
 
+def avgpool2d_forward(x, pool_size=2, stride=None, padding=0):
+    """Mean over windows: (N, H, W, C) -> (N, OH, OW, C). Padded cells do not
+    count (a window's mean is over its cells inside the image, as ONNX's
+    AveragePool by default). A global average pool is pool_size = (H, W)."""
+    fn = "avgpool2d_forward"
+    x = chk.array(fn, "x", x, 4, _X)
+    g = chk.window(fn, x.shape, pool_size, pool_size if stride is None else stride, padding,
+                   "pool_size", pool=True)
+    if x.shape[3] < 1:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
+    shape = (x.shape[0], g["OH"], g["OW"], x.shape[3])
+    chk.size(fn, "the output", *shape)
+    y = empty(shape)
+    _pool.avgpool2d_forward(x, y, g, get_num_threads())
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, pool_size=2, stride=None, padding=0):
+    """dx of shape x_shape: each dy spread evenly over its window's cells inside
+    the image. pool_size, stride and padding: as given to avgpool2d_forward."""
+    fn = "avgpool2d_backward"
+    dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C)")
+    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
+    chk.size(fn, "x_shape", *x_shape)
+    g = chk.window(fn, x_shape, pool_size, pool_size if stride is None else stride, padding,
+                   "pool_size", pool=True)
+    want = (x_shape[0], g["OH"], g["OW"], x_shape[3])
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} (the pool of pool_size="
+                         f"{pool_size!r}, stride={stride!r}, padding={padding!r} over x_shape "
+                         f"{x_shape}), got {dy.shape}")
+    dx = empty(x_shape)
+    _pool.avgpool2d_backward(dy, dx, g, get_num_threads())
+    return dx
+
+
 def _argmax_window_message(fn, n_bad):
     return (f"{fn}: argmax has {n_bad} entries outside their own pooling window: it is not "
             "the argmax of this pool's forward pass (another input shape, pool size, "
@@ -435,3 +471,81 @@ def sgd_update(p, g, buf, lr, momentum=0.0):
     g = _update_checks("sgd_update", p, g, {"buf": buf})
     _optim.sgd_update(p.reshape(-1), g, buf.reshape(-1), float(lr), float(momentum),
                       get_num_threads())
+
+
+def _channels(fn, x, named):
+    """x (N, H, W, C) as rows (N H W, C), and each named (C,) vector checked."""
+    x = chk.array(fn, "x", x, 4, _X)
+    c = x.shape[3]
+    if c < 1:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
+    out = []
+    for name, v in named.items():
+        v = chk.array(fn, name, v, 1, f"({c},)")
+        if v.shape != (c,):
+            raise ValueError(f"{fn}: {name} must have shape ({c},) to match the channels of "
+                             f"x {x.shape}, got {v.shape}")
+        out.append(v)
+    return x, x.reshape(-1, c), out
+
+
+def _eps(fn, eps):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+        raise ValueError(f"{fn}: eps must be a number > 0, got {eps!r}")
+    return float(eps)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False):
+    """Batch normalisation in training: (y, mean, var), y = (x - mean) /
+    sqrt(var + eps) * gamma + beta (then ReLU if relu), with each channel's mean
+    and biased variance over the batch's N H W cells. The sums run in a fixed
+    order: the same bits on any thread count."""
+    fn = "batchnorm_forward"
+    x, rows, (gamma, beta) = _channels(fn, x, {"gamma": gamma, "beta": beta})
+    eps = _eps(fn, eps)
+    if rows.shape[0] < 2:
+        raise ValueError(f"{fn}: x must have more than one value per channel (N H W >= 2) "
+                         f"for batch statistics, got shape {x.shape}")
+    y, mean, var = empty(x.shape), empty(gamma.shape), empty(gamma.shape)
+    _norm.batchnorm_forward(rows, gamma, beta, eps, bool(relu), y.reshape(rows.shape), mean,
+                            var, get_num_threads())
+    return y, mean, var
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
+    """Batch normalisation on given statistics (the running ones): y = (x -
+    mean) * scale + beta, scale = gamma / sqrt(var + eps), then ReLU if relu:
+    the bits of batchnorm_forward's output for the same statistics."""
+    fn = "batchnorm_inference"
+    x, rows, (gamma, beta, mean, var) = _channels(
+        fn, x, {"gamma": gamma, "beta": beta, "mean": mean, "var": var})
+    eps = _eps(fn, eps)
+    if (var < 0).any():
+        raise ValueError(f"{fn}: var must be >= 0, got a minimum of {var.min()}")
+    scale = (gamma / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+    y = empty(x.shape)
+    _norm.batchnorm_inference(rows, mean, scale, beta, bool(relu), y.reshape(rows.shape),
+                              get_num_threads())
+    return y
+
+
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None):
+    """Gradients (dx, dgamma, dbeta) of batchnorm_forward(x, gamma, beta, eps,
+    relu) from its input x, its batch statistics (mean, var) and dy (through
+    the ReLU where relu_y, the forward's output, is given); dx None where
+    need_dx is False."""
+    fn = "batchnorm_backward"
+    x, rows, (gamma, mean, var) = _channels(fn, x, {"gamma": gamma, "mean": mean, "var": var})
+    eps = _eps(fn, eps)
+    dy, relu_y = _dy_checks(fn, dy, relu_y, x.shape, _X)
+    dx = empty(x.shape) if need_dx else None
+    dgamma, dbeta = empty(gamma.shape), empty(gamma.shape)
+    if rows.shape[0] == 0:
+        dgamma[...] = 0
+        dbeta[...] = 0
+        return dx, dgamma, dbeta
+    _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape),
+                             None if relu_y is None else relu_y.reshape(rows.shape),
+                             None if dx is None else dx.reshape(rows.shape), dgamma, dbeta,
+                             get_num_threads())
+    return dx, dgamma, dbeta

@@ -12,6 +12,9 @@ OPERATIONS = (
     "conv2d_forward", "conv2d_backward",                   # convolution
     "conv2d_maxpool_forward", "conv2d_maxpool_backward",   # convolution + max-pool, fused
     "maxpool2d_forward", "maxpool2d_backward",             # max-pool
+    "avgpool2d_forward", "avgpool2d_backward",             # average pool (and global)
+    "batchnorm_forward", "batchnorm_backward",             # batch normalisation, training
+    "batchnorm_inference",                                 # ... on the running statistics
     "dropout_forward", "dropout_backward",                 # inverted dropout (Philox)
     "linear_forward", "linear_backward",                   # dense layer
     "linear_backward_adam",                                # dense backward + Adam, fused

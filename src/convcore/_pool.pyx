@@ -87,3 +87,77 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
         n_bad += unpool_image(k, dyp + n * ys, ap + n * ys, yp + n * ys if yp != NULL else NULL,
                               g, dxp + n * xs)
     return n_bad
+
+
+# Average pool: the mean of each window's cells inside the image (padding does
+# not count, as ONNX's AveragePool by default and Keras' "same"). Forward sums
+# each window in row-major order; backward hands each cell dy / count of every
+# window holding it, windows in row-major order: one image per work item, so
+# any thread count gives the same bits. A global average pool is the window
+# of the whole image.
+
+cdef void avg_row(const float* x, Window g, Py_ssize_t oh, float* y) noexcept nogil:
+    cdef Py_ssize_t ow, i, j, c, ih, iw, count
+    cdef float inv
+    for ow in range(g.OW):
+        for c in range(g.C):
+            y[ow * g.C + c] = 0
+        count = 0
+        for i in range(g.KH):
+            ih = oh * g.SH - g.PT + i
+            if ih < 0 or ih >= g.H:
+                continue
+            for j in range(g.KW):
+                iw = ow * g.SW - g.PL + j
+                if iw < 0 or iw >= g.W:
+                    continue
+                count = count + 1
+                for c in range(g.C):
+                    y[ow * g.C + c] += x[(ih * g.W + iw) * g.C + c]
+        inv = 1.0 / count
+        for c in range(g.C):
+            y[ow * g.C + c] *= inv
+
+
+cdef void unavg_image(const float* dy, Window g, float* dx) noexcept nogil:
+    cdef Py_ssize_t oh, ow, i, j, c, ih, iw, i0, i1, j0, j1
+    cdef float inv
+    for i in range(g.H * g.W * g.C):
+        dx[i] = 0
+    for oh in range(g.OH):
+        i0 = max(oh * g.SH - g.PT, 0)
+        i1 = min(oh * g.SH - g.PT + g.KH, g.H)
+        for ow in range(g.OW):
+            j0 = max(ow * g.SW - g.PL, 0)
+            j1 = min(ow * g.SW - g.PL + g.KW, g.W)
+            inv = 1.0 / ((i1 - i0) * (j1 - j0))
+            for ih in range(i0, i1):
+                for iw in range(j0, j1):
+                    for c in range(g.C):
+                        dx[(ih * g.W + iw) * g.C + c] += dy[(oh * g.OW + ow) * g.C + c] * inv
+
+
+def avgpool2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                      float[:, :, :, ::1] y,          # OUT (N, OH, OW, C)
+                      Window g, int n_threads):
+    cdef Py_ssize_t N = x.shape[0], t
+    if N == 0 or g.OH == 0 or g.OW == 0:
+        return
+    cdef const float* xp = &x[0, 0, 0, 0]
+    cdef float* yp = &y[0, 0, 0, 0]
+    cdef Py_ssize_t xs = g.H * g.W * g.C, rs = g.OW * g.C
+    for t in prange(N * g.OH, nogil=True, schedule='static', num_threads=n_threads):
+        avg_row(xp + (t // g.OH) * xs, g, t % g.OH, yp + t * rs)
+
+
+def avgpool2d_backward(const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, C)
+                       float[:, :, :, ::1] dx,         # OUT (N, H, W, C)
+                       Window g, int n_threads):
+    cdef Py_ssize_t N = dx.shape[0], n
+    if N == 0 or dx.size == 0:
+        return
+    cdef const float* dyp = &dy[0, 0, 0, 0] if dy.size else NULL
+    cdef float* dxp = &dx[0, 0, 0, 0]
+    cdef Py_ssize_t xs = g.H * g.W * g.C, ys = g.OH * g.OW * g.C
+    for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
+        unavg_image(dyp + n * ys, g, dxp + n * xs)

@@ -151,6 +151,66 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     return dx
 
 
+def _inside_counts(x_shape, pool_size, stride, padding):
+    """The padded batch's geometry and, per window, how many of its cells are in the image."""
+    ones = np.ones((1, *x_shape[1:3], 1))
+    op, geo, pads = _sections(ones, pool_size, stride, padding)
+    kh, kw, sh, sw, oh, ow = geo
+    count = sum(op[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] for i in range(kh)
+                for j in range(kw))
+    return geo, pads, count
+
+
+def avgpool2d_forward(x, pool_size=2, stride=None, padding=0):
+    """The mean of each window's cells inside the image (padding not counted)."""
+    stride = pool_size if stride is None else stride
+    xp, (kh, kw, sh, sw, oh, ow), _ = _sections(x, pool_size, stride, padding)
+    _, _, count = _inside_counts(x.shape, pool_size, stride, padding)
+    total = sum(xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] for i in range(kh)
+                for j in range(kw))
+    return (total / count).astype(x.dtype)
+
+
+def avgpool2d_backward(dy, x_shape, pool_size=2, stride=None, padding=0):
+    stride = pool_size if stride is None else stride
+    (kh, kw, sh, sw, oh, ow), (pt, pl), count = _inside_counts(x_shape, pool_size, stride,
+                                                               padding)
+    n, h, w, c = x_shape
+    xp, _, _ = _sections(np.zeros(x_shape, dy.dtype), pool_size, stride, padding)
+    share = dy / count
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] += share
+    return xp[:, pt:pt + h, pl:pl + w, :].astype(dy.dtype)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False):
+    """(y, mean, var): statistics per channel over N, H, W; var biased."""
+    if x.shape[0] * x.shape[1] * x.shape[2] < 2:
+        raise ValueError("batchnorm_forward: needs more than one value per channel")
+    mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
+    var = ((x - mean) ** 2).mean(axis=(0, 1, 2))
+    y = batchnorm_inference(x, gamma, beta, mean, var, eps, relu)
+    return y, mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
+    y = (x - mean) / np.sqrt(var + eps) * gamma + beta
+    return (np.maximum(y, 0) if relu else y).astype(x.dtype)
+
+
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None):
+    if relu_y is not None:
+        dy = np.where(relu_y > 0, dy, 0)
+    m = x.shape[0] * x.shape[1] * x.shape[2]
+    xhat = (x - mean) / np.sqrt(var + eps)
+    dbeta = dy.sum(axis=(0, 1, 2))
+    dgamma = (dy * xhat).sum(axis=(0, 1, 2))
+    dx = gamma / np.sqrt(var + eps) * (dy - dbeta / m - xhat * dgamma / m) if need_dx else None
+    return (None if dx is None else dx.astype(x.dtype), dgamma.astype(x.dtype),
+            dbeta.astype(x.dtype))
+
+
 def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
     m += (g - m) * (1 - beta1)
     v += (g * g - v) * (1 - beta2)
