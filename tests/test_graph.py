@@ -16,14 +16,19 @@ import convcore.reference as ref
 import pyconv
 from pyconv.layers import (
     Add,
+    AveragePooling2D,
+    BatchNormalization,
     Concatenate,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
+    LeakyReLU,
     MaxPool2D,
     ReLU,
+    Sigmoid,
     Tanh,
 )
 from pyconv.losses import softmax_cross_entropy
@@ -124,7 +129,19 @@ def _ref_forward(layer, x):
     if kind == "MaxPool2D":
         y, am = ref.maxpool2d_forward(x, layer.pool_size, layer.stride, layer.padding)
         return y, (am, x.shape)
+    if kind == "BatchNormalization":
+        gamma = layer.params["gamma"].value.astype(np.float64)
+        y, mean, var = ref.batchnorm_forward(x, gamma, layer.params["beta"].value.astype(
+            np.float64), layer.epsilon)
+        return y, (x, gamma, mean, var)
+    if kind == "AveragePooling2D":
+        return ref.avgpool2d_forward(x, layer.pool_size, layer.stride, layer.padding), x.shape
+    alpha = getattr(layer, "alpha", 0)
+    sigmoid = 1 / (1 + np.exp(-x)) if kind == "Sigmoid" else None
     return {"ReLU": lambda: (np.maximum(x, 0), np.maximum(x, 0)),
+            "LeakyReLU": lambda: (np.where(x > 0, x, alpha * x), x > 0),
+            "Sigmoid": lambda: (sigmoid, sigmoid),
+            "GlobalAveragePooling2D": lambda: (x.mean(axis=(1, 2)), x.shape),
             "Tanh": lambda: (np.tanh(x), np.tanh(x)),
             "Flatten": lambda: (x.reshape(len(x), -1), x.shape),
             "Add": lambda: (sum(x[1:], x[0]), len(x)),
@@ -147,7 +164,17 @@ def _ref_backward(layer, ctx, dy):
         am, shape = ctx
         return ref.maxpool2d_backward(dy, am, shape, layer.pool_size, layer.stride,
                                       layer.padding), {}
+    if kind == "BatchNormalization":
+        dx, dgamma, dbeta = ref.batchnorm_backward(*ctx, dy, layer.epsilon)
+        return dx, {"gamma": dgamma, "beta": dbeta}
+    if kind == "AveragePooling2D":
+        return ref.avgpool2d_backward(dy, ctx, layer.pool_size, layer.stride,
+                                      layer.padding), {}
     return {"ReLU": lambda: np.where(ctx > 0, dy, 0), "Tanh": lambda: dy * (1 - ctx * ctx),
+            "LeakyReLU": lambda: np.where(ctx, dy, layer.alpha * dy),
+            "Sigmoid": lambda: dy * ctx * (1 - ctx),
+            "GlobalAveragePooling2D": lambda: np.broadcast_to(
+                dy[:, None, None, :] / (ctx[1] * ctx[2]), ctx),
             "Flatten": lambda: dy.reshape(ctx), "Add": lambda: [dy] * ctx,
             "Concatenate": lambda: np.split(dy, np.cumsum(ctx)[:-1], -1)}[kind](), {}
 
@@ -172,13 +199,16 @@ def reference_gradients(model, x, dy):
 
 @st.composite
 def random_graphs(draw):
-    """A random graph over 6x6 images: convolutions (1x1, 3x3), ReLU, Tanh, a
-    stride-1 max-pool, Add of two values of one shape, Concatenate of two;
-    every value left unread is concatenated at the end, then Flatten, Dense."""
+    """A random graph over 6x6 images: convolutions (1x1, 3x3), ReLU, Tanh,
+    LeakyReLU, sigmoid, batch normalisation (often before a ReLU: fused),
+    stride-1 max- and average pools, Add of two values of one shape,
+    Concatenate of two; every value left unread is concatenated at the end,
+    then Flatten or a global average pool, Dense."""
     x = pyconv.Input((6, 6, draw(st.integers(1, 2))))
     values = [x]
     for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["conv", "conv", "relu", "tanh", "pool", "add", "concat"]))
+        kind = draw(st.sampled_from(["conv", "conv", "relu", "tanh", "pool", "add", "concat",
+                                     "norm", "leaky", "sigmoid", "avgpool"]))
         a = values[draw(st.integers(0, len(values) - 1))]
         same = [v for v in values if v.shape == a.shape and v is not a]
         if kind == "conv":
@@ -188,6 +218,15 @@ def random_graphs(draw):
             v = (ReLU() if kind == "relu" else Tanh())(a)
         elif kind == "pool":
             v = MaxPool2D(2, stride=1, padding="same")(a)
+        elif kind == "avgpool":
+            v = AveragePooling2D(draw(st.sampled_from([2, 3])), stride=1, padding="same")(a)
+        elif kind == "norm":
+            v = BatchNormalization()(a)
+            v = ReLU()(v) if draw(st.booleans()) else v
+        elif kind == "leaky":
+            v = LeakyReLU(0.1)(a)
+        elif kind == "sigmoid":
+            v = Sigmoid()(a)
         elif kind == "add" and same:
             v = Add()([a, same[draw(st.integers(0, len(same) - 1))]])
         elif kind == "concat" and len(values) > 1:
@@ -198,7 +237,7 @@ def random_graphs(draw):
     read = {id(i) for v in values for i in v.inputs}
     ends = [v for v in values[1:] if id(v) not in read] or [values[0]]
     h = Concatenate()(ends) if len(ends) > 1 else ends[0]
-    out = Dense(3)(Flatten()(h))
+    out = Dense(3)((Flatten() if draw(st.booleans()) else GlobalAveragePooling2D())(h))
     return pyconv.Model(x, out, seed=draw(st.integers(0, 2**16)))
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import convcore
 
-from .layers import Conv2D, Dense, MaxPool2D
+from .layers import BatchNormalization, Conv2D, Dense, MaxPool2D, ReLU
 from .optim import Adam
 
 
@@ -94,6 +94,26 @@ class DenseAdam:
         return f"DenseAdam({self.dense!r})"
 
 
+class NormReLU:
+    """A BatchNormalization and the ReLU after it: one pass over the batch
+    (convcore's batchnorm functions with relu=True), in training and inference."""
+
+    def __init__(self, norm, relu):
+        self.norm, self.relu = norm, relu
+
+    def forward(self, x, training=False):
+        return self.norm.forward(x, training, relu=True)
+
+    def backward(self, ctx, dy, need_dx=True):
+        return self.norm.backward(ctx, dy, need_dx)
+
+    def ready_params(self):
+        return self.norm.ready_params()
+
+    def __repr__(self):
+        return f"NormReLU({self.norm!r}, {self.relu!r})"
+
+
 def _always(layers, optimizer):
     return True
 
@@ -116,6 +136,7 @@ class Fusion:
 
 FUSIONS = (
     Fusion("conv + max-pool", (Conv2D, MaxPool2D), ConvPool),
+    Fusion("batch norm + ReLU", (BatchNormalization, ReLU), NormReLU),
     Fusion("dense + Adam update", (Dense,), DenseAdam, _adam_fuses, with_optimizer=True),
 )
 

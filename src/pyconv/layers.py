@@ -278,6 +278,132 @@ class MaxPool2D(Layer):
                     padding=_padding_json(self.padding))
 
 
+def _as_images(x):
+    """(N, D) features as (N, 1, 1, D) images: batch normalisation is per channel."""
+    return x if x.ndim == 4 else x.reshape(x.shape[0], 1, 1, x.shape[1])
+
+
+class BatchNormalization(Layer):
+    """Batch normalisation per channel (the last axis, of images or features):
+    y = (x - mean) / sqrt(var + epsilon) * gamma + beta.
+
+    In training, mean and var are the batch's, over N H W (var biased, as in
+    the normalisation of Keras, PyTorch and ONNX), and each step updates the
+    running statistics (buffers "mean" and "var"):
+    running = momentum * running + (1 - momentum) * batch, the convention of
+    Keras and ONNX (momentum 0.9 here is PyTorch's momentum=0.1), with the
+    unbiased batch variance (M / (M - 1) var over M = N H W values, as PyTorch
+    and TensorFlow keep it). At inference the running statistics are used.
+    Defaults are ONNX's and PyTorch's: momentum 0.9, epsilon 1e-5."""
+
+    def __init__(self, momentum=0.9, epsilon=1e-5):
+        super().__init__()
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or \
+                not 0 <= momentum < 1:
+            raise ValueError(f"BatchNormalization: momentum must be a number in [0, 1), "
+                             f"got {momentum!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
+                not epsilon > 0:
+            raise ValueError(f"BatchNormalization: epsilon must be a number > 0, "
+                             f"got {epsilon!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) not in (1, 3):
+            raise ShapeError(f"expects images (height, width, channels) or features (D,), "
+                             f"got {input_shape}")
+        return input_shape
+
+    def make_params(self, input_shape, rng):
+        c = input_shape[-1]
+        self.params["gamma"] = Parameter("gamma", np.ones(c, np.float32))
+        self.params["beta"] = Parameter("beta", np.zeros(c, np.float32))
+        self.buffers["mean"] = convcore.zeros((c,))
+        self.buffers["var"] = convcore.zeros((c,)) + np.float32(1)
+
+    def forward(self, x, training=False, relu=False):
+        if self.output_shape is None:
+            self.build(x.shape[1:], np.random.default_rng())
+        g, b = self.params["gamma"].value, self.params["beta"].value
+        xi = _as_images(x)
+        if not training:
+            y = convcore.batchnorm_inference(xi, g, b, self.buffers["mean"], self.buffers["var"],
+                                             self.epsilon, relu)
+            return y.reshape(x.shape), None
+        m = xi.shape[0] * xi.shape[1] * xi.shape[2]
+        if m < 2:
+            raise ValueError(f"BatchNormalization: training needs more than one value per "
+                             f"channel (batch x height x width >= 2), got input {x.shape}")
+        y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu)
+        self._update_running(mean, var, m)
+        return y.reshape(x.shape), (xi, y if relu else None, mean, var)
+
+    def _update_running(self, mean, var, m):
+        k, one = np.float32(self.momentum), np.float32(1 - self.momentum)
+        run_mean, run_var = self.buffers["mean"], self.buffers["var"]
+        run_mean[...] = k * run_mean + one * mean
+        run_var[...] = k * run_var + one * (var * np.float32(m / (m - 1)))
+
+    def backward(self, ctx, dy, need_dx=True):
+        xi, relu_y, mean, var = ctx
+        dx, dg, db = convcore.batchnorm_backward(xi, self.params["gamma"].value, mean, var,
+                                                 dy.reshape(xi.shape), self.epsilon, need_dx,
+                                                 relu_y)
+        self.params["gamma"].grad, self.params["beta"].grad = dg, db
+        return None if dx is None else dx.reshape(dy.shape)
+
+    def config(self):
+        return dict(momentum=self.momentum, epsilon=self.epsilon)
+
+
+class AveragePooling2D(Layer):
+    """Mean over pool_size windows; padded cells do not count (ONNX's default)."""
+
+    def __init__(self, pool_size=2, stride=None, padding="same"):
+        super().__init__()
+        self.pool_size = geometry.pair("AveragePooling2D", "pool_size", pool_size)
+        self.stride = None if stride is None else geometry.pair("AveragePooling2D", "stride",
+                                                                stride)
+        self.padding = padding
+
+    def compute_output_shape(self, input_shape):
+        _images(self, input_shape)
+        stride = self.pool_size if self.stride is None else self.stride
+        oh, ow = _window(self, input_shape, self.pool_size, stride, self.padding, "pool_size",
+                         pool=True)
+        return (oh, ow, input_shape[2])
+
+    def forward(self, x, training=False):
+        y = convcore.avgpool2d_forward(x, self.pool_size, self.stride, self.padding)
+        return y, (x.shape if training else None)
+
+    def backward(self, x_shape, dy, need_dx=True):
+        return convcore.avgpool2d_backward(dy, x_shape, self.pool_size, self.stride,
+                                           self.padding) if need_dx else None
+
+    def config(self):
+        return dict(pool_size=list(self.pool_size),
+                    stride=None if self.stride is None else list(self.stride),
+                    padding=_padding_json(self.padding))
+
+
+class GlobalAveragePooling2D(Layer):
+    """Each channel's mean over the image: (N, H, W, C) -> (N, C)."""
+
+    def compute_output_shape(self, input_shape):
+        return (_images(self, input_shape)[2],)
+
+    def forward(self, x, training=False):
+        y = convcore.avgpool2d_forward(x, x.shape[1:3], padding="valid")
+        return y.reshape(x.shape[0], x.shape[3]), (x.shape if training else None)
+
+    def backward(self, x_shape, dy, need_dx=True):
+        if not need_dx:
+            return None
+        dy4 = np.ascontiguousarray(dy).reshape(dy.shape[0], 1, 1, dy.shape[1])
+        return convcore.avgpool2d_backward(dy4, x_shape, x_shape[1:3], padding="valid")
+
+
 class ReLU(Layer):
     def forward(self, x, training=False):
         y = np.maximum(x, np.float32(0))
@@ -294,6 +420,38 @@ class Tanh(Layer):
 
     def backward(self, y, dy, need_dx=True):
         return dy * (1 - y * y) if need_dx else None
+
+
+class LeakyReLU(Layer):
+    """y = x where x > 0, else alpha x (alpha in [0, 1); ONNX's default 0.01)."""
+
+    def __init__(self, alpha=0.01):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
+                not 0 <= alpha < 1:
+            raise ValueError(f"LeakyReLU: alpha must be a number in [0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=False):
+        y = np.where(x > 0, x, x * np.float32(self.alpha))
+        return y, (x > 0 if training else None)
+
+    def backward(self, positive, dy, need_dx=True):
+        return np.where(positive, dy, dy * np.float32(self.alpha)) if need_dx else None
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x / 2)) / 2 (no overflow)."""
+
+    def forward(self, x, training=False):
+        y = (np.tanh(x * np.float32(0.5)) + np.float32(1)) * np.float32(0.5)
+        return y, (y if training else None)
+
+    def backward(self, y, dy, need_dx=True):
+        return dy * y * (1 - y) if need_dx else None
 
 
 class Dropout(Layer):
@@ -392,5 +550,6 @@ class Concatenate(_Merge):
         return [np.ascontiguousarray(d) for d in np.split(dy, cuts, axis=-1)]
 
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, MaxPool2D, ReLU, Tanh, Dropout, Flatten,
-                                        Add, Concatenate)}
+LAYERS = {cls.__name__: cls for cls in (
+    Conv2D, Dense, MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, BatchNormalization,
+    ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, Flatten, Add, Concatenate)}
