@@ -459,18 +459,29 @@ def dropout_backward(dy, rate, key, offset=0):
     return dx
 
 
-def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
-    """One fused Adam step in place (TensorFlow's ApplyAdam); lr_t is bias-corrected."""
+def _unit(fn, name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
+        raise ValueError(f"{fn}: {name} must be a number in [0, 1), got {v!r}")
+    return float(v)
+
+
+def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8, decay=0.0):
+    """One fused Adam step in place (TensorFlow's ApplyAdam); lr_t is bias-corrected.
+    decay: p *= 1 - decay first (AdamW's decoupled weight decay: lr * weight_decay)."""
     g = _update_checks("adam_update", p, g, {"m": m, "v": v})
     _optim.adam_update(p.reshape(-1), g, m.reshape(-1), v.reshape(-1), float(lr_t),
-                       float(beta1), float(beta2), float(eps), get_num_threads())
+                       float(beta1), float(beta2), float(eps), _unit("adam_update", "decay",
+                                                                     decay), get_num_threads())
 
 
-def sgd_update(p, g, buf, lr, momentum=0.0):
-    """One SGD step in place: buf = momentum * buf + g; p -= lr * buf."""
+def sgd_update(p, g, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """One SGD step in place, as PyTorch's: g' = g + weight_decay * p; buf =
+    momentum * buf + g'; p -= lr * buf (nesterov: p -= lr * (g' + momentum * buf))."""
     g = _update_checks("sgd_update", p, g, {"buf": buf})
+    if not weight_decay >= 0:
+        raise ValueError(f"sgd_update: weight_decay must be >= 0, got {weight_decay!r}")
     _optim.sgd_update(p.reshape(-1), g, buf.reshape(-1), float(lr), float(momentum),
-                      get_num_threads())
+                      bool(nesterov), float(weight_decay), get_num_threads())
 
 
 def _channels(fn, x, named):

@@ -211,17 +211,19 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=N
             dbeta.astype(x.dtype))
 
 
-def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8):
+def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8, decay=0.0):
+    p *= 1 - decay
     m += (g - m) * (1 - beta1)
     v += (g * g - v) * (1 - beta2)
     p -= lr_t * m / (np.sqrt(v) + eps)
 
 
-def sgd_update(p, g, buf, lr, momentum=0.0):
+def sgd_update(p, g, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    g = g + weight_decay * p
     if momentum:
         buf *= momentum
         buf += g
-        p -= lr * buf
+        p -= lr * (g + momentum * buf if nesterov else buf)
     else:
         p -= lr * g
 

@@ -231,7 +231,8 @@ class Model:
             out.append((node, values[node.name]))
         return out
 
-    def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None):
+    def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None,
+                   label_smoothing=0.0):
         """One step on a batch: x images (N, H, W, C), float32 or integer (scaled
         by input_divisor), y integer labels (N,). Returns the mean loss, or
         (loss, logits) with return_logits=True.
@@ -239,11 +240,13 @@ class Model:
         shard=(first, end, n): x and y are examples first..end-1 of a global
         batch of n (one process's slice of it: pyconv.distributed.DataParallel
         cuts them), the loss returned is their share of its mean, and dropout
-        draws that slice of the global batch's masks."""
+        draws that slice of the global batch's masks. label_smoothing: of the
+        loss (pyconv.losses.softmax_cross_entropy)."""
         x = self.prepare(x, "train_step")
         training = Training(self.rng, 0 if shard is None else shard[0])
         logits, tape = self.forward(x, training, optimizer, fusions)
-        loss, dlogits = softmax_cross_entropy(logits, y, None if shard is None else shard[2])
+        loss, dlogits = softmax_cross_entropy(logits, y, None if shard is None else shard[2],
+                                              label_smoothing)
         optimizer.begin_step()
         self.backward(tape, dlogits, optimizer)
         optimizer.finish_step()

@@ -97,6 +97,11 @@ class Optimizer:
         """Named state arrays (for checkpoints), besides the step count self.t."""
         return {}
 
+    def config(self):
+        """The constructor's arguments besides params and lr (JSON-able, for
+        checkpoints: a resumed run gets the same optimiser)."""
+        return {}
+
     def load_state(self, t, arrays):
         self.t = int(t)
         for name, a in self.state_arrays().items():
@@ -106,22 +111,40 @@ class Optimizer:
             a[...] = arrays[name]
 
 
-class SGD(Optimizer):
-    """p -= lr * buf, buf = momentum * buf + grad (plain SGD when momentum is 0)."""
+def _weight_decay(owner, weight_decay):
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or \
+            not weight_decay >= 0:
+        raise ValueError(f"{owner}: weight_decay must be a number >= 0, got {weight_decay!r}")
+    return float(weight_decay)
 
-    def __init__(self, params, lr=0.01, momentum=0.0):
+
+class SGD(Optimizer):
+    """PyTorch's SGD: g = grad + weight_decay * p; buf = momentum * buf + g;
+    p -= lr * buf, or with nesterov=True p -= lr * (g + momentum * buf)
+    (plain SGD when momentum is 0)."""
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        if not 0 <= momentum < 1:
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or \
+                not 0 <= momentum < 1:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: nesterov=True needs a momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.weight_decay = _weight_decay("SGD", weight_decay)
         self.buf = [convcore.zeros(p.value.shape) for p in self.params]
 
     def _update(self, i):
         p = self.params[i]
-        convcore.sgd_update(p.value, p.grad, self.buf[i], self.lr, self.momentum)
+        convcore.sgd_update(p.value, p.grad, self.buf[i], self.lr, self.momentum, self.nesterov,
+                            self.weight_decay)
 
     def state_arrays(self):
         return {f"buf{i}": b for i, b in enumerate(self.buf)}
+
+    def config(self):
+        return dict(momentum=self.momentum, nesterov=self.nesterov,
+                    weight_decay=self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -143,7 +166,8 @@ class Adam(Optimizer):
 
     def _update(self, i):
         p = self.params[i]
-        convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], *self.rates())
+        convcore.adam_update(p.value, p.grad, self.m[i], self.v[i], *self.rates(),
+                             decay=self.lr * getattr(self, "weight_decay", 0.0))
 
 
     def fusable(self, params):
@@ -167,5 +191,22 @@ class Adam(Optimizer):
         return {**{f"m{i}": m for i, m in enumerate(self.m)},
                 **{f"v{i}": v for i, v in enumerate(self.v)}}
 
+    def config(self):
+        return dict(beta1=self.beta1, beta2=self.beta2, eps=self.eps, fused=self.fused)
 
-OPTIMIZERS = {"SGD": SGD, "Adam": Adam}
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter; PyTorch's
+    AdamW): each step first p *= 1 - lr * weight_decay, then Adam's update,
+    for every parameter. Its updates are never fused into a backward pass."""
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, beta1, beta2, eps, fused=False)
+        self.weight_decay = _weight_decay("AdamW", weight_decay)
+
+    def config(self):
+        return dict(beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                    weight_decay=self.weight_decay)
+
+
+OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

@@ -64,7 +64,7 @@ def save_checkpoint(path, model, optimizer, train_state):
     """A model plus its optimiser state and a JSON-able training state."""
     arrays = _model_arrays(model)
     arrays["optimizer"] = _json({"type": type(optimizer).__name__, "t": optimizer.t,
-                                 "lr": optimizer.lr})
+                                 "lr": optimizer.lr, "config": optimizer.config()})
     for name, a in optimizer.state_arrays().items():
         arrays[f"opt/{name}"] = a
     arrays["train_state"] = _json(train_state)
@@ -143,6 +143,7 @@ def load_checkpoint(path, lr=None):
     if "optimizer" not in arrays or "train_state" not in arrays:
         raise ModelFileError(f"{path}: a model file, not a training checkpoint")
     meta = json.loads(str(arrays["optimizer"]))
-    opt = OPTIMIZERS[meta["type"]](model.parameters(), lr=meta["lr"] if lr is None else lr)
+    opt = OPTIMIZERS[meta["type"]](model.parameters(), **meta.get("config", {}),
+                                   lr=meta["lr"] if lr is None else lr)
     opt.load_state(meta["t"], {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")})
     return model, opt, json.loads(str(arrays["train_state"]))

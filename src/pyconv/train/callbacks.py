@@ -152,11 +152,14 @@ class LearningRateSchedule(Callback):
     """Sets the optimiser's learning rate before every step from the step count
     alone (so a resumed run gets the same rates):
 
-    "step":   lr * gamma ** (step // step_size)
-    "cosine": lr * (1 + cos(pi * step / steps)) / 2, from lr down to 0
+    "step":     lr * gamma ** (step // step_size)
+    "cosine":   lr * (1 + cos(pi * step / steps)) / 2, from lr down to 0
+    "onecycle": PyTorch's OneCycleLR (cosine annealing): from lr / 25 up to lr
+                over the first 30% of the steps, then down to lr / 25e4
     """
 
-    KINDS = ("constant", "step", "cosine")
+    KINDS = ("constant", "step", "cosine", "onecycle")
+    WARM_UP, START_DIV, END_DIV = 0.3, 25.0, 25e4
 
     def __init__(self, kind, lr, steps, step_size=None, gamma=0.1):
         if kind not in self.KINDS:
@@ -169,7 +172,19 @@ class LearningRateSchedule(Callback):
             return self.lr * self.gamma ** (step // self.step_size)
         if self.kind == "cosine":
             return self.lr * (1 + math.cos(math.pi * min(step, self.steps) / self.steps)) / 2
+        if self.kind == "onecycle":
+            return self._one_cycle(min(step, self.steps - 1))
         return self.lr
+
+    def _one_cycle(self, step):
+        """As torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, total_steps=steps)."""
+        peak = float(self.WARM_UP * self.steps) - 1
+        low, top, end = self.lr / self.START_DIV, self.lr, self.lr / self.END_DIV
+        if step <= peak and peak > 0:
+            a, b, frac = low, top, step / peak
+        else:
+            a, b, frac = top, end, (step - peak) / max(self.steps - 1 - peak, 1)
+        return b + (a - b) * (1 + math.cos(math.pi * frac)) / 2
 
     def on_step_begin(self, trainer):
         trainer.optimizer.lr = self.rate(trainer.step)

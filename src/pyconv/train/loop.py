@@ -136,13 +136,14 @@ class Trainer:
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
                  test=None, shuffle=True, seed=0, callbacks=(), log=log, config=None,
-                 world=None):
+                 world=None, label_smoothing=0.0):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
-        self.parallel = distributed.DataParallel(model, optimizer, self.world)   # (once)
+        self.parallel = distributed.DataParallel(model, optimizer, self.world,   # (once)
+                                                 label_smoothing)
         if batch_size < self.world.size:
             raise ValueError(f"Trainer: batch_size ({batch_size}) is the global batch: it must "
                              f"be at least the number of processes ({self.world.size})")
@@ -274,7 +275,7 @@ class History:
 
 def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, lr=1e-3,
         validation_data=None, validation_split=None, callbacks=(), eval_every=None,
-        shuffle=True, seed=0, verbose=True):
+        shuffle=True, seed=0, verbose=True, label_smoothing=0.0):
     """Train model on images x (N, H, W[, C]; uint8 or float) and integer labels y.
 
     epochs or steps: how long (an epoch is len(x) / batch_size steps). optimizer:
@@ -282,7 +283,9 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     (x, y), or validation_split: the last fraction of (x, y) held out (as
     Keras). Validation runs every eval_every steps (default: once an epoch)
     and at the end. callbacks: pyconv.callbacks objects (schedules, early
-    stopping, checkpoints), called after the validation. Returns a History."""
+    stopping, checkpoints), called after the validation. label_smoothing: of
+    the training loss (0.1: PyTorch's CrossEntropyLoss(label_smoothing=0.1)).
+    Returns a History."""
     if (epochs is None) == (steps is None):
         raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
                          f"steps={steps!r}")
@@ -303,5 +306,5 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
         cbs.append(ProgressBar(model.name))
     trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
                       validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
-                      log=log if verbose else (lambda msg: None))
+                      log=log if verbose else (lambda msg: None), label_smoothing=label_smoothing)
     return History(model, trainer.run(), trainer)
