@@ -1,5 +1,5 @@
 """Built-in networks: the TensorFlow tutorial's CNN, Grokking Deep Learning's
-(ch. 10), and LeNet-5. Each is a function of the input shape, the class count
+(ch. 10), LeNet-5, and `fast`, chosen for the time to 99.2% on MNIST. Each is a function of the input shape, the class count
 and the seed; the first two keep the initial weights they have always had
 for a seed."""
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Tanh
@@ -56,4 +56,24 @@ def lenet5(seed=0, input_shape=(28, 28, 1), classes=10):
     ], input_shape=input_shape, name="lenet5", seed=seed)
 
 
-MODELS = {"tutorial": tutorial_cnn, "grokking": grokking_cnn, "lenet5": lenet5}
+def fast_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
+    """A small CNN for the shortest time to 99.2% on MNIST on a CPU: conv 5x5x16
+    VALID + ReLU, max-pool 2, conv 5x5x32 VALID + ReLU, max-pool 2, dense 128 +
+    ReLU, dense classes (the public PyTorch recipe's network, 24 -> 16
+    channels and 256 -> 128 units, where convcore's vector kernels run).
+    Weights and biases as the tutorial's. Its recipe (pyconv train --model
+    fast): 1.5 epochs of batch 128 on all the training images, Adam lr 0.01
+    with betas (0.7, 0.9), the one-cycle schedule, label smoothing 0.1."""
+    return Sequential([
+        Conv2D(16, 5, padding="valid", activation="relu"),
+        MaxPool2D(2),
+        Conv2D(32, 5, padding="valid", activation="relu"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(128, activation="relu"),
+        Dense(classes),
+    ], input_shape=input_shape, name="fast", seed=seed)
+
+
+MODELS = {"tutorial": tutorial_cnn, "grokking": grokking_cnn, "lenet5": lenet5,
+          "fast": fast_cnn}

@@ -39,6 +39,20 @@ def _fraction(text):
     return value
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _smoothing(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def _data_options(p):
     p.add_argument("--dataset", metavar="NAME|PATH",
                    help="a registered data set (mnist, fashion-mnist), a folder of IDX files, "
@@ -60,19 +74,31 @@ def _train_parser(sub):
                    "the TensorFlow tutorial's CNN) or a network file (.json or .toml)")
     _data_options(t)
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
-                   "model's published budget: tutorial 20000, grokking 2100; else 2000)")
+                   "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs; "
+                   "else 2000)")
     t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
                    "(instead of --steps)")
     t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "
                    "mpiexec, split among the processes (default: tutorial 50, grokking 128, "
-                   "else 50)")
+                   "fast 128, else 50)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
-                   "Adam, grokking 1.0 SGD, else 1e-3 Adam)")
-    t.add_argument("--schedule", choices=("constant", "step", "cosine"), default="constant",
-                   help="learning-rate schedule (step: x0.1 every third of the run; cosine: "
+                   "Adam, grokking 1.0 SGD, fast 0.01 Adam with betas 0.7 and 0.9, else 1e-3 "
+                   "Adam)")
+    t.add_argument("--schedule", choices=("constant", "step", "cosine", "onecycle"),
+                   help="learning-rate schedule (default: fast onecycle, else constant; "
+                   "onecycle: PyTorch's OneCycleLR, up to --lr over 30%% of the run, then "
+                   "down; step: x0.1 every third of the run; cosine: "
                    "down to 0)")
+    t.add_argument("--label-smoothing", type=_smoothing, metavar="E", help="spread E of each "
+                   "target over all classes, as PyTorch's (default: fast 0.1, else 0)")
+    t.add_argument("--augment-shift", type=_non_negative_int, default=0, metavar="N",
+                   help="augment: translate each training image by up to N pixels (zero "
+                   "border), seeded; resumes bit for bit (default: 0, off)")
+    t.add_argument("--augment-flip", action="store_true", help="augment: mirror half of the "
+                   "training images left to right (not for digits)")
     t.add_argument("--validation-split", type=_fraction, metavar="F", help="fraction of the "
-                   "training images held out for validation (default: the recipe's twelfth)")
+                   "training images held out for validation (default: the recipe's twelfth; "
+                   "fast: none)")
     t.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, dropout and data order (default: 0)")
     t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
@@ -160,7 +186,9 @@ def _ended(code, message=None):
 def _train(args):
     cfg = TrainConfig(model=args.model, dataset=args.dataset, steps=args.steps,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      schedule=args.schedule, validation_split=args.validation_split,
+                      schedule=args.schedule, label_smoothing=args.label_smoothing,
+                      augment_shift=args.augment_shift, augment_flip=args.augment_flip,
+                      validation_split=args.validation_split,
                       image_size=args.image_size, test_split=args.test_split, seed=args.seed,
                       threads=args.threads, data_dir=args.data_dir, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

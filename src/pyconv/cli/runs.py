@@ -9,18 +9,18 @@ from dataclasses import asdict, dataclass
 
 import convcore
 
-from ..data import datasets
+from ..data import Augment, datasets
 from ..errors import ShapeError, WriteError
 from ..io.files import atomic_write
 from ..io.network_files import load_network
 from ..models import MODELS
-from ..optim import SGD, Adam
+from ..optim import OPTIMIZERS
 from ..train import distributed
 from ..train.callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
 from ..train.loop import Trainer, log
 
 # Each model's published recipe: the TensorFlow tutorial's run and Grokking Deep
-# Learning's (ch. 10) run.
+# Learning's (ch. 10) run; and `fast`'s, chosen for the time to 99.2% on MNIST.
 # The validation set is the first (or last) twelfth of the training file:
 # MNIST's 5,000 of 60,000 (any other count scales, e.g. the tests' sample).
 RECIPES = {
@@ -31,13 +31,22 @@ RECIPES = {
     # pass, in order, as Grokking Deep Learning's loop does), plain SGD; validation: the last 5,000
     "grokking": dict(steps=2100, batch_size=128, lr=1.0, optimizer="sgd",
                      validation="last", train_limit=1000, shuffle=False),
+    # 1.5 passes over all the training images (none held out, as the public
+    # PyTorch recipe it beats), batch 128, Adam 0.01 with betas (0.7, 0.9), the
+    # one-cycle schedule, label smoothing 0.1
+    "fast": dict(epochs=1.5, batch_size=128, lr=0.01, optimizer="adam",
+                 optimizer_args=dict(beta1=0.7, beta2=0.9), schedule="onecycle",
+                 label_smoothing=0.1, validation="none", train_limit=None, shuffle=True),
 }
+RECIPE_DEFAULTS = dict(optimizer_args={}, schedule="constant", label_smoothing=0.0)
 
 
 def recipe_split(recipe, n, validation_split=None):
     """((train_start, train_end), (validation_start, validation_end)) of a
     training file of n images, as the recipe (or validation_split) says."""
     held = n // 12 if validation_split is None else int(round(n * validation_split))
+    if recipe["validation"] == "none" and validation_split is None:
+        held = 0
     if recipe["validation"] == "first":
         train, validation = (held, n), (0, held)
     else:
@@ -57,7 +66,7 @@ DEFAULT_RECIPE = dict(steps=2000, batch_size=50, lr=1e-3, optimizer="adam",
 
 def recipe_for(model):
     """The recipe of a built-in network by name, else DEFAULT_RECIPE."""
-    return RECIPES.get(model, DEFAULT_RECIPE)
+    return {**RECIPE_DEFAULTS, **RECIPES.get(model, DEFAULT_RECIPE)}
 
 
 def split_data(cfg):
@@ -108,8 +117,9 @@ def new_model_and_optimizer(cfg, data):
         shape = x.shape[1:] + ((1,) if x.ndim == 3 else ())
         names = [str(i) for i in range(int(max(y.max(), data["test"][1].max())) + 1)]
     model = make_model(cfg.model, cfg.seed, shape, names)
-    kind = recipe_for(cfg.model)["optimizer"]
-    opt = (Adam if kind == "adam" else SGD)(model.parameters(), lr=cfg.lr)
+    recipe = recipe_for(cfg.model)
+    kind = {"adam": "Adam", "sgd": "SGD"}[recipe["optimizer"]]
+    opt = OPTIMIZERS[kind](model.parameters(), lr=cfg.lr, **recipe["optimizer_args"])
     return model, opt
 
 
@@ -123,7 +133,10 @@ class TrainConfig:
     epochs: float | None = None
     batch_size: int | None = None
     lr: float | None = None
-    schedule: str = "constant"
+    schedule: str | None = None            # None: the recipe's
+    label_smoothing: float | None = None   # None: the recipe's
+    augment_shift: int = 0                 # random translation, pixels
+    augment_flip: bool = False             # random horizontal flips
     validation_split: float | None = None
     image_size: tuple | None = None
     test_split: float | None = None
@@ -142,19 +155,23 @@ class TrainConfig:
         """A copy with the model's recipe filling every value left as None."""
         recipe = recipe_for(self.model)
         out = TrainConfig(**asdict(self))
-        for key in ("batch_size", "lr"):
+        for key in ("batch_size", "lr", "schedule", "label_smoothing"):
             if getattr(out, key) is None:
                 setattr(out, key, recipe[key])
-        if out.steps is None and out.epochs is not None and n_train:
-            out.steps = int(math.ceil(out.epochs * n_train / out.batch_size))
+        epochs = out.epochs if out.steps is None and out.epochs is not None else (
+            recipe.get("epochs") if out.steps is None else None)
+        if epochs is not None and n_train:
+            out.steps = int(math.ceil(epochs * n_train / out.batch_size))
         if out.steps is None:
-            out.steps = recipe["steps"]
+            out.steps = recipe.get("steps", DEFAULT_RECIPE["steps"])
         for key in ("steps", "batch_size", "checkpoint_every", "eval_every"):
             if getattr(out, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got "
                                  f"{getattr(out, key)}")
         if not out.lr > 0:
             raise ValueError(f"--lr must be > 0, got {out.lr}")
+        if not 0 <= out.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {out.label_smoothing}")
         if out.resume and not out.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
         return out
@@ -198,11 +215,14 @@ def train(cfg, data=None, log=log):
                       validation=data.get("validation"), test=data.get("test"),
                       shuffle=recipe_for(cfg.model)["shuffle"],
                       seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
-                      config=asdict(cfg), world=world)
+                      config=asdict(cfg), world=world, label_smoothing=cfg.label_smoothing,
+                      augment=Augment(cfg.augment_shift, cfg.augment_flip, cfg.seed))
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
                            f"--steps {cfg.steps}"
                            + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
-                           + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else ""))
+                           + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else "")
+                           + (f" --augment-shift {cfg.augment_shift}" if cfg.augment_shift
+                              else "") + (" --augment-flip" if cfg.augment_flip else ""))
     if cfg.resume:
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
     wall = time.perf_counter()
@@ -235,6 +255,8 @@ def _metrics(cfg, trainer, wall_seconds, dataset):
     return {
         "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
+        "label_smoothing": cfg.label_smoothing, "augment_shift": cfg.augment_shift,
+        "augment_flip": cfg.augment_flip,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),
         "test_accuracy": test_acc,
         "validation_accuracy": last.get("validation_accuracy"),

@@ -136,14 +136,18 @@ class Trainer:
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
                  test=None, shuffle=True, seed=0, callbacks=(), log=log, config=None,
-                 world=None, label_smoothing=0.0):
+                 world=None, label_smoothing=0.0, augment=None):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
+        self.label_smoothing = label_smoothing
         self.parallel = distributed.DataParallel(model, optimizer, self.world,   # (once)
                                                  label_smoothing)
+        self.augment = augment if augment else None     # a pyconv.data.Augment
+        if self.augment is not None:
+            self.augment.check(train[0].shape[1:])
         if batch_size < self.world.size:
             raise ValueError(f"Trainer: batch_size ({batch_size}) is the global batch: it must "
                              f"be at least the number of processes ({self.world.size})")
@@ -164,8 +168,11 @@ class Trainer:
             raise ValueError(f"resume: {path} holds a {model.name!r} model, "
                              f"not {self.model.name!r}")
         self.model = model
-        self.parallel = distributed.DataParallel(model, self.optimizer, self.world)
+        self.parallel = distributed.DataParallel(model, self.optimizer, self.world,
+                                                 self.label_smoothing)
         self.step, self.history = state["step"], state["history"]
+        if self.augment is not None and state.get("augment") is not None:
+            self.augment.load_state(state["augment"])
         self.clock = Stopwatch(state["train_seconds"])
         self.model.rng.bit_generator.state = state["model_rng"]
         self.sampler.load_state(state["sampler"])
@@ -184,6 +191,7 @@ class Trainer:
         state = {"step": self.step, "train_seconds": self.clock.seconds,
                  "history": self.history, "model_rng": self.model.rng.bit_generator.state,
                  "sampler": self.sampler.state(), "config": self.config,
+                 "augment": None if self.augment is None else self.augment.state(),
                  "callbacks": [cb.state() for cb in self.callbacks]}
         try:
             save_checkpoint(path, self.model, self.optimizer, state)
@@ -236,7 +244,10 @@ class Trainer:
             idx = self.sampler.next()                 # the global batch, alike on every rank
             first, end = self.world.shard(len(idx))
             yb = np.asarray(y[idx[first:end]]).astype(np.int64)
-            loss, logits = self.parallel.step_slice(x[idx[first:end]], yb, first, len(idx))
+            xb = x[idx[first:end]]
+            if self.augment is not None:               # drawn for the global batch
+                xb = self.augment(xb, first, len(idx))
+            loss, logits = self.parallel.step_slice(xb, yb, first, len(idx))
             correct = int((logits.argmax(1) == yb).sum())
             if self.world.size > 1:                   # the batch's, and a Ctrl-C on any rank
                 loss, correct, stop = self.world.sum([loss, correct,
@@ -275,7 +286,7 @@ class History:
 
 def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, lr=1e-3,
         validation_data=None, validation_split=None, callbacks=(), eval_every=None,
-        shuffle=True, seed=0, verbose=True, label_smoothing=0.0):
+        shuffle=True, seed=0, verbose=True, label_smoothing=0.0, augment=None):
     """Train model on images x (N, H, W[, C]; uint8 or float) and integer labels y.
 
     epochs or steps: how long (an epoch is len(x) / batch_size steps). optimizer:
@@ -285,7 +296,7 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     and at the end. callbacks: pyconv.callbacks objects (schedules, early
     stopping, checkpoints), called after the validation. label_smoothing: of
     the training loss (0.1: PyTorch's CrossEntropyLoss(label_smoothing=0.1)).
-    Returns a History."""
+    augment: a pyconv.data.Augment for the training batches. Returns a History."""
     if (epochs is None) == (steps is None):
         raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
                          f"steps={steps!r}")
@@ -306,5 +317,6 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
         cbs.append(ProgressBar(model.name))
     trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
                       validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
-                      log=log if verbose else (lambda msg: None), label_smoothing=label_smoothing)
+                      log=log if verbose else (lambda msg: None), label_smoothing=label_smoothing,
+                      augment=augment)
     return History(model, trainer.run(), trainer)
