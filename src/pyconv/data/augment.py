@@ -44,12 +44,18 @@ class Augment:
             return x
         offsets, flips = offsets[first:first + len(x)], flips[first:first + len(x)]
         h, w = x.shape[1:3]
-        pads = [(0, 0), (s, s), (s, s)] + [(0, 0)] * (x.ndim - 3)
-        padded = np.pad(np.asarray(x), pads)
-        rows = offsets[:, :1] + np.arange(h)
-        cols = np.arange(w)
-        cols = offsets[:, 1:] + np.where(flips[:, None], w - 1 - cols, cols)
-        return padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
+        out = np.asarray(x)
+        if s:
+            padded = np.pad(out, [(0, 0), (s, s), (s, s)] + [(0, 0)] * (x.ndim - 3))
+            # every (2s + 1)^2 crop of each padded image, as a view; one gather of whole crops
+            crops = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+            out = crops[np.arange(len(x)), offsets[:, 0], offsets[:, 1]]
+            out = np.moveaxis(out, -2, 1) if x.ndim == 4 else out       # (N, H, W, C)
+            out = np.moveaxis(out, -1, 2) if x.ndim == 4 else out
+        if flips.any():
+            out = out.copy() if out is x else out
+            out[flips] = out[flips][:, :, ::-1]
+        return np.ascontiguousarray(out)
 
     def config(self):
         return dict(shift=self.shift, flip=self.flip)
