@@ -13,10 +13,8 @@ to the test accuracy. Prints one JSON line.
 """
 import argparse
 import json
-import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -1,7 +1,8 @@
 """Built-in networks: the TensorFlow tutorial's CNN, Grokking Deep Learning's
-(ch. 10), LeNet-5, and `fast`, chosen for the time to 99.2% on MNIST. Each is a function of the input shape, the class count
-and the seed; the first two keep the initial weights they have always had
-for a seed."""
+(ch. 10), LeNet-5, `fast` (chosen for the time to 99.2% on MNIST) and
+`resnet8` (a small residual network with batch normalisation). Each is a
+function of the input shape, the class count and the seed; the first two
+keep the initial weights they have always had for a seed."""
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Tanh
 from .model import Sequential
 
