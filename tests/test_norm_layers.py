@@ -34,7 +34,7 @@ def _data(n=32, seed=0):
     return rng.standard_normal((n, 8, 8, 2)).astype(np.float32), rng.integers(0, 4, n)
 
 
-def test_batchnorm_relu_runs_fused_with_the_same_bits():
+def test_batchnorm_relu_and_add_relu_run_fused_with_the_same_bits():
     x, y = _data()
     runs = []
     for fusions in (FUSIONS, ()):
@@ -42,6 +42,7 @@ def test_batchnorm_relu_runs_fused_with_the_same_bits():
         opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
         kinds = [type(s.op).__name__ for s in model.steps(opt, fusions)]
         assert kinds.count("NormReLU") == (2 if fusions else 0)
+        assert kinds.count("AddReLU") == (1 if fusions else 0)
         losses = [model.train_step(x, y, opt, fusions=fusions) for _ in range(4)]
         runs.append((losses, [p.value.tobytes() for p in model.parameters()],
                      [b.tobytes() for _, b in model.named_buffers()],

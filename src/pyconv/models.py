@@ -3,8 +3,20 @@
 `resnet8` (a small residual network with batch normalisation). Each is a
 function of the input shape, the class count and the seed; the first two
 keep the initial weights they have always had for a seed."""
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Tanh
-from .model import Sequential
+from .graph import Input
+from .layers import (
+    Add,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
+from .model import Model, Sequential
 
 
 def tutorial_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
@@ -76,5 +88,37 @@ def fast_cnn(seed=0, input_shape=(28, 28, 1), classes=10):
     ], input_shape=input_shape, name="fast", seed=seed)
 
 
+_HE = dict(w_init="he_normal", use_bias=False)
+
+
+def _conv_bn(x, filters, kernel, stride=1, relu=True):
+    h = BatchNormalization()(Conv2D(filters, kernel, stride, "same", **_HE)(x))
+    return ReLU()(h) if relu else h
+
+
+def _residual_block(x, filters, stride):
+    """conv 3x3 + BN + ReLU, conv 3x3 + BN, plus the shortcut (a 1x1 conv + BN
+    where the shape changes), then ReLU: He et al.'s basic block."""
+    h = _conv_bn(_conv_bn(x, filters, 3, stride), filters, 3, relu=False)
+    short = x if stride == 1 and x.shape[-1] == filters else _conv_bn(x, filters, 1, stride,
+                                                                       relu=False)
+    return ReLU()(Add()([h, short]))
+
+
+def resnet8(seed=0, input_shape=(28, 28, 1), classes=10, widths=(16, 32, 64)):
+    """A small residual network (He et al., 2016, as in Keras' CIFAR-10 ResNet
+    example, depth 8): a stem conv 3x3 + BN + ReLU, three stages of one basic
+    block each (widths 16, 32, 64; stride 2 into the second and third),
+    global average pooling, dense classes. Convolutions without bias, He-normal
+    weights; batch normalisation with momentum 0.9, epsilon 1e-5."""
+    x = Input(input_shape)
+    h = _conv_bn(x, widths[0], 3)
+    for i, filters in enumerate(widths):
+        h = _residual_block(h, filters, 1 if i == 0 else 2)
+    out = Dense(classes, w_init="glorot_uniform", b_init=("constant", {"value": 0.0}))(
+        GlobalAveragePooling2D()(h))
+    return Model(x, out, name="resnet8", seed=seed)
+
+
 MODELS = {"tutorial": tutorial_cnn, "grokking": grokking_cnn, "lenet5": lenet5,
-          "fast": fast_cnn}
+          "fast": fast_cnn, "resnet8": resnet8}

@@ -91,9 +91,9 @@ def _train_parser(sub):
                    "down to 0)")
     t.add_argument("--label-smoothing", type=_smoothing, metavar="E", help="spread E of each "
                    "target over all classes, as PyTorch's (default: fast 0.1, else 0)")
-    t.add_argument("--augment-shift", type=_non_negative_int, default=0, metavar="N",
+    t.add_argument("--augment-shift", type=_non_negative_int, metavar="N",
                    help="augment: translate each training image by up to N pixels (zero "
-                   "border), seeded; resumes bit for bit (default: 0, off)")
+                   "border), seeded; resumes bit for bit (default: resnet8 2, else 0: off)")
     t.add_argument("--augment-flip", action="store_true", help="augment: mirror half of the "
                    "training images left to right (not for digits)")
     t.add_argument("--validation-split", type=_fraction, metavar="F", help="fraction of the "
