@@ -29,13 +29,18 @@ from ..extras import require
 from ..layers import (
     LAYERS,
     Add,
+    AveragePooling2D,
+    BatchNormalization,
     Concatenate,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAveragePooling2D,
+    LeakyReLU,
     MaxPool2D,
     ReLU,
+    Sigmoid,
     Tanh,
 )
 from ..model import Model
@@ -44,6 +49,8 @@ from .files import write_file
 
 DEFAULT_OPSET = 17        # read by ONNX Runtime >= 1.13, onnx.js, TensorRT 8.6, ...
 MIN_OPSET = 13            # Flatten, Gemm and Dropout (ratio an input) as written here
+MIN_READ_OPSET = 7        # the operators read mean what pyconv computes from opset 7 on
+#                           (ONNX's own pytorch-converted models: 6-9; the zoo's MNIST: 8)
 INPUT, OUTPUT = "images", "logits"
 METADATA = ("pyconv.input_layout", "pyconv.input_type", "pyconv.input_divisor",
             "pyconv.class_names")
@@ -142,9 +149,39 @@ def _merge(op, **attrs):
     return export
 
 
+def _export_avgpool(w, name, layer):
+    w.to_nchw(name, True)
+    stride = layer.pool_size if layer.stride is None else layer.stride
+    w.node("AveragePool", [], name, count_include_pad=0,
+           **_window_attrs(layer, layer.pool_size, stride))
+
+
+def _export_global_pool(w, name, layer):
+    w.to_nchw(name, True)
+    w.node("GlobalAveragePool", [], name)
+    w.node("Flatten", [], f"{name}.flatten", axis=1)      # (N, C, 1, 1) -> (N, C)
+    w.nchw = False
+
+
+def _export_batchnorm(w, name, layer):
+    """ONNX's BatchNormalization in inference mode, over NCHW images or (N, C)
+    features; momentum and epsilon mean what pyconv's do."""
+    if len(layer.input_shape) == 3:
+        w.to_nchw(name, True)
+    inputs = [w.const(f"{name}.{k}", a) for k, a in (
+        ("gamma", layer.params["gamma"].value), ("beta", layer.params["beta"].value),
+        ("mean", layer.buffers["mean"]), ("var", layer.buffers["var"]))]
+    w.node("BatchNormalization", inputs, name, epsilon=layer.epsilon, momentum=layer.momentum)
+
+
 EXPORTERS = {
     Conv2D: _export_conv,
     MaxPool2D: _export_pool,
+    AveragePooling2D: _export_avgpool,
+    GlobalAveragePooling2D: _export_global_pool,
+    BatchNormalization: _export_batchnorm,
+    LeakyReLU: lambda w, name, layer: w.node("LeakyRelu", [], name, alpha=layer.alpha),
+    Sigmoid: lambda w, name, layer: w.node("Sigmoid", [], name),
     Dense: _export_dense,
     Flatten: _export_flatten,
     Dropout: _export_dropout,     # the identity at inference; kept for a round trip
@@ -421,6 +458,52 @@ def _import_maxpool(r, node):
     r.add(node, {"type": "MaxPool2D", "pool_size": size, "stride": stride, "padding": padding})
 
 
+def _import_avgpool(r, node):
+    r.images(node)
+    _need_nchw(r, node)
+    a = r.attrs(node)
+    size = list(a["kernel_shape"])
+    if a.get("count_include_pad", 0) and any(a.get("pads", ())):
+        r.fail(node, "count_include_pad=1 with padding: pyconv's average pools count the "
+               "cells inside the image only (ONNX's default)")
+    stride, padding = _window(r, node, size)
+    r.add(node, {"type": "AveragePooling2D", "pool_size": size, "stride": stride,
+                 "padding": padding})
+
+
+def _import_global_pool(r, node):
+    r.images(node)
+    _need_nchw(r, node)
+    r.add(node, {"type": "GlobalAveragePooling2D"})
+    r.layout = "flat"          # (N, C, 1, 1) in ONNX: a Flatten after it changes nothing
+
+
+def _f32(v):
+    """An attribute's float (ONNX stores float32: 0.9 reads 0.8999999762) as the
+    shortest decimal that float32 rounds to it (0.9)."""
+    return float(f"{np.float32(v):.7g}")
+
+
+def _import_batchnorm(r, node):
+    a = r.attrs(node)
+    if len([o for o in node.output if o]) > 1 or a.get("training_mode", 0):
+        r.fail(node, "a BatchNormalization in training mode (pyconv reads inference graphs)")
+    if not a.get("spatial", 1):
+        r.fail(node, "spatial=0 (statistics per position): pyconv's are per channel")
+    if r.layout == "input":
+        r.images(node)
+    if r.layout == "nhwc" or r.row_order is not None:
+        r.fail(node, "a BatchNormalization of a tensor transposed to NHWC or flattened from "
+               "NCHW images")
+    gamma, beta, mean, var = (r.const(node, k).reshape(-1) for k in range(1, 5))
+    if gamma.size != r.shape[-1]:
+        r.fail(node, f"its statistics are for {gamma.size} channels; the tensor before it has "
+               f"{r.shape[-1]}")
+    spec = {"type": "BatchNormalization", "momentum": _f32(a.get("momentum", 0.9)),
+            "epsilon": _f32(a.get("epsilon", 1e-5))}
+    r.add(node, spec, {"gamma": gamma, "beta": beta, "mean": mean, "var": var})
+
+
 def _import_flatten(r, node, axis=None):
     axis = r.attrs(node).get("axis", 1) if axis is None else axis
     if axis != 1 or r.layout == "input":
@@ -462,16 +545,20 @@ def _import_gemm(r, node):
 
 
 def _import_add(r, node):
-    """The bias of the MatMul before it (a constant), or the sum of two or more
-    tensors (a residual connection): an Add layer."""
+    """The bias of the MatMul or Conv before it (a constant: per unit, or per
+    channel (C, 1, 1)), or the sum of two or more tensors (a residual
+    connection): an Add layer."""
     if len(node.input) < 2 or node.input[1] not in r.consts:
         return _import_merge(r, node, "Add")
     spec, weights = r.specs[-1] if r.specs else ({}, {})
     b = r.const(node, 1)
-    if (not r.last_spec_makes_current() or spec.get("type") != "Dense" or spec["use_bias"]
-            or b.size != spec["units"]):
-        r.fail(node, "pyconv reads an Add of a constant only as the bias of the MatMul "
-               "before it")
+    width = spec.get("units", spec.get("filters"))
+    per_channel = spec.get("type") == "Dense" or b.shape[-2:] in ((1, 1), ()) or b.ndim < 2
+    if (not r.last_spec_makes_current() or spec.get("type") not in ("Dense", "Conv2D")
+            or spec["use_bias"] or spec.get("activation") or b.size != width
+            or not per_channel):
+        r.fail(node, "pyconv reads an Add of a constant only as the bias of the MatMul or "
+               "Conv before it")
     spec["use_bias"], weights["b"] = True, b.reshape(-1)
 
 
@@ -526,7 +613,13 @@ IMPORTERS = {
     "MatMul": lambda r, node: _dense(r, node, r.const(node, 1), None),
     "Add": _import_add,
     "Concat": lambda r, node: _import_merge(r, node, "Concatenate"),
+    "AveragePool": _import_avgpool,
+    "GlobalAveragePool": _import_global_pool,
+    "BatchNormalization": _import_batchnorm,
     "Relu": _import_relu,
+    "LeakyRelu": lambda r, node: r.add(node, {"type": "LeakyReLU",
+                                              "alpha": _f32(r.attrs(node).get("alpha", 0.01))}),
+    "Sigmoid": lambda r, node: r.add(node, {"type": "Sigmoid"}),
     "Tanh": lambda r, node: r.add(node, {"type": "Tanh"}),
     "Flatten": _import_flatten,
     "Reshape": _import_reshape,
@@ -554,9 +647,9 @@ def _read(onnx, path):
                              f"{e}") from None
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     newest = onnx.defs.onnx_opset_version()
-    if set(opsets) - {"ai.onnx"} or not 11 <= opsets.get("ai.onnx", 0) <= newest:
+    if set(opsets) - {"ai.onnx"} or not MIN_READ_OPSET <= opsets.get("ai.onnx", 0) <= newest:
         raise ModelFileError(f"{path}: pyconv reads the standard operators (ai.onnx) of opset "
-                             f"11 to {newest}; the file uses {opsets}")
+                             f"{MIN_READ_OPSET} to {newest}; the file uses {opsets}")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
@@ -571,6 +664,14 @@ def _walk(r):
     for node in r.graph.node:
         if node.op_type == "Constant":
             r.consts[node.output[0]] = r.onnx.numpy_helper.to_array(node.attribute[0].t)
+            continue
+        if node.op_type == "Identity" and node.input[0] in r.consts:    # a weight renamed
+            r.consts[node.output[0]] = r.consts[node.input[0]]
+            continue
+        if node.op_type == "Reshape" and node.input[0] in r.consts:     # a weight reshaped
+            a = r.consts[node.input[0]]
+            shape = [a.shape[i] if v == 0 else int(v) for i, v in enumerate(r.const(node, 1))]
+            r.consts[node.output[0]] = a.reshape(shape)
             continue
         if node.op_type not in IMPORTERS:
             r.fail(node, f"operator {node.op_type} has no pyconv layer; pyconv reads "
@@ -600,6 +701,8 @@ def _model(r, meta, input_divisor):
     for (_, weights), layer in zip(r.specs, model.layers):
         for key, p in layer.params.items():
             p.value[...] = weights[key].astype(np.float32, copy=False)
+        for key, b in layer.buffers.items():
+            b[...] = weights[key].astype(np.float32, copy=False)
     return model
 
 
