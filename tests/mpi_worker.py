@@ -1,9 +1,10 @@
 """Run by tests/test_distributed.py under `mpiexec -n K` (and alone, K = 1):
-`steps` training steps of the tutorial network on fixed batches of the MNIST
-test images, through distributed.DataParallel (each rank takes its slice of the
-global batch), then rank 0 writes the weights to OUT.npz.
+`steps` training steps of the tutorial network (or resnet8: batch
+normalisation) on fixed batches of the MNIST test images, through
+distributed.DataParallel (each rank takes its slice of the global batch),
+then rank 0 writes the weights (and running statistics) to OUT.npz.
 
-    mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH
+    mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH [MODEL]
 """
 import sys
 
@@ -15,10 +16,10 @@ from pyconv.train import distributed
 from conftest import MNIST_DIR
 
 
-def main(out, optimizer, steps, batch):
+def main(out, optimizer, steps, batch, model_name="tutorial"):
     world = distributed.world()
     ds = pyconv.datasets.load("mnist", data_dir=MNIST_DIR)
-    model = pyconv.models.tutorial_cnn(seed=0)
+    model = pyconv.models.MODELS[model_name](seed=0)
     params = model.parameters()
     opt = (pyconv.optim.Adam(params, lr=1e-4) if optimizer == "adam"
            else pyconv.optim.SGD(params, lr=0.05))
@@ -29,8 +30,9 @@ def main(out, optimizer, steps, batch):
     world.check_in_sync(model, steps)           # every rank holds the same weights
     if world.is_root:
         np.savez(out, losses=np.array(losses), size=world.size,
-                 **{name: p.value for name, p in model.named_parameters()})
+                 **{name: p.value for name, p in model.named_parameters()},
+                 **{name: b for name, b in model.named_buffers()})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])

@@ -540,23 +540,43 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return y
 
 
-def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None):
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None,
+                       totals=None):
     """Gradients (dx, dgamma, dbeta) of batchnorm_forward(x, gamma, beta, eps,
     relu) from its input x, its batch statistics (mean, var) and dy (through
     the ReLU where relu_y, the forward's output, is given); dx None where
-    need_dx is False."""
+    need_dx is False.
+
+    totals = (count, dgamma, dbeta) of the whole batch where x is one
+    process's slice of it (its statistics the whole batch's): dx is then this
+    slice's part of the whole batch's gradient; the dgamma and dbeta returned
+    are still this slice's (their sums over the slices are the totals)."""
     fn = "batchnorm_backward"
     x, rows, (gamma, mean, var) = _channels(fn, x, {"gamma": gamma, "mean": mean, "var": var})
     eps = _eps(fn, eps)
     dy, relu_y = _dy_checks(fn, dy, relu_y, x.shape, _X)
+    if totals is not None:
+        totals = _totals(fn, totals, gamma.shape[0], rows.shape[0])
     dx = empty(x.shape) if need_dx else None
     dgamma, dbeta = empty(gamma.shape), empty(gamma.shape)
-    if rows.shape[0] == 0:
-        dgamma[...] = 0
-        dbeta[...] = 0
-        return dx, dgamma, dbeta
     _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape),
                              None if relu_y is None else relu_y.reshape(rows.shape),
                              None if dx is None else dx.reshape(rows.shape), dgamma, dbeta,
-                             get_num_threads())
+                             get_num_threads(), totals)
     return dx, dgamma, dbeta
+
+
+def _totals(fn, totals, c, m):
+    """(count, dgamma (C,), dbeta (C,)) as one float64 array, count >= m."""
+    try:
+        count, dg, db = totals
+        flat = np.concatenate([[count], np.asarray(dg, np.float64).reshape(-1),
+                               np.asarray(db, np.float64).reshape(-1)]).astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: totals must be (count, dgamma, dbeta), got "
+                        f"{type(totals).__name__}") from None
+    if flat.shape != (1 + 2 * c,) or not flat[0] >= max(m, 1) or not np.isfinite(flat[0]):
+        raise ValueError(f"{fn}: totals must be (count >= {max(m, 1)}, dgamma ({c},), dbeta "
+                         f"({c},)), got count {flat[0] if flat.size else None} and "
+                         f"{flat.size} numbers")
+    return flat

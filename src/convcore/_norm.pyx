@@ -117,8 +117,12 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
                        const float[:, ::1] dy, const float[:, ::1] relu_y,   # relu_y or None
                        float[:, ::1] dx,            # OUT (M, C) or None
                        float[::1] dgamma, float[::1] dbeta,   # OUT (C,)
-                       int n_threads):
+                       int n_threads,
+                       const double[::1] totals=None):   # IN (1 + 2C,): M, dgamma, dbeta
+    """totals: the whole batch's count and sums, where x is one process's slice
+    of it (dgamma and dbeta are still this slice's)."""
     cdef Py_ssize_t M = x.shape[0], C = x.shape[1], nb = (M + ROWS - 1) // ROWS, b, r, c
+    cdef double count = M
     cdef double* s = <double*>malloc(sizeof(double) * 3 * C)
     if s == NULL:
         raise MemoryError()
@@ -129,17 +133,26 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
     try:
         for c in range(C):
             s[c] = mean[c]
-        sums(&x[0, 0], &dy[0, 0], ry, s, M, C, s + C, s + 2 * C, n_threads)
+        if M:
+            sums(&x[0, 0], &dy[0, 0], ry, s, M, C, s + C, s + 2 * C, n_threads)
+        else:
+            memset(s + C, 0, sizeof(double) * 2 * C)
         for c in range(C):
             inv[c] = <float>(1.0 / sqrt(<double>var[c] + eps))
             dbeta[c] = <float>s[C + c]
             dgamma[c] = <float>(s[2 * C + c] * inv[c])
             k[c] = gamma[c] * inv[c]
-            cb[c] = <float>(s[C + c] / M)
-            cg[c] = <float>(s[2 * C + c] * inv[c] / M)
+        if totals is not None:     # the whole batch's: dgamma's sum is of dy' xhat
+            count = totals[0]
+            for c in range(C):
+                s[C + c] = totals[1 + C + c]
+                s[2 * C + c] = totals[1 + c] / inv[c]
+        for c in range(C):
+            cb[c] = <float>(s[C + c] / count)
+            cg[c] = <float>(s[2 * C + c] * inv[c] / count)
     finally:
         free(s)
-    if dx is None:
+    if dx is None or M == 0:
         return
     # dx = k (dy' - dbeta / M - xhat dgamma / M), xhat = (x - mean) inv
     for b in prange(nb, nogil=True, schedule='static', num_threads=n_threads):

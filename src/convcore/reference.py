@@ -199,14 +199,16 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return (np.maximum(y, 0) if relu else y).astype(x.dtype)
 
 
-def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None):
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None,
+                       totals=None):
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
     m = x.shape[0] * x.shape[1] * x.shape[2]
     xhat = (x - mean) / np.sqrt(var + eps)
     dbeta = dy.sum(axis=(0, 1, 2))
     dgamma = (dy * xhat).sum(axis=(0, 1, 2))
-    dx = gamma / np.sqrt(var + eps) * (dy - dbeta / m - xhat * dgamma / m) if need_dx else None
+    tm, tg, tb = (m, dgamma, dbeta) if totals is None else totals
+    dx = gamma / np.sqrt(var + eps) * (dy - tb / tm - xhat * tg / tm) if need_dx else None
     return (None if dx is None else dx.astype(x.dtype), dgamma.astype(x.dtype),
             dbeta.astype(x.dtype))
 

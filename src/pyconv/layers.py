@@ -41,9 +41,12 @@ class Training:
     the generator dropout draws its keys from (the model's, saved with its
     checkpoints), and `first`, the index of this batch's first example in the
     global batch (one process's slice of it: dropout takes that slice of the
-    global mask). True as a truth value, as training=True is."""
+    global mask); `sums`, where the batch is one process's slice, the sum of
+    an array over the processes (batch normalisation's statistics are the
+    global batch's). True as a truth value, as training=True is."""
     rng: np.random.Generator
     first: int = 0
+    sums: object = None     # over the processes sharing the batch: f(float64 array) -> sums
 
     def __bool__(self):
         return True
@@ -330,13 +333,19 @@ class BatchNormalization(Layer):
             y = convcore.batchnorm_inference(xi, g, b, self.buffers["mean"], self.buffers["var"],
                                              self.epsilon, relu)
             return y.reshape(x.shape), None
+        sums = training.sums if isinstance(training, Training) else None
         m = xi.shape[0] * xi.shape[1] * xi.shape[2]
+        if sums is not None:
+            m, mean, var = _global_statistics(xi, sums)
         if m < 2:
             raise ValueError(f"BatchNormalization: training needs more than one value per "
                              f"channel (batch x height x width >= 2), got input {x.shape}")
-        y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu)
+        if sums is None:
+            y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu)
+        else:
+            y = convcore.batchnorm_inference(xi, g, b, mean, var, self.epsilon, relu)
         self._update_running(mean, var, m)
-        return y.reshape(x.shape), (xi, y if relu else None, mean, var)
+        return y.reshape(x.shape), (xi, y if relu else None, mean, var, sums, m)
 
     def _update_running(self, mean, var, m):
         k, one = np.float32(self.momentum), np.float32(1 - self.momentum)
@@ -345,15 +354,32 @@ class BatchNormalization(Layer):
         run_var[...] = k * run_var + one * (var * np.float32(m / (m - 1)))
 
     def backward(self, ctx, dy, need_dx=True):
-        xi, relu_y, mean, var = ctx
-        dx, dg, db = convcore.batchnorm_backward(xi, self.params["gamma"].value, mean, var,
-                                                 dy.reshape(xi.shape), self.epsilon, need_dx,
-                                                 relu_y)
+        xi, relu_y, mean, var, sums, m = ctx
+        gamma, dy = self.params["gamma"].value, dy.reshape(xi.shape)
+        totals = None
+        if sums is not None:        # this slice's sums first, then the whole batch's
+            _, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
+                                                    False, relu_y)
+            total = sums(np.concatenate([dg, db]).astype(np.float64))
+            totals = (m, total[:len(dg)], total[len(dg):])
+        dx, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
+                                                 need_dx, relu_y, totals)
         self.params["gamma"].grad, self.params["beta"].grad = dg, db
         return None if dx is None else dx.reshape(dy.shape)
 
     def config(self):
         return dict(momentum=self.momentum, epsilon=self.epsilon)
+
+
+def _global_statistics(xi, sums):
+    """(count, mean, biased var) per channel over the whole batch, of which xi
+    (N, H, W, C) is one process's slice; sums adds arrays over the processes."""
+    c = xi.shape[3]
+    rows = xi.reshape(-1, c)
+    first = sums(np.concatenate([[rows.shape[0]], rows.sum(axis=0, dtype=np.float64)]))
+    m, mean = int(first[0]), first[1:] / max(first[0], 1)
+    second = sums(np.square(rows - mean).sum(axis=0))
+    return m, mean.astype(np.float32), (second / max(m, 1)).astype(np.float32)
 
 
 class AveragePooling2D(Layer):

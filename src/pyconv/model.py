@@ -232,7 +232,7 @@ class Model:
         return out
 
     def train_step(self, x, y, optimizer, fusions=FUSIONS, return_logits=False, shard=None,
-                   label_smoothing=0.0):
+                   label_smoothing=0.0, sums=None):
         """One step on a batch: x images (N, H, W, C), float32 or integer (scaled
         by input_divisor), y integer labels (N,). Returns the mean loss, or
         (loss, logits) with return_logits=True.
@@ -240,10 +240,11 @@ class Model:
         shard=(first, end, n): x and y are examples first..end-1 of a global
         batch of n (one process's slice of it: pyconv.distributed.DataParallel
         cuts them), the loss returned is their share of its mean, and dropout
-        draws that slice of the global batch's masks. label_smoothing: of the
-        loss (pyconv.losses.softmax_cross_entropy)."""
+        draws that slice of the global batch's masks; sums (with a shard): the
+        sum of an array over the processes, for batch normalisation's global
+        statistics. label_smoothing: of the loss (pyconv.losses)."""
         x = self.prepare(x, "train_step")
-        training = Training(self.rng, 0 if shard is None else shard[0])
+        training = Training(self.rng, 0 if shard is None else shard[0], sums)
         logits, tape = self.forward(x, training, optimizer, fusions)
         loss, dlogits = softmax_cross_entropy(logits, y, None if shard is None else shard[2],
                                               label_smoothing)

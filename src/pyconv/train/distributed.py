@@ -182,20 +182,15 @@ class DataParallel:
     global batch's. In one process it is the model's own train_step. Layers
     and the model never know the ranks. label_smoothing: of the loss.
 
-    A model with running statistics (BatchNormalization) is refused on more
-    than one rank: each rank would normalise by its own slice's statistics,
-    not the global batch's, and compute something else than one process."""
+    Batch normalisation normalises by the global batch's statistics: each
+    rank's sums are summed across the ranks (world.sum), in the forward pass
+    and for the input gradient, so K ranks compute what one process computes
+    (to the rounding of the sums' order, as the weight gradients)."""
 
     def __init__(self, model, optimizer, world=None, label_smoothing=0.0):
         self.model, self.optimizer = model, optimizer
         self.world = world or _this_world()
         self.label_smoothing = label_smoothing
-        if self.world.size > 1 and model.built and model.named_buffers():
-            raise ValueError(
-                f"DataParallel: {model.named_buffers()[0][0].split('.')[1]} keeps batch "
-                f"statistics, which are not yet summed across processes: {self.world.size} "
-                "ranks would compute another network than one process; train it in one "
-                "process (more threads: --threads)")
         self.world.attach(optimizer)
 
     def train_step(self, x, y, return_logits=False):
@@ -211,7 +206,8 @@ class DataParallel:
         caller cut it, reading only its own rows); the loss is not summed."""
         shard = None if self.world.size == 1 else (first, first + len(y), n)
         return self.model.train_step(x, y, self.optimizer, return_logits=True, shard=shard,
-                                     label_smoothing=self.label_smoothing)
+                                     label_smoothing=self.label_smoothing,
+                                     sums=None if shard is None else self.world.sum)
 
     def evaluate(self, x, y):
         """{"loss", "accuracy"} over (x, y), each rank predicting its share."""
