@@ -125,3 +125,24 @@ def test_a_residual_network_trains_saves_and_loads(tmp_path):
     assert back.predict(x).tobytes() == model.predict(x).tobytes()
     assert [type(layer).__name__ for layer in back.layers] == \
         [type(layer).__name__ for layer in model.layers]
+
+
+def test_inference_folds_batch_norm_into_the_convolution_within_its_bound():
+    """predict runs conv + BatchNorm (+ ReLU) as one convolution with folded
+    weights: within 2 float32 ulps of |scale| sum |w x| of the layers run one
+    by one (checked against 1e-5 of the largest activation), and it follows
+    the parameters and statistics as training changes them."""
+    model = pyconv.models.resnet8(seed=1)
+    inference = [type(s.op).__name__ for s in model.steps(training=False)]
+    assert inference.count("ConvNorm") == 9 and "BatchNormalization" not in inference
+    training = [type(s.op).__name__ for s in model.steps(pyconv.optim.SGD(model.parameters()))]
+    assert "ConvNorm" not in training
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 28, 28, 1), dtype=np.float32)
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(3):
+        folded = model.predict(x)
+        plain = model.forward(x, fusions=())[0]
+        scale = np.abs(plain).max()
+        assert 0 < np.abs(folded - plain).max() <= 1e-5 * scale
+        model.train_step(x, rng.integers(0, 10, 16), opt)

@@ -141,8 +141,43 @@ class AddReLU:
         return f"AddReLU({self.add!r}, {self.relu!r})"
 
 
+class ConvNorm:
+    """Inference only: a Conv2D (no activation) and the BatchNormalization
+    after it (and a ReLU after that), folded into one convolution: w' = w *
+    scale and b' = (b - mean) * scale + beta per output channel, scale =
+    gamma / sqrt(var + eps), from the parameters and running statistics as
+    they are at each call (so training in between is seen). Not the same bits
+    as the layers one by one: each w' and b' is rounded once more, so the
+    output moves by at most 2 float32 ulps of |scale| * sum |w x| per output
+    (measured on resnet8 through 6 training steps: 6.7e-7 of the largest logit)."""
+
+    def __init__(self, conv, norm, relu=None):
+        self.conv, self.norm, self.relu = conv, norm, relu
+
+    def forward(self, x, training=False):
+        c, n = self.conv, self.norm
+        scale = (n.params["gamma"].value.astype(np.float64)
+                 / np.sqrt(n.buffers["var"].astype(np.float64) + n.epsilon))
+        b = c.params["b"].value if c.use_bias else 0.0
+        w = (c.params["w"].value * scale).astype(np.float32)
+        bias = ((b - n.buffers["mean"]) * scale + n.params["beta"].value).astype(np.float32)
+        return convcore.conv2d_forward(x, w, bias, c.stride, c.padding,
+                                       relu=self.relu is not None), None
+
+    def ready_params(self):
+        return []
+
+    def __repr__(self):
+        return f"ConvNorm({self.conv!r}, {self.norm!r}" + (
+            f", {self.relu!r})" if self.relu is not None else ")")
+
+
 def _always(layers, optimizer):
     return True
+
+
+def _no_activation(layers, optimizer):
+    return layers[0].activation is None
 
 
 def _adam_fuses(layers, optimizer):
@@ -159,9 +194,14 @@ class Fusion:
     step: Callable
     applies: Callable = _always
     with_optimizer: bool = False
+    inference_only: bool = False      # (a step without a backward pass)
 
 
 FUSIONS = (
+    Fusion("conv + batch norm + ReLU, folded", (Conv2D, BatchNormalization, ReLU), ConvNorm,
+           _no_activation, inference_only=True),
+    Fusion("conv + batch norm, folded", (Conv2D, BatchNormalization), ConvNorm, _no_activation,
+           inference_only=True),
     Fusion("conv + max-pool", (Conv2D, MaxPool2D), ConvPool),
     Fusion("batch norm + ReLU", (BatchNormalization, ReLU), NormReLU),
     Fusion("add + ReLU", (Add, ReLU), AddReLU),
@@ -195,18 +235,19 @@ def _chain(node, readers, by_name, n):
     return run
 
 
-def _matches(fusion, run, optimizer):
+def _matches(fusion, run, optimizer, training):
     n = len(fusion.pattern)
     layers = [node.layer for node in run[:n]]
-    return (len(run) >= n and all(isinstance(layer, kind)
-                                  for layer, kind in zip(layers, fusion.pattern))
+    return (len(run) >= n and not (training and fusion.inference_only)
+            and all(isinstance(layer, kind) for layer, kind in zip(layers, fusion.pattern))
             and fusion.applies(layers, optimizer))
 
 
-def plan(nodes, output, optimizer=None, fusions=FUSIONS):
+def plan(nodes, output, optimizer=None, fusions=FUSIONS, training=True):
     """The steps that run a graph's `nodes` (in topological order; each with
     .name, .layer and .inputs) up to the node named `output`: at each node the
-    first matching row of `fusions`, else the node's layer on its own."""
+    first matching row of `fusions` (training=False: inference-only rows too),
+    else the node's layer on its own."""
     by_name = {node.name: node for node in nodes}
     readers = {}
     for node in nodes:
@@ -219,7 +260,7 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS):
         if node.name in done:
             continue
         run = _chain(node, readers, by_name, longest)
-        fusion = next((f for f in fusions if _matches(f, run, optimizer)), None)
+        fusion = next((f for f in fusions if _matches(f, run, optimizer, training)), None)
         run = run[:len(fusion.pattern)] if fusion else run[:1]
         op = node.layer if fusion is None else fusion.step(
             *(r.layer for r in run), *((optimizer,) if fusion.with_optimizer else ()))

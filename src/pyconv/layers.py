@@ -355,7 +355,7 @@ class BatchNormalization(Layer):
 
     def backward(self, ctx, dy, need_dx=True):
         xi, relu_y, mean, var, sums, m = ctx
-        gamma, dy = self.params["gamma"].value, dy.reshape(xi.shape)
+        shape, gamma, dy = dy.shape, self.params["gamma"].value, dy.reshape(xi.shape)
         totals = None
         if sums is not None:        # this slice's sums first, then the whole batch's
             _, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
@@ -365,7 +365,7 @@ class BatchNormalization(Layer):
         dx, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
                                                  need_dx, relu_y, totals)
         self.params["gamma"].grad, self.params["beta"].grad = dg, db
-        return None if dx is None else dx.reshape(dy.shape)
+        return None if dx is None else dx.reshape(shape)
 
     def config(self):
         return dict(momentum=self.momentum, epsilon=self.epsilon)

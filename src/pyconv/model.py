@@ -110,7 +110,7 @@ class Model:
             raise ShapeError(f"the model's output {out} does not match its "
                              f"{len(self.class_names)} class_names")
         self._plans = {}
-        self._inference = plan(self.nodes, self.output)
+        self._inference = plan(self.nodes, self.output, training=False)
         self.input_shape, self.output_shape = shape, out
         return self
 
@@ -142,22 +142,25 @@ class Model:
 
     # ------------------------------------------------------------ running
 
-    def steps(self, optimizer=None, fusions=FUSIONS):
+    def steps(self, optimizer=None, fusions=FUSIONS, training=True):
         """The plan: the graph's nodes as forward and backward run them, from the
         table of fusions (pyconv.fusion): each Conv2D followed by a MaxPool2D
         as one step, a Dense layer as one step with its Adam update where the
         optimiser fuses it, every other layer on its own. fusions=() runs every
-        layer on its own (the same bits). Planned once per (optimizer, its
-        hooks, fusions) and kept."""
+        layer on its own (the same bits). training=False: the inference plan,
+        where a batch normalisation is folded into the convolution before it.
+        Planned once per (optimizer, its hooks, fusions, training) and kept."""
         self.check_built("steps")
-        if optimizer is None and fusions is FUSIONS:
+        if not training and fusions is FUSIONS:
             return self._inference
-        key = (optimizer, None if optimizer is None else optimizer.fusion_key(), fusions)
+        key = (optimizer, None if optimizer is None else optimizer.fusion_key(), fusions,
+               bool(training))
         found = self._plans.get(key)
         if found is None:
             if len(self._plans) >= 8:
                 self._plans = {}
-            found = self._plans[key] = plan(self.nodes, self.output, optimizer, fusions)
+            found = self._plans[key] = plan(self.nodes, self.output, optimizer, fusions,
+                                            bool(training))
         return found
 
     def prepare(self, x, fn="forward"):
@@ -189,7 +192,7 @@ class Model:
         this slice's first example; True: the model's generator). The tape
         holds what backward needs (None at inference). Give the optimizer
         whose update the following backward pass may fuse."""
-        steps = self.steps(optimizer, fusions)
+        steps = self.steps(optimizer, fusions, bool(training))
         if training and not isinstance(training, Training):
             training = Training(self.rng)
         values = {INPUT: x}
