@@ -140,7 +140,7 @@ def test_inference_folds_batch_norm_into_the_convolution_within_its_bound():
     rng = np.random.default_rng(0)
     x = rng.random((16, 28, 28, 1), dtype=np.float32)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(3):
+    for _ in range(3):
         folded = model.predict(x)
         plain = model.forward(x, fusions=())[0]
         scale = np.abs(plain).max()

@@ -3,8 +3,8 @@ channel statistics over the rows, forward and backward side by side.
 
 Sums over the rows run in a fixed order whatever the thread count: the rows
 are cut into blocks of ROWS (a constant), each block's per-channel partial sum
-is accumulated in double in row order by one thread, and the partial sums are
-added in block order. So 1 and N threads give the same bits.
+is accumulated in float in row order by one thread, and the partial sums are
+added in double in block order. So 1 and N threads give the same bits.
 
   forward (training):  mean = sum x / M,  var = sum (x - mean)^2 / M (biased),
                        y = (x - mean) scale + beta (relu: max(., 0)), scale = gamma / sqrt(var + eps)
@@ -24,24 +24,38 @@ DEF ROWS = 64   # rows per block of a sum: fixed, so the order of every sum is t
 cdef void block_sums(const float* x, const float* dy, const float* relu_y, const double* centre,
                      Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
                      double* s1, double* s2) noexcept nogil:
-    """Rows r0..r1 of one block, in order: s1 += x - centre (or dy' with dy given),
-    s2 += (x - centre)^2 (or dy' (x - centre))."""
+    """Rows r0..r1 of one block, in order, in float (at most ROWS terms: vector
+    adds; the blocks are added in double): s1 = sum x - centre (or dy' with dy
+    given), s2 = sum (x - centre)^2 (or dy' (x - centre))."""
     cdef Py_ssize_t r, c
-    cdef double d, g
-    memset(s1, 0, sizeof(double) * C)
-    memset(s2, 0, sizeof(double) * C)
-    for r in range(r0, r1):
-        for c in range(C):
-            d = <double>x[r * C + c] - centre[c]
-            if dy == NULL:
-                s1[c] += d
-                s2[c] += d * d
-            else:
-                g = dy[r * C + c]
-                if relu_y != NULL and not relu_y[r * C + c] > 0:
-                    g = 0
-                s1[c] += g
-                s2[c] += g * d
+    cdef float a1[256]
+    cdef float a2[256]
+    cdef float cf[256]
+    cdef Py_ssize_t c0, cn
+    cdef float d, g
+    for c0 in range(0, C, 256):                 # channels in chunks that fit the stack
+        cn = min(256, C - c0)
+        for c in range(cn):
+            a1[c] = 0
+            a2[c] = 0
+            cf[c] = <float>centre[c0 + c]
+        if dy == NULL:
+            for r in range(r0, r1):
+                for c in range(cn):
+                    d = x[r * C + c0 + c] - cf[c]
+                    a1[c] += d
+                    a2[c] += d * d
+        else:
+            for r in range(r0, r1):
+                for c in range(cn):
+                    g = dy[r * C + c0 + c]
+                    if relu_y != NULL:
+                        g = g if relu_y[r * C + c0 + c] > 0 else 0
+                    a1[c] += g
+                    a2[c] += g * (x[r * C + c0 + c] - cf[c])
+        for c in range(cn):
+            s1[c0 + c] = a1[c]
+            s2[c0 + c] = a2[c]
 
 
 cdef int sums(const float* x, const float* dy, const float* relu_y, const double* centre,
