@@ -155,6 +155,12 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "--checkpoint" in proc.stderr
     proc = pyconv("evaluate", str(tmp_path / "missing.npz"), check=False)
     assert proc.returncode != 0 and "missing.npz" in proc.stderr
+    proc = pyconv("train", "--model", "fast", "--augment-shift", "28", "--steps", "1",
+                  check=False)
+    assert proc.returncode == 2 and "--augment-shift 28 does not fit images of 28x28" in \
+        proc.stderr and "at most 27" in proc.stderr
+    proc = pyconv("train", "--label-smoothing", "1", check=False)
+    assert proc.returncode == 2 and "--label-smoothing: must be in [0, 1)" in proc.stderr
 
 
 def test_version_is_the_installed_package_version():

@@ -146,3 +146,21 @@ def test_inference_folds_batch_norm_into_the_convolution_within_its_bound():
         scale = np.abs(plain).max()
         assert 0 < np.abs(folded - plain).max() <= 1e-5 * scale
         model.train_step(x, rng.integers(0, 10, 16), opt)
+
+
+@pytest.mark.parametrize("name", ["fast", "resnet8"])
+def test_the_built_in_networks_are_network_files_too(name):
+    """examples/fast.json and examples/resnet8.json describe the built-in
+    networks: the same layers, shapes, parameters and initial weights."""
+    import pathlib
+
+    from pyconv.io.network_files import load_network
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / f"{name}.json"
+    from_file = load_network(str(path), 0, (28, 28, 1))
+    if not from_file.built:
+        from_file.build((28, 28, 1))
+    built_in = pyconv.models.MODELS[name](seed=0)
+    assert [(type(n.layer).__name__, n.layer.output_shape) for n in from_file.nodes] == \
+        [(type(n.layer).__name__, n.layer.output_shape) for n in built_in.nodes]
+    for p, q in zip(from_file.parameters(), built_in.parameters(), strict=True):
+        assert p.value.tobytes() == q.value.tobytes()

@@ -216,6 +216,11 @@ def train(cfg, data=None, log=log):
     if cfg.resume and not os.path.exists(cfg.checkpoint):
         raise FileNotFoundError(f"--resume: checkpoint {cfg.checkpoint} does not exist")
     model, opt = new_model_and_optimizer(cfg, data)
+    augment = Augment(cfg.augment_shift, cfg.augment_flip, cfg.seed)
+    h, w = data["train"][0].shape[1:3]
+    if cfg.augment_shift >= min(h, w):     # the library's check, in the command's words
+        raise ValueError(f"--augment-shift {cfg.augment_shift} does not fit images of {h}x{w}: "
+                         f"it must be smaller than both sides (at most {min(h, w) - 1})")
 
     if world.size > 1:
         _check_ranks_alike(world, cfg, model, data)
@@ -224,7 +229,7 @@ def train(cfg, data=None, log=log):
                       shuffle=recipe_for(cfg.model)["shuffle"],
                       seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
                       config=asdict(cfg), world=world, label_smoothing=cfg.label_smoothing,
-                      augment=Augment(cfg.augment_shift, cfg.augment_flip, cfg.seed))
+                      augment=augment)
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
                            f"--steps {cfg.steps}"
                            + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
