@@ -74,23 +74,25 @@ def _train_parser(sub):
                    "the TensorFlow tutorial's CNN) or a network file (.json or .toml)")
     _data_options(t)
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
-                   "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs; "
-                   "else 2000)")
+                   "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs, "
+                   "resnet8 15 epochs; else 2000)")
     t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
                    "(instead of --steps)")
     t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "
                    "mpiexec, split among the processes (default: tutorial 50, grokking 128, "
-                   "fast 128, else 50)")
+                   "fast and resnet8 128, else 50)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
-                   "Adam, grokking 1.0 SGD, fast 0.01 Adam with betas 0.7 and 0.9, else 1e-3 "
-                   "Adam)")
+                   "Adam, grokking 1.0 SGD, fast 0.01 Adam with betas 0.7 and 0.9, resnet8 0.01 "
+                   "AdamW with weight decay 5e-4, else 1e-3 Adam)")
     t.add_argument("--schedule", choices=("constant", "step", "cosine", "onecycle"),
-                   help="learning-rate schedule (default: fast onecycle, else constant; "
+                   help="learning-rate schedule (default: fast and resnet8 onecycle, else "
+                   "constant; "
                    "onecycle: PyTorch's OneCycleLR, up to --lr over 30%% of the run, then "
                    "down; step: x0.1 every third of the run; cosine: "
                    "down to 0)")
     t.add_argument("--label-smoothing", type=_smoothing, metavar="E", help="spread E of each "
-                   "target over all classes, as PyTorch's (default: fast 0.1, else 0)")
+                   "target over all classes, as PyTorch's (default: fast and resnet8 0.1, "
+                   "else 0)")
     t.add_argument("--augment-shift", type=_non_negative_int, metavar="N",
                    help="augment: translate each training image by up to N pixels (zero "
                    "border), seeded; resumes bit for bit (default: resnet8 2, else 0: off)")
@@ -98,7 +100,7 @@ def _train_parser(sub):
                    "training images left to right (not for digits)")
     t.add_argument("--validation-split", type=_fraction, metavar="F", help="fraction of the "
                    "training images held out for validation (default: the recipe's twelfth; "
-                   "fast: none)")
+                   "fast and resnet8: none)")
     t.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, dropout and data order (default: 0)")
     t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
