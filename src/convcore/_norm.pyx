@@ -7,7 +7,8 @@ is accumulated in float in row order by one thread, and the partial sums are
 added in double in block order. So 1 and N threads give the same bits.
 
   forward (training):  mean = sum x / M,  var = sum (x - mean)^2 / M (biased),
-                       y = (x - mean) scale + beta (relu: max(., 0)), scale = gamma / sqrt(var + eps)
+                       y = (x - mean) scale + beta (relu: max(., 0)),
+                       scale = gamma / sqrt(var + eps)
   inference:           the same y from given mean and var (running statistics)
   backward:            dy' = dy (where relu_y > 0, if given), xhat = (x - mean) / sqrt(var + eps),
                        dbeta = sum dy',  dgamma = sum dy' xhat,

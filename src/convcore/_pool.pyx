@@ -120,7 +120,7 @@ cdef void avg_row(const float* x, Window g, Py_ssize_t oh, float* y) noexcept no
 
 
 cdef void unavg_image(const float* dy, Window g, float* dx) noexcept nogil:
-    cdef Py_ssize_t oh, ow, i, j, c, ih, iw, i0, i1, j0, j1
+    cdef Py_ssize_t oh, ow, i, c, ih, iw, i0, i1, j0, j1
     cdef float inv
     for i in range(g.H * g.W * g.C):
         dx[i] = 0
