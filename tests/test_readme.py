@@ -33,6 +33,22 @@ def test_python_example_runs_and_prints_what_the_readme_says(tmp_path):
     assert (tmp_path / "model.npz").exists()
 
 
+def test_modern_cnn_example_runs_and_prints_what_the_page_says(tmp_path):
+    """docs/modern-cnns.md's example: fast_cnn, AdamW, one-cycle, label
+    smoothing and augmentation through fit, one epoch."""
+    text = (DOCS / "modern-cnns.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    said = float(re.search(r"It prints `test accuracy ([0-9.]+)`", text).group(1))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR))
+    assert proc.returncode == 0, proc.stderr
+    got = re.fullmatch(r"test accuracy ([0-9.]+)", proc.stdout.strip())
+    assert got, proc.stdout
+    if os.path.normpath(MNIST_DIR).endswith(os.path.join("shared", "data", "mnist")):
+        assert abs(float(got.group(1)) - said) <= 0.003, got.group(0)
+    assert float(got.group(1)) > 0.97
+
+
 def test_option_table_lists_every_train_option():
     from pyconv.cli import build_parser
     parser = build_parser()
