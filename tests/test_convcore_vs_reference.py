@@ -672,3 +672,14 @@ def test_batchnorm_equals_reference(data, relu, eps):
         bound = 1e-5 * m * (1 + np.abs(w).max()) * (1 + np.abs(gamma).max() / np.sqrt(
             rvar.min() + eps) * 1e-2)
         _close(g, w, name, rtol=1e-3, atol=bound)
+
+
+def test_batchnorm_of_a_constant_channel_gives_beta():
+    """A channel whose values are all equal has mean that value and variance 0
+    exactly (the sums are centred on the first row), so y = beta: a mean off
+    by an ulp would be multiplied by gamma / sqrt(eps), hundreds of times."""
+    x = np.full((1, 6, 7, 35), 4.123457, np.float32)
+    x[..., 1] = 1e4 / 3
+    gamma, beta = np.full(35, 2, np.float32), np.full(35, 0.4102787, np.float32)
+    y, mean, var = convcore.batchnorm_forward(x, gamma, beta)
+    assert (y == beta).all() and (var == 0).all() and (mean == x[0, 0, 0]).all()

@@ -106,10 +106,11 @@ def batchnorm_forward(const float[:, ::1] x,        # IN  (M, C)
         raise MemoryError()
     cdef float[::1] scale = var.copy()
     try:
-        memset(s, 0, sizeof(double) * C)                       # centre 0: the sum
+        for c in range(C):                  # centred on the first row: float sums of the
+            s[c] = x[0, c]                  # differences stay exact for a constant channel
         sums(&x[0, 0], NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
         for c in range(C):
-            s[c] = s[C + c] / M                                 # the mean, the new centre
+            s[c] = s[c] + s[C + c] / M                          # the mean, the new centre
         sums(&x[0, 0], NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
         for c in range(C):
             mean[c] = <float>s[c]
