@@ -241,6 +241,21 @@ def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):
     return y, argmax
 
 
+def _pool_backward_checks(fn, dy, x_shape, pool_size, stride, padding):
+    """(x_shape, window) of a pool's backward: x_shape a legal shape whose pool
+    of this geometry has dy's shape."""
+    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
+    chk.size(fn, "x_shape", *x_shape)
+    g = chk.window(fn, x_shape, pool_size, pool_size if stride is None else stride, padding,
+                   "pool_size", pool=True)
+    want = (x_shape[0], g["OH"], g["OW"], x_shape[3])
+    if dy.shape != want:
+        raise ValueError(f"{fn}: dy must have shape {want} (the pool of pool_size="
+                         f"{pool_size!r}, stride={stride!r}, padding={padding!r} over x_shape "
+                         f"{x_shape}), got {dy.shape}")
+    return x_shape, g
+
+
 def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0):
     """Scatter-add each dy to its window's argmax: returns dx of shape x_shape.
 
@@ -251,15 +266,8 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
     fn = "maxpool2d_backward"
     dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C)")
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, OH, OW, C)", dtype=np.int32)
-    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
-    chk.size(fn, "x_shape", *x_shape)
-    g = chk.window(fn, x_shape, pool_size, pool_size if stride is None else stride, padding,
-                   "pool_size", pool=True)
-    want = (x_shape[0], g["OH"], g["OW"], x_shape[3])
-    if dy.shape != want:
-        raise ValueError(f"{fn}: dy must have shape {want} (the pool of pool_size="
-                         f"{pool_size!r}, stride={stride!r}, padding={padding!r} over x_shape "
-                         f"{x_shape}), got {dy.shape}")
+    x_shape, g = _pool_backward_checks(fn, dy, x_shape, pool_size, stride, padding)
+    want = dy.shape
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, "
                          f"got {argmax.shape}")
@@ -292,15 +300,7 @@ def avgpool2d_backward(dy, x_shape, pool_size=2, stride=None, padding=0):
     the image. pool_size, stride and padding: as given to avgpool2d_forward."""
     fn = "avgpool2d_backward"
     dy = chk.array(fn, "dy", dy, 4, "(N, OH, OW, C)")
-    x_shape = chk.shape_tuple(fn, "x_shape", x_shape, 4)
-    chk.size(fn, "x_shape", *x_shape)
-    g = chk.window(fn, x_shape, pool_size, pool_size if stride is None else stride, padding,
-                   "pool_size", pool=True)
-    want = (x_shape[0], g["OH"], g["OW"], x_shape[3])
-    if dy.shape != want:
-        raise ValueError(f"{fn}: dy must have shape {want} (the pool of pool_size="
-                         f"{pool_size!r}, stride={stride!r}, padding={padding!r} over x_shape "
-                         f"{x_shape}), got {dy.shape}")
+    x_shape, g = _pool_backward_checks(fn, dy, x_shape, pool_size, stride, padding)
     dx = empty(x_shape)
     _pool.avgpool2d_backward(dy, dx, g, get_num_threads())
     return dx

@@ -250,13 +250,14 @@ class Dense(_Affine):
         return dict(units=self.units, **self._init_config())
 
 
-class MaxPool2D(Layer):
-    """Max over pool_size windows; backward sends each gradient to its window's argmax."""
+class _Pool(Layer):
+    """A pool over pool_size windows (stride: the pool size unless given)."""
 
     def __init__(self, pool_size=2, stride=None, padding="same"):
         super().__init__()
-        self.pool_size = geometry.pair("MaxPool2D", "pool_size", pool_size)
-        self.stride = None if stride is None else geometry.pair("MaxPool2D", "stride", stride)
+        kind = type(self).__name__
+        self.pool_size = geometry.pair(kind, "pool_size", pool_size)
+        self.stride = None if stride is None else geometry.pair(kind, "stride", stride)
         self.padding = padding
 
     def compute_output_shape(self, input_shape):
@@ -266,6 +267,15 @@ class MaxPool2D(Layer):
                          pool=True)
         return (oh, ow, input_shape[2])
 
+    def config(self):
+        return dict(pool_size=list(self.pool_size),
+                    stride=None if self.stride is None else list(self.stride),
+                    padding=_padding_json(self.padding))
+
+
+class MaxPool2D(_Pool):
+    """Max over pool_size windows; backward sends each gradient to its window's argmax."""
+
     def forward(self, x, training=False):
         y, argmax = convcore.maxpool2d_forward(x, self.pool_size, self.stride, self.padding)
         return y, ((argmax, x.shape) if training else None)
@@ -274,11 +284,6 @@ class MaxPool2D(Layer):
         argmax, x_shape = ctx
         return convcore.maxpool2d_backward(dy, argmax, x_shape, self.pool_size, self.stride,
                                            self.padding) if need_dx else None
-
-    def config(self):
-        return dict(pool_size=list(self.pool_size),
-                    stride=None if self.stride is None else list(self.stride),
-                    padding=_padding_json(self.padding))
 
 
 def _as_images(x):
@@ -382,22 +387,8 @@ def _global_statistics(xi, sums):
     return m, mean.astype(np.float32), (second / max(m, 1)).astype(np.float32)
 
 
-class AveragePooling2D(Layer):
+class AveragePooling2D(_Pool):
     """Mean over pool_size windows; padded cells do not count (ONNX's default)."""
-
-    def __init__(self, pool_size=2, stride=None, padding="same"):
-        super().__init__()
-        self.pool_size = geometry.pair("AveragePooling2D", "pool_size", pool_size)
-        self.stride = None if stride is None else geometry.pair("AveragePooling2D", "stride",
-                                                                stride)
-        self.padding = padding
-
-    def compute_output_shape(self, input_shape):
-        _images(self, input_shape)
-        stride = self.pool_size if self.stride is None else self.stride
-        oh, ow = _window(self, input_shape, self.pool_size, stride, self.padding, "pool_size",
-                         pool=True)
-        return (oh, ow, input_shape[2])
 
     def forward(self, x, training=False):
         y = convcore.avgpool2d_forward(x, self.pool_size, self.stride, self.padding)
@@ -406,11 +397,6 @@ class AveragePooling2D(Layer):
     def backward(self, x_shape, dy, need_dx=True):
         return convcore.avgpool2d_backward(dy, x_shape, self.pool_size, self.stride,
                                            self.padding) if need_dx else None
-
-    def config(self):
-        return dict(pool_size=list(self.pool_size),
-                    stride=None if self.stride is None else list(self.stride),
-                    padding=_padding_json(self.padding))
 
 
 class GlobalAveragePooling2D(Layer):
