@@ -80,14 +80,7 @@ def test_fast_recipe_with_augmentation_resumes_bit_for_bit(tmp_path):
         ("onecycle", 0.1, 128, 2)
     assert m["validation_accuracy"] is None          # nothing held out
     ckpt = tmp_path / "b.npz"
-    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR)
-    proc = subprocess.Popen([sys.executable, "-m", "pyconv", *common, "--checkpoint", str(ckpt)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(ckpt)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    with np.load(ckpt, allow_pickle=False) as f:
-        step = json.loads(str(f["train_state"]))["step"]
+    step = _killed_after_a_checkpoint(common, ckpt, settle=0.0)
     assert 7 <= step < 300, f"killed at step {step}: not mid-run"
     pyconv(*common, "--checkpoint", str(ckpt), "--resume")
     a, b = weights(tmp_path / "a.npz"), weights(ckpt)
@@ -95,6 +88,21 @@ def test_fast_recipe_with_augmentation_resumes_bit_for_bit(tmp_path):
         assert a[k].tobytes() == b[k].tobytes(), k
     pyconv(*base, "--checkpoint", str(tmp_path / "c.npz"))
     assert any(a[k].tobytes() != v.tobytes() for k, v in weights(tmp_path / "c.npz").items())
+
+
+def _killed_after_a_checkpoint(args, ckpt, settle):
+    """Start `pyconv *args --checkpoint ckpt`, SIGKILL it `settle` seconds after
+    its first checkpoint appears; the step the checkpoint holds."""
+    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR)
+    proc = subprocess.Popen([sys.executable, "-m", "pyconv", *args, "--checkpoint", str(ckpt)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(ckpt)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with np.load(ckpt, allow_pickle=False) as f:
+        return json.loads(str(f["train_state"]))["step"]
 
 
 def _wait_for(path, timeout=120):
@@ -112,16 +120,7 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
               "--eval-every", "1000", "--seed", "1", "--no-progress"]
     pyconv(*common, "--checkpoint", str(tmp_path / "straight.npz"))
     ckpt = tmp_path / "killed.npz"
-    env = dict(os.environ, PYCONV_DATA_DIR=MNIST_DIR)
-    proc = subprocess.Popen([sys.executable, "-m", "pyconv", *common, "--checkpoint", str(ckpt)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(ckpt)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    with np.load(ckpt, allow_pickle=False) as f:
-        step = json.loads(str(f["train_state"]))["step"]
+    step = _killed_after_a_checkpoint(common, ckpt, settle=0.3)
     assert 7 <= step < 150, f"killed at step {step}: not mid-run"
     pyconv(*common, "--checkpoint", str(ckpt), "--resume")
     a, b = weights(tmp_path / "straight.npz"), weights(ckpt)
