@@ -30,7 +30,7 @@ def worker(args):
     from pyconv.train import distributed
     world = distributed.world()
     if args.sums == "none":
-        world.attach = lambda optimizer: None      # each rank alone: compute only
+        world.attach = lambda optimizer, canonical=True: None   # each rank alone: compute only
     elif args.sums == "hook":
         world._start_sum = lambda p: (lambda: None)    # the hook's unfused updates, no MPI
     rng = np.random.default_rng(0)
@@ -39,7 +39,7 @@ def worker(args):
     y = rng.integers(0, 10, global_batch * 4)
     model = pyconv.models.tutorial_cnn(seed=0)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
-    parallel = distributed.DataParallel(model, opt, world)
+    parallel = distributed.DataParallel(model, opt, world, slices=args.slices)
 
     def step(i):
         rows = slice((i % 4) * global_batch, (i % 4 + 1) * global_batch)
@@ -55,6 +55,7 @@ def worker(args):
     seconds = (time.perf_counter() - start) / args.steps
     waited = (getattr(world, "wait_seconds", 0.0) - wait0) / args.steps
     row = {"ranks": world.size, "batch_per_rank": args.batch, "sums": args.sums,
+           "slices": parallel.slices,
            "step_s": seconds, "images_per_s": global_batch / seconds,
            "wait_s_per_step": waited, "allreduce_s": _allreduce_seconds(world, model)}
     if world.is_root:
@@ -74,11 +75,11 @@ def _allreduce_seconds(world, model, repeats=10):
     return (time.perf_counter() - start) / repeats
 
 
-def run(ranks, batch, steps, sums="mpi", launcher=None, env=None):
+def run(ranks, batch, steps, sums="mpi", launcher=None, env=None, slices=16):
     """One worker run under mpiexec; its rank 0's result."""
     cmd = launcher or ["mpiexec", "-n", str(ranks), sys.executable]
     cmd = [*cmd, os.path.abspath(__file__), "--worker", "--batch", str(batch), "--steps",
-           str(steps), "--sums", sums]
+           str(steps), "--sums", sums, "--slices", str(slices)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=env or dict(os.environ, OMP_NUM_THREADS="1")).stdout
     return json.loads(next(line for line in out.splitlines()
@@ -95,6 +96,8 @@ def main(argv=None):
                    help="mpi: gradients summed (the real thing); hook: the gradient hook "
                    "and its unfused updates, no MPI; none: each rank alone")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--slices", type=int, default=16,
+                   help="the global batch's slices (1: MPI's own order, no same bits)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "mpi-scaling.json"))
     p.add_argument("--progress", choices=("thread", "calls"), default="thread",
                    help="thread: a thread drives MPI's progress during the backward pass "

@@ -46,6 +46,7 @@ def test_default_threads_follow_omp_num_threads():
 
 def _all_ops(rng):
     """Every public function at shapes that give many work items and tiles."""
+    cut = convcore.slices.slice_bounds
     x = rng.standard_normal((37, 15, 13, 3)).astype(np.float32)
     w = rng.standard_normal((5, 5, 3, 20)).astype(np.float32)
     b = rng.standard_normal(20).astype(np.float32)
@@ -79,7 +80,8 @@ def _all_ops(rng):
         pf, amf = convcore.conv2d_maxpool_forward(xf, wf, None, 1, "same", True, pool,
                                                   pool_stride, "same", return_argmax=True)
         fused += [pf, amf, *convcore.conv2d_maxpool_backward(xf, wf, pf, amf, 1, "same", pool,
-                                                             pool_stride, "same", relu_y=pf)]
+                                                             pool_stride, "same", relu_y=pf,
+                                                             slices=cut(37, 8))]
     # dropout: 4 work items of 16384 entries and a ragged end
     xo = rng.standard_normal((3, 20000)).astype(np.float32)
     # the optimiser steps, in place on copies: 300 x 80 parameters
@@ -93,6 +95,10 @@ def _all_ops(rng):
     dx_adam = convcore.linear_backward_adam(xt, fused_adam[0], yt, fused_adam[3],
                                             fused_adam[1], fused_adam[2], fused_adam[4],
                                             fused_adam[5], 1e-3, relu_y=yt)
+    sliced_adam = [a.copy() for a in fused_adam]
+    convcore.linear_backward_adam(xt, sliced_adam[0], yt, sliced_adam[3], sliced_adam[1],
+                                  sliced_adam[2], sliced_adam[4], sliced_adam[5], 1e-3,
+                                  relu_y=yt, slices=cut(91, 16))
     # batch normalisation: 3 x 11 x 13 x 40 (7 blocks of rows, a ragged end), ReLU fused
     xn = rng.standard_normal((3, 11, 13, 40)).astype(np.float32) + 2
     gn, bn = b[:16].repeat(3)[:40] + 1, b[:16].repeat(3)[:40]
@@ -110,18 +116,27 @@ def _all_ops(rng):
         "conv2d_maxpool_forward": fused[0::5] + fused[1::5],
         "conv2d_maxpool_backward": fused[2::5] + fused[3::5] + fused[4::5],
         "linear_backward": [*convcore.linear_backward(xt, wt, yt, relu_y=yt),
-                            *convcore.linear_backward(xl, wl, dyl)],
+                            *convcore.linear_backward(xl, wl, dyl),
+                            # the batch's sums in slices (convcore.slices)
+                            *convcore.linear_backward(xt, wt, yt, relu_y=yt, slices=cut(91, 8)),
+                            *convcore.linear_backward(xl, wl, dyl, slices=cut(301, 4))],
         "conv2d_backward": [*convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd),
                             *convcore.conv2d_backward(xw, ww, yw, padding="same", relu_y=yw),
                             *convcore.conv2d_backward(xb, wb, yb, padding="same", relu_y=yb),
-                            *convcore.conv2d_backward(x, w, dy, padding="same")],
+                            *convcore.conv2d_backward(x, w, dy, padding="same"),
+                            *convcore.conv2d_backward(xd, wd, yd, padding="same", relu_y=yd,
+                                                      slices=cut(37, 16)),
+                            *convcore.conv2d_backward(xw, ww, yw, padding="same",
+                                                      slices=cut(37, 4)),
+                            *convcore.conv2d_backward(xb, wb, yb, padding="same",
+                                                      slices=cut(150, 8))],
         "conv2d_forward": [yd, yw, y],
         "im2col": [cols],
         "col2im": [convcore.col2im(cols, x.shape, 4, 3, 1)],
         "maxpool2d_forward": [p, am],
         "maxpool2d_backward": [convcore.maxpool2d_backward(p, am, y.shape, 3, 2, "same")],
         "linear_forward": [yt, convcore.linear_forward(xl, wl, b=dyl[0])],
-        "linear_backward_adam": [dx_adam, *fused_adam],
+        "linear_backward_adam": [dx_adam, *fused_adam, *sliced_adam],
         "adam_update": adam,
         "sgd_update": sgd,
     }

@@ -7,7 +7,10 @@ float32. `convcore.reference` holds the same functions in plain NumPy and
 works without the compiled extension; `convcore.geometry` (pure Python too)
 holds the window geometry and argument checks that callers need.
 """
-from . import geometry  # noqa: F401 (public: window geometry and argument checks)
+from . import (
+    geometry,  # noqa: F401 (public: window geometry and argument checks)
+    slices,  # noqa: F401 (public: the canonical order of a sum over a batch)
+)
 from ._ops import CONTROLS, OPERATIONS
 from ._threads import get_num_threads, set_num_threads  # noqa: F401 (in __all__)
 

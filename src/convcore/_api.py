@@ -9,6 +9,7 @@ from ._kernels import linear_simd as _linear_simd
 from ._kernels import pool_set as _pool_set
 from ._kernels import winograd as _winograd
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
+from .slices import MAX_SLICES, tree_sum
 
 _X = "(N, H, W, C)"
 _W = "(kh, kw, C_in, C_out)"
@@ -16,6 +17,60 @@ _W = "(kh, kw, C_in, C_out)"
 
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
+
+
+def _slices(fn, slices, n):
+    """The batch's slices (_slices.pxd) as int32 bounds [0, ..., n], checked;
+    None is one slice, [0, n]."""
+    if slices is None:
+        return np.array([0, n], np.int32)
+    b = np.asarray(slices)
+    if b.ndim != 1 or b.dtype.kind not in "iu" or not 2 <= len(b) <= MAX_SLICES + 1:
+        raise ValueError(f"{fn}: slices must be the bounds [0, ..., N] of at most {MAX_SLICES} "
+                         f"slices of the batch, a 1-D sequence of integers; got "
+                         f"{_shown(slices)}")
+    if b[0] != 0 or b[-1] != n or np.any(np.diff(b) < 0):
+        raise ValueError(f"{fn}: slices must rise from 0 to the batch size N = {n}, got "
+                         f"{_shown(slices)}")
+    return np.ascontiguousarray(b, np.int32)
+
+
+def _shown(v, limit=80):
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def _direct_slots(slices):
+    """The direct kernels' slots: DIRECT_SLOTS for the whole batch, or one a
+    slice (a slice's images in order on one thread: the same sum wherever the
+    slice is computed)."""
+    return DIRECT_SLOTS if slices is None else 1
+
+
+def _pairs(bounds):
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _largest(bounds):
+    """The largest slice: what picks the kernels when a batch is sliced, so that
+    every process slicing the same global batch picks the same ones."""
+    return int(np.max(np.diff(bounds))) if len(bounds) > 2 else int(bounds[-1])
+
+
+def _slice_by_slice(bounds, step, *arrays):
+    """step(*arrays[a:b]) for each slice a:b: [each slice's results] (what the
+    BLAS paths do with more than one slice: the same shapes on every process)."""
+    return [step(*(None if v is None else v[a:b] for v in arrays)) for a, b in _pairs(bounds)]
+
+
+def _stacked(parts, shape):
+    """One array of shape from the slices' parts, in order."""
+    out = empty(shape)
+    n = 0
+    for p in parts:
+        out[n:n + len(p)] = p
+        n += len(p)
+    return out
 
 
 def _dy_checks(fn, dy, relu_y, want, desc):
@@ -96,15 +151,22 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     return dx
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
     """y = conv(x, w) + b, NHWC: (N, H, W, C_in) * (kh, kw, C_in, C_out) -> (N, OH, OW, C_out).
 
     relu=True fuses max(y, 0) into the same pass (y >= 0 then marks the ReLU mask).
+    slices: the bounds [0, ..., N] of the batch's slices (pyconv's canonical
+    order, _slices.pxd); each image's output is the same with or without them.
     """
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
-    y = empty((x.shape[0], g["OH"], g["OW"], w2.shape[1]))
+    bounds = _slices(fn, slices, x.shape[0])
+    y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     kernels = _conv_simd(fn, g, w2.shape[1], need_dx=False)
+    if kernels is None and len(bounds) > 2:   # BLAS: the same calls on every process
+        return _stacked(_slice_by_slice(
+            bounds, lambda xs: conv2d_forward(xs, w, b, stride, padding, relu), x), y_shape)
+    y = empty(y_shape)
     if kernels is not None:
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
                                     _winograd(g))
@@ -127,21 +189,23 @@ def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool
 
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
-                           pool_stride=None, pool_padding=0, return_argmax=False):
+                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
     pool_stride, pool_padding) in one pass: with the vector kernels each image's
     convolution output stays in cache and only the pooled result is written.
     The same bits as the two calls. Returns y, or (y, argmax) with
-    return_argmax=True (for training: conv2d_maxpool_backward takes it)."""
+    return_argmax=True (for training: conv2d_maxpool_backward takes it).
+    slices: as conv2d_forward's."""
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding)
     cout = w2.shape[1]
     kernels = _conv_simd(fn, g, cout, need_dx=False)
     if kernels is None:
-        y = conv2d_forward(x, w, b, stride, padding, relu)
+        y = conv2d_forward(x, w, b, stride, padding, relu, slices)
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
         return (y, argmax) if return_argmax else y
+    _slices(fn, slices, x.shape[0])
     chk.size(fn, "the pooled output", x.shape[0], pg["OH"], pg["OW"], cout)
     out_shape = (x.shape[0], pg["OH"], pg["OW"], cout)
     out = empty(out_shape)
@@ -152,7 +216,8 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
 
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
-                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None):
+                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None,
+                            slices=None):
     """Gradients (dx, dw, db) of conv2d_maxpool_forward from its input x,
     kernels w, the gradient dy of its pooled output and the argmax it returned
     (the convolution and pool arguments as given to it), all as
@@ -161,6 +226,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
 
     relu_y: the pooled output y of a relu=True forward; the ReLU's mask is
     taken at each window's winner, where y holds the convolution's value.
+    slices: as conv2d_backward's.
     """
     fn = "conv2d_maxpool_backward"
     x, w2, _, g, pg, _ = _conv_pool_checks(fn, x, w, stride, padding, None, pool_size,
@@ -172,6 +238,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
+    bounds = _slices(fn, slices, x.shape[0])
     kernels = _conv_simd(fn, g, cout, need_dx)
     if kernels is None:   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
@@ -180,36 +247,46 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
                                          relu_y)
         if n_bad:
             raise ValueError(_argmax_window_message(fn, n_bad))
-        return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
+        return conv2d_backward(x, w, dy_conv, stride, padding, need_dx, slices=slices)
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(cout)
     n_bad = _conv.conv2d_maxpool_backward_direct(x, w2, dy, argmax, dx, dw, db, g, pg,
-                                                 DIRECT_SLOTS, get_num_threads(), kernels,
-                                                 relu_y, _winograd(g))
+                                                 _direct_slots(slices), get_num_threads(), kernels,
+                                                 bounds, relu_y, _winograd(g))
     if n_bad:
         raise ValueError(_argmax_window_message(fn, n_bad))
     return dx, dw.reshape(w.shape), db
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None):
     """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
 
     need_dx=False skips the input gradient (a first layer) and returns None for it.
     relu_y: the output y of a relu=True forward; dy is then taken through the
     ReLU (masked by y > 0) inside the kernel.
+    slices: the bounds [0, ..., N] of the batch's slices: dw and db are each
+    slice's sums added in the pairwise tree (_slices.pxd), the same bits
+    wherever the slices are computed; None: one slice.
     """
     fn = "conv2d_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
+    bounds = _slices(fn, slices, x.shape[0])
+    kernels = _conv_simd(fn, g, w2.shape[1], need_dx)
+    if kernels is None and len(bounds) > 2:
+        parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
+            xs, w, dys, stride, padding, need_dx, rys), x, dy, relu_y)
+        dx = _stacked([p[0] for p in parts], x.shape) if need_dx else None
+        return dx, tree_sum([p[1] for p in parts]), tree_sum([p[2] for p in parts])
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(w2.shape[1])
-    kernels = _conv_simd(fn, g, w2.shape[1], need_dx)
     if kernels is not None:
-        _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, DIRECT_SLOTS, get_num_threads(),
-                                     kernels, relu_y, _winograd(g))
+        _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, _direct_slots(slices),
+                                     get_num_threads(),
+                                     kernels, bounds, relu_y, _winograd(g))
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
@@ -329,52 +406,57 @@ def _linear_checks(fn, x, w, b=None):
     return x, w, b
 
 
-def linear_forward(x, w, b=None, relu=False):
-    """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0)."""
+def linear_forward(x, w, b=None, relu=False, slices=None):
+    """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0).
+    slices: as conv2d_forward's (the kernels are picked by the largest slice)."""
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
+    bounds = _slices(fn, slices, x.shape[0])
+    kernels = _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
     y = empty((x.shape[0], w.shape[1]))
-    kernels = _linear_simd(fn, x.shape[0], w.shape[1], forward=True)
     if kernels is not None:
         _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), kernels, bool(relu))
         return y
     with blas_single_thread():
-        _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bool(relu))
+        _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bounds, bool(relu))
     return y
 
 
-def linear_backward(x, w, dy, need_dx=True, relu_y=None):
+def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
     """Gradients of linear_forward: (dx, dw, db); dx is None if need_dx is False.
 
     relu_y: the output y of a relu=True forward; dy is then masked by y > 0 first.
+    slices: as conv2d_backward's (the kernels are picked by the largest slice).
     """
     fn = "linear_backward"
     x, w, _ = _linear_checks(fn, x, w)
     want = (x.shape[0], w.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
+    bounds = _slices(fn, slices, x.shape[0])
+    kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     dx = empty(x.shape) if need_dx else None
     dw = empty(w.shape)
     db = empty(w.shape[1])
-    kernels = _linear_simd(fn, x.shape[0], w.shape[1])
     if kernels is not None:
         dym = empty(want)
         dyT = empty((want[1], -(-want[0] // 16) * 16))
         _linear.linear_backward_tiles(x, w, dy, dx, dw, db, get_num_threads(), kernels, dym,
-                                      dyT, relu_y)
+                                      dyT, bounds, relu_y)
         return dx, dw, db
     scratch = empty(want) if relu_y is not None else None
     with blas_single_thread():
-        _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(),
+        _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(), bounds,
                                 relu_y, scratch)
     return dx, dw, db
 
 
 def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
-                         eps=1e-8, need_dx=True, relu_y=None):
+                         eps=1e-8, need_dx=True, relu_y=None, slices=None):
     """linear_backward, then adam_update of w (state m_w, v_w) and b (m_b, v_b;
     b and its state may be None), in one pass where the simd kernels apply:
     each block of w's gradient is applied while in cache, never stored. The
-    same bits as the separate calls. Returns dx (None if need_dx is False)."""
+    same bits as the separate calls. Returns dx (None if need_dx is False).
+    slices: as linear_backward's."""
     fn = "linear_backward_adam"
     _update_checks(fn, w, w, {"m_w": m_w, "v_w": v_w}, p_name="w")   # updated in place:
     if b is not None:                                                 # no copies allowed
@@ -384,9 +466,10 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
-    kernels = _linear_simd(fn, x.shape[0], w.shape[1])
+    bounds = _slices(fn, slices, x.shape[0])
+    kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     if kernels is None:
-        dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y)
+        dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices)
         adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
         if b is not None:
             adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)
@@ -396,7 +479,7 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     dyT = empty((want[1], -(-want[0] // 16) * 16))
     _linear.linear_backward_adam_tiles(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
                                        float(beta1), float(beta2), float(eps),
-                                       get_num_threads(), kernels, dym, dyT, relu_y)
+                                       get_num_threads(), kernels, dym, dyT, bounds, relu_y)
     return dx
 
 

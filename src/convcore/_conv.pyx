@@ -25,6 +25,7 @@ from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
 from convcore._isa cimport cc_kernel_set, kernel_set
 from convcore._pool cimport pool_row, unpool_image
+from convcore._slices cimport tree_sum
 
 
 cdef inline void _add_into(float* acc, const float* part, Py_ssize_t n) noexcept nogil:
@@ -455,7 +456,7 @@ cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ss
     slot's dw (KF) and db (F, after it); returns the argmax entries out of place."""
     cdef Py_ssize_t n, n_bad = 0
     cdef const float* dyp
-    if a.winograd:   # the slot's first image sets its M
+    if a.winograd and n1 > n0:   # the slot's first image sets its M
         memset(dw + KF, 0, a.F * sizeof(float))
     else:
         memset(dw, 0, (KF + a.F) * sizeof(float))
@@ -467,24 +468,94 @@ cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ss
     return n_bad
 
 
+cdef struct Slots:             # the slots of a sliced batch: per_slice slots a slice
+    Py_ssize_t n_slices, per_slice, KF, KW, F
+    int* n0                     # each slot's first image and end (an empty slot: n0 == n1)
+    int* n1
+    float* parts                # each slot's dw (KF: Winograd's M) and db (F)
+    float* dws                  # Winograd: each slice's dw (KW) and db (F); else NULL
+
+
+cdef int _slots_new(Slots* t, const int* bounds, Py_ssize_t n_slices, Py_ssize_t max_slots,
+                    Py_ssize_t KF, Py_ssize_t KW, Py_ssize_t F, bint winograd) noexcept nogil:
+    """Cut each slice into per_slice = max_slots // n_slices slots of consecutive
+    images (a number fixed by the slicing alone, never by the threads or the
+    processes). -1: out of memory."""
+    cdef Py_ssize_t sl, j, n_s, per, k
+    t.n_slices, t.KF, t.KW, t.F = n_slices, KF, KW, F
+    t.per_slice = max(1, max_slots // n_slices)
+    k = n_slices * t.per_slice
+    t.n0 = <int*>malloc(k * sizeof(int))
+    t.n1 = <int*>malloc(k * sizeof(int))
+    t.parts = alloc64(k * (KF + F))
+    t.dws = alloc64(n_slices * (KW + F)) if winograd else NULL
+    if t.n0 == NULL or t.n1 == NULL or t.parts == NULL or (winograd and t.dws == NULL):
+        return -1
+    for sl in range(n_slices):
+        n_s = bounds[sl + 1] - bounds[sl]
+        per = max(1, (n_s + t.per_slice - 1) // t.per_slice)
+        for j in range(t.per_slice):
+            t.n0[sl * t.per_slice + j] = <int>min(bounds[sl] + j * per, bounds[sl + 1])
+            t.n1[sl * t.per_slice + j] = <int>min(bounds[sl] + (j + 1) * per, bounds[sl + 1])
+    return 0
+
+
+cdef void _slots_free(Slots* t) noexcept nogil:
+    free(t.n0)
+    free(t.n1)
+    free(t.parts)
+    free(t.dws)
+
+
+cdef void _slots_sum(const Images* a, Slots* t, float* dw, float* db,
+                     int n_threads) noexcept nogil:
+    """dw and db from the slots: each slice's slots added in order (its first
+    slot, then each one not empty), Winograd's M transformed then; the
+    slices' sums added in the pairwise tree (_slices.pxd), in parallel over
+    blocks of gradient entries."""
+    cdef Py_ssize_t sl, j, blk, e0, e1, BLOCK = 4096, F = t.F, KF = t.KF, KW = t.KW
+    cdef Py_ssize_t stride = t.per_slice * (KF + F), per = t.per_slice
+    cdef float* sums = t.parts
+    for blk in prange((KF + F + BLOCK - 1) // BLOCK, schedule='static', num_threads=n_threads):
+        e0 = blk * BLOCK
+        e1 = min(KF + F, e0 + BLOCK)
+        for sl in range(t.n_slices):
+            for j in range(1, per):
+                if t.n1[sl * per + j] > t.n0[sl * per + j]:
+                    _add_into(t.parts + sl * stride + e0,
+                              t.parts + sl * stride + j * (KF + F) + e0, e1 - e0)
+    if a.winograd:
+        for sl in prange(t.n_slices, schedule='static', num_threads=n_threads):
+            a.k.wino_dw_finish(t.parts + sl * stride, <int>a.g.C, <int>F,
+                               t.dws + sl * (KW + F))
+            memcpy(t.dws + sl * (KW + F) + KW, t.parts + sl * stride + KF, F * sizeof(float))
+        sums, stride = t.dws, KW + F
+    for blk in prange((KW + F + BLOCK - 1) // BLOCK, schedule='static', num_threads=n_threads):
+        e0 = blk * BLOCK
+        tree_sum(sums, t.n_slices, stride, e0, min(KW + F, e0 + BLOCK))
+    memcpy(dw, sums, KW * sizeof(float))
+    memcpy(db, sums + KW, F * sizeof(float))
+
+
 cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1] dw,
-                                 float[::1] db, Py_ssize_t N, Py_ssize_t max_slots,
+                                 float[::1] db, const int[::1] bounds, Py_ssize_t max_slots,
                                  int n_threads) except -1:
-    """Every image in at most max_slots slots of consecutive images, one thread
-    a slot; the slots summed in slot order (the same bits on any thread count);
-    Winograd's summed M transformed to dw once. Returns the argmax entries out
-    of place."""
-    cdef Py_ssize_t C = a.g.C, F = a.F, sl, n_bad = 0
-    cdef Py_ssize_t per_slot = max(1, (N + max_slots - 1) // max_slots)
-    cdef Py_ssize_t n_slots = (N + per_slot - 1) // per_slot
-    cdef Py_ssize_t KF = 36 * C * F if a.winograd else w.shape[0] * F   # a slot's dw part
+    """The images of each slice of the batch (bounds, _slices.pxd) in
+    max_slots // slices slots of consecutive images, one thread a slot; each
+    slice's slots added in slot order (Winograd: its summed M transformed to
+    dw), the slices in the pairwise tree: the same bits on any number of
+    threads and, where processes hold whole slices, of processes. Returns
+    the argmax entries out of place."""
+    cdef Py_ssize_t C = a.g.C, F = a.F, KW = w.shape[0] * F, sl, n_bad = 0
+    cdef Py_ssize_t KF = 36 * C * F if a.winograd else KW   # a slot's dw part
+    cdef Slots t
     cdef Scratch s
     cdef int n_failed = 0
-    cdef float* parts = alloc64(n_slots * (KF + F))
     cdef float* wt = alloc64(w.shape[0] * F) if a.dx != NULL else NULL
-    cdef float* msum = alloc64(KF) if a.winograd else NULL
+    memset(&t, 0, sizeof(Slots))
     try:
-        if parts == NULL or (a.dx != NULL and wt == NULL) or (a.winograd and msum == NULL):
+        if _slots_new(&t, &bounds[0], bounds.shape[0] - 1, max_slots, KF, KW, F,
+                      a.winograd) or (a.dx != NULL and wt == NULL):
             raise MemoryError("conv2d_backward: could not allocate the gradient slots")
         if a.dx != NULL:
             cc_flip_kernels(a.w, a.g.KH, a.g.KW, <int>C, <int>F, wt)
@@ -495,25 +566,18 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
                     raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
         with nogil, parallel(num_threads=n_threads):
             s = _scratch_new(a, True)
-            for sl in prange(n_slots, schedule='dynamic'):
+            for sl in prange(t.n_slices * t.per_slice, schedule='dynamic'):
                 if not _scratch_ok(&s, a, True):
                     n_failed += 1
                     continue
-                n_bad += _backward_slot(a, &s, sl * per_slot, min(N, (sl + 1) * per_slot),
-                                        parts + sl * (KF + F), KF)
+                n_bad += _backward_slot(a, &s, t.n0[sl], t.n1[sl], t.parts + sl * (KF + F), KF)
             _scratch_free(&s)
         if n_failed:
             raise MemoryError("conv2d_backward: could not allocate the image scratch")
-        if a.winograd:
-            memset(msum, 0, KF * sizeof(float))
-            _sum_slots(parts, n_slots, KF, F, msum, &db[0], n_threads)
-            a.k.wino_dw_finish(msum, <int>C, <int>F, &dw[0, 0])
-        else:
-            _sum_slots(parts, n_slots, KF, F, &dw[0, 0], &db[0], n_threads)
+        _slots_sum(a, &t, &dw[0, 0], &db[0], n_threads)
     finally:
-        free(parts)
+        _slots_free(&t)
         free(wt)
-        free(msum)
         free(<float*>a.U)
     return n_bad
 
@@ -537,10 +601,11 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            float[:, ::1] dw,               # OUT (KH*KW*C, F)
                            float[::1] db,                  # OUT (F,)
                            Window g, Py_ssize_t max_slots, int n_threads, int kernels,
+                           const int[::1] bounds,          # IN  the batch's slices (_slices.pxd)
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
                            bint winograd=False):
-    """dw, db and dx of conv2d_forward_direct, image by image (the slots as in
-    conv2d_backward). dx of an image is the forward kernel run on its
+    """dw, db and dx of conv2d_forward_direct, image by image, in the slots of
+    each slice (_backward_images). dx of an image is the forward kernel run on its
     (masked) dy with the flipped kernels. With winograd (5x5 kernels, stride
     1, C % 16 == 0) both run as Winograd F(2x2, 5x5): dx as the forward, dw
     as its transpose, the slots holding the transformed gradient M (36, C, F)."""
@@ -550,7 +615,7 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         return
     cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
     a.dy = &dy[0, 0, 0, 0]
-    _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)
+    _backward_images(&a, w, dw, db, bounds, max_slots, n_threads)
 
 
 def conv2d_maxpool_backward_direct(
@@ -562,6 +627,7 @@ def conv2d_maxpool_backward_direct(
         float[:, ::1] dw,                    # OUT (KH*KW*C, F)
         float[::1] db,                       # OUT (F,)
         Window g, Window pg, Py_ssize_t max_slots, int n_threads, int kernels,
+        const int[::1] bounds,               # IN  the batch's slices (_slices.pxd)
         const float[:, :, :, ::1] relu_y=None,   # IN the pooled output (N, PH, PW, F) or None
         bint winograd=False):
     """conv2d_backward_direct of the fused convolution + max-pool: each image's
@@ -575,4 +641,4 @@ def conv2d_maxpool_backward_direct(
         return 0
     cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
     a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
-    return _backward_images(&a, w, dw, db, x.shape[0], max_slots, n_threads)
+    return _backward_images(&a, w, dw, db, bounds, max_slots, n_threads)

@@ -30,8 +30,9 @@ cdef extern from "_kernel_set.h" nogil:
         void (*linear_forward_block)(const float* x, int D, const float* w, int F,
                                      const float* b, float* y, int n0, int n1, int c0,
                                      int c1, int relu) noexcept nogil
-        void (*linear_dw_block)(const float* x, int N, int D, const float* dy, int F,
-                                float* dwr, int d0, int d1) noexcept nogil
+        void (*linear_dw_block)(const float* x, const int* bounds, int n_slices, int D,
+                                const float* dy, int F, float* dwr, int d0,
+                                int d1) noexcept nogil
         void (*linear_dx_block)(const float* w, int F, const float* dyT, int NP, float* dx,
                                 int D, int N, int d0, int d1) noexcept nogil
         void (*pool_row)(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,

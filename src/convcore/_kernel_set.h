@@ -60,8 +60,8 @@ typedef struct {
     void (*linear_forward_block)(const float* x, int D, const float* w, int F,
                                  const float* b, float* y, int n0, int n1, int c0, int c1,
                                  int relu);
-    void (*linear_dw_block)(const float* x, int N, int D, const float* dy, int F,
-                            float* dwr, int d0, int d1);
+    void (*linear_dw_block)(const float* x, const int* bounds, int n_slices, int D,
+                            const float* dy, int F, float* dwr, int d0, int d1);
     void (*linear_dx_block)(const float* w, int F, const float* dyT, int NP, float* dx,
                             int D, int N, int d0, int d1);
     /* _pool_kernels.h */

@@ -17,12 +17,14 @@ from convcore._memory cimport alloc64
 from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm_tiled
 from convcore._isa cimport cc_kernel_set, kernel_set
+from convcore._slices cimport tree_sum
 
 
 def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
-                   float[:, ::1] y, int n_tiles, int n_threads,
+                   float[:, ::1] y, int n_tiles, int n_threads, const int[::1] bounds,
                    bint relu=False):
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r
+    """y = x @ w (+ b), one gemm_tiled a slice of rows (bounds: [0, N] for one)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, sl, n0, n1
     cdef float beta = 0.0
     if N == 0:
         return
@@ -31,8 +33,10 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
         beta = 1.0
         for r in range(N):
             memcpy(yp + r * F, &b[0], F * sizeof(float))
-    gemm_tiled(False, False, <int>N, <int>F, <int>D, &x[0, 0], <int>D, &w[0, 0], <int>F,
-               beta, yp, <int>F, n_tiles, n_threads)
+    for sl in range(bounds.shape[0] - 1):
+        n0, n1 = bounds[sl], bounds[sl + 1]
+        gemm_tiled(False, False, <int>(n1 - n0), <int>F, <int>D, &x[n0, 0] if n1 > n0 else NULL,
+                   <int>D, &w[0, 0], <int>F, beta, yp + n0 * F, <int>F, n_tiles, n_threads)
     cdef float v
     if relu:
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
@@ -42,11 +46,14 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
 
 def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                     float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
-                    int n_tiles, int n_threads, const float[:, ::1] relu_y=None,
-                    float[:, ::1] scratch=None):
+                    int n_tiles, int n_threads, const int[::1] bounds,
+                    const float[:, ::1] relu_y=None, float[:, ::1] scratch=None):
     """With relu_y (the output of a relu=True forward), dy is first masked by
-    relu_y > 0 into scratch (N, F)."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r
+    relu_y > 0 into scratch (N, F). One gemm_tiled a slice of rows (bounds);
+    with more than one, each slice's dw and db on their own, then added in the
+    pairwise tree (_slices.pxd)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r, sl, n0, n1, blk, e0
+    cdef Py_ssize_t n_slices = bounds.shape[0] - 1, part = D * F + F, BLOCK = 4096
     cdef float s
     if N == 0:
         dw[:, :] = 0
@@ -61,16 +68,33 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
             sp[r] = keep_where_positive(dyp[r], yp[r])
         dyp = sp
-    if dx is not None:
-        gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0], <int>F,
-                   0.0, &dx[0, 0], <int>D, n_tiles, n_threads)
-    gemm_tiled(True, False, <int>D, <int>F, <int>N, &x[0, 0], <int>D, dyp, <int>F,
-               0.0, &dw[0, 0], <int>F, n_tiles, n_threads)
-    for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
-        s = 0
-        for r in range(N):
-            s = s + dyp[r * F + f]
-        db[f] = s
+    cdef float* parts = &dw[0, 0] if n_slices == 1 else alloc64(n_slices * part)
+    if parts == NULL:
+        raise MemoryError("linear_backward: could not allocate the slices' gradients")
+    for sl in range(n_slices):
+        n0, n1 = bounds[sl], bounds[sl + 1]
+        if dx is not None and n1 > n0:
+            gemm_tiled(False, True, <int>(n1 - n0), <int>D, <int>F, dyp + n0 * F, <int>F,
+                       &w[0, 0], <int>F, 0.0, &dx[n0, 0], <int>D, n_tiles, n_threads)
+        if n1 > n0:
+            gemm_tiled(True, False, <int>D, <int>F, <int>(n1 - n0), &x[n0, 0], <int>D,
+                       dyp + n0 * F, <int>F, 0.0, parts + sl * part, <int>F, n_tiles, n_threads)
+        else:
+            memset(parts + sl * part, 0, D * F * sizeof(float))
+        sp = &db[0] if n_slices == 1 else parts + sl * part + D * F
+        for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
+            s = 0
+            for r in range(n0, n1):
+                s = s + dyp[r * F + f]
+            sp[f] = s
+    if n_slices > 1:
+        for blk in prange((part + BLOCK - 1) // BLOCK, nogil=True, schedule='static',
+                          num_threads=n_threads):
+            e0 = blk * BLOCK
+            tree_sum(parts, n_slices, part, e0, min(part, e0 + BLOCK))
+        memcpy(&dw[0, 0], parts, D * F * sizeof(float))
+        memcpy(&db[0], parts + D * F, F * sizeof(float))
+        free(parts)
 
 
 # -------------------------------------------------------------- tile kernels
@@ -121,37 +145,49 @@ def linear_forward_tiles(const float[:, ::1] x, const float[:, ::1] w, const flo
                                <int>min(N, n0 + CC_MC_FWD), c0, <int>min(F, c0 + COLS), relu)
 
 
-cdef void _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_t F,
-                      Py_ssize_t NP, float* mp, float* tp, float* db,
-                      int n_threads) noexcept nogil:
+cdef int _prepare_dy(const float* dyp, const float* yp, Py_ssize_t N, Py_ssize_t F,
+                     Py_ssize_t NP, float* mp, float* tp, float* db, const int* bounds,
+                     Py_ssize_t n_slices, int n_threads) noexcept nogil:
     """mp (N, F) = dy, masked by yp > 0 when yp is not NULL (branch-free:
-    keep_where_positive); tp (F, NP) = mp^T, zero past N; db = sum over N of mp."""
-    cdef Py_ssize_t f, r
+    keep_where_positive); tp (F, NP) = mp^T, zero past N; db = sum over N of
+    mp, each slice of rows bounds[s] .. bounds[s + 1] - 1 summed on its own
+    and the slices added in the pairwise tree (_slices.pxd). -1: no memory."""
+    cdef Py_ssize_t f, r, sl
     cdef float s, v
+    cdef float* parts = alloc64(n_slices * F)
+    if parts == NULL:
+        return -1
     for f in prange(F, schedule='static', num_threads=n_threads):
-        s = 0
-        for r in range(N):
-            v = dyp[r * F + f]
-            if yp != NULL:
-                v = keep_where_positive(v, yp[r * F + f])
-            mp[r * F + f] = v
-            tp[f * NP + r] = v
-            s = s + v
+        for sl in range(n_slices):
+            s = 0
+            for r in range(bounds[sl], bounds[sl + 1]):
+                v = dyp[r * F + f]
+                if yp != NULL:
+                    v = keep_where_positive(v, yp[r * F + f])
+                mp[r * F + f] = v
+                tp[f * NP + r] = v
+                s = s + v
+            parts[sl * F + f] = s
         for r in range(N, NP):
             tp[f * NP + r] = 0
-        db[f] = s
+    tree_sum(parts, n_slices, F, 0, F)
+    memcpy(db, parts, F * sizeof(float))
+    free(parts)
+    return 0
 
 
 def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                           float[:, ::1] dx, float[:, ::1] dw, float[::1] db, int n_threads,
                           int kernels, float[:, ::1] dym, float[:, ::1] dyT,
-                          const float[:, ::1] relu_y=None):
+                          const int[::1] bounds, const float[:, ::1] relu_y=None):
     """dw = x^T @ dy, dx = dy @ w^T, db = sum dy, by tiles of the kernel set
     numbered kernels; D_out % 16 == 0.
 
     Scratch: dym (N, F) for dy masked by relu_y > 0 (if relu_y is given), and
     dyT (F, NP) for the same transposed, NP = N rounded up to a multiple of 16.
-    Work items: blocks of 48 rows of w (entries of D_in), fixed by the shapes."""
+    Work items: blocks of 48 rows of w (entries of D_in), fixed by the shapes.
+    bounds: the batch's slices (_slices.pxd; [0, N]: one), by which dw and db
+    are summed."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], NP = dyT.shape[1]
     cdef Py_ssize_t it, n_items = (D + ROWS - 1) // ROWS
     cdef int d0
@@ -162,8 +198,11 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
     cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef float* mp = &dym[0, 0]
     cdef float* tp = &dyT[0, 0]
-    _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp, tp,
-                &db[0], n_threads)
+    cdef const int* bp = &bounds[0]
+    cdef int n_slices = <int>bounds.shape[0] - 1
+    if _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp,
+                   tp, &db[0], bp, n_slices, n_threads):
+        raise MemoryError("linear_backward: could not allocate the bias gradient's slices")
     cdef const float* xp = &x[0, 0]
     cdef const float* wp = &w[0, 0]
     cdef float* dxp = &dx[0, 0] if dx is not None else NULL
@@ -173,7 +212,7 @@ def linear_backward_tiles(const float[:, ::1] x, const float[:, ::1] w, const fl
         if dxp != NULL:
             k.linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0,
                               <int>min(D, d0 + ROWS))
-        k.linear_dw_block(xp, <int>N, <int>D, mp, <int>F, dwp + d0 * F, d0,
+        k.linear_dw_block(xp, bp, n_slices, <int>D, mp, <int>F, dwp + d0 * F, d0,
                           <int>min(D, d0 + ROWS))
 
 
@@ -182,7 +221,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
                                float[:, ::1] v_w, float[::1] m_b, float[::1] v_b,
                                float lr_t, double beta1, double beta2, float eps,
                                int n_threads, int kernels, float[:, ::1] dym, float[:, ::1] dyT,
-                               const float[:, ::1] relu_y=None):
+                               const int[::1] bounds, const float[:, ::1] relu_y=None):
     """linear_backward_tiles, then Adam on w and b, fused: per block of 48 rows
     of w, dx uses the old rows, their gradient goes to a cache-sized scratch
     and cc_adam (_adam.h, the code of adam_update) updates the rows at once.
@@ -199,11 +238,14 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
         raise MemoryError("linear_backward_adam: could not allocate the bias gradient")
     cdef float* mp = &dym[0, 0] if N > 0 else NULL
     cdef float* tp = &dyT[0, 0] if N > 0 else NULL
+    cdef const int* bp = &bounds[0]
+    cdef int n_slices = <int>bounds.shape[0] - 1
     if N == 0:
         memset(db, 0, F * sizeof(float))
-    else:
-        _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp,
-                    tp, db, n_threads)
+    elif _prepare_dy(&dy[0, 0], &relu_y[0, 0] if relu_y is not None else NULL, N, F, NP, mp,
+                     tp, db, bp, n_slices, n_threads):
+        free(db)
+        raise MemoryError("linear_backward_adam: could not allocate the bias gradient's slices")
     cdef const float* xp = &x[0, 0] if N > 0 else NULL
     cdef float* wp = &w[0, 0]
     cdef float* mwp = &m_w[0, 0]
@@ -220,7 +262,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
             if dxp != NULL:
                 k.linear_dx_block(wp, <int>F, tp, <int>NP, dxp, <int>D, <int>N, d0, d1)
             if N > 0:
-                k.linear_dw_block(xp, <int>N, <int>D, mp, <int>F, g, d0, d1)
+                k.linear_dw_block(xp, bp, n_slices, <int>D, mp, <int>F, g, d0, d1)
             else:
                 memset(g, 0, (d1 - d0) * F * sizeof(float))
             cc_adam(wp + d0 * F, g, mwp + d0 * F, vwp + d0 * F, (d1 - d0) * F, lr_t, a1, a2,

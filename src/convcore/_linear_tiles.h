@@ -22,6 +22,7 @@
 #define CC_NC 64    /* the most columns of one forward block (_linear.pyx's work items) */
 #define CC_MC 96    /* the largest batch for the backward tiles */
 #define CC_MC_FWD 256  /* the largest batch for the forward tiles (one row block: w read once) */
+#define CC_TREE_LEVELS 13   /* at most 2^13 - 1 slices of a batch (_api.py checks) */
 #define CC_PD 48    /* prefetch distance (rows of w) in the first pass over a panel */
 
 #ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
@@ -138,28 +139,60 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
 /* --------------------------------------------------------------- backward */
 
 /* dw[i, 0 : W V] = sum_n x[n, d0 + i] dy[n, 0 : W V] for i < 6 (dw: the tile's
- * first row); rows past ni repeat the last one and are not stored. */
-#define CC_DEF_LINEAR_DW_TILE(V)                                                       \
-static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,       \
-                                  ptrdiff_t F, float* dw, int d0, int ni)              \
-{                                                                                      \
-    cc_vf acc[6][V];                                                                   \
-    int di[6];                                                                         \
-    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
-        di[i] = i < ni ? i : ni - 1;                                                   \
-    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
-            acc[i][v] = (cc_vf){0};                                                    \
-    for (int n = 0; n < N; n++) {                                                      \
+ * first row); rows past ni repeat the last one and are not stored. The sum
+ * over n is cut into n_slices slices, rows bounds[s] .. bounds[s + 1] - 1:
+ * each slice summed in row order from zero, the slices' sums added in the
+ * pairwise tree (_slices.pxd: neighbours first, an odd one out waits for the
+ * next level), here as a binary counter: a slice's sum is carried up the
+ * levels its index's trailing ones name. One slice: the plain sum. */
+#define CC_DW_ROWS(V, n0, n1)                      /* acc += rows n0 .. n1 - 1 */      \
+    for (int n = (n0); n < (n1); n++) {                                                \
         const float* xs = x + (ptrdiff_t)n * D + d0;                                   \
         cc_vf dv[V];                                                                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             dv[v] = cc_load(dy + (ptrdiff_t)n * F + CC_W * v);                         \
         _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++) {                          \
-            float s = xs[di[i]];                                                       \
+            float xv = xs[di[i]];                                                      \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                acc[i][v] += s * dv[v];                                                \
+                acc[i][v] += xv * dv[v];                                               \
         }                                                                              \
+    }
+#define CC_DW_EACH(V, stmt)                         /* stmt for every accumulator */   \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            stmt;
+#define CC_DEF_LINEAR_DW_TILE(V)                                                       \
+static void cc_linear_dw_tile_##V(const float* x, const int* bounds, int n_slices,     \
+                                  int D, const float* dy, ptrdiff_t F, float* dw,      \
+                                  int d0, int ni)                                      \
+{                                                                                      \
+    cc_vf acc[6][V];                                                                   \
+    int di[6];                                                                         \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
+        di[i] = i < ni ? i : ni - 1;                                                   \
+    CC_DW_EACH(V, acc[i][v] = (cc_vf){0})                                              \
+    if (n_slices == 1) {                                                               \
+        CC_DW_ROWS(V, bounds[0], bounds[1])                                            \
+    } else {                                                                           \
+        cc_vf level[CC_TREE_LEVELS][6][V];                                             \
+        for (int s = 0; s < n_slices; s++) {                                           \
+            if (s > 0)                                                                 \
+                CC_DW_EACH(V, acc[i][v] = (cc_vf){0})                                  \
+            CC_DW_ROWS(V, bounds[s], bounds[s + 1])                                    \
+            int l = 0;                                                                 \
+            for (; (s >> l) & 1; l++)                                                  \
+                CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])                  \
+            CC_DW_EACH(V, level[l][i][v] = acc[i][v])                                  \
+        }                                                                              \
+        int first = 1;  /* what is left: the levels n_slices's set bits name, lowest first */ \
+        for (int l = 0; l < CC_TREE_LEVELS && n_slices >> l; l++)                      \
+            if ((n_slices >> l) & 1) {                                                 \
+                if (first)                                                             \
+                    CC_DW_EACH(V, acc[i][v] = level[l][i][v])                          \
+                else                                                                   \
+                    CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])              \
+                first = 0;                                                             \
+            }                                                                          \
     }                                                                                  \
     for (int i = 0; i < ni; i++)                                                       \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
@@ -167,16 +200,17 @@ static void cc_linear_dw_tile_##V(const float* x, int N, int D, const float* dy,
 }
 CC_FOR_V(CC_DEF_LINEAR_DW_TILE)
 
-/* rows d0:d1 of dw = x^T @ dy into dwr (d1 - d0, F); F % 16 == 0. */
-static void cc_linear_dw_block(const float* x, int N, int D, const float* dy, int F,
-                               float* dwr, int d0, int d1)
+/* rows d0:d1 of dw = x^T @ dy into dwr (d1 - d0, F), summed over the slices
+ * of rows bounds[0 .. n_slices] (as the tile); F % 16 == 0. */
+static void cc_linear_dw_block(const float* x, const int* bounds, int n_slices, int D,
+                               const float* dy, int F, float* dwr, int d0, int d1)
 {
     for (int i0 = d0; i0 < d1; i0 += 6) {
         int ni = d1 - i0 < 6 ? d1 - i0 : 6;
         float* t = dwr + (ptrdiff_t)(i0 - d0) * F;
         for (int f0 = 0; f0 < F; ) {
             int V = cc_pick_v(F - f0);
-            CC_BY_V(V, cc_linear_dw_tile_, (x, N, D, dy + f0, F, t + f0, i0, ni));
+            CC_BY_V(V, cc_linear_dw_tile_, (x, bounds, n_slices, D, dy + f0, F, t + f0, i0, ni));
             f0 += CC_W * V;
         }
     }

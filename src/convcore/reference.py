@@ -11,6 +11,7 @@ import numpy as np
 
 from ._ops import OPERATIONS
 from .geometry import _hw, same_pads, window_pads  # noqa: F401 (same_pads: in __all__)
+from .slices import tree_sum
 
 __all__ = list(OPERATIONS + ("philox4x32_10", "same_pads"))   # a twin of every operation
 
@@ -47,7 +48,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     return xp[:, pt:pt + h, pl:pl + w, :].copy()
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
+    _slices(slices, len(x))
     cols = im2col(x, w.shape[:2], stride, padding)
     y = cols @ w.reshape(-1, w.shape[3])
     if b is not None:
@@ -55,13 +57,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     return np.maximum(y, 0) if relu else y
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None):
+    """slices: dw and db are each slice's sums added in the pairwise tree."""
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
     cols = im2col(x, w.shape[:2], stride, padding)
     k, cout = cols.shape[-1], w.shape[3]
-    dw = (cols.reshape(-1, k).T @ dy.reshape(-1, cout)).reshape(w.shape)
-    db = dy.sum(axis=(0, 1, 2))
+    dw, db = _sliced_sums(slices, len(x), lambda a, b: (
+        (cols[a:b].reshape(-1, k).T @ dy[a:b].reshape(-1, cout)).reshape(w.shape),
+        dy[a:b].sum(axis=(0, 1, 2))))
     dx = None
     if need_dx:
         dx = col2im(dy @ w.reshape(k, cout).T, x.shape, w.shape[:2], stride, padding)
@@ -111,40 +115,62 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
 
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
-                           pool_stride=None, pool_padding=0, return_argmax=False):
-    y, argmax = maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
+                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None):
+    y, argmax = maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu, slices),
+                                  pool_size,
                                   pool_stride, pool_padding)
     return (y, argmax) if return_argmax else y
 
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
-                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None):
+                            pool_stride=None, pool_padding=0, need_dx=True, relu_y=None,
+                            slices=None):
     """relu_y: the pooled output; the ReLU's mask at each window's winner."""
     y_shape = conv2d_forward(x[:0], w, None, stride, padding).shape
     y_shape = (x.shape[0], *y_shape[1:])
     dy_conv = maxpool2d_backward(dy if relu_y is None else np.where(relu_y > 0, dy, 0),
                                  argmax, y_shape, pool_size, pool_stride, pool_padding)
-    return conv2d_backward(x, w, dy_conv, stride, padding, need_dx)
+    return conv2d_backward(x, w, dy_conv, stride, padding, need_dx, slices=slices)
 
 
-def linear_forward(x, w, b=None, relu=False):
+def linear_forward(x, w, b=None, relu=False, slices=None):
+    _slices(slices, len(x))
     y = x @ w
     if b is not None:
         y = y + b
     return np.maximum(y, 0) if relu else y
 
 
-def linear_backward(x, w, dy, need_dx=True, relu_y=None):
+def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
+    """slices: dw and db are each slice's sums added in the pairwise tree."""
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
-    return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+    dw, db = _sliced_sums(slices, len(x), lambda a, b: (x[a:b].T @ dy[a:b],
+                                                        dy[a:b].sum(axis=0)))
+    return (dy @ w.T if need_dx else None), dw, db
+
+
+def _slices(slices, n):
+    """The bounds of a batch of n's slices (convcore.slices), or ValueError."""
+    b = np.asarray([0, n] if slices is None else slices)
+    if b.ndim != 1 or b.dtype.kind not in "iu" or len(b) < 2 or b[0] != 0 or b[-1] != n \
+            or np.any(np.diff(b) < 0):
+        raise ValueError(f"slices must rise from 0 to the batch size N = {n}, got {slices!r}")
+    return b
+
+
+def _sliced_sums(slices, n, sums):
+    """The pairwise tree's sums of sums(a, b) (a tuple of arrays) over the slices a:b."""
+    b = _slices(slices, n)
+    parts = [sums(lo, hi) for lo, hi in zip(b[:-1], b[1:])]
+    return tuple(tree_sum([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
 def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
-                         eps=1e-8, need_dx=True, relu_y=None):
+                         eps=1e-8, need_dx=True, relu_y=None, slices=None):
     """linear_backward, then adam_update of w and b (b and its state may be None),
     in place; returns dx."""
-    dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y)
+    dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices)
     adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
     if b is not None:
         adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)

@@ -21,7 +21,16 @@ import numpy as np
 
 import convcore
 
-from .layers import Add, BatchNormalization, Conv2D, Dense, MaxPool2D, ReLU, relu_backward
+from .layers import (
+    Add,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    MaxPool2D,
+    ReLU,
+    relu_backward,
+    slices_of,
+)
 from .optim import Adam
 
 
@@ -39,20 +48,23 @@ class ConvPool:
     def forward(self, x, training=False):
         c = self.conv
         b = c.params["b"].value if c.use_bias else None
+        slices = slices_of(training)
         out = convcore.conv2d_maxpool_forward(x, c.params["w"].value, b,
                                               relu=c.activation == "relu",
-                                              return_argmax=bool(training), **self._args)
+                                              return_argmax=bool(training), slices=slices,
+                                              **self._args)
         if not training:
             return out, None
         y, argmax = out         # the pooled output: the ReLU's mask at the winners
-        return y, (x, y, argmax)
+        return y, (x, y, argmax, slices)
 
     def backward(self, ctx, dy, need_dx=True):
-        x, y, argmax = ctx
+        x, y, argmax, slices = ctx
         c = self.conv
         relu_y = y if c.activation == "relu" else None
         dx, dw, db = convcore.conv2d_maxpool_backward(
-            x, c.params["w"].value, dy, argmax, need_dx=need_dx, relu_y=relu_y, **self._args)
+            x, c.params["w"].value, dy, argmax, need_dx=need_dx, relu_y=relu_y, slices=slices,
+            **self._args)
         c.set_grads(dw, db)
         return dx
 
@@ -78,14 +90,14 @@ class DenseAdam:
         return self.dense.forward(x, training)
 
     def backward(self, ctx, dy, need_dx=True):
-        x, y = ctx
+        x, y, slices = ctx
         d, opt = self.dense, self.optimizer
         w, b = d.params["w"], d.params.get("b")
         mw, vw = opt.update_state(w)
         mb, vb = opt.update_state(b) if b is not None else (None, None)
         dx = convcore.linear_backward_adam(
             x, w.value, dy, None if b is None else b.value, mw, vw, mb, vb, *opt.rates(),
-            need_dx=need_dx, relu_y=y if d.activation == "relu" else None)
+            need_dx=need_dx, relu_y=y if d.activation == "relu" else None, slices=slices)
         opt.applied(w, b)
         return dx
 

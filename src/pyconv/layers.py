@@ -43,13 +43,22 @@ class Training:
     global batch (one process's slice of it: dropout takes that slice of the
     global mask); `sums`, where the batch is one process's slice, the sum of
     an array over the processes (batch normalisation's statistics are the
-    global batch's). True as a truth value, as training=True is."""
+    global batch's); `slices`, the bounds [0, ..., N] of this batch's slices
+    (convcore.slices: each weight and bias gradient is the slices' sums added
+    in a fixed tree, the same bits on any number of processes; None: one
+    slice). True as a truth value, as training=True is."""
     rng: np.random.Generator
     first: int = 0
     sums: object = None     # over the processes sharing the batch: f(float64 array) -> sums
+    slices: object = None   # int32 bounds of this batch's slices, or None
 
     def __bool__(self):
         return True
+
+
+def slices_of(training):
+    """The bounds of the batch's slices a training forward was given (None: one)."""
+    return training.slices if isinstance(training, Training) else None
 
 
 class Layer:
@@ -163,13 +172,14 @@ class _Affine(Layer):
         if self.output_shape is None:      # used on its own: built for the first input
             self.build(x.shape[1:], np.random.default_rng())
         b = self.params["b"].value if self.use_bias else None
-        y = self._forward(x, self.params["w"].value, b, self.activation == "relu")
-        return y, ((x, y) if training else None)
+        slices = slices_of(training)
+        y = self._forward(x, self.params["w"].value, b, self.activation == "relu", slices)
+        return y, ((x, y, slices) if training else None)
 
     def backward(self, ctx, dy, need_dx=True):
-        x, y = ctx
+        x, y, slices = ctx
         relu_y = y if self.activation == "relu" else None
-        dx, dw, db = self._backward(x, self.params["w"].value, dy, need_dx, relu_y)
+        dx, dw, db = self._backward(x, self.params["w"].value, dy, need_dx, relu_y, slices)
         self.set_grads(dw, db)
         return dx
 
@@ -207,12 +217,13 @@ class Conv2D(_Affine):
     def make_params(self, input_shape, rng):
         self._make((*self.kernel_size, input_shape[2], self.filters), rng)
 
-    def _forward(self, x, w, b, relu):
-        return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu)
+    def _forward(self, x, w, b, relu, slices=None):
+        return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu,
+                                       slices=slices)
 
-    def _backward(self, x, w, dy, need_dx, relu_y):
+    def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
-                                        relu_y=relu_y)
+                                        relu_y=relu_y, slices=slices)
 
     def config(self):
         return dict(filters=self.filters, kernel_size=list(self.kernel_size),
@@ -240,11 +251,12 @@ class Dense(_Affine):
     def make_params(self, input_shape, rng):
         self._make((input_shape[0], self.units), rng)
 
-    def _forward(self, x, w, b, relu):
-        return convcore.linear_forward(x, w, b, relu=relu)
+    def _forward(self, x, w, b, relu, slices=None):
+        return convcore.linear_forward(x, w, b, relu=relu, slices=slices)
 
-    def _backward(self, x, w, dy, need_dx, relu_y):
-        return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y)
+    def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
+        return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y,
+                                        slices=slices)
 
     def config(self):
         return dict(units=self.units, **self._init_config())

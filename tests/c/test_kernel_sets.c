@@ -152,9 +152,12 @@ static void test_dense(const cc_kernel_set* k, int N, int D, int F)
         ref_conv(x + (size_t)n * D, 1, D, 1, 1, 1, 1, 1, 1, w, F, b, want + (size_t)n * F,
                  bound + (size_t)n * F);
     check("dense forward", y, want, bound, (size_t)N * F, D + 1);
-    k->linear_dw_block(x, N, D, dy, F, dw, 0, D);
+    int whole[2] = {0, N}, sliced[6] = {0, N / 5, N / 5, N / 2, N - 1, N};  /* an empty one */
+    k->linear_dw_block(x, whole, 1, D, dy, F, dw, 0, D);
     ref_conv_dw(x, D, 1, 1, D, 1, 1, N, 1, dy, F, want, bound);   /* x: N rows of 1 x D */
     check("dense weight gradient", dw, want, bound, (size_t)D * F, N);
+    k->linear_dw_block(x, sliced, 5, D, dy, F, dw, 0, D);       /* 5 slices: the same sum */
+    check("dense weight gradient (5 slices)", dw, want, bound, (size_t)D * F, N);
     k->linear_dx_block(w, F, dyT, NP, dx, D, N, 0, D);
     for (int n = 0; n < N; n++)
         for (int d = 0; d < D; d++) {

@@ -13,6 +13,7 @@ from ..data import Augment, datasets
 from ..errors import ShapeError, WriteError
 from ..io.files import atomic_write
 from ..io.network_files import load_network
+from ..model import SLICES
 from ..models import MODELS
 from ..optim import OPTIMIZERS
 from ..train import distributed
@@ -149,6 +150,7 @@ class TrainConfig:
     image_size: tuple | None = None
     test_split: float | None = None
     seed: int = 0
+    slices: int = SLICES                   # the gradient sums' slices (convcore.slices)
     threads: int | None = None
     data_dir: str | None = None
     checkpoint: str | None = None
@@ -229,11 +231,12 @@ def train(cfg, data=None, log=log):
                       shuffle=recipe_for(cfg.model)["shuffle"],
                       seed=cfg.seed, callbacks=_callbacks(cfg, model.name, world), log=log,
                       config=asdict(cfg), world=world, label_smoothing=cfg.label_smoothing,
-                      augment=augment)
+                      augment=augment, slices=cfg.slices)
     trainer.resume_hint = (f"pyconv train --model {cfg.model} --checkpoint {{path}} --resume "
                            f"--steps {cfg.steps}"
                            + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
                            + (f" --data-dir {cfg.data_dir}" if cfg.data_dir else "")
+                           + (f" --slices {cfg.slices}" if cfg.slices != SLICES else "")
                            + (f" --augment-shift {cfg.augment_shift}" if cfg.augment_shift
                               else "") + (" --augment-flip" if cfg.augment_flip else ""))
     if cfg.resume:

@@ -33,8 +33,11 @@ import time
 
 import numpy as np
 
+from convcore.slices import MAX_SLICES, slice_bounds
+
 from ..extras import require
 from ..losses import softmax_cross_entropy
+from ..model import SLICES
 
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -51,11 +54,11 @@ def launched_size():
 
 
 def shard(n, rank, size):
-    """(first, end) of rank's slice of n examples split over size ranks: in
-    order, the first n % size ranks one example more."""
-    q, r = divmod(n, size)
-    first = rank * q + min(rank, r)
-    return first, first + q + (rank < r)
+    """(first, end) of rank's slice of n examples split over size ranks, in
+    order, as evenly as they go: floor(rank n / size) .. floor((rank + 1) n /
+    size), so that for size dividing a batch's slices (convcore.slices) a
+    rank's examples are whole slices."""
+    return rank * n // size, (rank + 1) * n // size
 
 
 class Local:
@@ -69,7 +72,7 @@ class Local:
     def sum(self, values):
         return np.asarray(values, np.float64)
 
-    def attach(self, optimizer):
+    def attach(self, optimizer, canonical=True):
         pass
 
     def check_same(self, what):
@@ -90,7 +93,8 @@ class World(Local):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.is_root = self.rank == 0
         self.local_size = comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()
-        self._attached = set()
+        self._attached = {}
+        self._scratch = np.empty(0, np.float32)   # the halves received (the sums run in turn)
         self.grads = comm.Dup()          # the gradient sums' own communicator
         self._progress = None
         if mpi.Query_thread() == mpi.THREAD_MULTIPLE and \
@@ -110,30 +114,69 @@ class World(Local):
         self.comm.Allreduce(a, out, op=self.mpi.SUM)
         return out
 
-    def attach(self, optimizer):
-        """Sum every gradient across the ranks, started as soon as it is ready."""
+    def attach(self, optimizer, canonical=True):
+        """Sum every gradient across the ranks, started as soon as it is ready:
+        canonical, in the fixed tree (tree_sum: the same bits as one process
+        where each rank holds whole subtrees of the batch's slices), else by
+        MPI's all-reduction in whatever order it takes."""
         if id(optimizer) not in self._attached:
             optimizer.add_grad_hook(self._start_sum)
-            self._attached.add(id(optimizer))
+        self._attached[id(optimizer)] = canonical
 
     def _start_sum(self, p):
         """Start summing p.grad across the ranks; returns the wait for it. A
-        thread of this process waits on the request meanwhile, which drives
-        MPI's progress while the backward pass computes (MPICH moves a
-        non-blocking collective only inside MPI calls): measured, it hides
-        most of the sum (benchmarks/bench_mpi.py)."""
+        thread of this process runs the sum meanwhile (MPICH moves a
+        non-blocking collective only inside MPI calls), while the backward
+        pass computes: measured, it hides most of the sum
+        (benchmarks/bench_mpi.py). Without that thread (no
+        MPI_THREAD_MULTIPLE) the canonical sum runs when waited for."""
         if p.grad is None:
             return None
-        request = self.grads.Iallreduce(self.mpi.IN_PLACE, p.grad, op=self.mpi.SUM)
-        finish = request.Wait
-        if self._progress is not None:
-            finish = self._progress.submit(request.Wait).result
+        if all(self._attached.values()):
+            run = lambda: self.tree_sum(p.grad)    # noqa: E731
+            finish = run if self._progress is None else self._progress.submit(run).result
+        else:
+            request = self.grads.Iallreduce(self.mpi.IN_PLACE, p.grad, op=self.mpi.SUM)
+            finish = request.Wait
+            if self._progress is not None:
+                finish = self._progress.submit(request.Wait).result
 
         def wait():
             t = time.perf_counter()
             finish()
             self.wait_seconds += time.perf_counter() - t
         return wait
+
+    def tree_sum(self, a):
+        """a := its sum over the ranks (a power of two of them), in place, each
+        entry added in the pairwise tree of convcore.slices: ranks 2i and
+        2i + 1 first, then pairs of pairs. Recursive halving (each rank ends
+        with the sum of its own part of a), then recursive doubling (the
+        parts gathered): every entry's additions keep the tree's association,
+        and each rank sends and receives about twice a, as a ring does."""
+        if not a.flags.c_contiguous or a.dtype != np.float32:
+            raise ValueError(f"tree_sum: a must be a contiguous float32 array, got {a.dtype} "
+                             f"{'contiguous' if a.flags.c_contiguous else 'strided'}")
+        flat = a.reshape(-1)
+        if self._scratch.size < (flat.size + 1) // 2:
+            self._scratch = np.empty((flat.size + 1) // 2, np.float32)
+        lo, hi, levels, dist = 0, flat.size, [], 1
+        while dist < self.size:
+            partner, mid = self.rank ^ dist, (lo + hi) // 2
+            keep, give = ((lo, mid), (mid, hi)) if self.rank & dist == 0 else \
+                ((mid, hi), (lo, mid))
+            got = self._scratch[:keep[1] - keep[0]]
+            self.grads.Sendrecv(flat[give[0]:give[1]], partner, 0, got, partner, 0)
+            mine = flat[keep[0]:keep[1]]
+            np.add(mine, got, out=mine)      # a + b == b + a: both ranks hold the same bits
+            levels.append((lo, hi, keep, partner))
+            lo, hi = keep
+            dist *= 2
+        for lo, hi, keep, partner in reversed(levels):
+            other = (lo, keep[0]) if keep[0] > lo else (keep[1], hi)
+            self.grads.Sendrecv(flat[keep[0]:keep[1]], partner, 1,
+                                flat[other[0]:other[1]], partner, 1)
+        return a
 
     def check_same(self, what):
         """Refuse to go on unless every rank has the same `what`: a dict of
@@ -187,11 +230,12 @@ class DataParallel:
     and for the input gradient, so K ranks compute what one process computes
     (to the rounding of the sums' order, as the weight gradients)."""
 
-    def __init__(self, model, optimizer, world=None, label_smoothing=0.0):
+    def __init__(self, model, optimizer, world=None, label_smoothing=0.0, slices=SLICES):
         self.model, self.optimizer = model, optimizer
         self.world = world or _this_world()
         self.label_smoothing = label_smoothing
-        self.world.attach(optimizer)
+        self.slices = _check_slices(slices, self.world)
+        self.world.attach(optimizer, canonical=self.slices > 1 or self.world.size == 1)
 
     def train_step(self, x, y, return_logits=False):
         first, end = self.world.shard(len(y))
@@ -204,10 +248,17 @@ class DataParallel:
         """(this slice's share of the loss, its logits): a step on this rank's
         slice x, y of a global batch of n, starting at example `first` (the
         caller cut it, reading only its own rows); the loss is not summed."""
-        shard = None if self.world.size == 1 else (first, first + len(y), n)
-        return self.model.train_step(x, y, self.optimizer, return_logits=True, shard=shard,
+        if self.world.size == 1:
+            return self.model.train_step(x, y, self.optimizer, return_logits=True,
+                                         label_smoothing=self.label_smoothing,
+                                         slices=self.slices)
+        per_rank, k = self.slices // self.world.size, self.world.rank
+        bounds = slice_bounds(n, self.slices)[k * per_rank:(k + 1) * per_rank + 1] - first \
+            if self.slices > 1 else [0, len(y)]
+        return self.model.train_step(x, y, self.optimizer, return_logits=True,
+                                     shard=(first, first + len(y), n),
                                      label_smoothing=self.label_smoothing,
-                                     sums=None if shard is None else self.world.sum)
+                                     sums=self.world.sum, slices=bounds)
 
     def evaluate(self, x, y):
         """{"loss", "accuracy"} over (x, y), each rank predicting its share."""
@@ -219,6 +270,28 @@ class DataParallel:
         loss = softmax_cross_entropy(logits, yb, len(y))[0] if end > first else 0.0
         loss, correct = self.world.sum([loss, np.sum(logits.argmax(axis=1) == yb)])
         return {"loss": float(loss), "accuracy": float(correct / max(len(y), 1))}
+
+
+def _check_slices(slices, world):
+    """The number of slices a global batch is cut into: `slices`, where the
+    ranks hold whole subtrees of them (K a power of two dividing it); else 1,
+    the sums in MPI's own order, which rank 0 says."""
+    if isinstance(slices, bool) or not isinstance(slices, (int, np.integer)) or \
+            not 1 <= slices <= MAX_SLICES:
+        raise ValueError(f"DataParallel: slices must be a number of slices from 1 to "
+                         f"{MAX_SLICES}, got {slices!r}")
+    k = world.size
+    if k == 1 or (k & (k - 1) == 0 and slices % k == 0):
+        return int(slices)
+    if world.is_root:
+        why = ("--slices 1 (the default)" if slices == 1 else
+               f"{k} is not a power of two" if k & (k - 1) else f"{k} does not divide --slices "
+               f"{slices}")
+        print(f"pyconv: {k} processes with {why}: the gradients are summed in MPI's own "
+              "order, so the weights differ from one process's in the last bits; for the "
+              "same bits, run with --slices S (S a multiple of the processes, a power of two) "
+              "here and in the one-process run", file=sys.stderr, flush=True)
+    return 1
 
 
 def _digest(value):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import WriteError
 from ..io.checkpoints import load_checkpoint, save_checkpoint
+from ..model import SLICES
 from ..optim import Adam
 from . import distributed
 from .callbacks import Checkpoint, Evaluate, ProgressBar
@@ -136,15 +137,15 @@ class Trainer:
 
     def __init__(self, model, optimizer, train, *, steps, batch_size, validation=None,
                  test=None, shuffle=True, seed=0, callbacks=(), log=log, config=None,
-                 world=None, label_smoothing=0.0, augment=None):
+                 world=None, label_smoothing=0.0, augment=None, slices=SLICES):
         self.model, self.optimizer, self.train, self.validation = (model, optimizer, train,
                                                                    validation)
         self.test = test
         self.steps, self.batch_size, self.config = steps, batch_size, config or {}
         self.world = world or distributed.world()     # several processes: pyconv.distributed
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.slices = label_smoothing, slices
         self.parallel = distributed.DataParallel(model, optimizer, self.world,   # (once)
-                                                 label_smoothing)
+                                                 label_smoothing, slices)
         self.augment = augment if augment else None     # a pyconv.data.Augment
         if self.augment is not None:
             self.augment.check(train[0].shape[1:])
@@ -169,7 +170,7 @@ class Trainer:
                              f"not {self.model.name!r}")
         self.model = model
         self.parallel = distributed.DataParallel(model, self.optimizer, self.world,
-                                                 self.label_smoothing)
+                                                 self.label_smoothing, self.slices)
         self.step, self.history = state["step"], state["history"]
         if self.augment is not None and state.get("augment") is not None:
             self.augment.load_state(state["augment"])
@@ -286,7 +287,7 @@ class History:
 
 def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, lr=1e-3,
         validation_data=None, validation_split=None, callbacks=(), eval_every=None,
-        shuffle=True, seed=0, verbose=True, label_smoothing=0.0, augment=None):
+        shuffle=True, seed=0, verbose=True, label_smoothing=0.0, augment=None, slices=SLICES):
     """Train model on images x (N, H, W[, C]; uint8 or float) and integer labels y.
 
     epochs or steps: how long (an epoch is len(x) / batch_size steps). optimizer:
@@ -296,7 +297,10 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     and at the end. callbacks: pyconv.callbacks objects (schedules, early
     stopping, checkpoints), called after the validation. label_smoothing: of
     the training loss (0.1: PyTorch's CrossEntropyLoss(label_smoothing=0.1)).
-    augment: a pyconv.data.Augment for the training batches. Returns a History."""
+    augment: a pyconv.data.Augment for the training batches. slices: the
+    number of slices each batch's sums are cut into (convcore.slices; the
+    same bits on any power of two of processes that divides it; 1: one plain
+    sum, the fastest). Returns a History."""
     if (epochs is None) == (steps is None):
         raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
                          f"steps={steps!r}")
@@ -318,5 +322,5 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     trainer = Trainer(model, optimizer, (x, y), steps=steps, batch_size=batch_size,
                       validation=validation_data, shuffle=shuffle, seed=seed, callbacks=cbs,
                       log=log if verbose else (lambda msg: None), label_smoothing=label_smoothing,
-                      augment=augment)
+                      augment=augment, slices=slices)
     return History(model, trainer.run(), trainer)
