@@ -118,6 +118,9 @@ def main(argv=None):
     p.add_argument("--rates", default="none,10,5,2.5,1", help="Gbit/s ('none': unshaped)")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
+    p.add_argument("--slices", type=int, default=1, help="the batch's slices (16: the "
+                   "canonical order's tree sum; 1: MPI's all-reduce)")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "mpi-netns.json"))
     args = p.parse_args(argv)
     if args.pingpong:
         return pingpong()
@@ -129,7 +132,7 @@ def main(argv=None):
     from _common import machine
     from bench_mpi import run
     grads = [p.value.nbytes for p in pyconv.models.tutorial_cnn().parameters()]
-    single = {b: run(1, b, s) for b, s in ((50, 40), (256, 10))}
+    single = {b: run(1, b, s, slices=args.slices) for b, s in ((50, 40), (256, 10))}
     points = []
     setup()
     try:
@@ -140,7 +143,8 @@ def main(argv=None):
             alpha, beta = fit_alpha_beta(times)
             for batch in (50, 256):
                 row = both([os.path.join(HERE, "bench_mpi.py"), "--worker", "--batch",
-                            str(batch), "--steps", str(args.steps if batch == 50 else 5)])
+                            str(batch), "--steps", str(args.steps if batch == 50 else 5),
+                            "--slices", str(args.slices)])
                 points.append({"gbit": gbit, "alpha_s": alpha, "beta_s_per_byte": beta,
                                "effective_gbit": 8e-9 / beta, "batch_per_rank": batch,
                                "step_s": row["step_s"], "wait_s": row["wait_s_per_step"],
@@ -150,11 +154,11 @@ def main(argv=None):
     finally:
         teardown()
     model = predict(points, single, grads)
-    with open(os.path.join(HERE, "results", "mpi-netns.json"), "w") as f:
-        json.dump({"machine": machine(), "single": single, "points": points, "model": model,
-                   "gradient_bytes": grads}, f, indent=1)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine(), "slices": args.slices, "single": single,
+                   "points": points, "model": model, "gradient_bytes": grads}, f, indent=1)
     print(json.dumps(model, indent=1))
-    plot(points, model, grads, os.path.join(HERE, "results", "mpi-netns.png"))
+    plot(points, model, grads, args.out.replace(".json", ".png"))
 
 
 def plot(points, model, grads, path):

@@ -162,38 +162,45 @@ static void cc_linear_forward_block(const float* x, int D, const float* w, int F
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             stmt;
 #define CC_DEF_LINEAR_DW_TILE(V)                                                       \
-static void cc_linear_dw_tile_##V(const float* x, const int* bounds, int n_slices,     \
-                                  int D, const float* dy, ptrdiff_t F, float* dw,      \
-                                  int d0, int ni)                                      \
+static void cc_linear_dw_tile_##V(const float* x, int n0, int n1, int D,               \
+                                  const float* dy, ptrdiff_t F, float* dw, int d0,     \
+                                  int ni)                                              \
 {                                                                                      \
     cc_vf acc[6][V];                                                                   \
     int di[6];                                                                         \
     _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
         di[i] = i < ni ? i : ni - 1;                                                   \
     CC_DW_EACH(V, acc[i][v] = (cc_vf){0})                                              \
-    if (n_slices == 1) {                                                               \
-        CC_DW_ROWS(V, bounds[0], bounds[1])                                            \
-    } else {                                                                           \
-        cc_vf level[CC_TREE_LEVELS][6][V];                                             \
-        for (int s = 0; s < n_slices; s++) {                                           \
-            if (s > 0)                                                                 \
-                CC_DW_EACH(V, acc[i][v] = (cc_vf){0})                                  \
-            CC_DW_ROWS(V, bounds[s], bounds[s + 1])                                    \
-            int l = 0;                                                                 \
-            for (; (s >> l) & 1; l++)                                                  \
-                CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])                  \
-            CC_DW_EACH(V, level[l][i][v] = acc[i][v])                                  \
-        }                                                                              \
-        int first = 1;  /* what is left: the levels n_slices's set bits name, lowest first */ \
-        for (int l = 0; l < CC_TREE_LEVELS && n_slices >> l; l++)                      \
-            if ((n_slices >> l) & 1) {                                                 \
-                if (first)                                                             \
-                    CC_DW_EACH(V, acc[i][v] = level[l][i][v])                          \
-                else                                                                   \
-                    CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])              \
-                first = 0;                                                             \
-            }                                                                          \
+    CC_DW_ROWS(V, n0, n1)                                                              \
+    for (int i = 0; i < ni; i++)                                                       \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
+            cc_store(dw + (ptrdiff_t)i * F + CC_W * v, acc[i][v]);                     \
+}                                                                                      \
+static void cc_linear_dw_sliced_tile_##V(const float* x, const int* bounds,            \
+                                         int n_slices, int D, const float* dy,         \
+                                         ptrdiff_t F, float* dw, int d0, int ni)       \
+{                                                                                      \
+    cc_vf acc[6][V], level[CC_TREE_LEVELS][6][V];                                      \
+    int di[6];                                                                         \
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                \
+        di[i] = i < ni ? i : ni - 1;                                                   \
+    for (int s = 0; s < n_slices; s++) {                                               \
+        CC_DW_EACH(V, acc[i][v] = (cc_vf){0})                                          \
+        CC_DW_ROWS(V, bounds[s], bounds[s + 1])                                        \
+        int l = 0;                                                                     \
+        for (; (s >> l) & 1; l++)                                                      \
+            CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])                      \
+        CC_DW_EACH(V, level[l][i][v] = acc[i][v])                                      \
     }                                                                                  \
+    int first = 1;  /* what is left: the levels n_slices's set bits name, lowest first */ \
+    for (int l = 0; l < CC_TREE_LEVELS && n_slices >> l; l++)                          \
+        if ((n_slices >> l) & 1) {                                                     \
+            if (first)                                                                 \
+                CC_DW_EACH(V, acc[i][v] = level[l][i][v])                              \
+            else                                                                       \
+                CC_DW_EACH(V, acc[i][v] = level[l][i][v] + acc[i][v])                  \
+            first = 0;                                                                 \
+        }                                                                              \
     for (int i = 0; i < ni; i++)                                                       \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                            \
             cc_store(dw + (ptrdiff_t)i * F + CC_W * v, acc[i][v]);                     \
@@ -210,7 +217,12 @@ static void cc_linear_dw_block(const float* x, const int* bounds, int n_slices, 
         float* t = dwr + (ptrdiff_t)(i0 - d0) * F;
         for (int f0 = 0; f0 < F; ) {
             int V = cc_pick_v(F - f0);
-            CC_BY_V(V, cc_linear_dw_tile_, (x, bounds, n_slices, D, dy + f0, F, t + f0, i0, ni));
+            if (n_slices == 1)
+                CC_BY_V(V, cc_linear_dw_tile_, (x, bounds[0], bounds[1], D, dy + f0, F, t + f0,
+                                                i0, ni));
+            else
+                CC_BY_V(V, cc_linear_dw_sliced_tile_, (x, bounds, n_slices, D, dy + f0, F,
+                                                       t + f0, i0, ni));
             f0 += CC_W * V;
         }
     }
