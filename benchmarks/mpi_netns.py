@@ -179,8 +179,10 @@ def plot(points, model, grads, path):
         left.plot(bw, [(m["compute_s_fitted"] + m["exposed_fraction"] * p["model_allreduce_s"])
                        * 1e3 for p in pts], "-", color=colour, label=f"batch {batch}, model")
         for gbit, style in (("10", "--"), ("25", ":")):
-            ks = sorted(m["efficiency"][gbit], key=int)
-            right.plot([int(k) for k in ks], [m["efficiency"][gbit][k] for k in ks], style,
+            eff = {str(k): {str(n): e for n, e in v.items()}     # (int keys until saved)
+                   for k, v in m["efficiency"].items()}[gbit]
+            ks = sorted(eff, key=int)
+            right.plot([int(k) for k in ks], [eff[k] for k in ks], style,
                        marker="o", color=colour, label=f"batch {batch}, {gbit} Gbit/s")
     left.set_xscale("log"), left.set_xlabel("link (Gbit/s, as measured by MPI)")
     left.set_ylabel("step time, 2 ranks (ms)"), left.legend(fontsize=8), left.grid(alpha=0.3)

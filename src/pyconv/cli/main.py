@@ -117,7 +117,7 @@ def _train_parser(sub):
     t.add_argument("--slices", type=_slices, metavar="S", default=SLICES,
                    help="cut each batch's gradient sums into S slices added in a fixed tree: "
                    "the same weights, bit for bit, on 1 process or any power of two of them "
-                   "that divides S, e.g. 16 (costs 3-8%% of a step); default 1: one plain "
+                   "that divides S, e.g. 16 (costs 5-14%% of a step); default 1: one plain "
                    "sum, the fastest")
     t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
                    "(default: OMP_NUM_THREADS, else the cores shared among the machine's "
