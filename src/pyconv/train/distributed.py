@@ -4,17 +4,23 @@
     srun -n 8 pyconv train --batch-size 400            # under Slurm
 
 Every process (rank) holds the whole model and takes its own slice of every
-global batch (`--batch-size` is the global batch; when K does not divide it,
-the first batch % K ranks take one image more). Each rank's loss is its
+global batch (`--batch-size` is the global batch; rank k of K takes examples
+floor(k n / K) .. floor((k + 1) n / K) - 1). Each rank's loss is its
 slice's share of the global batch's mean, so the gradients summed across
-ranks are the global batch's; they are summed by non-blocking MPI
-all-reductions started from the optimiser's gradient hook as each
-parameter's gradient is ready (the dense layer's long before the
-convolutions' backward passes end), and waited for before the updates. Every
-rank then applies the same update: the weights stay equal (checked at every
-checkpoint). Dropout on a slice draws that slice of the global batch's mask,
-so K ranks compute what one process computes, but for the order in which the
-weight gradients are summed.
+ranks are the global batch's; they are summed from the optimiser's gradient
+hook as each parameter's gradient is ready (the dense layer's long before
+the convolutions' backward passes end), by a thread of each rank while the
+backward pass runs, and waited for before the updates. Every rank then
+applies the same update: the weights stay equal (checked at every
+checkpoint). Dropout on a slice draws that slice of the global batch's mask.
+
+With slices=S (`--slices S`; S a power of two that K divides) every sum over
+the batch is cut into S slices summed on their own and added in one
+pairwise tree (convcore.slices): each rank computes its slices' subtree and
+the ranks add theirs pairwise (World.tree_sum), so K ranks give the very
+bits of one process with the same S. Otherwise (slices=1, the default, or a
+K that does not divide S) MPI's all-reduction sums them in its own order:
+the same bits run after run for the same K, not those of K = 1.
 
 Rank 0 alone prints, writes metrics, TensorBoard events and checkpoints;
 validation and test sets are split across the ranks. A checkpoint resumes on
@@ -228,7 +234,9 @@ class DataParallel:
     Batch normalisation normalises by the global batch's statistics: each
     rank's sums are summed across the ranks (world.sum), in the forward pass
     and for the input gradient, so K ranks compute what one process computes
-    (to the rounding of the sums' order, as the weight gradients)."""
+    (to the rounding of the sums' order: these sums are not sliced).
+    slices: the number of slices of every sum over the global batch (see
+    above; checked, and 1 with a note on rank 0 where K does not divide it)."""
 
     def __init__(self, model, optimizer, world=None, label_smoothing=0.0, slices=SLICES):
         self.model, self.optimizer = model, optimizer
