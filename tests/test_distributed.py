@@ -106,9 +106,9 @@ def mpiexec(n, *args, timeout=300, check=True, **kw):
     return proc
 
 
-def worker(n, out, optimizer, steps, batch, model="tutorial"):
+def worker(n, out, optimizer, steps, batch, model="tutorial", slices=16):
     mpiexec(n, os.path.join(HERE, "mpi_worker.py"), str(out), optimizer, str(steps),
-            str(batch), model)
+            str(batch), model, str(slices))
     with np.load(out) as f:
         return {k: f[k] for k in f.files}
 
@@ -161,17 +161,30 @@ def test_a_checkpoint_of_two_ranks_resumes_on_four_bit_for_bit(tmp_path):
             assert a[k].tobytes() == b[k].tobytes(), k
 
 
-def test_two_ranks_train_a_batch_norm_network_as_one_process(tmp_path):
-    """resnet8 (batch normalisation in every block), one SGD step of 32 on 2
-    ranks against 1 process: each rank normalises by the global batch's
-    statistics (summed across the ranks) and its input gradients use the
-    global batch's sums, so weights and running statistics agree to the
-    rounding of the sums' order (measured: 3e-8 at most; the gradients from
-    the same weights agree to 2e-6 relative on other batches too). Later steps
-    drift further apart where a ReLU's input is within rounding of 0, as
-    between any two summation orders."""
-    one = worker(1, tmp_path / "one.npz", "sgd", 1, 32, "resnet8")
-    two = worker(2, tmp_path / "two.npz", "sgd", 1, 32, "resnet8")
+def test_a_batch_norm_network_trains_the_same_bits_on_one_two_and_four_ranks(tmp_path):
+    """resnet8 (batch normalisation in every block), 5 SGD steps of 32 with
+    16 slices: each batch normalisation's statistics and its gradient's sums
+    are the slices' float64 sums added in the tree, then the ranks'
+    (World.tree_total), so weights and running statistics are the same bits
+    on 1, 2 and 4 ranks."""
+    one = worker(1, tmp_path / "one.npz", "sgd", 5, 32, "resnet8")
+    names = [k for k in one if "." in k]
+    assert any(k.endswith("BatchNormalization.var") for k in names)
+    for ranks in (2, 4):
+        many = worker(ranks, tmp_path / f"{ranks}.npz", "sgd", 5, 32, "resnet8")
+        for name in names:
+            assert many[name].tobytes() == one[name].tobytes(), (ranks, name)
+
+
+def test_without_slices_two_ranks_train_a_batch_norm_network_to_rounding(tmp_path):
+    """The same without slices (MPI's own order): one SGD step of 32 on 2
+    ranks against 1 process, each rank normalising by the global batch's
+    statistics (summed across the ranks): weights and running statistics
+    agree to the rounding of the sums' order (measured: 3e-8 at most). Later
+    steps drift further apart where a ReLU's input is within rounding of 0,
+    as between any two summation orders."""
+    one = worker(1, tmp_path / "one.npz", "sgd", 1, 32, "resnet8", slices=1)
+    two = worker(2, tmp_path / "two.npz", "sgd", 1, 32, "resnet8", slices=1)
     assert np.abs(one["losses"] - two["losses"]).max() <= 1e-6
     names = [k for k in one if "." in k]
     assert any(k.endswith("BatchNormalization.var") for k in names)

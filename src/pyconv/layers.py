@@ -351,18 +351,19 @@ class BatchNormalization(Layer):
                                              self.epsilon, relu)
             return y.reshape(x.shape), None
         sums = training.sums if isinstance(training, Training) else None
+        slices = slices_of(training)
         m = xi.shape[0] * xi.shape[1] * xi.shape[2]
-        if sums is not None:
-            m, mean, var = _global_statistics(xi, sums)
+        if slices is not None or sums is not None:
+            m, mean, var = _global_statistics(xi, sums, slices)
         if m < 2:
             raise ValueError(f"BatchNormalization: training needs more than one value per "
                              f"channel (batch x height x width >= 2), got input {x.shape}")
-        if sums is None:
+        if sums is None and slices is None:
             y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu)
         else:
             y = convcore.batchnorm_inference(xi, g, b, mean, var, self.epsilon, relu)
         self._update_running(mean, var, m)
-        return y.reshape(x.shape), (xi, y if relu else None, mean, var, sums, m)
+        return y.reshape(x.shape), (xi, y if relu else None, mean, var, sums, m, slices)
 
     def _update_running(self, mean, var, m):
         k, one = np.float32(self.momentum), np.float32(1 - self.momentum)
@@ -371,16 +372,25 @@ class BatchNormalization(Layer):
         run_var[...] = k * run_var + one * (var * np.float32(m / (m - 1)))
 
     def backward(self, ctx, dy, need_dx=True):
-        xi, relu_y, mean, var, sums, m = ctx
+        xi, relu_y, mean, var, sums, m, slices = ctx
         shape, gamma, dy = dy.shape, self.params["gamma"].value, dy.reshape(xi.shape)
-        totals = None
-        if sums is not None:        # this slice's sums first, then the whole batch's
+        c, totals = gamma.shape[0], None
+        if slices is not None:      # each slice's sums, added in the tree (convcore.slices)
+            ry = (lambda a, b: None) if relu_y is None else (lambda a, b: relu_y[a:b])
+            local = convcore.slices.tree_sum([np.concatenate(convcore.batchnorm_backward(
+                xi[a:b], gamma, mean, var, dy[a:b], self.epsilon, False, ry(a, b))[1:])
+                for a, b in zip(slices[:-1].tolist(), slices[1:].tolist())])
+            total = (local if sums is None else sums(local)).astype(np.float64)
+            totals = (m, total[:c], total[c:])
+        elif sums is not None:      # this slice's sums first, then the whole batch's
             _, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
                                                     False, relu_y)
             total = sums(np.concatenate([dg, db]).astype(np.float64))
             totals = (m, total[:len(dg)], total[len(dg):])
         dx, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
                                                  need_dx, relu_y, totals)
+        if slices is not None:      # the slices' tree (the hook adds the processes')
+            dg, db = local[:c].copy(), local[c:].copy()
         self.params["gamma"].grad, self.params["beta"].grad = dg, db
         return None if dx is None else dx.reshape(shape)
 
@@ -388,14 +398,26 @@ class BatchNormalization(Layer):
         return dict(momentum=self.momentum, epsilon=self.epsilon)
 
 
-def _global_statistics(xi, sums):
+def _global_statistics(xi, sums, slices=None):
     """(count, mean, biased var) per channel over the whole batch, of which xi
-    (N, H, W, C) is one process's slice; sums adds arrays over the processes."""
+    (N, H, W, C) is one process's slice; sums adds arrays over the processes
+    (None: this one alone). With slices (convcore.slices), each slice's
+    float64 sums are added in the tree, and sums completes it."""
     c = xi.shape[3]
-    rows = xi.reshape(-1, c)
-    first = sums(np.concatenate([[rows.shape[0]], rows.sum(axis=0, dtype=np.float64)]))
-    m, mean = int(first[0]), first[1:] / max(first[0], 1)
-    second = sums(np.square(rows - mean).sum(axis=0))
+    if slices is None:
+        def total(v):
+            return sums(v.reshape(-1, c).sum(axis=0, dtype=np.float64))
+    else:
+        pairs = list(zip(slices[:-1].tolist(), slices[1:].tolist()))
+
+        def total(v):
+            t = convcore.slices.tree_sum([v[a:b].reshape(-1, c).sum(axis=0, dtype=np.float64)
+                                          for a, b in pairs])
+            return t if sums is None else sums(t)
+    m = xi.shape[0] * xi.shape[1] * xi.shape[2] if sums is None else int(
+        sums(np.array([xi.shape[0] * xi.shape[1] * xi.shape[2]], np.float64))[0])
+    mean = total(xi) / max(m, 1)
+    second = total(np.square(xi - mean))
     return m, mean.astype(np.float32), (second / max(m, 1)).astype(np.float32)
 
 

@@ -153,26 +153,38 @@ class World(Local):
             self.wait_seconds += time.perf_counter() - t
         return wait
 
-    def tree_sum(self, a):
+    def tree_total(self, a):
+        """A new array: the sum of a over the ranks in the tree (tree_sum), on
+        the main communicator: for the training thread's own sums (batch
+        normalisation's), while the progress thread sums gradients."""
+        return self.tree_sum(np.array(a, copy=True), self.comm)
+
+    def tree_sum(self, a, comm=None):
         """a := its sum over the ranks (a power of two of them), in place, each
         entry added in the pairwise tree of convcore.slices: ranks 2i and
         2i + 1 first, then pairs of pairs. Recursive halving (each rank ends
         with the sum of its own part of a), then recursive doubling (the
         parts gathered): every entry's additions keep the tree's association,
-        and each rank sends and receives about twice a, as a ring does."""
-        if not a.flags.c_contiguous or a.dtype != np.float32:
-            raise ValueError(f"tree_sum: a must be a contiguous float32 array, got {a.dtype} "
-                             f"{'contiguous' if a.flags.c_contiguous else 'strided'}")
-        flat = a.reshape(-1)
-        if self._scratch.size < (flat.size + 1) // 2:
-            self._scratch = np.empty((flat.size + 1) // 2, np.float32)
+        and each rank sends and receives about twice a, as a ring does.
+        comm: the gradients' communicator unless given."""
+        if not a.flags.c_contiguous or a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"tree_sum: a must be a contiguous float32 or float64 array, got "
+                             f"{a.dtype} {'contiguous' if a.flags.c_contiguous else 'strided'}")
+        flat, half = a.reshape(-1), (a.size + 1) // 2
+        if comm is not None:
+            scratch = np.empty(half, a.dtype)
+        else:
+            comm = self.grads
+            if self._scratch.size < half or self._scratch.dtype != a.dtype:
+                self._scratch = np.empty(half, a.dtype)
+            scratch = self._scratch
         lo, hi, levels, dist = 0, flat.size, [], 1
         while dist < self.size:
             partner, mid = self.rank ^ dist, (lo + hi) // 2
             keep, give = ((lo, mid), (mid, hi)) if self.rank & dist == 0 else \
                 ((mid, hi), (lo, mid))
-            got = self._scratch[:keep[1] - keep[0]]
-            self.grads.Sendrecv(flat[give[0]:give[1]], partner, 0, got, partner, 0)
+            got = scratch[:keep[1] - keep[0]]
+            comm.Sendrecv(flat[give[0]:give[1]], partner, 0, got, partner, 0)
             mine = flat[keep[0]:keep[1]]
             np.add(mine, got, out=mine)      # a + b == b + a: both ranks hold the same bits
             levels.append((lo, hi, keep, partner))
@@ -180,8 +192,8 @@ class World(Local):
             dist *= 2
         for lo, hi, keep, partner in reversed(levels):
             other = (lo, keep[0]) if keep[0] > lo else (keep[1], hi)
-            self.grads.Sendrecv(flat[keep[0]:keep[1]], partner, 1,
-                                flat[other[0]:other[1]], partner, 1)
+            comm.Sendrecv(flat[keep[0]:keep[1]], partner, 1, flat[other[0]:other[1]], partner,
+                          1)
         return a
 
     def check_same(self, what):
@@ -234,7 +246,8 @@ class DataParallel:
     Batch normalisation normalises by the global batch's statistics: each
     rank's sums are summed across the ranks (world.sum), in the forward pass
     and for the input gradient, so K ranks compute what one process computes
-    (to the rounding of the sums' order: these sums are not sliced).
+    (with slices, in the tree: the same bits; else to the rounding of MPI's
+    order).
     slices: the number of slices of every sum over the global batch (see
     above; checked, and 1 with a note on rank 0 where K does not divide it)."""
 
@@ -263,10 +276,10 @@ class DataParallel:
         per_rank, k = self.slices // self.world.size, self.world.rank
         bounds = slice_bounds(n, self.slices)[k * per_rank:(k + 1) * per_rank + 1] - first \
             if self.slices > 1 else [0, len(y)]
-        return self.model.train_step(x, y, self.optimizer, return_logits=True,
-                                     shard=(first, first + len(y), n),
-                                     label_smoothing=self.label_smoothing,
-                                     sums=self.world.sum, slices=bounds)
+        return self.model.train_step(
+            x, y, self.optimizer, return_logits=True, shard=(first, first + len(y), n),
+            label_smoothing=self.label_smoothing, slices=bounds,
+            sums=self.world.tree_total if self.slices > 1 else self.world.sum)
 
     def evaluate(self, x, y):
         """{"loss", "accuracy"} over (x, y), each rank predicting its share."""
