@@ -168,7 +168,11 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "--augment-shift 28 does not fit images of 28x28" in \
         proc.stderr and "at most 27" in proc.stderr
     proc = pyconv("train", "--label-smoothing", "1", check=False)
-    assert proc.returncode == 2 and "--label-smoothing: must be in [0, 1)" in proc.stderr
+    assert proc.returncode == 2 and "--label-smoothing: must be a number in [0, 1), got '1'" \
+        in proc.stderr
+    proc = pyconv("train", "--slices", "many", check=False)
+    assert proc.returncode == 2 and "--slices: must be a number of slices from 1 to 1024, " \
+        "got 'many'" in proc.stderr
 
 
 def test_version_is_the_installed_package_version():

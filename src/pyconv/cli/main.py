@@ -21,47 +21,27 @@ from ..viz import plot, report
 from .runs import TrainConfig, train
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _option(kind, expected, ok):
+    """An argparse type: text read as kind (int or float) for which ok holds,
+    else "must be {expected}, got {text}" (a word too: never a traceback)."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+    return convert
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _smoothing(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def _slices(text):
-    value = int(text)
-    if not 1 <= value <= MAX_SLICES:
-        raise argparse.ArgumentTypeError(f"must be a number of slices from 1 to {MAX_SLICES}, "
-                                         f"got {value}")
-    return value
+_positive_int = _option(int, "a whole number >= 1", lambda v: v >= 1)
+_non_negative_int = _option(int, "a whole number >= 0", lambda v: v >= 0)
+_positive_float = _option(float, "a number > 0", lambda v: v > 0)
+_fraction = _option(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+_smoothing = _option(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+_slices = _option(int, f"a number of slices from 1 to {MAX_SLICES}",
+                  lambda v: 1 <= v <= MAX_SLICES)
 
 
 def _data_options(p):
