@@ -9,7 +9,8 @@ from ._kernels import linear_simd as _linear_simd
 from ._kernels import pool_set as _pool_set
 from ._kernels import winograd as _winograd
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
-from .slices import MAX_SLICES, tree_sum
+from .slices import checked_bounds as _slices
+from .slices import pairs, tree_sum
 
 _X = "(N, H, W, C)"
 _W = "(kh, kw, C_in, C_out)"
@@ -19,36 +20,11 @@ MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K *
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
 
 
-def _slices(fn, slices, n):
-    """The batch's slices (_slices.pxd) as int32 bounds [0, ..., n], checked;
-    None is one slice, [0, n]."""
-    if slices is None:
-        return np.array([0, n], np.int32)
-    b = np.asarray(slices)
-    if b.ndim != 1 or b.dtype.kind not in "iu" or not 2 <= len(b) <= MAX_SLICES + 1:
-        raise ValueError(f"{fn}: slices must be the bounds [0, ..., N] of at most {MAX_SLICES} "
-                         f"slices of the batch, a 1-D sequence of integers; got "
-                         f"{_shown(slices)}")
-    if b[0] != 0 or b[-1] != n or np.any(np.diff(b) < 0):
-        raise ValueError(f"{fn}: slices must rise from 0 to the batch size N = {n}, got "
-                         f"{_shown(slices)}")
-    return np.ascontiguousarray(b, np.int32)
-
-
-def _shown(v, limit=80):
-    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
-    return text if len(text) <= limit else text[:limit - 4] + " ..."
-
-
 def _direct_slots(slices):
     """The direct kernels' slots: DIRECT_SLOTS for the whole batch, or one a
     slice (a slice's images in order on one thread: the same sum wherever the
     slice is computed)."""
     return DIRECT_SLOTS if slices is None else 1
-
-
-def _pairs(bounds):
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
 def _largest(bounds):
@@ -60,7 +36,7 @@ def _largest(bounds):
 def _slice_by_slice(bounds, step, *arrays):
     """step(*arrays[a:b]) for each slice a:b: [each slice's results] (what the
     BLAS paths do with more than one slice: the same shapes on every process)."""
-    return [step(*(None if v is None else v[a:b] for v in arrays)) for a, b in _pairs(bounds)]
+    return [step(*(None if v is None else v[a:b] for v in arrays)) for a, b in pairs(bounds)]
 
 
 def _stacked(parts, shape):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._ops import OPERATIONS
 from .geometry import _hw, same_pads, window_pads  # noqa: F401 (same_pads: in __all__)
-from .slices import tree_sum
+from .slices import checked_bounds, pairs, tree_sum
 
 __all__ = list(OPERATIONS + ("philox4x32_10", "same_pads"))   # a twin of every operation
 
@@ -49,7 +49,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
-    _slices(slices, len(x))
+    checked_bounds("conv2d_forward", slices, len(x))
     cols = im2col(x, w.shape[:2], stride, padding)
     y = cols @ w.reshape(-1, w.shape[3])
     if b is not None:
@@ -63,7 +63,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
         dy = np.where(relu_y > 0, dy, 0)
     cols = im2col(x, w.shape[:2], stride, padding)
     k, cout = cols.shape[-1], w.shape[3]
-    dw, db = _sliced_sums(slices, len(x), lambda a, b: (
+    dw, db = _sliced_sums("conv2d_backward", slices, len(x), lambda a, b: (
         (cols[a:b].reshape(-1, k).T @ dy[a:b].reshape(-1, cout)).reshape(w.shape),
         dy[a:b].sum(axis=(0, 1, 2))))
     dx = None
@@ -134,7 +134,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
 
 
 def linear_forward(x, w, b=None, relu=False, slices=None):
-    _slices(slices, len(x))
+    checked_bounds("linear_forward", slices, len(x))
     y = x @ w
     if b is not None:
         y = y + b
@@ -145,24 +145,14 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
     """slices: dw and db are each slice's sums added in the pairwise tree."""
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
-    dw, db = _sliced_sums(slices, len(x), lambda a, b: (x[a:b].T @ dy[a:b],
-                                                        dy[a:b].sum(axis=0)))
+    dw, db = _sliced_sums("linear_backward", slices, len(x),
+                          lambda a, b: (x[a:b].T @ dy[a:b], dy[a:b].sum(axis=0)))
     return (dy @ w.T if need_dx else None), dw, db
 
 
-def _slices(slices, n):
-    """The bounds of a batch of n's slices (convcore.slices), or ValueError."""
-    b = np.asarray([0, n] if slices is None else slices)
-    if b.ndim != 1 or b.dtype.kind not in "iu" or len(b) < 2 or b[0] != 0 or b[-1] != n \
-            or np.any(np.diff(b) < 0):
-        raise ValueError(f"slices must rise from 0 to the batch size N = {n}, got {slices!r}")
-    return b
-
-
-def _sliced_sums(slices, n, sums):
+def _sliced_sums(fn, slices, n, sums):
     """The pairwise tree's sums of sums(a, b) (a tuple of arrays) over the slices a:b."""
-    b = _slices(slices, n)
-    parts = [sums(lo, hi) for lo, hi in zip(b[:-1], b[1:])]
+    parts = [sums(lo, hi) for lo, hi in pairs(checked_bounds(fn, slices, n))]
     return tuple(tree_sum([p[i] for p in parts]) for i in range(len(parts[0])))
 
 

@@ -22,6 +22,32 @@ def slice_bounds(n, slices):
     return (s * int(n) // int(slices)).astype(np.int32)
 
 
+def checked_bounds(fn, slices, n):
+    """slices as int32 bounds [0, ..., n] of at most MAX_SLICES slices of a
+    batch of n (None: one slice, [0, n]), or ValueError naming fn."""
+    if slices is None:
+        return np.array([0, n], np.int32)
+    b = np.asarray(slices)
+    if b.ndim != 1 or b.dtype.kind not in "iu" or not 2 <= len(b) <= MAX_SLICES + 1:
+        raise ValueError(f"{fn}: slices must be the bounds [0, ..., N] of at most {MAX_SLICES} "
+                         f"slices of the batch, a 1-D sequence of integers; got "
+                         f"{_shown(slices)}")
+    if b[0] != 0 or b[-1] != n or np.any(np.diff(b) < 0):
+        raise ValueError(f"{fn}: slices must rise from 0 to the batch size N = {n}, got "
+                         f"{_shown(slices)}")
+    return np.ascontiguousarray(b, np.int32)
+
+
+def pairs(bounds):
+    """[(first, end)] of each slice."""
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _shown(v, limit=80):
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
 def tree_sum(parts):
     """The pairwise tree's sum of a list of arrays: neighbours (0, 1), (2, 3),
     ... first, then pairs of pairs; an odd one out waits for the next level."""

@@ -379,7 +379,7 @@ class BatchNormalization(Layer):
             ry = (lambda a, b: None) if relu_y is None else (lambda a, b: relu_y[a:b])
             local = convcore.slices.tree_sum([np.concatenate(convcore.batchnorm_backward(
                 xi[a:b], gamma, mean, var, dy[a:b], self.epsilon, False, ry(a, b))[1:])
-                for a, b in zip(slices[:-1].tolist(), slices[1:].tolist())])
+                for a, b in convcore.slices.pairs(slices)])
             total = (local if sums is None else sums(local)).astype(np.float64)
             totals = (m, total[:c], total[c:])
         elif sums is not None:      # this slice's sums first, then the whole batch's
@@ -401,22 +401,20 @@ class BatchNormalization(Layer):
 def _global_statistics(xi, sums, slices=None):
     """(count, mean, biased var) per channel over the whole batch, of which xi
     (N, H, W, C) is one process's slice; sums adds arrays over the processes
-    (None: this one alone). With slices (convcore.slices), each slice's
-    float64 sums are added in the tree, and sums completes it."""
+    (None: this one alone). With slices (convcore.slices), this process's
+    sums are each slice's float64 sums added in the tree."""
     c = xi.shape[3]
-    if slices is None:
-        def total(v):
-            return sums(v.reshape(-1, c).sum(axis=0, dtype=np.float64))
-    else:
-        pairs = list(zip(slices[:-1].tolist(), slices[1:].tolist()))
 
-        def total(v):
+    def total(v, *first):
+        if slices is None:
+            t = v.reshape(-1, c).sum(axis=0, dtype=np.float64)
+        else:
             t = convcore.slices.tree_sum([v[a:b].reshape(-1, c).sum(axis=0, dtype=np.float64)
-                                          for a, b in pairs])
-            return t if sums is None else sums(t)
-    m = xi.shape[0] * xi.shape[1] * xi.shape[2] if sums is None else int(
-        sums(np.array([xi.shape[0] * xi.shape[1] * xi.shape[2]], np.float64))[0])
-    mean = total(xi) / max(m, 1)
+                                          for a, b in convcore.slices.pairs(slices)])
+        t = np.concatenate([first, t])
+        return t if sums is None else sums(t)
+    first = total(xi, xi.shape[0] * xi.shape[1] * xi.shape[2])   # the count, then the sums
+    m, mean = int(first[0]), first[1:] / max(first[0], 1)
     second = total(np.square(xi - mean))
     return m, mean.astype(np.float32), (second / max(m, 1)).astype(np.float32)
 

@@ -422,12 +422,7 @@ def _bounds(slices, n, shard):
             raise ValueError(f"train_step: slices must be a number of slices from 1 to "
                              f"{convcore.slices.MAX_SLICES}, got {slices}")
         return convcore.slices.slice_bounds(n, slices) if slices > 1 else None
-    b = np.asarray(slices)
-    if b.ndim != 1 or b.dtype.kind not in "iu" or len(b) < 2 or b[0] != 0 or b[-1] != n \
-            or np.any(np.diff(b) < 0):
-        raise ValueError(f"train_step: slices must be a number of slices or the bounds "
-                         f"[0, ..., {n}] of the batch's slices, got {slices!r}")
-    return b.astype(np.int32)
+    return convcore.slices.checked_bounds("train_step", slices, n)
 
 
 def _read(values, names):
