@@ -82,24 +82,34 @@ def numeric_grad(f, a, eps):
     return g
 
 
-# Winograd F(2x2, 5x5), as in convcore/_conv_winograd.h: Y = A^T [(G g G^T) (.) (B^T d B)] A
+# Winograd F(2x2, 5x5) and F(4x4, 3x3), as in convcore/_conv_winograd.h:
+# Y = A^T [(G g G^T) (.) (B^T d B)] A, with 6x6 tiles at a stride of m = 7 - r
+# (r: the kernel size); WINO_G and WINO_AT by r
 WINO_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
-WINO_G = np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
-                   [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
-                   [0, 0, 0, 0, 1]])
-WINO_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float)
+WINO_G = {
+    5: np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+                 [0, 0, 0, 0, 1]]),
+    3: np.array([[1 / 4, 0, 0], [-1 / 6] * 3, [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+}
+WINO_AT = {
+    5: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float),
+    3: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], float),
+}
 
 
-def _abs_tiles(x, top, left, oh, ow):
+def _abs_tiles(x, top, left, oh, ow, m):
     """|B^T| |d| |B| of every 6x6 input tile d of x (N, H, W, C) padded by
-    top/left (tiles at stride 2 over the (oh, ow) output): (N, th, tw, 6, 6, C)."""
+    top/left (tiles at stride m over the (oh, ow) output): (N, th, tw, 6, 6, C)."""
     n, h, wd, c = x.shape
-    th, tw = -(-oh // 2), -(-ow // 2)
-    xp = np.zeros((n, 2 * th + 4, 2 * tw + 4, c))
+    th, tw = -(-oh // m), -(-ow // m)
+    xp = np.zeros((n, m * th + 6 - m, m * tw + 6 - m, c))
     rows, cols = min(h, xp.shape[1] - top), min(wd, xp.shape[2] - left)
     xp[:, top:top + rows, left:left + cols] = np.abs(x[:, :rows, :cols])
-    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::2, ::2]
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::m, ::m]
     bt = np.abs(WINO_BT)
     return np.einsum("ai,ntscij,bj->ntsabc", bt, tiles, bt, optimize=True)
 
@@ -109,34 +119,37 @@ def winograd_bound(x, w, b, top, left, oh, ow):
     matrix and array replaced by its absolute value: |computed - exact| is at
     most (its depth) * u times this, the componentwise bound of a bilinear
     algorithm in floating point (the transforms scale values by up to
-    10 * 10 and 7 * 7, so it can exceed the direct sum's bound). x (N, H, W, C)
-    padded by top/left, w (5, 5, C, F); returns (N, oh, ow, F)."""
-    n = x.shape[0]
-    th, tw = -(-oh // 2), -(-ow // 2)
-    v = _abs_tiles(x, top, left, oh, ow)
-    g, at = np.abs(WINO_G), np.abs(WINO_AT)
+    10 * 10 and 7 * 7, or 10 * 10 and 21 * 21 for 3x3 kernels, so it can
+    exceed the direct sum's bound). x (N, H, W, C) padded by top/left, w
+    (r, r, C, F), r = 5 or 3; returns (N, oh, ow, F)."""
+    n, r = x.shape[0], w.shape[0]
+    m = 7 - r
+    th, tw = -(-oh // m), -(-ow // m)
+    v = _abs_tiles(x, top, left, oh, ow, m)
+    g, at = np.abs(WINO_G[r]), np.abs(WINO_AT[r])
     u = np.einsum("ai,ijcf,bj->abcf", g, np.abs(np.asarray(w, float)), g, optimize=True)
-    m = np.einsum("ntsabc,abcf->ntsabf", v, u, optimize=True)
-    y = np.einsum("pa,ntsabf,qb->ntpsqf", at, m, at, optimize=True)
-    y = y.reshape(n, 2 * th, 2 * tw, w.shape[3])[:, :oh, :ow]
+    mm = np.einsum("ntsabc,abcf->ntsabf", v, u, optimize=True)
+    y = np.einsum("pa,ntsabf,qb->ntpsqf", at, mm, at, optimize=True)
+    y = y.reshape(n, m * th, m * tw, w.shape[3])[:, :oh, :ow]
     return y + (0 if b is None else np.abs(np.asarray(b, float)))
 
 
-def winograd_dw_bound(x, dy, top, left):
+def winograd_dw_bound(x, dy, top, left, r):
     """The same for the weight gradient, dW = G^T [sum over tiles of
     (A dY A^T) (.) (B^T d B)] G: x (N, H, W, C) padded by top/left, dy
-    (N, OH, OW, F); returns (5, 5, C, F)."""
+    (N, OH, OW, F), r the kernel size (5 or 3); returns (r, r, C, F)."""
     n, oh, ow, f = dy.shape
-    th, tw = -(-oh // 2), -(-ow // 2)
-    v = _abs_tiles(x, top, left, oh, ow)
-    d = np.zeros((n, 2 * th, 2 * tw, f))
+    m = 7 - r
+    th, tw = -(-oh // m), -(-ow // m)
+    v = _abs_tiles(x, top, left, oh, ow, m)
+    d = np.zeros((n, m * th, m * tw, f))
     d[:, :oh, :ow] = np.abs(dy)
-    d = d.reshape(n, th, 2, tw, 2, f)
-    a = np.abs(WINO_AT).T
+    d = d.reshape(n, th, m, tw, m, f)
+    a = np.abs(WINO_AT[r]).T
     dt = np.einsum("ip,ntpsqf,jq->ntsijf", a, d, a, optimize=True)
-    m = np.einsum("ntsijc,ntsijf->ijcf", v, dt, optimize=True)
-    g = np.abs(WINO_G)
-    return np.einsum("ia,ijcf,jb->abcf", g, m, g, optimize=True)
+    mm = np.einsum("ntsijc,ntsijf->ijcf", v, dt, optimize=True)
+    g = np.abs(WINO_G[r])
+    return np.einsum("ia,ijcf,jb->abcf", g, mm, g, optimize=True)
 
 
 @contextlib.contextmanager

@@ -87,9 +87,11 @@ cdef struct Images:             # what every image's pass reads and writes
 cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
                         bint winograd) noexcept nogil:
     """Rows (or columns) of the padded image: the direct kernel reads
-    (out - 1) * stride + k; Winograd reads whole 2x2 tiles."""
+    (out - 1) * stride + k; Winograd reads whole tiles of m = 7 - k outputs
+    a side (2x2 for 5x5 kernels, 4x4 for 3x3), each from k - 1 more inputs."""
+    cdef Py_ssize_t m = 7 - k
     if winograd:
-        return <int>(2 * ((out + 1) // 2) + 4)
+        return <int>(m * ((out + m - 1) // m) + k - 1)
     return <int>((out - 1) * stride + k)
 
 
@@ -256,7 +258,9 @@ cdef extern from "_conv_direct.h" nogil:
 
 
 cdef extern from "_conv_winograd.h" nogil:
-    size_t cc_wino_scratch_floats(int C, int F)
+    size_t cc_wino_scratch_floats(int C)
+    size_t cc_wino_dw_scratch_floats(int C, int F)
+    enum: CC_WINO_TBW
 
 
 # The direct drivers' work items are single images. The forward pads each
@@ -271,7 +275,8 @@ cdef struct Scratch:            # one thread's
     int* am                     # one row of argmax (fused inference)
     float* dym                  # one image's dy through the pool and ReLU
     float* dy_pad               # dym padded for the dx convolution (Hd, Wd, F)
-    float* wino                 # Winograd's tile scratch
+    float* wino                 # Winograd's tile scratch (the forward's, dx's)
+    float* wino_dw              # Winograd's block of the weight gradient's tiles
 
 
 cdef void _scratch_free(Scratch* s) noexcept nogil:
@@ -281,6 +286,7 @@ cdef void _scratch_free(Scratch* s) noexcept nogil:
     free(s.dym)
     free(s.dy_pad)
     free(s.wino)
+    free(s.wino_dw)
 
 
 cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
@@ -293,10 +299,12 @@ cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
     s.am = <int*>malloc(a.pg.OW * F * sizeof(int)) if pooled and not backward else NULL
     s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL) else NULL
     s.dy_pad = alloc64(<Py_ssize_t>a.Hd * a.Wd * F) if backward and a.dx != NULL else NULL
-    s.wino = NULL
-    if a.winograd:
-        s.wino = alloc64(max(cc_wino_scratch_floats(<int>C, <int>F),
-                             cc_wino_scratch_floats(<int>F, <int>C)))
+    s.wino = s.wino_dw = NULL
+    if a.winograd and not backward:
+        s.wino = alloc64(cc_wino_scratch_floats(<int>C))
+    if a.winograd and backward:
+        s.wino = alloc64(cc_wino_scratch_floats(<int>F)) if a.dx != NULL else NULL
+        s.wino_dw = alloc64(cc_wino_dw_scratch_floats(<int>C, <int>F))
     return s
 
 
@@ -306,25 +314,28 @@ cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept
     return not (s.xp == NULL or (pooled and not backward and (s.yc == NULL or s.am == NULL))
                 or (s.dym == NULL and backward and (pooled or a.relu_y != NULL))
                 or (s.dy_pad == NULL and backward and a.dx != NULL)
-                or (s.wino == NULL and a.winograd))
+                or (s.wino == NULL and a.winograd and (not backward or a.dx != NULL))
+                or (s.wino_dw == NULL and a.winograd and backward))
 
 
-cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int C, int F) noexcept nogil:
-    """U (36, C, F): the Winograd transform of w (5, 5, C, F); NULL if out of memory."""
+cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int r, int C,
+                         int F) noexcept nogil:
+    """U (36, C, F): the Winograd transform of w (r, r, C, F); NULL if out of memory."""
     cdef float* U = alloc64(36 * C * F)
     if U != NULL:
-        k.wino_filter(w, C, F, U)
+        k.wino_filter(w, r, C, F, U)
     return U
 
 
 cdef inline void _convolve(const Images* a, const float* xp, int Wp, int C, int OH, int OW,
                            const float* w, int F, const float* b, float* y, bint relu,
                            float* scratch) noexcept nogil:
-    """One image's convolution from its padded copy: Winograd F(2x2, 5x5) if
-    a.U (the transformed kernels) is given, else the direct kernel of a.g."""
+    """One image's convolution from its padded copy: Winograd (F(2x2, 5x5) or
+    F(4x4, 3x3), by the kernel size) if a.U (the transformed kernels) is
+    given, else the direct kernel of a.g."""
     cdef Window g = a.g
     if a.U != NULL:
-        a.k.wino_forward_image(xp, Wp, C, OH, OW, a.U, F, b, y, relu, scratch)
+        a.k.wino_forward_image(xp, Wp, C, <int>g.KH, OH, OW, a.U, F, b, y, relu, scratch)
     else:
         a.k.conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
                                w, F, b, y, relu)
@@ -353,7 +364,7 @@ cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except
     cdef Py_ssize_t n
     cdef Scratch s
     cdef int n_failed = 0
-    cdef float* U = _wino_kernels(a.k, a.w, <int>a.g.C, a.F) if a.winograd else NULL
+    cdef float* U = _wino_kernels(a.k, a.w, <int>a.g.KH, <int>a.g.C, a.F) if a.winograd else NULL
     if a.winograd and U == NULL:
         raise MemoryError(f"{fn}: could not allocate the Winograd kernels")
     a.U = U
@@ -377,8 +388,8 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                           Window g, int n_threads, int kernels, bint relu=False,
                           bint winograd=False):
     """y = conv(x, w) (+ b) (then max(y, 0) if relu), image by image, by the
-    kernel set numbered kernels; with winograd (5x5 kernels, stride 1,
-    C % 16 == 0), by Winograd F(2x2, 5x5)."""
+    kernel set numbered kernels; with winograd (5x5 or 3x3 kernels, stride 1,
+    C % 16 == 0), by Winograd F(2x2, 5x5) or F(4x4, 3x3)."""
     if x.shape[0] == 0:
         return
     cdef Images a = _images(x, w, g, kernels, winograd)
@@ -429,13 +440,14 @@ cdef const float* _image_dy(const Images* a, Scratch* s, Py_ssize_t n, float* db
 
 
 cdef void _image_dw(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp, float* dw,
-                    bint first) noexcept nogil:
-    """dw += image n's weight gradient (Winograd: its M, set by the slot's first image)."""
+                    int* q) noexcept nogil:
+    """dw += image n's weight gradient (Winograd: its tiles into the slot's
+    block, q, whose products go into M, _conv_winograd.h)."""
     cdef Window g = a.g
     cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, <int>g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
     if a.winograd:
-        a.k.wino_dw_image(s.xp, a.Wp, <int>g.C, dyp, <int>g.OH, <int>g.OW, a.F, dw, first,
-                          s.wino)
+        a.k.wino_dw_image(s.xp, a.Wp, <int>g.C, <int>g.KH, dyp, <int>g.OH, <int>g.OW, a.F, dw,
+                          q, s.wino_dw)
     else:
         a.k.conv_dw_image(s.xp, a.Wp, <int>g.C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW,
                           <int>g.OH, <int>g.OW, dyp, a.F, dw)
@@ -456,15 +468,19 @@ cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ss
     slot's dw (KF) and db (F, after it); returns the argmax entries out of place."""
     cdef Py_ssize_t n, n_bad = 0
     cdef const float* dyp
-    if a.winograd and n1 > n0:   # the slot's first image sets its M
+    cdef int q[2]                # Winograd's block: tiles in it, whether M holds a sum
+    q[0] = q[1] = 0
+    if a.winograd and n1 > n0:   # the slot's first products set its M
         memset(dw + KF, 0, a.F * sizeof(float))
     else:
         memset(dw, 0, (KF + a.F) * sizeof(float))
     for n in range(n0, n1):
         dyp = _image_dy(a, s, n, dw + KF, &n_bad)
-        _image_dw(a, s, n, dyp, dw, n == n0)
+        _image_dw(a, s, n, dyp, dw, q)
         if a.dx != NULL:
             _image_dx(a, s, n, dyp)
+    if a.winograd:
+        a.k.wino_dw_flush(<int>a.g.C, a.F, dw, q, s.wino_dw)
     return n_bad
 
 
@@ -526,7 +542,7 @@ cdef void _slots_sum(const Images* a, Slots* t, float* dw, float* db,
                               t.parts + sl * stride + j * (KF + F) + e0, e1 - e0)
     if a.winograd:
         for sl in prange(t.n_slices, schedule='static', num_threads=n_threads):
-            a.k.wino_dw_finish(t.parts + sl * stride, <int>a.g.C, <int>F,
+            a.k.wino_dw_finish(t.parts + sl * stride, <int>a.g.KH, <int>a.g.C, <int>F,
                                t.dws + sl * (KW + F))
             memcpy(t.dws + sl * (KW + F) + KW, t.parts + sl * stride + KF, F * sizeof(float))
         sums, stride = t.dws, KW + F
@@ -541,14 +557,19 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
                                  float[::1] db, const int[::1] bounds, Py_ssize_t max_slots,
                                  int n_threads) except -1:
     """The images of each slice of the batch (bounds, _slices.pxd) in
-    max_slots // slices slots of consecutive images, one thread a slot; each
+    max_slots // slices slots of consecutive images (Winograd: fewer where a
+    slot would have less than a block of tiles), one thread a slot; each
     slice's slots added in slot order (Winograd: its summed M transformed to
     dw), the slices in the pairwise tree: the same bits on any number of
     threads and, where processes hold whole slices, of processes. Returns
     the argmax entries out of place."""
     cdef Py_ssize_t C = a.g.C, F = a.F, KW = w.shape[0] * F, sl, n_bad = 0
     cdef Py_ssize_t KF = 36 * C * F if a.winograd else KW   # a slot's dw part
+    cdef Py_ssize_t m = 7 - a.g.KH, tiles
     cdef Slots t
+    if a.winograd:   # each slot's tiles fill a block at least: M (36, C, F) is large
+        tiles = ((a.g.OH + m - 1) // m) * ((a.g.OW + m - 1) // m)
+        max_slots = max(1, min(max_slots, bounds[bounds.shape[0] - 1] * tiles // CC_WINO_TBW))
     cdef Scratch s
     cdef int n_failed = 0
     cdef float* wt = alloc64(w.shape[0] * F) if a.dx != NULL else NULL
@@ -561,7 +582,7 @@ cdef Py_ssize_t _backward_images(Images* a, const float[:, ::1] w, float[:, ::1]
             cc_flip_kernels(a.w, a.g.KH, a.g.KW, <int>C, <int>F, wt)
             a.wt = wt
             if a.winograd:
-                a.U = _wino_kernels(a.k, wt, <int>F, <int>C)
+                a.U = _wino_kernels(a.k, wt, <int>a.g.KH, <int>F, <int>C)
                 if a.U == NULL:
                     raise MemoryError("conv2d_backward: could not allocate the Winograd kernels")
         with nogil, parallel(num_threads=n_threads):
@@ -606,9 +627,10 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            bint winograd=False):
     """dw, db and dx of conv2d_forward_direct, image by image, in the slots of
     each slice (_backward_images). dx of an image is the forward kernel run on its
-    (masked) dy with the flipped kernels. With winograd (5x5 kernels, stride
-    1, C % 16 == 0) both run as Winograd F(2x2, 5x5): dx as the forward, dw
-    as its transpose, the slots holding the transformed gradient M (36, C, F)."""
+    (masked) dy with the flipped kernels. With winograd (5x5 or 3x3 kernels,
+    stride 1, C % 16 == 0) both run as Winograd F(2x2, 5x5) or F(4x4, 3x3):
+    dx as the forward, dw as its transpose, the slots holding the transformed
+    gradient M (36, C, F)."""
     dw[:, :] = 0
     db[:] = 0
     if x.shape[0] == 0:

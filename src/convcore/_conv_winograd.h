@@ -1,5 +1,9 @@
-/* Winograd convolution F(2x2, 5x5) (NHWC), the fast path of _conv.pyx for
- * 5x5 kernels at stride 1: conv2's forward and its input gradient.
+/* Winograd convolution (NHWC), the fast path of _conv.pyx for 5x5 and 3x3
+ * kernels at stride 1: F(2x2, 5x5) and F(4x4, 3x3), forward, input gradient
+ * and weight gradient. Both take 6x6 tiles of the padded image, through the
+ * same input transform B^T; they differ in the kernel transform G (6 x r,
+ * r = 5 or 3 taps) and the output transform A^T (m x 6, m = 7 - r outputs a
+ * tile side), which every function below takes r to choose.
  *
  * A 6x6 patch d of the padded image gives a 2x2 block of outputs of the 5x5
  * kernel g as
@@ -16,13 +20,23 @@
  *         [0  2 -1 -2  1  0]       [1/24 -1/12   1/6  -1/3   2/3  ]
  *         [0  4  0 -5  0  1]       [ 0      0     0     0     1   ]
  *
+ * and for F(4x4, 3x3), with the same points and so the same B^T:
+ *
+ *   G = [ 1/4    0     0  ]   A^T = [1 1  1 1  1 0]
+ *       [-1/6  -1/6  -1/6 ]         [0 1 -1 2 -2 0]
+ *       [-1/6   1/6  -1/6 ]         [0 1  1 4  4 0]
+ *       [1/24  1/12   1/6 ]         [0 1 -1 8 -8 1]
+ *       [1/24 -1/12   1/6 ]
+ *       [ 0      0     1  ]
+ *
  * Summed over input channels, the elementwise products become 36 matrix
  * products, one per point (k = 0..35) of the 6x6 transform:
  *
  *     M[k] (tiles, F) = V[k] (tiles, C) @ U[k] (C, F)
  *
  * 36 products of C multiply-adds per 2x2 outputs instead of 4 * 25: 2.8x
- * fewer. The transforms are additions along memory (CC_W channels a vector).
+ * fewer; per 4x4 outputs of a 3x3 kernel instead of 16 * 9: 4x fewer. The
+ * transforms are additions along memory (CC_W channels a vector).
  * Per image, the tiles go in blocks of CC_WINO_TB: the block's V is
  * transformed into the thread's scratch, then for each k the block's
  * products run with U[k] (C x 64 floats) held in L1, and the block's
@@ -36,8 +50,8 @@
  *
  *     dW = G^T [ sum over tiles and images of (A dY A^T) (.) (B^T d B) ] G
  *
- * where dY is a tile's 2x2 output gradient: per k, M[k] (C, F) += V[k]^T
- * DY[k], a product whose reduction runs over the tiles; the 6x6 -> 5x5
+ * where dY is a tile's m x m output gradient: per k, M[k] (C, F) += V[k]^T
+ * DY[k], a product whose reduction runs over the tiles; the 6x6 -> r x r
  * transform G^T M G is applied once, after the per-slot sums are added.
  *
  * Needs C % 16 == 0 and F % 16 == 0 (vectors run along the channels). The
@@ -51,27 +65,37 @@
 #include <string.h>
 #define CC_WINO_TB 24   /* tiles per block: a multiple of the register tiles' 6 and 12 */
 
-#define CC_WINO_TBW 64  /* tiles per block of the weight gradient (a 14 x 14 output: one) */
+#define CC_WINO_TBW 64  /* tiles per block of the weight gradient, gathered across images */
 
 #define CC_WINO_CB 64   /* channels a tile's transform is gathered by (36 x 64 floats) */
 
 #ifndef CC_KERNEL_SET   /* ---------------------------------- the drivers' helpers */
 
-/* Scratch floats per thread: forward, V (36, TB, C) and M (36, TB, 64);
- * weight gradient, V (36, TBW, C) and DY (36, TBW, F). */
-static size_t cc_wino_scratch_floats(int C, int F)
+/* Scratch floats per thread: the forward's V (36, TB, C) and M (36, TB, 64) */
+static size_t cc_wino_scratch_floats(int C)
 {
-    size_t fwd = (size_t)36 * CC_WINO_TB * ((size_t)C + 64);
-    size_t dw = (size_t)36 * CC_WINO_TBW * ((size_t)C + (size_t)F);
-    return fwd > dw ? fwd : dw;
+    return (size_t)36 * CC_WINO_TB * ((size_t)C + 64);
+}
+
+/* and the weight gradient's block, V (36, TBW, C) and DY (36, TBW, F) */
+static size_t cc_wino_dw_scratch_floats(int C, int F)
+{
+    return (size_t)36 * CC_WINO_TBW * ((size_t)C + (size_t)F);
 }
 
 #else   /* ------------------------------ the kernels, once per kernel set */
 
 #include "_simd.h"
 
+/* Every function below that takes r (or mo = 7 - r) is inlined into the
+ * four entry points (cc_wino_filter, cc_wino_forward_image, cc_wino_dw_image,
+ * cc_wino_dw_finish), each of which calls it twice, with r = 5 and r = 3 as
+ * constants: each tile size compiles to its own fully unrolled loops, and
+ * F(2x2, 5x5)'s arithmetic to the instructions (and bits) it had alone. */
+#define CC_WINO_INLINE static inline __attribute__((always_inline))
+
 /* t = B^T d */
-static inline void cc_wino_bt(const cc_vf d[6], cc_vf t[6])
+CC_WINO_INLINE void cc_wino_bt(const cc_vf d[6], cc_vf t[6])
 {
     cc_vf d42 = d[4] - d[2], d31 = d[3] - d[1];
     t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
@@ -82,8 +106,8 @@ static inline void cc_wino_bt(const cc_vf d[6], cc_vf t[6])
     t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
 }
 
-/* u = G g */
-static inline void cc_wino_g(const cc_vf g[5], cc_vf u[6])
+/* u = G g, g of r taps (g[r..4] zero) */
+CC_WINO_INLINE void cc_wino_g(const cc_vf g[5], int r, cc_vf u[6])
 {
     cc_vf even = g[0] + g[2] + g[4], odd = g[1] + g[3];
     cc_vf even4 = g[0] + 4.0f * g[2] + 16.0f * g[4], odd4 = 2.0f * g[1] + 8.0f * g[3];
@@ -92,37 +116,53 @@ static inline void cc_wino_g(const cc_vf g[5], cc_vf u[6])
     u[2] = (even - odd) * (-1.0f / 6);
     u[3] = (even4 + odd4) * (1.0f / 24);
     u[4] = (even4 - odd4) * (1.0f / 24);
-    u[5] = g[4];
+    u[5] = g[r - 1];
 }
 
-/* y = A^T m */
-static inline void cc_wino_at(const cc_vf m[6], cc_vf y[2])
+/* y = A^T m: the tile's mo = 2 or 4 outputs along one side */
+CC_WINO_INLINE void cc_wino_at(const cc_vf m[6], int mo, cc_vf y[4])
 {
-    y[0] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);
-    y[1] = (m[1] - m[2]) + 2.0f * (m[3] - m[4]) + m[5];
+    cc_vf s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    y[0] = m[0] + s12 + s34;
+    if (mo == 2) {
+        y[1] = d12 + 2.0f * d34 + m[5];
+        return;
+    }
+    y[1] = d12 + 2.0f * d34;
+    y[2] = s12 + 4.0f * s34;
+    y[3] = d12 + 8.0f * d34 + m[5];
 }
 
-/* U (36, C, F) = G g G^T for every (c, f) of w (5, 5, C, F). */
-static void cc_wino_filter(const float* w, int C, int F, float* U)
+/* U (36, C, F) = G g G^T for every (c, f) of w (r, r, C, F). */
+CC_WINO_INLINE void
+cc_wino_filter_r(const float* w, int r, int C, int F, float* U)
 {
     for (int c = 0; c < C; c++)
         for (int f = 0; f < F; f += CC_W) {
-            cc_vf g[5], t[6][5], u[6], row[5];
-            for (int kw = 0; kw < 5; kw++) {
-                for (int kh = 0; kh < 5; kh++)
-                    g[kh] = cc_load(w + (((ptrdiff_t)kh * 5 + kw) * C + c) * F + f);
-                cc_wino_g(g, u);
+            cc_vf g[5] = {0}, t[6][5], u[6], row[5] = {0};
+            for (int kw = 0; kw < r; kw++) {
+                for (int kh = 0; kh < r; kh++)
+                    g[kh] = cc_load(w + (((ptrdiff_t)kh * r + kw) * C + c) * F + f);
+                cc_wino_g(g, r, u);
                 for (int i = 0; i < 6; i++)
                     t[i][kw] = u[i];
             }
             for (int i = 0; i < 6; i++) {
-                for (int kw = 0; kw < 5; kw++)
+                for (int kw = 0; kw < r; kw++)
                     row[kw] = t[i][kw];
-                cc_wino_g(row, u);
+                cc_wino_g(row, r, u);
                 for (int j = 0; j < 6; j++)
                     cc_store(U + ((ptrdiff_t)(i * 6 + j) * C + c) * F + f, u[j]);
             }
         }
+}
+
+static void cc_wino_filter(const float* w, int r, int C, int F, float* U)
+{
+    if (r == 5)
+        cc_wino_filter_r(w, 5, C, F, U);
+    else
+        cc_wino_filter_r(w, 3, C, F, U);
 }
 
 /* dst[k ks + c] = buf[k][c] for the 36 points k and c < n: a tile's
@@ -139,17 +179,17 @@ static inline void cc_wino_put(const float* buf, int n, float* dst, ptrdiff_t ks
             cc_store(dst + k * ks + c, cc_load(buf + k * CC_WINO_CB + c));
 }
 
-/* V (36, TBp, C) of tiles t0 .. t0+nb-1 (rows past nb are zeros): tile t
- * covers xp rows 2*(t / tw) .. +5 and columns 2*(t % tw) .. +5. */
-static void cc_wino_input(const float* xp, int Wp, int C, int tw, int t0, int nb, int TBp,
-                          float* Vs)
+/* V (36, TBp, C) of tiles t0 .. t0+nb-1 (rows past nb are zeros if pad): tile
+ * t covers xp rows mo*(t / tw) .. +5 and columns mo*(t % tw) .. +5. */
+CC_WINO_INLINE void cc_wino_input(const float* xp, int Wp, int C, int tw, int mo, int t0,
+                                  int nb, int TBp, float* Vs, int pad)
 {
     float buf[36 * CC_WINO_CB] __attribute__((aligned(64)));
-    for (int k = 0; k < 36; k++)
+    for (int k = 0; k < 36 && pad; k++)
         memset(Vs + ((ptrdiff_t)k * TBp + nb) * C, 0, sizeof(float) * (size_t)(TBp - nb) * C);
     for (int i = 0; i < nb; i++) {
         int t = t0 + i;
-        const float* base = xp + ((ptrdiff_t)(2 * (t / tw)) * Wp + 2 * (t % tw)) * C;
+        const float* base = xp + ((ptrdiff_t)(mo * (t / tw)) * Wp + mo * (t % tw)) * C;
         for (int c0 = 0; c0 < C; c0 += CC_WINO_CB) {
             int n = C - c0 < CC_WINO_CB ? C - c0 : CC_WINO_CB;
             for (int c = c0; c < c0 + n; c += CC_W) {
@@ -211,25 +251,26 @@ CC_FOR_V(CC_DEF_WINO_DW_TILE)
 
 /* The outputs of tiles t0 .. t0+nb-1, V vectors at f0, from M (36, TBp, 64):
  * Y = A^T M A (+ bias) (ReLU), stored where inside (OH, OW). */
-static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int tw, int OH,
-                           int OW, const float* bias, float* y, int F, int relu)
+CC_WINO_INLINE void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int tw,
+                                   int mo, int OH, int OW, const float* bias, float* y, int F,
+                                   int relu)
 {
     for (int i = 0; i < nb; i++) {
-        int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
+        int t = t0 + i, oh = mo * (t / tw), ow = mo * (t % tw);
         for (int v = 0; v < V; v++) {
-            cc_vf col[6], tmp[2][6], row[6], out[2];
+            cc_vf col[6], tmp[4][6], row[6], out[4];
             for (int j = 0; j < 6; j++) {
                 for (int r = 0; r < 6; r++)
                     col[r] = cc_load(Ms + ((ptrdiff_t)(r * 6 + j) * TBp + i) * 64 + CC_W * v);
-                cc_wino_at(col, out);
-                tmp[0][j] = out[0];
-                tmp[1][j] = out[1];
+                cc_wino_at(col, mo, out);
+                for (int a = 0; a < mo; a++)
+                    tmp[a][j] = out[a];
             }
-            for (int a = 0; a < 2 && oh + a < OH; a++) {
+            for (int a = 0; a < mo && oh + a < OH; a++) {
                 for (int j = 0; j < 6; j++)
                     row[j] = tmp[a][j];
-                cc_wino_at(row, out);
-                for (int b = 0; b < 2 && ow + b < OW; b++) {
+                cc_wino_at(row, mo, out);
+                for (int b = 0; b < mo && ow + b < OW; b++) {
                     cc_vf o = out[b];
                     if (bias)
                         o += cc_load(bias + CC_W * v);
@@ -242,15 +283,17 @@ static void cc_wino_output(const float* Ms, int TBp, int V, int t0, int nb, int 
     }
 }
 
-/* y (OH, OW, F) of one image, stride 1, from its padded copy xp, which has
- * at least 2 * ceil(OH / 2) + 4 rows and Wp >= 2 * ceil(OW / 2) + 4 columns
- * of C channels; U (36, C, F) from cc_wino_filter; scratch of
- * cc_wino_scratch_floats(C, F) floats, 64-byte aligned. */
-static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW,
+/* y (OH, OW, F) of one image, stride 1, r x r kernels (mo = 7 - r outputs a
+ * tile side), from its padded copy xp, which has at least mo * ceil(OH / mo)
+ * + r - 1 rows and Wp >= mo * ceil(OW / mo) + r - 1 columns of C channels;
+ * U (36, C, F) from cc_wino_filter; scratch of cc_wino_scratch_floats(C)
+ * floats, 64-byte aligned. */
+CC_WINO_INLINE void
+cc_wino_forward_image_r(const float* xp, int Wp, int C, int r, int OH, int OW,
                                   const float* U, int F, const float* b, float* y, int relu,
                                   float* scratch)
 {
-    int tw = (OW + 1) / 2, nt = ((OH + 1) / 2) * tw;
+    int mo = 7 - r, tw = (OW + mo - 1) / mo, nt = ((OH + mo - 1) / mo) * tw;
     float* Vs = scratch;
     float* Ms = scratch + (ptrdiff_t)36 * CC_WINO_TB * C;
     for (int t0 = 0; t0 < nt; t0 += CC_WINO_TB) {
@@ -258,7 +301,7 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
         /* the block is a whole number of register tiles (12 rows where some V is 1) */
         int RB = F % (2 * CC_W) ? 12 : 6;
         int TBp = (nb + RB - 1) / RB * RB;
-        cc_wino_input(xp, Wp, C, tw, t0, nb, TBp, Vs);
+        cc_wino_input(xp, Wp, C, tw, mo, t0, nb, TBp, Vs, 1);
         for (int f0 = 0; f0 < F; ) {
             int V = cc_pick_v(F - f0), R = V == 1 ? 12 : 6;
             for (int k = 0; k < 36; k++) {
@@ -271,46 +314,70 @@ static void cc_wino_forward_image(const float* xp, int Wp, int C, int OH, int OW
                     CC_BY_V(V, cc_wino_fwd_tile_, (Vr, C, 1, Uk, F, C, Mr, 64, 1));
                 }
             }
-            cc_wino_output(Ms, TBp, V, t0, nb, tw, OH, OW, b ? b + f0 : NULL, y + f0, F, relu);
+            cc_wino_output(Ms, TBp, V, t0, nb, tw, mo, OH, OW, b ? b + f0 : NULL, y + f0, F,
+                           relu);
             f0 += CC_W * V;
         }
     }
 }
 
+static void cc_wino_forward_image(const float* xp, int Wp, int C, int r, int OH, int OW,
+                                  const float* U, int F, const float* b, float* y, int relu,
+                                  float* scratch)
+{
+    if (r == 5)
+        cc_wino_forward_image_r(xp, Wp, C, 5, OH, OW, U, F, b, y, relu, scratch);
+    else
+        cc_wino_forward_image_r(xp, Wp, C, 3, OH, OW, U, F, b, y, relu, scratch);
+}
+
 /* ------------------------------------------------------ weight gradient */
 
-/* z = A y: a 2-point output gradient to the 6 points */
-static inline void cc_wino_a(cc_vf y0, cc_vf y1, cc_vf z[6])
+/* z = A y: an mo-point (2 or 4) output gradient to the 6 points */
+CC_WINO_INLINE void cc_wino_a(const cc_vf y[4], int mo, cc_vf z[6])
 {
-    cc_vf y2 = 2.0f * y1;
-    z[0] = y0;
-    z[1] = y0 + y1;
-    z[2] = y0 - y1;
-    z[3] = y0 + y2;
-    z[4] = y0 - y2;
-    z[5] = y1;
+    if (mo == 2) {
+        cc_vf y2 = 2.0f * y[1];
+        z[0] = y[0];
+        z[1] = y[0] + y[1];
+        z[2] = y[0] - y[1];
+        z[3] = y[0] + y2;
+        z[4] = y[0] - y2;
+        z[5] = y[1];
+        return;
+    }
+    cc_vf e = y[0] + y[2], o = y[1] + y[3];
+    cc_vf e4 = y[0] + 4.0f * y[2], o8 = 2.0f * y[1] + 8.0f * y[3];
+    z[0] = y[0];
+    z[1] = e + o;
+    z[2] = e - o;
+    z[3] = e4 + o8;
+    z[4] = e4 - o8;
+    z[5] = y[3];
 }
 
 /* DY (36, TBW, F) = A dy A^T of tiles t0 .. t0+nb-1 (outputs past OH, OW: 0) */
-static void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int t0, int nb,
-                       float* Ds)
+CC_WINO_INLINE void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int mo,
+                               int t0, int nb, float* Ds)
 {
     float buf[36 * CC_WINO_CB] __attribute__((aligned(64)));
     for (int i = 0; i < nb; i++) {
-        int t = t0 + i, oh = 2 * (t / tw), ow = 2 * (t % tw);
+        int t = t0 + i, oh = mo * (t / tw), ow = mo * (t % tw);
         for (int f0 = 0; f0 < F; f0 += CC_WINO_CB) {
             int n = F - f0 < CC_WINO_CB ? F - f0 : CC_WINO_CB;
             for (int f = f0; f < f0 + n; f += CC_W) {
-                cc_vf g[2][2], rows[2][6], col[6];
-                for (int a = 0; a < 2; a++)
-                    for (int b = 0; b < 2; b++)
+                cc_vf g[4][4], rows[4][6], col[6], side[4];
+                for (int a = 0; a < mo; a++)
+                    for (int b = 0; b < mo; b++)
                         g[a][b] = oh + a < OH && ow + b < OW
                             ? cc_load(dy + ((ptrdiff_t)(oh + a) * OW + ow + b) * F + f)
                             : (cc_vf){0};
-                for (int a = 0; a < 2; a++)
-                    cc_wino_a(g[a][0], g[a][1], rows[a]);
+                for (int a = 0; a < mo; a++)
+                    cc_wino_a(g[a], mo, rows[a]);
                 for (int j = 0; j < 6; j++) {
-                    cc_wino_a(rows[0][j], rows[1][j], col);
+                    for (int a = 0; a < mo; a++)
+                        side[a] = rows[a][j];
+                    cc_wino_a(side, mo, col);
                     for (int r = 0; r < 6; r++)
                         cc_store(buf + (r * 6 + j) * CC_WINO_CB + f - f0, col[r]);
                 }
@@ -320,39 +387,75 @@ static void cc_wino_dy(const float* dy, int OH, int OW, int F, int tw, int t0, i
     }
 }
 
-/* M (36, C, F) += (or, if first, =) the transformed weight gradient of one
- * image: xp its padded copy (as for cc_wino_forward_image), dy (OH, OW, F)
- * its output gradient; scratch of cc_wino_scratch_floats(C, F) floats,
- * 64-byte aligned. */
-static void cc_wino_dw_image(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
-                             int F, float* M, int first, float* scratch)
+/* The weight gradient's products of the tiles in the block (q[0] of them):
+ * M (36, C, F) += (or, if M holds no sum yet, q[1] == 0, =) V[k]^T DY[k];
+ * the block is empty after. */
+static void cc_wino_dw_flush(int C, int F, float* M, int* q, float* scratch)
 {
-    int tw = (OW + 1) / 2, nt = ((OH + 1) / 2) * tw;
+    const float* Vs = scratch;
+    const float* Ds = scratch + (ptrdiff_t)36 * CC_WINO_TBW * C;
+    int nb = q[0], fst = !q[1];
+    if (nb == 0)
+        return;
+    for (int k = 0; k < 36; k++) {
+        const float* Vk = Vs + (ptrdiff_t)k * CC_WINO_TBW * C;
+        const float* Dk = Ds + (ptrdiff_t)k * CC_WINO_TBW * F;
+        float* Mk = M + (ptrdiff_t)k * C * F;
+        for (int f0 = 0; f0 < F; ) {
+            int V = cc_pick_v(F - f0);
+            for (int c0 = 0; c0 < C; c0 += CC_WDW_ROWS(V)) {
+                float* Mr = Mk + (ptrdiff_t)c0 * F + f0;
+                CC_BY_V(V, cc_wino_dw_tile_, (Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst));
+            }
+            f0 += CC_W * V;
+        }
+    }
+    q[0] = 0;
+    q[1] = 1;
+}
+
+/* The transformed weight gradient M (36, C, F) of a run of images (a slot),
+ * one image a call: xp its padded copy (as for cc_wino_forward_image), dy
+ * (OH, OW, F) its output gradient. Its tiles are transformed into the block
+ * (V and DY of CC_WINO_TBW tiles, in scratch of cc_wino_dw_scratch_floats(C,
+ * F) floats, 64-byte aligned) after those of the images before it, and a
+ * full block's products are added into M (cc_wino_dw_flush); q (tiles in the
+ * block, whether M holds a sum) is {0, 0} at the run's start, and the run
+ * ends with a cc_wino_dw_flush. Each entry of M is the sum over the run's
+ * tiles in order, one at a time (the register tile starts from M as
+ * stored), however they fall into blocks: the same bits as a block an
+ * image, and a 7x7 map's 4 tiles of F(4x4, 3x3) fill a block from 16 images
+ * instead of adding 4-tile products into all of M. */
+CC_WINO_INLINE void
+cc_wino_dw_image_r(const float* xp, int Wp, int C, int r, const float* dy, int OH, int OW,
+                   int F, float* M, int* q, float* scratch)
+{
+    int mo = 7 - r, tw = (OW + mo - 1) / mo, nt = ((OH + mo - 1) / mo) * tw;
     float* Vs = scratch;
     float* Ds = scratch + (ptrdiff_t)36 * CC_WINO_TBW * C;
-    for (int t0 = 0; t0 < nt; t0 += CC_WINO_TBW) {
-        int nb = nt - t0 < CC_WINO_TBW ? nt - t0 : CC_WINO_TBW;
-        cc_wino_input(xp, Wp, C, tw, t0, nb, CC_WINO_TBW, Vs);
-        cc_wino_dy(dy, OH, OW, F, tw, t0, nb, Ds);
-        int fst = first && t0 == 0;
-        for (int k = 0; k < 36; k++) {
-            const float* Vk = Vs + (ptrdiff_t)k * CC_WINO_TBW * C;
-            const float* Dk = Ds + (ptrdiff_t)k * CC_WINO_TBW * F;
-            float* Mk = M + (ptrdiff_t)k * C * F;
-            for (int f0 = 0; f0 < F; ) {
-                int V = cc_pick_v(F - f0);
-                for (int c0 = 0; c0 < C; c0 += CC_WDW_ROWS(V)) {
-                    float* Mr = Mk + (ptrdiff_t)c0 * F + f0;
-                    CC_BY_V(V, cc_wino_dw_tile_, (Vk + c0, 1, C, Dk + f0, F, nb, Mr, F, fst));
-                }
-                f0 += CC_W * V;
-            }
-        }
+    for (int t0 = 0; t0 < nt; ) {
+        int nb = nt - t0 < CC_WINO_TBW - q[0] ? nt - t0 : CC_WINO_TBW - q[0];
+        cc_wino_input(xp, Wp, C, tw, mo, t0, nb, CC_WINO_TBW, Vs + (ptrdiff_t)q[0] * C, 0);
+        cc_wino_dy(dy, OH, OW, F, tw, mo, t0, nb, Ds + (ptrdiff_t)q[0] * F);
+        q[0] += nb;
+        t0 += nb;
+        if (q[0] == CC_WINO_TBW)
+            cc_wino_dw_flush(C, F, M, q, scratch);
     }
 }
 
-/* dw (5, 5, C, F) = G^T M G for every (c, f) of M (36, C, F). */
-static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
+static void cc_wino_dw_image(const float* xp, int Wp, int C, int r, const float* dy, int OH,
+                             int OW, int F, float* M, int* q, float* scratch)
+{
+    if (r == 5)
+        cc_wino_dw_image_r(xp, Wp, C, 5, dy, OH, OW, F, M, q, scratch);
+    else
+        cc_wino_dw_image_r(xp, Wp, C, 3, dy, OH, OW, F, M, q, scratch);
+}
+
+/* dw (r, r, C, F) = G^T M G for every (c, f) of M (36, C, F). */
+CC_WINO_INLINE void
+cc_wino_dw_finish_r(const float* M, int r, int C, int F, float* dw)
 {
     const float s6 = 1.0f / 6, s24 = 1.0f / 24, s12 = 1.0f / 12, s3 = 1.0f / 3;
     for (int c = 0; c < C; c++)
@@ -362,10 +465,10 @@ static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
                 m[k / 6][k % 6] = cc_load(M + ((ptrdiff_t)k * C + c) * F + f);
             for (int pass = 0; pass < 2; pass++)
                 for (int j = 0; j < 6; j++) {
-                    if (pass == 1 && j == 5)
+                    if (pass == 1 && j == r)
                         break;
-                    /* pass 0: column j of m -> column j of t (rows 0..4 of G^T m);
-                     * pass 1: row j of t -> the 5 outputs of dw row j */
+                    /* pass 0: column j of m -> column j of t (rows 0..r-1 of G^T m);
+                     * pass 1: row j of t -> the r outputs of dw row j */
                     cc_vf v[6], o[5];
                     for (int i = 0; i < 6; i++)
                         v[i] = pass == 0 ? m[i][j] : t[j][i];
@@ -376,14 +479,24 @@ static void cc_wino_dw_finish(const float* M, int C, int F, float* dw)
                     o[2] = s6 * (sum34 - sum12);
                     o[3] = s6 * dif12 + s3 * dif34;
                     o[4] = (2.0f * s3) * sum34 - s6 * sum12 + v[5];
-                    for (int kk = 0; kk < 5; kk++) {
+                    if (r == 3)
+                        o[2] = o[2] + v[5];
+                    for (int kk = 0; kk < r; kk++) {
                         if (pass == 0)
                             t[kk][j] = o[kk];
                         else
-                            cc_store(dw + (((ptrdiff_t)j * 5 + kk) * C + c) * F + f, o[kk]);
+                            cc_store(dw + (((ptrdiff_t)j * r + kk) * C + c) * F + f, o[kk]);
                     }
                 }
         }
+}
+
+static void cc_wino_dw_finish(const float* M, int r, int C, int F, float* dw)
+{
+    if (r == 5)
+        cc_wino_dw_finish_r(M, 5, C, F, dw);
+    else
+        cc_wino_dw_finish_r(M, 3, C, F, dw);
 }
 
 #endif

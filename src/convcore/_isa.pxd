@@ -19,14 +19,16 @@ cdef extern from "_kernel_set.h" nogil:
                               float* dw) noexcept nogil
         void (*mask_sum)(const float* dy, const float* y, int P, int F, float* out,
                          float* db) noexcept nogil
-        void (*wino_filter)(const float* w, int C, int F, float* U) noexcept nogil
-        void (*wino_forward_image)(const float* xp, int Wp, int C, int OH, int OW,
+        void (*wino_filter)(const float* w, int r, int C, int F, float* U) noexcept nogil
+        void (*wino_forward_image)(const float* xp, int Wp, int C, int r, int OH, int OW,
                                    const float* U, int F, const float* b, float* y,
                                    int relu, float* scratch) noexcept nogil
-        void (*wino_dw_image)(const float* xp, int Wp, int C, const float* dy, int OH,
-                              int OW, int F, float* M, int first,
+        void (*wino_dw_image)(const float* xp, int Wp, int C, int r, const float* dy,
+                              int OH, int OW, int F, float* M, int* q,
                               float* scratch) noexcept nogil
-        void (*wino_dw_finish)(const float* M, int C, int F, float* dw) noexcept nogil
+        void (*wino_dw_flush)(int C, int F, float* M, int* q, float* scratch) noexcept nogil
+        void (*wino_dw_finish)(const float* M, int r, int C, int F,
+                               float* dw) noexcept nogil
         void (*linear_forward_block)(const float* x, int D, const float* w, int F,
                                      const float* b, float* y, int n0, int n1, int c0,
                                      int c1, int relu) noexcept nogil

@@ -49,13 +49,14 @@ typedef struct {
                           int OH, int OW, const float* dy, int F, float* dw);
     void (*mask_sum)(const float* dy, const float* y, int P, int F, float* out, float* db);
     /* _conv_winograd.h */
-    void (*wino_filter)(const float* w, int C, int F, float* U);
-    void (*wino_forward_image)(const float* xp, int Wp, int C, int OH, int OW,
+    void (*wino_filter)(const float* w, int r, int C, int F, float* U);
+    void (*wino_forward_image)(const float* xp, int Wp, int C, int r, int OH, int OW,
                                const float* U, int F, const float* b, float* y, int relu,
                                float* scratch);
-    void (*wino_dw_image)(const float* xp, int Wp, int C, const float* dy, int OH, int OW,
-                          int F, float* M, int first, float* scratch);
-    void (*wino_dw_finish)(const float* M, int C, int F, float* dw);
+    void (*wino_dw_image)(const float* xp, int Wp, int C, int r, const float* dy, int OH,
+                          int OW, int F, float* M, int* q, float* scratch);
+    void (*wino_dw_flush)(int C, int F, float* M, int* q, float* scratch);
+    void (*wino_dw_finish)(const float* M, int r, int C, int F, float* dw);
     /* _linear_tiles.h */
     void (*linear_forward_block)(const float* x, int D, const float* w, int F,
                                  const float* b, float* y, int n0, int n1, int c0, int c1,

@@ -46,6 +46,7 @@ const cc_kernel_set CC_KERNEL_SET = {
     .wino_filter = cc_wino_filter,
     .wino_forward_image = cc_wino_forward_image,
     .wino_dw_image = cc_wino_dw_image,
+    .wino_dw_flush = cc_wino_dw_flush,
     .wino_dw_finish = cc_wino_dw_finish,
     .linear_forward_block = cc_linear_forward_block,
     .linear_dw_block = cc_linear_dw_block,

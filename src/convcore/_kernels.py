@@ -70,11 +70,11 @@ def set_kernels(name, winograd=True, strict=False):
     Max-pool and dropout run on the vector set named, else on the best one
     (else the baseline build): their results are the same bits on every set.
 
-    winograd: with a vector set, run the convolutions with 5x5 kernels at
-    stride 1 and C_in a multiple of 16 (forward, input and weight gradients)
-    as Winograd F(2x2, 5x5): 2.8x fewer multiplications, a few times (the
-    weight gradient: about 25 times) the direct sum's rounding error. False:
-    the direct kernel always.
+    winograd: with a vector set, run the convolutions with 5x5 or 3x3
+    kernels at stride 1 and C_in a multiple of 16 (forward, input and weight
+    gradients) as Winograd F(2x2, 5x5) or F(4x4, 3x3): 2.8x or 4x fewer
+    multiplications, a few times (the weight gradient: about 25 times) the
+    direct sum's rounding error. False: the direct kernel always.
 
     All give the same results up to float32 rounding (each is tested against
     convcore.reference) and the same bits on any thread count; the vector
@@ -189,8 +189,9 @@ def conv_simd(fn, g, cout, need_dx):
 
 def winograd(g):
     """Whether a vector convolution (or its input gradient) of window g runs as
-    Winograd F(2x2, 5x5): 5x5 kernels, stride 1, C_in a multiple of 16."""
-    return (_winograd_on and (g["KH"], g["KW"]) == (5, 5)
+    Winograd: F(2x2, 5x5) for 5x5 kernels, F(4x4, 3x3) for 3x3; stride 1, C_in
+    a multiple of 16."""
+    return (_winograd_on and (g["KH"], g["KW"]) in ((5, 5), (3, 3))
             and (g["SH"], g["SW"]) == (1, 1) and g["C"] % 16 == 0)
 
 

@@ -113,25 +113,32 @@ static void test_direct(const cc_kernel_set* k, int C, int F, int KH, int KW, in
     free(xp), free(w), free(b), free(y), free(dy), free(dw), free(want), free(bound);
 }
 
-static void test_winograd(const cc_kernel_set* k, int C, int F, int OH, int OW)
+static void test_winograd(const cc_kernel_set* k, int r, int C, int F, int OH, int OW)
 {
-    int Hp = 2 * ((OH + 1) / 2) + 4, Wp = 2 * ((OW + 1) / 2) + 4, P = OH * OW;
-    float *xp = fill((size_t)Hp * Wp * C), *w = fill((size_t)25 * C * F), *b = fill(F);
-    float *y = fill((size_t)P * F), *dy = fill((size_t)P * F), *dw = fill((size_t)25 * C * F);
+    int m = 7 - r, KK = r * r;
+    int Hp = m * ((OH + m - 1) / m) + r - 1, Wp = m * ((OW + m - 1) / m) + r - 1, P = OH * OW;
+    float *xp = fill((size_t)Hp * Wp * C), *w = fill((size_t)KK * C * F), *b = fill(F);
+    float *y = fill((size_t)P * F), *dy = fill((size_t)P * F), *dw = fill((size_t)KK * C * F);
     float *U = fill((size_t)36 * C * F), *M = fill((size_t)36 * C * F);
-    float* scratch = fill(cc_wino_scratch_floats(C, F));
-    double* want = malloc(sizeof(double) * (size_t)(P + 25 * C) * F);
-    double* bound = malloc(sizeof(double) * (size_t)(P + 25 * C) * F);
-    k->wino_filter(w, C, F, U);
-    k->wino_forward_image(xp, Wp, C, OH, OW, U, F, b, y, 0, scratch);
-    ref_conv(xp, Wp, C, 5, 5, 1, 1, OH, OW, w, F, b, want, bound);
-    check("Winograd forward", y, want, bound, (size_t)P * F, 100.0 * (25 * C + 1));
-    k->wino_dw_image(xp, Wp, C, dy, OH, OW, F, M, 1, scratch);
-    k->wino_dw_finish(M, C, F, dw);
-    ref_conv_dw(xp, Wp, C, 5, 5, 1, 1, OH, OW, dy, F, want, bound);
-    check("Winograd weight gradient", dw, want, bound, (size_t)25 * C * F, 100.0 * P);
+    float* scratch = fill(cc_wino_scratch_floats(C));
+    float* dw_scratch = fill(cc_wino_dw_scratch_floats(C, F));
+    int q[2] = {0, 0};
+    double* want = malloc(sizeof(double) * (size_t)(P + KK * C) * F);
+    double* bound = malloc(sizeof(double) * (size_t)(P + KK * C) * F);
+    k->wino_filter(w, r, C, F, U);
+    k->wino_forward_image(xp, Wp, C, r, OH, OW, U, F, b, y, 0, scratch);
+    ref_conv(xp, Wp, C, r, r, 1, 1, OH, OW, w, F, b, want, bound);
+    check(r == 5 ? "Winograd F(2x2, 5x5) forward" : "Winograd F(4x4, 3x3) forward", y, want,
+          bound, (size_t)P * F, 100.0 * (KK * C + 1));
+    k->wino_dw_image(xp, Wp, C, r, dy, OH, OW, F, M, q, dw_scratch);
+    k->wino_dw_flush(C, F, M, q, dw_scratch);
+    k->wino_dw_finish(M, r, C, F, dw);
+    ref_conv_dw(xp, Wp, C, r, r, 1, 1, OH, OW, dy, F, want, bound);
+    check(r == 5 ? "Winograd F(2x2, 5x5) weight gradient"
+                 : "Winograd F(4x4, 3x3) weight gradient",
+          dw, want, bound, (size_t)KK * C * F, 100.0 * P);
     free(xp), free(w), free(b), free(y), free(dy), free(dw), free(U), free(M), free(scratch);
-    free(want), free(bound);
+    free(dw_scratch), free(want), free(bound);
 }
 
 /* y = x @ w + b, dw = x^T dy, dx = dy w^T (x (N, D), w (D, F)) */
@@ -279,9 +286,11 @@ static void test_set(const cc_kernel_set* k)
         int* s = shapes[i];
         test_direct(k, s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
     }
-    test_winograd(k, 32, 64, 14, 14);
-    test_winograd(k, 16, 48, 7, 5);
-    test_winograd(k, 48, 16, 3, 9);
+    for (int r = 3; r <= 5; r += 2) {
+        test_winograd(k, r, 32, 64, 14, 14);
+        test_winograd(k, r, 16, 48, 7, 5);
+        test_winograd(k, r, 48, 16, 3, 9);
+    }
     test_dense(k, 50, 300, 1024);
     test_dense(k, 97, 37, 80);
     test_dense(k, 1, 600, 16);
