@@ -319,7 +319,7 @@ cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept
 
 
 cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int r, int C,
-                         int F) noexcept nogil:
+                          int F) noexcept nogil:
     """U (36, C, F): the Winograd transform of w (r, r, C, F); NULL if out of memory."""
     cdef float* U = alloc64(36 * C * F)
     if U != NULL:
