@@ -149,6 +149,19 @@ CASES = {
                      "stride"),
     "padding 2**31": (lambda: convcore.im2col(X, 2, padding=(0, 2**31)), ValueError,
                       "padding"),
+    # a batch from a data set: uint8 or float32 images, rows inside it, shapes that agree
+    "gather x float64": (lambda: convcore.gather_batch(X.astype(np.float64), np.arange(2)),
+                         TypeError, "x must be a uint8 or float32"),
+    "gather rows past the end": (lambda: convcore.gather_batch(X, np.array([0, 2])),
+                                 ValueError, "rows must be image numbers in [0, 2)"),
+    "gather rows float": (lambda: convcore.gather_batch(X, np.array([0.0])), TypeError,
+                          "rows must be a numpy array of integers"),
+    "gather shift shape": (lambda: convcore.gather_batch(X, np.arange(2), np.zeros((2, 3), int)),
+                           ValueError, "shift must have shape (B, 2) = (2, 2)"),
+    "gather flip int": (lambda: convcore.gather_batch(X, np.arange(2), None, np.ones(2, int)),
+                        TypeError, "flip must be a bool numpy array"),
+    "gather divisor 0": (lambda: convcore.gather_batch(X, np.arange(2), divisor=0), ValueError,
+                         "divisor must be a finite number > 0"),
 }
 
 

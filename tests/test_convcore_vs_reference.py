@@ -690,3 +690,33 @@ def test_batchnorm_of_a_constant_channel_gives_beta():
     gamma, beta = np.full(35, 2, np.float32), np.full(35, 0.4102787, np.float32)
     y, mean, var = convcore.batchnorm_forward(x, gamma, beta)
     assert (y == beta).all() and (var == 0).all() and (mean == x[0, 0, 0]).all()
+
+
+@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3),
+       st.sampled_from([np.uint8, np.float32]), st.booleans(), st.booleans())
+def test_gather_batch_equals_reference(data, h, w, c, dtype, shifted, flipped):
+    """A batch gathered, moved (shifts past the image's edge included: all
+    zeros), mirrored and scaled: exactly the reference's (one read and one
+    division per entry)."""
+    n = data.draw(st.integers(1, 6))
+    b = data.draw(st.integers(0, 12))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = (rng.integers(0, 256, (n, h, w, c)) if dtype == np.uint8
+         else rng.standard_normal((n, h, w, c))).astype(dtype)
+    rows = rng.integers(0, n, b)
+    shift = rng.integers(-max(h, w) - 1, max(h, w) + 2, (b, 2)) if shifted else None
+    flip = rng.random(b) < 0.5 if flipped else None
+    divisor = data.draw(st.sampled_from([1.0, 255.0, 3.0]))
+    got = convcore.gather_batch(x, rows, shift, flip, divisor)
+    assert got.dtype == np.float32 and got.shape == (b, h, w, c)
+    np.testing.assert_array_equal(got, ref.gather_batch(x, rows, shift, flip, divisor))
+
+
+def test_gather_batch_moves_and_mirrors_as_documented():
+    """out[h, w] = x[h + dy, v + dx], v = W-1-w where mirrored: on a 3x4 image."""
+    x = np.arange(1, 13, dtype=np.uint8).reshape(1, 3, 4, 1)
+    out = convcore.gather_batch(x, np.array([0, 0, 0]), np.array([[1, -1], [0, 0], [0, 1]]),
+                                np.array([False, True, True]))[..., 0]
+    np.testing.assert_array_equal(out[0], [[0, 5, 6, 7], [0, 9, 10, 11], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(out[1], x[0, :, ::-1, 0])
+    np.testing.assert_array_equal(out[2], [[0, 4, 3, 2], [0, 8, 7, 6], [0, 12, 11, 10]])

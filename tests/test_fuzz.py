@@ -123,6 +123,12 @@ def arguments(name):
     if name == "linear_backward":
         return st.tuples(st.tuples(ARR, ARR, ARR), st.fixed_dictionaries({}, optional={
             "relu_y": ARR, "need_dx": st.booleans()}))
+    if name == "gather_batch":
+        rows = st.one_of(ARR, arrays(np.int64, st.integers(0, 6), elements=st.integers(-2, 8)))
+        return st.tuples(st.tuples(st.one_of(ARR, arrays(np.uint8, st.tuples(
+            *[st.integers(0, 4)] * 4))), rows), st.fixed_dictionaries({}, optional={
+                "shift": st.one_of(ARR, st.none()), "flip": st.one_of(ARR, st.none()),
+                "divisor": st.one_of(st.floats(-1, 300), st.integers(-1, 3), st.none())}))
     if name == "adam_update":
         return st.tuples(st.tuples(ARR, ARR, ARR, ARR, st.floats(-1, 1)), st.just({}))
     return st.tuples(st.tuples(ARR, ARR, ARR, st.floats(-1, 1)), st.fixed_dictionaries(

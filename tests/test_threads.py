@@ -139,6 +139,11 @@ def _all_ops(rng):
         "linear_backward_adam": [dx_adam, *fused_adam, *sliced_adam],
         "adam_update": adam,
         "sgd_update": sgd,
+        # 300 images of 11 x 13 x 3, moved, some mirrored, from a set of 40
+        "gather_batch": [convcore.gather_batch(
+            (xn[:, :, :, :3] * 40).astype(np.uint8).repeat(14, axis=0)[:40],
+            rng.integers(0, 40, 300), rng.integers(-3, 4, (300, 2)), rng.random(300) < 0.5,
+            255.0)],
     }
 
 

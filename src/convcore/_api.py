@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _checks as chk
-from . import _conv, _dropout, _im2col, _linear, _norm, _optim, _pool
+from . import _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
 from ._alloc import empty
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
@@ -639,3 +639,67 @@ def _totals(fn, totals, c, m):
                          f"({c},)), got count {flat[0] if flat.size else None} and "
                          f"{flat.size} numbers")
     return flat
+
+
+def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
+    """A batch from a data set in memory, as float32 (len(rows), H, W, C):
+    image rows[b] of x, mirrored left to right where flip[b], moved by
+    shift[b] = (dy, dx) pixels, divided by divisor:
+
+        out[b, h, w] = x[rows[b], h + dy, v + dx] / divisor,  v = W-1-w if flip[b] else w
+
+    and 0 where that pixel lies outside the image. x: uint8 or float32 (N, H,
+    W, C); rows: integers in [0, N); shift: integers (B, 2) or None (no
+    move); flip: booleans (B,) or None; divisor > 0 (255: pixels to [0, 1]).
+    One pass: the gather, the augmentation and the scaling of a training step."""
+    fn = "gather_batch"
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.float32):
+        got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{fn}: x must be a uint8 or float32 numpy array with shape {_X}, "
+                        f"got {got}")
+    x = chk.array(fn, "x", x, 4, _X, x.dtype)
+    rows = _integers(fn, "rows", rows, 1, "(B,)")
+    n, b = x.shape[0], rows.shape[0]
+    if b and (rows.min() < 0 or rows.max() >= n):
+        bad = rows[(rows < 0) | (rows >= n)][0]
+        raise ValueError(f"{fn}: rows must be image numbers in [0, {n}) (x has {n} images), "
+                         f"got {bad}")
+    if shift is not None:
+        shift = _integers(fn, "shift", shift, 2, "(B, 2)")
+        if shift.shape != (b, 2):
+            raise ValueError(f"{fn}: shift must have shape (B, 2) = ({b}, 2), got "
+                             f"{shift.shape}")
+        if b and np.abs(shift).max() > 2**30:
+            raise ValueError(f"{fn}: shift must be pixels within 2**30, got "
+                             f"{np.abs(shift).max()}")
+        shift = shift.astype(np.int32)
+    if flip is not None:
+        if not isinstance(flip, np.ndarray) or flip.dtype != np.bool_ or flip.shape != (b,):
+            got = f"{flip.dtype} {flip.shape}" if isinstance(flip, np.ndarray) else \
+                type(flip).__name__
+            raise TypeError(f"{fn}: flip must be a bool numpy array of shape (B,) = ({b},), "
+                            f"got {got}")
+        flip = np.ascontiguousarray(flip).view(np.uint8)
+    if isinstance(divisor, bool) or not isinstance(divisor, (int, float, np.floating,
+                                                            np.integer)) \
+            or not np.isfinite(divisor) or not divisor > 0:
+        raise ValueError(f"{fn}: divisor must be a finite number > 0, got {divisor!r}")
+    chk.size(fn, "the batch", b, *x.shape[1:])
+    out = empty((b,) + x.shape[1:])
+    _gather.gather_batch(x, rows, shift, flip, float(divisor), out, get_num_threads())
+    return out
+
+
+def _integers(fn, name, a, ndim, layout):
+    """a as a C-contiguous int64 array of ndim dims (any integer dtype)."""
+    if not isinstance(a, np.ndarray) or not (np.issubdtype(a.dtype, np.integer)):
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise TypeError(f"{fn}: {name} must be a numpy array of integers with shape {layout}, "
+                        f"got {got}")
+    if a.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-d with shape {layout}, "
+                         f"got {a.ndim}-d {a.shape}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{fn}: {name} holds {a.max()}, beyond int64")
+    return np.ascontiguousarray(a, dtype=np.int64)
+

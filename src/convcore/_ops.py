@@ -19,6 +19,7 @@ OPERATIONS = (
     "linear_forward", "linear_backward",                   # dense layer
     "linear_backward_adam",                                # dense backward + Adam, fused
     "adam_update", "sgd_update",                           # optimiser steps, in place
+    "gather_batch",                                        # a batch: gather, augment, scale
 )
 
 # Threads, kernel choice, build facts, aligned arrays: not operations.

@@ -286,3 +286,19 @@ def dropout_forward(x, rate, key, offset=0):
 
 def dropout_backward(dy, rate, key, offset=0):
     return dropout_forward(dy, rate, key, offset)
+
+
+def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
+    x = np.asarray(x)[np.asarray(rows, np.int64)]
+    b, h, w = x.shape[:3]
+    out = np.zeros(x.shape, np.float32)
+    shift = np.zeros((b, 2), np.int64) if shift is None else np.asarray(shift, np.int64)
+    for i, (dy, dx) in enumerate(shift):
+        # out[i, r, c] = x[i, r + dy, c + dx] where that is inside
+        r0, r1 = max(0, -dy), min(h, h - dy)
+        c0, c1 = max(0, -dx), min(w, w - dx)
+        if r0 < r1 and c0 < c1:
+            out[i, r0:r1, c0:c1] = x[i, r0 + dy:r1 + dy, c0 + dx:c1 + dx]
+    if flip is not None:   # then column w takes column W - 1 - w
+        out = np.where(np.asarray(flip)[:, None, None, None], out[:, :, ::-1], out)
+    return out / np.float32(divisor)

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from ..data.augment import batch
 from ..errors import WriteError
 from ..io.checkpoints import load_checkpoint, save_checkpoint
 from ..model import SLICES
@@ -245,9 +246,9 @@ class Trainer:
             idx = self.sampler.next()                 # the global batch, alike on every rank
             first, end = self.world.shard(len(idx))
             yb = np.asarray(y[idx[first:end]]).astype(np.int64)
-            xb = x[idx[first:end]]
-            if self.augment is not None:               # drawn for the global batch
-                xb = self.augment(xb, first, len(idx))
+            # gathered, augmented (drawn for the global batch) and scaled in one pass
+            xb = batch(x, idx[first:end], self.augment, first, len(idx),
+                       self.model.input_divisor)
             loss, logits = self.parallel.step_slice(xb, yb, first, len(idx))
             correct = int((logits.argmax(1) == yb).sum())
             if self.world.size > 1:                   # the batch's, and a Ctrl-C on any rank
