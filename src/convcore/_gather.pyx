@@ -14,13 +14,20 @@ ctypedef fused pixel:
     float
 
 
+cdef extern from "_gather_kernels.h" nogil:
+    void cc_gather_run_u8(const uint8_t* src, float* dst, Py_ssize_t n, float divisor)
+    void cc_gather_run_f32(const float* src, float* dst, Py_ssize_t n, float divisor)
+    void cc_gather_mirror_u8(const uint8_t* src, float* dst, Py_ssize_t n, Py_ssize_t last,
+                             Py_ssize_t C, float divisor)
+    void cc_gather_mirror_f32(const float* src, float* dst, Py_ssize_t n, Py_ssize_t last,
+                              Py_ssize_t C, float divisor)
+
+
 cdef inline void _row(const pixel* src, float* dst, Py_ssize_t W, Py_ssize_t C, int dx,
                       bint mirror, float divisor) noexcept nogil:
     """One output row: dst[w] = src[v + dx] / divisor (v = W-1-w if mirror, else
-    w), 0 where v + dx is outside [0, W): the columns inside are one run, a
-    straight loop (vectorised) where not mirrored."""
-    cdef Py_ssize_t w, e, c, w0, w1
-    cdef const pixel* s
+    w), 0 where v + dx is outside [0, W): the columns inside are one run."""
+    cdef Py_ssize_t w0, w1
     if mirror:   # 0 <= W-1-w+dx < W
         w0, w1 = max(0, dx), min(W, W + dx)
     else:        # 0 <= w+dx < W
@@ -30,15 +37,16 @@ cdef inline void _row(const pixel* src, float* dst, Py_ssize_t W, Py_ssize_t C, 
         return
     memset(dst, 0, w0 * C * sizeof(float))
     memset(dst + w1 * C, 0, (W - w1) * C * sizeof(float))
-    if not mirror:
-        s = src + (w0 + dx) * C
-        for e in range((w1 - w0) * C):
-            dst[w0 * C + e] = <float>s[e] / divisor
-        return
-    for w in range(w0, w1):
-        s = src + (W - 1 - w + dx) * C
-        for c in range(C):
-            dst[w * C + c] = <float>s[c] / divisor
+    if pixel is uint8_t:
+        if mirror:
+            cc_gather_mirror_u8(src, dst + w0 * C, w1 - w0, W - 1 - w0 + dx, C, divisor)
+        else:
+            cc_gather_run_u8(src + (w0 + dx) * C, dst + w0 * C, (w1 - w0) * C, divisor)
+    else:
+        if mirror:
+            cc_gather_mirror_f32(src, dst + w0 * C, w1 - w0, W - 1 - w0 + dx, C, divisor)
+        else:
+            cc_gather_run_f32(src + (w0 + dx) * C, dst + w0 * C, (w1 - w0) * C, divisor)
 
 
 def gather_batch(const pixel[:, :, :, ::1] x,         # IN  (N, H, W, C) the data set
