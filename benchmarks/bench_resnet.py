@@ -4,10 +4,11 @@ PyTorch and TensorFlow/Keras, same cores, one sitting.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_resnet.py \\
         --out benchmarks/results/resnet-zen3.json
 
-The network: stem conv 3x3x16 + BN + ReLU; three stages of one basic block
+The network: stem conv 3x3 + BN + ReLU; three stages of one basic block
 (conv 3x3 + BN + ReLU, conv 3x3 + BN, a 1x1 conv + BN shortcut where the
-shape changes, add, ReLU) of 16, 32, 64 channels, stride 2 into the second
-and third; global average pooling; dense 10. 28x28x1 inputs. Training steps
+shape changes, add, ReLU) of --widths channels (default 32, 64, 128, the
+built-in resnet8's; 16, 32, 64 is Keras' CIFAR example's), stride 2 into the
+second and third; global average pooling; dense 10. 28x28x1 inputs. Training steps
 (Adam, batch 64) and inference (batch 256) on 1 and 2 threads; PyTorch in
 channels_last (its faster layout on CPUs), Keras in NHWC with a tf.function
 step. Each framework and setting in its own process, in rounds that
@@ -29,7 +30,7 @@ sys.path.insert(0, HERE)
 from _common import machine, markdown_table, write_json  # noqa: E402
 
 SETTINGS = [("train", 64, 1), ("train", 64, 2), ("infer", 256, 1), ("infer", 256, 2)]
-WIDTHS = (16, 32, 64)
+WIDTHS = (32, 64, 128)   # --widths
 
 
 def _data(batch):
@@ -42,7 +43,7 @@ def _pyconv(mode, batch, threads):
     import pyconv
     convcore.set_num_threads(threads)
     x, y = _data(batch)
-    model = pyconv.models.resnet8(seed=0)
+    model = pyconv.models.resnet8(seed=0, widths=WIDTHS)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
     if mode == "train":
         return lambda: model.train_step(x, y, opt), pyconv.__version__
@@ -161,7 +162,7 @@ def worker(framework, mode, batch, threads, steps):
 
 def run_worker(framework, mode, batch, threads, steps):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, mode, str(batch),
-           str(threads), str(steps)]
+           str(threads), str(steps), "--widths", *map(str, WIDTHS)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"framework": framework, "error": out.stderr.strip().splitlines()[-1:]}
@@ -174,7 +175,11 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "resnet.json"))
+    ap.add_argument("--widths", nargs=3, type=int, default=list(WIDTHS),
+                    help="the three stages' channels (default: 32 64 128)")
     args = ap.parse_args()
+    global WIDTHS
+    WIDTHS = tuple(args.widths)
     if args.worker:
         fw, mode, batch, threads, steps = args.worker
         print(json.dumps(worker(fw, mode, int(batch), int(threads), int(steps))))
@@ -204,8 +209,8 @@ def main():
     table = markdown_table(["setting", "pyconv img/s", "PyTorch img/s", "TensorFlow img/s",
                             "pyconv / PyTorch", "pyconv / TensorFlow"], rows)
     print(table)
-    write_json(args.out, {"machine": machine(), "summary": summary, "runs": rounds,
-                          "table": table})
+    write_json(args.out, {"machine": machine(), "widths": WIDTHS, "summary": summary,
+                          "runs": rounds, "table": table})
 
 
 if __name__ == "__main__":
