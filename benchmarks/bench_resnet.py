@@ -170,6 +170,7 @@ def run_worker(framework, mode, batch, threads, steps):
 
 
 def main():
+    global WIDTHS
     ap = argparse.ArgumentParser(description="resnet8 in pyconv, PyTorch and TensorFlow")
     ap.add_argument("--worker", nargs=5, metavar=("FW", "MODE", "BATCH", "THREADS", "STEPS"))
     ap.add_argument("--steps", type=int, default=20)
@@ -178,7 +179,6 @@ def main():
     ap.add_argument("--widths", nargs=3, type=int, default=list(WIDTHS),
                     help="the three stages' channels (default: 32 64 128)")
     args = ap.parse_args()
-    global WIDTHS
     WIDTHS = tuple(args.widths)
     if args.worker:
         fw, mode, batch, threads, steps = args.worker
