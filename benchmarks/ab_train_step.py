@@ -11,31 +11,27 @@ median of 40 steps, after 5) and the process's max RSS in MB. Each
 measurement a fresh process, alternating the installs: on a noisy machine
 the pairs say more than a table of medians over rounds.
 """
+import os
 import resource
 import sys
 import time
 
 import numpy as np
 
-import convcore
-import pyconv
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_peers import _pyconv  # noqa: E402  (the same worker as bench_peers)
 
 
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    convcore.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    model = pyconv.models.tutorial_cnn(seed=0)
-    opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
+    step, _ = _pyconv("train", batch, threads)
     for _ in range(5):
-        model.train_step(x, y, opt)
+        step()
     times = []
     for _ in range(40):
         t = time.perf_counter()
-        model.train_step(x, y, opt)
+        step()
         times.append(time.perf_counter() - t)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"{batch / np.median(times):.0f} img/s {rss} MB")
