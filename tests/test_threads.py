@@ -69,6 +69,10 @@ def _all_ops(rng):
     xw = rng.standard_normal((37, 9, 11, 48)).astype(np.float32)
     ww = rng.standard_normal((5, 5, 48, 80)).astype(np.float32)
     yw = convcore.conv2d_forward(xw, ww, b[:16].repeat(5), padding="same", relu=True)
+    # Winograd F(4x4, 3x3): 37 images of 9 x 11 (odd tiles), 32 -> 48 channels
+    x3 = rng.standard_normal((37, 9, 11, 32)).astype(np.float32)
+    w3 = rng.standard_normal((3, 3, 32, 48)).astype(np.float32)
+    y3 = convcore.conv2d_forward(x3, w3, b[:16].repeat(3), padding="same", relu=True)
     # the dense tiles: 2 k-blocks, 64- and 16-wide column blocks
     xt = rng.standard_normal((91, 300)).astype(np.float32)
     wt = rng.standard_normal((300, 80)).astype(np.float32)
@@ -129,8 +133,11 @@ def _all_ops(rng):
                             *convcore.conv2d_backward(xw, ww, yw, padding="same",
                                                       slices=cut(37, 4)),
                             *convcore.conv2d_backward(xb, wb, yb, padding="same",
-                                                      slices=cut(150, 8))],
-        "conv2d_forward": [yd, yw, y],
+                                                      slices=cut(150, 8)),
+                            *convcore.conv2d_backward(x3, w3, y3, padding="same", relu_y=y3),
+                            *convcore.conv2d_backward(x3, w3, y3, padding="same",
+                                                      slices=cut(37, 4))],
+        "conv2d_forward": [yd, yw, y, y3],
         "im2col": [cols],
         "col2im": [convcore.col2im(cols, x.shape, 4, 3, 1)],
         "maxpool2d_forward": [p, am],
