@@ -658,14 +658,14 @@ def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
         raise TypeError(f"{fn}: x must be a uint8 or float32 numpy array with shape {_X}, "
                         f"got {got}")
     x = chk.array(fn, "x", x, 4, _X, x.dtype)
-    rows = _integers(fn, "rows", rows, 1, "(B,)")
+    rows = chk.integers(fn, "rows", rows, 1, "(B,)")
     n, b = x.shape[0], rows.shape[0]
     if b and (rows.min() < 0 or rows.max() >= n):
         bad = rows[(rows < 0) | (rows >= n)][0]
         raise ValueError(f"{fn}: rows must be image numbers in [0, {n}) (x has {n} images), "
                          f"got {bad}")
     if shift is not None:
-        shift = _integers(fn, "shift", shift, 2, "(B, 2)")
+        shift = chk.integers(fn, "shift", shift, 2, "(B, 2)")
         if shift.shape != (b, 2):
             raise ValueError(f"{fn}: shift must have shape (B, 2) = ({b}, 2), got "
                              f"{shift.shape}")
@@ -688,18 +688,4 @@ def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
     out = empty((b,) + x.shape[1:])
     _gather.gather_batch(x, rows, shift, flip, float(divisor), out, get_num_threads())
     return out
-
-
-def _integers(fn, name, a, ndim, layout):
-    """a as a C-contiguous int64 array of ndim dims (any integer dtype)."""
-    if not isinstance(a, np.ndarray) or not (np.issubdtype(a.dtype, np.integer)):
-        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{fn}: {name} must be a numpy array of integers with shape {layout}, "
-                        f"got {got}")
-    if a.ndim != ndim:
-        raise ValueError(f"{fn}: {name} must be {ndim}-d with shape {layout}, "
-                         f"got {a.ndim}-d {a.shape}")
-    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{fn}: {name} holds {a.max()}, beyond int64")
-    return np.ascontiguousarray(a, dtype=np.int64)
 

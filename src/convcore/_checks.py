@@ -51,3 +51,17 @@ def shape_tuple(fn, name, shape, ndim):
     if len(shape) != ndim:
         raise ValueError(f"{fn}: {name} must have {ndim} entries, got {tuple(shape)}")
     return tuple(integer(fn, name, d, 0) for d in shape)
+
+
+def integers(fn, name, a, ndim, layout):
+    """a as a C-contiguous int64 array of ndim dims (any integer dtype)."""
+    if not isinstance(a, np.ndarray) or not (np.issubdtype(a.dtype, np.integer)):
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise TypeError(f"{fn}: {name} must be a numpy array of integers with shape {layout}, "
+                        f"got {got}")
+    if a.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-d with shape {layout}, "
+                         f"got {a.ndim}-d {a.shape}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{fn}: {name} holds {a.max()}, beyond int64")
+    return np.ascontiguousarray(a, dtype=np.int64)
