@@ -66,7 +66,7 @@ def _train_parser(sub):
     _data_options(t)
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
                    "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs, "
-                   "resnet8 15 epochs; else 2000)")
+                   "resnet8 20 epochs; else 2000)")
     t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
                    "(instead of --steps)")
     t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "

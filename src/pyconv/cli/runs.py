@@ -38,10 +38,10 @@ RECIPES = {
     "fast": dict(epochs=1.5, batch_size=128, lr=0.01, optimizer="adam",
                  optimizer_args=dict(beta1=0.7, beta2=0.9), schedule="onecycle",
                  label_smoothing=0.1, validation="none", train_limit=None, shuffle=True),
-    # 15 passes over all the training images translated by up to 2 pixels (add
+    # 20 passes over all the training images translated by up to 2 pixels (add
     # --augment-flip for images that may be mirrored: Fashion-MNIST), batch 128,
     # AdamW 0.01 (weight decay 5e-4), one-cycle, label smoothing 0.1
-    "resnet8": dict(epochs=15, batch_size=128, lr=0.01, optimizer="adamw",
+    "resnet8": dict(epochs=20, batch_size=128, lr=0.01, optimizer="adamw",
                     optimizer_args=dict(weight_decay=5e-4), schedule="onecycle",
                     label_smoothing=0.1, augment_shift=2, validation="none", train_limit=None,
                     shuffle=True),
