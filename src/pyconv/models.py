@@ -112,7 +112,8 @@ def resnet8(seed=0, input_shape=(28, 28, 1), classes=10, widths=(32, 64, 128)):
     second and third), global average pooling, dense classes. Convolutions
     without bias, He-normal weights; batch normalisation with momentum 0.9,
     epsilon 1e-5. (Keras' widths, 16, 32, 64, reach 0.928 on Fashion-MNIST
-    with the resnet8 recipe; these 0.9401 and 0.9390, seeds 0 and 1.)"""
+    with the resnet8 recipe at 15 epochs; these 0.9425 and 0.9432 at its 20,
+    seeds 0 and 1.)"""
     x = Input(input_shape)
     h = _conv_bn(x, widths[0], 3)
     for i, filters in enumerate(widths):
