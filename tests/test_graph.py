@@ -214,10 +214,10 @@ def reference_gradients(model, x, dy):
         ctxs.append(ctx)
     grads, out, terms = {model.nodes[-1].name: dy.astype(np.float64)}, {}, {}
     for node, ctx in zip(reversed(model.nodes), reversed(ctxs)):
-        d = grads.pop(node.name)
-        dx, pg = _ref_backward(node.layer, ctx, d)
+        d_out = grads.pop(node.name)
+        dx, pg = _ref_backward(node.layer, ctx, d_out)
         out.update({(node.name, k): v for k, v in pg.items() if k in node.layer.params})
-        terms.update({(node.name, k): v for k, v in _ref_terms(node.layer, ctx, d).items()
+        terms.update({(node.name, k): v for k, v in _ref_terms(node.layer, ctx, d_out).items()
                       if k in node.layer.params})
         for name, d in zip(node.inputs, dx if len(node.inputs) > 1 else [dx]):
             grads[name] = grads.get(name, 0) + d
