@@ -182,23 +182,16 @@ def _ref_backward(layer, ctx, dy):
 def _ref_terms(layer, ctx, dy):
     """{param: the sum of the absolute values of the terms its gradient adds}:
     a float32 gradient's rounding is relative to this, not to the gradient,
-    which can cancel to near zero (a bias before batch normalisation)."""
+    which can cancel to near zero (a bias before batch normalisation). It is
+    the layer's own backward on absolute values (for batch normalisation,
+    inputs mean + |x - mean|, whose normalised values are |x_hat|)."""
     kind = type(layer).__name__
     if kind in ("Conv2D", "Dense"):
         x, w, y = ctx
-        relu_y = y if layer.activation == "relu" else None
-        if kind == "Conv2D":
-            _, dw, db = ref.conv2d_backward(np.abs(x), np.abs(w), np.abs(dy), layer.stride,
-                                            layer.padding, need_dx=False, relu_y=relu_y)
-        else:
-            _, dw, db = ref.linear_backward(np.abs(x), np.abs(w), np.abs(dy), need_dx=False,
-                                            relu_y=relu_y)
-        return {"w": dw, "b": db}
+        return _ref_backward(layer, (np.abs(x), np.abs(w), y), np.abs(dy))[1]
     if kind == "BatchNormalization":
         x, gamma, mean, var = ctx
-        xhat = (x - mean) / np.sqrt(var + layer.epsilon)
-        return {"gamma": np.abs(dy * xhat).sum(axis=(0, 1, 2)),
-                "beta": np.abs(dy).sum(axis=(0, 1, 2))}
+        return _ref_backward(layer, (mean + np.abs(x - mean), gamma, mean, var), np.abs(dy))[1]
     return {}
 
 
