@@ -45,7 +45,7 @@ def fixed_batch(name, data_dir):
     start = time.perf_counter()
     for _ in range(steps):
         model.train_step(xb, yb, opt)
-    return steps * batch / (time.perf_counter() - start)
+    return {"images_per_s": steps * batch / (time.perf_counter() - start)}
 
 
 def trainer(name, data_dir):
@@ -85,7 +85,7 @@ def command(name, data_dir):
         subprocess.run(cmd, check=True, capture_output=True)
         with open(os.path.join(tmp, "m.json")) as f:
             m = json.load(f)
-    return steps * batch / m["wall_seconds_this_run"]
+    return {"images_per_s": steps * batch / m["wall_seconds_this_run"]}
 
 
 def main():
@@ -108,9 +108,8 @@ def main():
                 out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                       way, name, args.data_dir], check=True,
                                      capture_output=True, text=True)
-                got = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append({"round": r, "model": name, "way": way,
-                             **(got if isinstance(got, dict) else {"images_per_s": got})})
+                             **json.loads(out.stdout.strip().splitlines()[-1])})
                 print(json.dumps(runs[-1]), file=sys.stderr)
     rows = []
     outside = {name: float(np.median([x["outside_share"] for x in runs
