@@ -25,7 +25,7 @@ CONFIG = "-".join(["debug" if DEBUG else "release"] + ([SANITIZE] if SANITIZE el
                   + (["serial"] if NO_OPENMP else []))
 
 MODULES = ["_blas", "_im2col", "_isa", "_conv", "_pool", "_linear", "_optim", "_dropout",
-           "_norm", "_gather", "_openmp_info"]
+           "_norm", "_gather", "_add", "_openmp_info"]
 # The kernel sets (src/convcore/_kernel_set.h), linked into convcore._isa: each
 # file compiles the same width-generic kernels for its own target.
 KERNEL_SETS = ["_set_baseline.c", "_set_avx2.c", "_set_avx512.c", "_set_neon.c"]

@@ -35,6 +35,12 @@ CASES = {
                           "x"),
     "avgpool dy shape": (lambda: convcore.avgpool2d_backward(P[:, :1], X.shape), ValueError,
                          "dy"),
+    # the residual add
+    "add b shape": (lambda: convcore.add_forward(X, X[:1]), ValueError, "b"),
+    "add a float64": (lambda: convcore.add_forward(X.astype(np.float64), X), TypeError, "a"),
+    "add_backward relu_y shape": (lambda: convcore.add_backward(X, X[:, :1]), ValueError,
+                                  "relu_y"),
+    "add_backward dy list": (lambda: convcore.add_backward(X.tolist(), X), TypeError, "dy"),
     # dtypes and non-arrays
     "conv x float64": (lambda: convcore.conv2d_forward(X.astype(np.float64), W), TypeError, "x"),
     "conv w float64": (lambda: convcore.conv2d_forward(X, W.astype(np.float64)), TypeError, "w"),

@@ -641,6 +641,47 @@ def test_global_average_pool_is_the_mean_of_each_image():
     np.testing.assert_allclose(y[:, 0, 0], x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 
+SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1.0, -1.0], np.float32)
+
+
+@given(st.data(), st.booleans())
+def test_add_equals_reference_and_numpy_bits(data, relu):
+    """The residual add (and its ReLU) against the reference, and bit for bit
+    the NumPy expressions it replaces (a + b, maximum(., 0), dy * (y > 0)),
+    signed zeros, NaN and infinities included; shapes of any rank, empty ones
+    too, and more entries than one work item (16384)."""
+    shape = data.draw(st.sampled_from([(), (0,), (7,), (3, 5), (2, 3, 4, 5), (5, 81, 41)]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    a, b, dy = (rng.uniform(-3, 3, shape).astype(np.float32) for _ in range(3))
+    for arr in (a, b, dy):   # special values in random places, a tenth of the entries
+        flat = arr.reshape(-1)
+        where = rng.random(flat.size) < 0.1
+        flat[where] = rng.choice(SPECIAL, int(where.sum()))
+    y = convcore.add_forward(a, b, relu)
+    with np.errstate(all="ignore"):
+        want = np.maximum(a + b, np.float32(0)) if relu else a + b
+        ry = ref.add_forward(*_64(a, b), relu)
+        dx = convcore.add_backward(dy, relu_y=y)
+        want_dx = np.multiply(dy, y > 0, dtype=np.float32)
+    assert y.shape == shape and y.tobytes() == want.tobytes()
+    finite = np.isfinite(ry)
+    np.testing.assert_allclose(y[finite], ry[finite], rtol=6e-8, atol=0)
+    assert np.array_equal(np.isnan(y), np.isnan(ry))
+    assert dx.tobytes() == want_dx.tobytes()
+    assert convcore.add_backward(dy) is dy   # no ReLU: the gradient is dy itself
+
+
+def test_add_of_every_pair_of_special_values_matches_numpy():
+    """-0 + -0 (whose ReLU NumPy makes +0), NaN, infinities, subnormals: every pair."""
+    a, b = (v.astype(np.float32).reshape(-1) for v in np.meshgrid(SPECIAL, SPECIAL))
+    with np.errstate(all="ignore"):
+        for relu in (False, True):
+            want = np.maximum(a + b, np.float32(0)) if relu else a + b
+            assert convcore.add_forward(a, b, relu).tobytes() == want.tobytes(), relu
+        assert convcore.add_backward(a, relu_y=b).tobytes() == \
+            np.multiply(a, b > 0, dtype=np.float32).tobytes()
+
+
 def _bn_case(data, max_hw=9):
     n = data.draw(st.integers(1, 4))
     h, w = data.draw(st.integers(1, max_hw)), data.draw(st.integers(1, max_hw))

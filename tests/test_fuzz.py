@@ -129,6 +129,12 @@ def arguments(name):
             *[st.integers(0, 4)] * 4))), rows), st.fixed_dictionaries({}, optional={
                 "shift": st.one_of(ARR, st.none()), "flip": st.one_of(ARR, st.none()),
                 "divisor": st.one_of(st.floats(-1, 300), st.integers(-1, 3), st.none())}))
+    if name == "add_forward":
+        return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
+            "relu": st.booleans()}))
+    if name == "add_backward":
+        return st.tuples(st.tuples(ARR), st.fixed_dictionaries({}, optional={
+            "relu_y": st.one_of(ARR, st.none())}))
     if name == "adam_update":
         return st.tuples(st.tuples(ARR, ARR, ARR, ARR, st.floats(-1, 1)), st.just({}))
     return st.tuples(st.tuples(ARR, ARR, ARR, st.floats(-1, 1)), st.fixed_dictionaries(

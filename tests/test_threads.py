@@ -112,6 +112,10 @@ def _all_ops(rng):
         "batchnorm_forward": [yn, mn, vn],
         "batchnorm_inference": [convcore.batchnorm_inference(xn, gn, bn, mn, vn + 1)],
         "batchnorm_backward": list(norm_back),
+        # 4 work items of 16384 entries and a ragged end
+        "add_forward": [convcore.add_forward(xo, dyl[:3, :100].repeat(200, 1), relu=r)
+                        for r in (False, True)],
+        "add_backward": [convcore.add_backward(xo, relu_y=xo[::-1].copy())],
         "avgpool2d_forward": [convcore.avgpool2d_forward(xn, 3, 2, "same")],
         "avgpool2d_backward": [convcore.avgpool2d_backward(xn[:, ::2, ::2].copy(), xn.shape, 3,
                                                            2, "same")],

@@ -1,8 +1,8 @@
 """convcore's public functions: check inputs, choose the thread count, call the kernels."""
 import numpy as np
 
+from . import _add, _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
 from . import _checks as chk
-from . import _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
 from ._alloc import empty
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
@@ -363,6 +363,41 @@ def _argmax_window_message(fn, n_bad):
     return (f"{fn}: argmax has {n_bad} entries outside their own pooling window: it is not "
             "the argmax of this pool's forward pass (another input shape, pool size, "
             "stride or padding)")
+
+
+def _same_shape(fn, name, a, like, like_name):
+    """a as a C-contiguous float32 array of the shape of like (named like_name)."""
+    a = chk.array(fn, name, a, getattr(a, "ndim", 0), f"{like.shape} (that of {like_name})")
+    if a.shape != like.shape:
+        raise ValueError(f"{fn}: {name} must have the shape of {like_name} {like.shape}, "
+                         f"got {a.shape}")
+    return a
+
+
+def add_forward(a, b, relu=False):
+    """y = a + b, both float32 of one shape (a residual connection's add);
+    relu=True: max(y, 0) in the same pass (as NumPy's maximum: NaN stays NaN).
+    The same bits as NumPy's a + b (and maximum)."""
+    fn = "add_forward"
+    a = chk.array(fn, "a", a, getattr(a, "ndim", 0), "(...)")
+    b = _same_shape(fn, "b", b, a, "a")
+    y = empty(a.shape)
+    _add.add_forward(a.reshape(-1), b.reshape(-1), y.reshape(-1), bool(relu),
+                     get_num_threads())
+    return y
+
+
+def add_backward(dy, relu_y=None):
+    """The gradient of each input of add_forward: dy itself, or with relu_y
+    (the output of a relu=True forward) dy * (relu_y > 0), as NumPy gives it."""
+    fn = "add_backward"
+    dy = chk.array(fn, "dy", dy, getattr(dy, "ndim", 0), "(...)")
+    if relu_y is None:
+        return dy
+    relu_y = _same_shape(fn, "relu_y", relu_y, dy, "dy")
+    dx = empty(dy.shape)
+    _add.add_backward(dy.reshape(-1), relu_y.reshape(-1), dx.reshape(-1), get_num_threads())
+    return dx
 
 
 def _linear_checks(fn, x, w, b=None):

@@ -15,6 +15,7 @@ OPERATIONS = (
     "avgpool2d_forward", "avgpool2d_backward",             # average pool (and global)
     "batchnorm_forward", "batchnorm_backward",             # batch normalisation, training
     "batchnorm_inference",                                 # ... on the running statistics
+    "add_forward", "add_backward",                         # residual add (ReLU fused)
     "dropout_forward", "dropout_backward",                 # inverted dropout (Philox)
     "linear_forward", "linear_backward",                   # dense layer
     "linear_backward_adam",                                # dense backward + Adam, fused

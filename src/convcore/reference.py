@@ -215,6 +215,15 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return (np.maximum(y, 0) if relu else y).astype(x.dtype)
 
 
+def add_forward(a, b, relu=False):
+    y = a + b
+    return np.maximum(y, 0) if relu else y
+
+
+def add_backward(dy, relu_y=None):
+    return dy if relu_y is None else dy * (relu_y > 0)
+
+
 def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None,
                        totals=None):
     if relu_y is not None:

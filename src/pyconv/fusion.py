@@ -28,7 +28,7 @@ from .layers import (
     Dense,
     MaxPool2D,
     ReLU,
-    relu_backward,
+    add_all,
     slices_of,
 )
 from .optim import Adam
@@ -138,13 +138,12 @@ class AddReLU:
         self.add, self.relu = add, relu
 
     def forward(self, xs, training=False):
-        y, n = self.add.forward(xs, training)
-        np.maximum(y, np.float32(0), out=y)
-        return y, ((n, y) if training else None)
+        y = add_all(xs, relu=True)
+        return y, ((len(xs), y) if training else None)
 
     def backward(self, ctx, dy, need_dx=True):
         n, y = ctx
-        return [relu_backward(y, dy)] * n if need_dx else None
+        return [convcore.add_backward(dy, relu_y=y)] * n if need_dx else None
 
     def ready_params(self):
         return []

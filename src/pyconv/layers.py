@@ -571,13 +571,19 @@ class Add(_Merge):
         return input_shapes[0]
 
     def forward(self, xs, training=False):
-        y = xs[0] + xs[1]
-        for x in xs[2:]:
-            y += x
-        return y, (len(xs) if training else None)
+        return add_all(xs), (len(xs) if training else None)
 
     def backward(self, n, dy, need_dx=True):
         return [dy] * n if need_dx else None
+
+
+def add_all(xs, relu=False):
+    """xs[0] + xs[1] + ..., summed left to right (compiled, on convcore's
+    threads); relu=True: max(., 0) fused into the last add."""
+    y = xs[0]
+    for i, x in enumerate(xs[1:], 2):
+        y = convcore.add_forward(y, x, relu=relu and i == len(xs))
+    return y
 
 
 class Concatenate(_Merge):
