@@ -81,6 +81,7 @@ cdef struct Images:             # what every image's pass reads and writes
     Window g                    # the convolution's window
     Window pg                   # the pool's window over (OH, OW, F) (fused variants)
     int F, Hp, Wp, Hd, Wd       # channels out; padded image; padded dy (dx)
+    int group                   # images a Winograd call (forward or dx; _wino_group), else 1
     bint winograd, relu
 
 
@@ -93,6 +94,19 @@ cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
     if winograd:
         return <int>(m * ((out + m - 1) // m) + k - 1)
     return <int>((out - 1) * stride + k)
+
+
+cdef int _wino_group(Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t r) noexcept nogil:
+    """Images a Winograd call where an image has fewer tiles (of OH x OW
+    outputs) than a block (CC_WINO_TB): the fewest whose tiles fill whole
+    blocks, if 8 or fewer do, else enough to fill one; 1 where one image does."""
+    cdef Py_ssize_t m = 7 - r, nt = ((OH + m - 1) // m) * ((OW + m - 1) // m), k
+    if nt >= CC_WINO_TB:
+        return 1
+    for k in range(1, 9):
+        if k * nt % CC_WINO_TB == 0:
+            return <int>k
+    return <int>((CC_WINO_TB + nt - 1) // nt)
 
 
 cdef Images _images(const float[:, :, :, ::1] x, const float[:, ::1] w, Window g,
@@ -110,6 +124,7 @@ cdef Images _images(const float[:, :, :, ::1] x, const float[:, ::1] w, Window g
     a.Hp = _padded(g.OH, g.SH, g.KH, winograd)
     a.Wp = _padded(g.OW, g.SW, g.KW, winograd)
     a.winograd = winograd
+    a.group = 1
     return a
 
 
@@ -261,6 +276,7 @@ cdef extern from "_conv_winograd.h" nogil:
     size_t cc_wino_scratch_floats(int C)
     size_t cc_wino_dw_scratch_floats(int C, int F)
     enum: CC_WINO_TBW
+    enum: CC_WINO_TB
 
 
 # The direct drivers' work items are single images. The forward pads each
@@ -294,11 +310,12 @@ cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
     cdef Scratch s
     cdef Py_ssize_t C = a.g.C, F = a.F, P = a.g.OH * a.g.OW
     cdef bint pooled = a.pg.OH > 0
-    s.xp = alloc64(<Py_ssize_t>a.Hp * a.Wp * C)
+    s.xp = alloc64(<Py_ssize_t>a.Hp * a.Wp * C * (1 if backward else a.group))
     s.yc = alloc64(P * F) if pooled and not backward else NULL
     s.am = <int*>malloc(a.pg.OW * F * sizeof(int)) if pooled and not backward else NULL
     s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL) else NULL
-    s.dy_pad = alloc64(<Py_ssize_t>a.Hd * a.Wd * F) if backward and a.dx != NULL else NULL
+    s.dy_pad = (alloc64(<Py_ssize_t>a.Hd * a.Wd * F * a.group) if backward and a.dx != NULL
+                else NULL)
     s.wino = s.wino_dw = NULL
     if a.winograd and not backward:
         s.wino = alloc64(cc_wino_scratch_floats(<int>C))
@@ -334,8 +351,11 @@ cdef inline void _convolve(const Images* a, const float* xp, int Wp, int C, int 
     F(4x4, 3x3), by the kernel size) if a.U (the transformed kernels) is
     given, else the direct kernel of a.g."""
     cdef Window g = a.g
+    cdef const float* xps[1]
+    cdef float* ys[1]
     if a.U != NULL:
-        a.k.wino_forward_image(xp, Wp, C, <int>g.KH, OH, OW, a.U, F, b, y, relu, scratch)
+        xps[0], ys[0] = xp, y
+        a.k.wino_forward_images(xps, 1, Wp, C, <int>g.KH, OH, OW, a.U, F, b, ys, relu, scratch)
     else:
         a.k.conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
                                w, F, b, y, relu)
@@ -359,9 +379,27 @@ cdef void _forward_image(const Images* a, Scratch* s, Py_ssize_t n) noexcept nog
                  a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else s.am)
 
 
+cdef void _forward_group(const Images* a, Scratch* s, Py_ssize_t n0,
+                         Py_ssize_t n1) noexcept nogil:
+    """Images n0..n1 (a.group at most) in one Winograd call, each padded into
+    its part of the thread's scratch."""
+    cdef Window g = a.g
+    cdef const float* xps[CC_WINO_TB]
+    cdef float* ys[CC_WINO_TB]
+    cdef Py_ssize_t n, hwc = <Py_ssize_t>a.Hp * a.Wp * g.C
+    for n in range(n0, n1):
+        xps[n - n0] = s.xp + (n - n0) * hwc
+        ys[n - n0] = a.y + n * g.OH * g.OW * a.F
+        cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, g.C, g.PT, g.PL, a.Hp, a.Wp,
+                     s.xp + (n - n0) * hwc)
+    a.k.wino_forward_images(xps, <int>(n1 - n0), a.Wp, <int>g.C, <int>g.KH, <int>g.OH,
+                            <int>g.OW, a.U, a.F, a.b, ys, a.relu, s.wino)
+
+
 cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except *:
-    """Every image of the batch, one work item each, in parallel."""
-    cdef Py_ssize_t n
+    """Every image of the batch, one work item each (a group of a.group
+    images each, _wino_group), in parallel."""
+    cdef Py_ssize_t n, G = a.group
     cdef Scratch s
     cdef int n_failed = 0
     cdef float* U = _wino_kernels(a.k, a.w, <int>a.g.KH, <int>a.g.C, a.F) if a.winograd else NULL
@@ -370,11 +408,14 @@ cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except
     a.U = U
     with nogil, parallel(num_threads=n_threads):
         s = _scratch_new(a, False)
-        for n in prange(N, schedule='dynamic'):
+        for n in prange((N + G - 1) // G, schedule='dynamic'):
             if not _scratch_ok(&s, a, False):
                 n_failed += 1
                 continue
-            _forward_image(a, &s, n)
+            if G == 1:
+                _forward_image(a, &s, n)
+            else:
+                _forward_group(a, &s, n * G, min(N, (n + 1) * G))
         _scratch_free(&s)
     free(U)
     if n_failed:
@@ -395,6 +436,8 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Images a = _images(x, w, g, kernels, winograd)
     a.b = &b[0] if b is not None else NULL
     a.y, a.relu = &y[0, 0, 0, 0], relu
+    if winograd:
+        a.group = _wino_group(g.OH, g.OW, g.KH)
     _forward_images(&a, x.shape[0], n_threads, "conv2d_forward")
 
 
@@ -453,13 +496,27 @@ cdef void _image_dw(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp,
                           <int>g.OH, <int>g.OW, dyp, a.F, dw)
 
 
-cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp) noexcept nogil:
-    """dx of image n: the forward kernel on dy, padded by (KH-1-PT, KW-1-PL),
-    with the flipped kernels (g's kernel size and stride 1 serve it)."""
+cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp,
+                    Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
+    """dx of image n (of the slot's n0..n1): the forward kernel on dy, padded by
+    (KH-1-PT, KW-1-PL), with the flipped kernels (g's kernel size and stride 1
+    serve it). Winograd with a.group > 1: dy padded into the image's part of
+    the scratch, and the group's dx in one call at its last image."""
     cdef Window g = a.g
-    cc_pad_image(dyp, g.OH, g.OW, a.F, g.KH - 1 - g.PT, g.KW - 1 - g.PL, a.Hd, a.Wd, s.dy_pad)
-    _convolve(a, s.dy_pad, a.Wd, a.F, <int>g.H, <int>g.W, a.wt, <int>g.C, NULL,
-              a.dx + n * g.H * g.W * g.C, 0, s.wino)
+    cdef Py_ssize_t G = a.group, j = (n - n0) % G, i, hwf = <Py_ssize_t>a.Hd * a.Wd * a.F
+    cdef const float* xps[CC_WINO_TB]
+    cdef float* ys[CC_WINO_TB]
+    cc_pad_image(dyp, g.OH, g.OW, a.F, g.KH - 1 - g.PT, g.KW - 1 - g.PL, a.Hd, a.Wd,
+                 s.dy_pad + j * hwf)
+    if G == 1:
+        _convolve(a, s.dy_pad, a.Wd, a.F, <int>g.H, <int>g.W, a.wt, <int>g.C, NULL,
+                  a.dx + n * g.H * g.W * g.C, 0, s.wino)
+    elif j == G - 1 or n == n1 - 1:
+        for i in range(j + 1):
+            xps[i] = s.dy_pad + i * hwf
+            ys[i] = a.dx + (n - j + i) * g.H * g.W * g.C
+        a.k.wino_forward_images(xps, <int>(j + 1), a.Wd, a.F, <int>g.KH, <int>g.H, <int>g.W,
+                                a.U, <int>g.C, NULL, ys, 0, s.wino)
 
 
 cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ssize_t n1,
@@ -478,7 +535,7 @@ cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ss
         dyp = _image_dy(a, s, n, dw + KF, &n_bad)
         _image_dw(a, s, n, dyp, dw, q)
         if a.dx != NULL:
-            _image_dx(a, s, n, dyp)
+            _image_dx(a, s, n, dyp, n0, n1)
     if a.winograd:
         a.k.wino_dw_flush(<int>a.g.C, a.F, dw, q, s.wino_dw)
     return n_bad
@@ -611,6 +668,8 @@ cdef Images _backward_setup(const float[:, :, :, ::1] x, const float[:, ::1] w,
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     a.Hd = _padded(g.H, 1, g.KH, winograd)        # dy, padded for the dx convolution
     a.Wd = _padded(g.W, 1, g.KW, winograd)
+    if winograd and dx is not None:
+        a.group = _wino_group(g.H, g.W, g.KH)
     return a
 
 

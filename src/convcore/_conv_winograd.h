@@ -37,7 +37,8 @@
  * 36 products of C multiply-adds per 2x2 outputs instead of 4 * 25: 2.8x
  * fewer; per 4x4 outputs of a 3x3 kernel instead of 16 * 9: 4x fewer. The
  * transforms are additions along memory (CC_W channels a vector).
- * Per image, the tiles go in blocks of CC_WINO_TB: the block's V is
+ * The tiles (of one image, or of a few where each has few) go in blocks of
+ * CC_WINO_TB: the block's V is
  * transformed into the thread's scratch, then for each k the block's
  * products run with U[k] (C x 64 floats) held in L1, and the block's
  * outputs are transformed back, with bias and ReLU. The sums are in a fixed
@@ -88,7 +89,7 @@ static size_t cc_wino_dw_scratch_floats(int C, int F)
 #include "_simd.h"
 
 /* Every function below that takes r (or mo = 7 - r) is inlined into the
- * four entry points (cc_wino_filter, cc_wino_forward_image, cc_wino_dw_image,
+ * four entry points (cc_wino_filter, cc_wino_forward_images, cc_wino_dw_image,
  * cc_wino_dw_finish), each of which calls it twice, with r = 5 and r = 3 as
  * constants: each tile size compiles to its own fully unrolled loops, and
  * F(2x2, 5x5)'s arithmetic to the instructions (and bits) it had alone. */
@@ -283,25 +284,36 @@ CC_WINO_INLINE void cc_wino_output(const float* Ms, int TBp, int V, int t0, int 
     }
 }
 
-/* y (OH, OW, F) of one image, stride 1, r x r kernels (mo = 7 - r outputs a
- * tile side), from its padded copy xp, which has at least mo * ceil(OH / mo)
- * + r - 1 rows and Wp >= mo * ceil(OW / mo) + r - 1 columns of C channels;
- * U (36, C, F) from cc_wino_filter; scratch of cc_wino_scratch_floats(C)
- * floats, 64-byte aligned. */
+/* y (OH, OW, F) of G images, stride 1, r x r kernels (mo = 7 - r outputs a
+ * tile side), image g from its padded copy xps[g], which has at least
+ * mo * ceil(OH / mo) + r - 1 rows and Wp >= mo * ceil(OW / mo) + r - 1
+ * columns of C channels, into ys[g]; U (36, C, F) from cc_wino_filter;
+ * scratch of cc_wino_scratch_floats(C) floats, 64-byte aligned. The images'
+ * tiles, one image after another, go in blocks of CC_WINO_TB: where an image
+ * has few (a 7x7 map of F(4x4, 3x3): 4) a block holds several images', and
+ * each slice of U[k] read from memory serves the whole block. Every output
+ * is the same sum whatever the block: the same bits for any G. */
 CC_WINO_INLINE void
-cc_wino_forward_image_r(const float* xp, int Wp, int C, int r, int OH, int OW,
-                                  const float* U, int F, const float* b, float* y, int relu,
-                                  float* scratch)
+cc_wino_forward_images_r(const float* const* xps, int G, int Wp, int C, int r, int OH,
+                         int OW, const float* U, int F, const float* b, float* const* ys,
+                         int relu, float* scratch)
 {
-    int mo = 7 - r, tw = (OW + mo - 1) / mo, nt = ((OH + mo - 1) / mo) * tw;
+    int mo = 7 - r, tw = (OW + mo - 1) / mo, nt = ((OH + mo - 1) / mo) * tw, total = G * nt;
     float* Vs = scratch;
     float* Ms = scratch + (ptrdiff_t)36 * CC_WINO_TB * C;
-    for (int t0 = 0; t0 < nt; t0 += CC_WINO_TB) {
-        int nb = nt - t0 < CC_WINO_TB ? nt - t0 : CC_WINO_TB;
-        /* the block is a whole number of register tiles (12 rows where some V is 1) */
-        int RB = F % (2 * CC_W) ? 12 : 6;
+    /* the block is a whole number of register tiles (12 rows where some V is 1) */
+    int RB = F % (2 * CC_W) ? 12 : 6;
+    for (int t0 = 0; t0 < total; t0 += CC_WINO_TB) {
+        int nb = total - t0 < CC_WINO_TB ? total - t0 : CC_WINO_TB;
         int TBp = (nb + RB - 1) / RB * RB;
-        cc_wino_input(xp, Wp, C, tw, mo, t0, nb, TBp, Vs, 1);
+        for (int k = 0; k < 36; k++)     /* the rows past the tiles: zeros */
+            memset(Vs + ((ptrdiff_t)k * TBp + nb) * C, 0, sizeof(float) * (size_t)(TBp - nb) * C);
+        /* each image's run of tiles in the block: rows i.., its tiles t.. */
+        for (int i = 0, n; i < nb; i += n) {
+            int g = (t0 + i) / nt, t = (t0 + i) % nt;
+            n = nt - t < nb - i ? nt - t : nb - i;
+            cc_wino_input(xps[g], Wp, C, tw, mo, t, n, TBp, Vs + (ptrdiff_t)i * C, 0);
+        }
         for (int f0 = 0; f0 < F; ) {
             int V = cc_pick_v(F - f0), R = V == 1 ? 12 : 6;
             for (int k = 0; k < 36; k++) {
@@ -314,21 +326,25 @@ cc_wino_forward_image_r(const float* xp, int Wp, int C, int r, int OH, int OW,
                     CC_BY_V(V, cc_wino_fwd_tile_, (Vr, C, 1, Uk, F, C, Mr, 64, 1));
                 }
             }
-            cc_wino_output(Ms, TBp, V, t0, nb, tw, mo, OH, OW, b ? b + f0 : NULL, y + f0, F,
-                           relu);
+            for (int i = 0, n; i < nb; i += n) {
+                int g = (t0 + i) / nt, t = (t0 + i) % nt;
+                n = nt - t < nb - i ? nt - t : nb - i;
+                cc_wino_output(Ms + (ptrdiff_t)i * 64, TBp, V, t, n, tw, mo, OH, OW,
+                               b ? b + f0 : NULL, ys[g] + f0, F, relu);
+            }
             f0 += CC_W * V;
         }
     }
 }
 
-static void cc_wino_forward_image(const float* xp, int Wp, int C, int r, int OH, int OW,
-                                  const float* U, int F, const float* b, float* y, int relu,
-                                  float* scratch)
+static void cc_wino_forward_images(const float* const* xps, int G, int Wp, int C, int r,
+                                   int OH, int OW, const float* U, int F, const float* b,
+                                   float* const* ys, int relu, float* scratch)
 {
     if (r == 5)
-        cc_wino_forward_image_r(xp, Wp, C, 5, OH, OW, U, F, b, y, relu, scratch);
+        cc_wino_forward_images_r(xps, G, Wp, C, 5, OH, OW, U, F, b, ys, relu, scratch);
     else
-        cc_wino_forward_image_r(xp, Wp, C, 3, OH, OW, U, F, b, y, relu, scratch);
+        cc_wino_forward_images_r(xps, G, Wp, C, 3, OH, OW, U, F, b, ys, relu, scratch);
 }
 
 /* ------------------------------------------------------ weight gradient */
@@ -415,7 +431,7 @@ static void cc_wino_dw_flush(int C, int F, float* M, int* q, float* scratch)
 }
 
 /* The transformed weight gradient M (36, C, F) of a run of images (a slot),
- * one image a call: xp its padded copy (as for cc_wino_forward_image), dy
+ * one image a call: xp its padded copy (as for cc_wino_forward_images), dy
  * (OH, OW, F) its output gradient. Its tiles are transformed into the block
  * (V and DY of CC_WINO_TBW tiles, in scratch of cc_wino_dw_scratch_floats(C,
  * F) floats, 64-byte aligned) after those of the images before it, and a

@@ -20,9 +20,10 @@ cdef extern from "_kernel_set.h" nogil:
         void (*mask_sum)(const float* dy, const float* y, int P, int F, float* out,
                          float* db) noexcept nogil
         void (*wino_filter)(const float* w, int r, int C, int F, float* U) noexcept nogil
-        void (*wino_forward_image)(const float* xp, int Wp, int C, int r, int OH, int OW,
-                                   const float* U, int F, const float* b, float* y,
-                                   int relu, float* scratch) noexcept nogil
+        void (*wino_forward_images)(const float* const* xps, int G, int Wp, int C, int r,
+                                    int OH, int OW, const float* U, int F, const float* b,
+                                    float* const* ys, int relu,
+                                    float* scratch) noexcept nogil
         void (*wino_dw_image)(const float* xp, int Wp, int C, int r, const float* dy,
                               int OH, int OW, int F, float* M, int* q,
                               float* scratch) noexcept nogil

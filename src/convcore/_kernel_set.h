@@ -50,9 +50,9 @@ typedef struct {
     void (*mask_sum)(const float* dy, const float* y, int P, int F, float* out, float* db);
     /* _conv_winograd.h */
     void (*wino_filter)(const float* w, int r, int C, int F, float* U);
-    void (*wino_forward_image)(const float* xp, int Wp, int C, int r, int OH, int OW,
-                               const float* U, int F, const float* b, float* y, int relu,
-                               float* scratch);
+    void (*wino_forward_images)(const float* const* xps, int G, int Wp, int C, int r,
+                                int OH, int OW, const float* U, int F, const float* b,
+                                float* const* ys, int relu, float* scratch);
     void (*wino_dw_image)(const float* xp, int Wp, int C, int r, const float* dy, int OH,
                           int OW, int F, float* M, int* q, float* scratch);
     void (*wino_dw_flush)(int C, int F, float* M, int* q, float* scratch);

@@ -126,10 +126,21 @@ static void test_winograd(const cc_kernel_set* k, int r, int C, int F, int OH, i
     double* want = malloc(sizeof(double) * (size_t)(P + KK * C) * F);
     double* bound = malloc(sizeof(double) * (size_t)(P + KK * C) * F);
     k->wino_filter(w, r, C, F, U);
-    k->wino_forward_image(xp, Wp, C, r, OH, OW, U, F, b, y, 0, scratch);
-    ref_conv(xp, Wp, C, r, r, 1, 1, OH, OW, w, F, b, want, bound);
-    check(r == 5 ? "Winograd F(2x2, 5x5) forward" : "Winograd F(4x4, 3x3) forward", y, want,
-          bound, (size_t)P * F, 100.0 * (KK * C + 1));
+    /* three images in one call: where each has fewer tiles than a block, a
+     * block holds tiles of two or three of them */
+    enum { G = 3 };
+    float *xps3 = fill((size_t)G * Hp * Wp * C), *y3 = fill((size_t)G * P * F);
+    const float* xps[G];
+    float* ys[G];
+    for (int g = 0; g < G; g++)
+        xps[g] = xps3 + (size_t)g * Hp * Wp * C, ys[g] = y3 + (size_t)g * P * F;
+    k->wino_forward_images(xps, G, Wp, C, r, OH, OW, U, F, b, ys, 0, scratch);
+    for (int g = 0; g < G; g++) {
+        ref_conv(xps[g], Wp, C, r, r, 1, 1, OH, OW, w, F, b, want, bound);
+        check(r == 5 ? "Winograd F(2x2, 5x5) forward" : "Winograd F(4x4, 3x3) forward",
+              ys[g], want, bound, (size_t)P * F, 100.0 * (KK * C + 1));
+    }
+    free(xps3), free(y3);
     k->wino_dw_image(xp, Wp, C, r, dy, OH, OW, F, M, q, dw_scratch);
     k->wino_dw_flush(C, F, M, q, dw_scratch);
     k->wino_dw_finish(M, r, C, F, dw);
