@@ -124,14 +124,16 @@ static void cc_conv_forward_image(const float* xp, int Wp, int C, int KH, int KW
     float* yr[CC_TILE_R];
     for (int f0 = 0; f0 < F; ) {
         int V = cc_pick_v(F - f0), R = CC_ROWS(V);
-        for (int p0 = 0; p0 < P; p0 += R) {
+        for (int p0 = 0, oh = 0, ow = 0; p0 < P; p0 += R) {   /* (oh, ow): p0's */
             int nv = P - p0 < R ? P - p0 : R;
-            for (int r = 0; r < R; r++) {
-                int p = p0 + (r < nv ? r : nv - 1);
-                int oh = p / OW, ow = p % OW;
+            for (int r = 0; r < nv; r++) {   /* no division a row: 1x1 and C_in 1 tiles are short */
                 xr[r] = xp + ((ptrdiff_t)oh * SH * Wp + (ptrdiff_t)ow * SW) * C;
-                yr[r] = y + (ptrdiff_t)p * F + f0;
+                yr[r] = y + (ptrdiff_t)(p0 + r) * F + f0;
+                if (++ow == OW)
+                    ow = 0, oh++;
             }
+            for (int r = nv; r < R; r++)
+                xr[r] = xr[nv - 1], yr[r] = yr[nv - 1];
             const float* bb = b ? b + f0 : NULL;
             CC_BY_V(V, cc_forward_tile_, (xr, xrs, w + f0, F, KH, J, bb, yr, nv, relu));
         }
