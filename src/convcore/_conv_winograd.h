@@ -307,7 +307,8 @@ cc_wino_forward_images_r(const float* const* xps, int G, int Wp, int C, int r, i
         int nb = total - t0 < CC_WINO_TB ? total - t0 : CC_WINO_TB;
         int TBp = (nb + RB - 1) / RB * RB;
         for (int k = 0; k < 36; k++)     /* the rows past the tiles: zeros */
-            memset(Vs + ((ptrdiff_t)k * TBp + nb) * C, 0, sizeof(float) * (size_t)(TBp - nb) * C);
+            memset(Vs + ((ptrdiff_t)k * TBp + nb) * C, 0,
+                   sizeof(float) * (size_t)(TBp - nb) * C);
         /* each image's run of tiles in the block: rows i.., its tiles t.. */
         for (int i = 0, n; i < nb; i += n) {
             int g = (t0 + i) / nt, t = (t0 + i) % nt;
