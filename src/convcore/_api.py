@@ -365,22 +365,15 @@ def _argmax_window_message(fn, n_bad):
             "stride or padding)")
 
 
-def _same_shape(fn, name, a, like, like_name):
-    """a as a C-contiguous float32 array of the shape of like (named like_name)."""
-    a = chk.array(fn, name, a, getattr(a, "ndim", 0), f"{like.shape} (that of {like_name})")
-    if a.shape != like.shape:
-        raise ValueError(f"{fn}: {name} must have the shape of {like_name} {like.shape}, "
-                         f"got {a.shape}")
-    return a
-
-
 def add_forward(a, b, relu=False):
     """y = a + b, both float32 of one shape (a residual connection's add);
     relu=True: max(y, 0) in the same pass (as NumPy's maximum: NaN stays NaN).
     The same bits as NumPy's a + b (and maximum)."""
     fn = "add_forward"
     a = chk.array(fn, "a", a, getattr(a, "ndim", 0), "(...)")
-    b = _same_shape(fn, "b", b, a, "a")
+    b = chk.array(fn, "b", b, a.ndim, f"{a.shape} (that of a)")
+    if b.shape != a.shape:
+        raise ValueError(f"{fn}: b must have the shape of a {a.shape}, got {b.shape}")
     y = empty(a.shape)
     _add.add_forward(a.reshape(-1), b.reshape(-1), y.reshape(-1), bool(relu),
                      get_num_threads())
@@ -394,7 +387,7 @@ def add_backward(dy, relu_y=None):
     dy = chk.array(fn, "dy", dy, getattr(dy, "ndim", 0), "(...)")
     if relu_y is None:
         return dy
-    relu_y = _same_shape(fn, "relu_y", relu_y, dy, "dy")
+    _, relu_y = _dy_checks(fn, dy, relu_y, dy.shape, f"{dy.shape} (that of dy)")
     dx = empty(dy.shape)
     _add.add_backward(dy.reshape(-1), relu_y.reshape(-1), dx.reshape(-1), get_num_threads())
     return dx

@@ -344,36 +344,36 @@ cdef float* _wino_kernels(const cc_kernel_set* k, const float* w, int r, int C,
     return U
 
 
-cdef inline void _convolve(const Images* a, const float* xp, int Wp, int C, int OH, int OW,
-                           const float* w, int F, const float* b, float* y, bint relu,
-                           float* scratch) noexcept nogil:
-    """One image's convolution from its padded copy: Winograd (F(2x2, 5x5) or
-    F(4x4, 3x3), by the kernel size) if a.U (the transformed kernels) is
-    given, else the direct kernel of a.g."""
+cdef inline void _convolve(const Images* a, const float* xp, Py_ssize_t x_step, int Wp, int C,
+                           int OH, int OW, const float* w, int F, const float* b, float* y,
+                           Py_ssize_t y_step, int G, bint relu, float* scratch) noexcept nogil:
+    """The convolutions of G images (a.group at most) from their padded copies,
+    image i's at xp + i x_step, its output at y + i y_step: Winograd
+    (F(2x2, 5x5) or F(4x4, 3x3), by the kernel size) in one call if a.U (the
+    transformed kernels) is given, else the direct kernel of a.g, image by image."""
     cdef Window g = a.g
-    cdef const float* xps[1]
-    cdef float* ys[1]
+    cdef const float* xps[CC_WINO_TB]
+    cdef float* ys[CC_WINO_TB]
+    cdef int i
+    for i in range(G):
+        xps[i], ys[i] = xp + i * x_step, y + i * y_step
     if a.U != NULL:
-        xps[0], ys[0] = xp, y
-        a.k.wino_forward_images(xps, 1, Wp, C, <int>g.KH, OH, OW, a.U, F, b, ys, relu, scratch)
-    else:
-        a.k.conv_forward_image(xp, Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH, OW,
-                               w, F, b, y, relu)
+        a.k.wino_forward_images(xps, G, Wp, C, <int>g.KH, OH, OW, a.U, F, b, ys, relu, scratch)
+        return
+    for i in range(G):
+        a.k.conv_forward_image(xps[i], Wp, C, <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, OH,
+                               OW, w, F, b, ys[i], relu)
 
 
 # ---------------------------------------------------------------- forward
 
-cdef void _forward_image(const Images* a, Scratch* s, Py_ssize_t n) noexcept nogil:
-    """Image n: padded, convolved (through the ReLU), and pooled where a.pg is set."""
+cdef void _forward_pooled(const Images* a, Scratch* s, Py_ssize_t n) noexcept nogil:
+    """Image n: padded, convolved (through the ReLU) into the scratch, and pooled."""
     cdef Window g = a.g, pg = a.pg
     cdef Py_ssize_t F = a.F, oh, ps = pg.OH * pg.OW * F, rs = pg.OW * F
     cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, g.C, g.PT, g.PL, a.Hp, a.Wp, s.xp)
-    if pg.OH == 0:
-        _convolve(a, s.xp, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b,
-                  a.y + n * g.OH * g.OW * F, a.relu, s.wino)
-        return
-    _convolve(a, s.xp, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b, s.yc, a.relu,
-              s.wino)
+    _convolve(a, s.xp, 0, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b, s.yc, 0, 1,
+              a.relu, s.wino)
     for oh in range(pg.OH):
         pool_row(a.k, s.yc, pg, oh, a.y + n * ps + oh * rs,
                  a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else s.am)
@@ -381,19 +381,15 @@ cdef void _forward_image(const Images* a, Scratch* s, Py_ssize_t n) noexcept nog
 
 cdef void _forward_group(const Images* a, Scratch* s, Py_ssize_t n0,
                          Py_ssize_t n1) noexcept nogil:
-    """Images n0..n1 (a.group at most) in one Winograd call, each padded into
-    its part of the thread's scratch."""
+    """Images n0..n1 (a.group at most), each padded into its part of the
+    thread's scratch, then convolved (in one Winograd call)."""
     cdef Window g = a.g
-    cdef const float* xps[CC_WINO_TB]
-    cdef float* ys[CC_WINO_TB]
-    cdef Py_ssize_t n, hwc = <Py_ssize_t>a.Hp * a.Wp * g.C
+    cdef Py_ssize_t n, hwc = <Py_ssize_t>a.Hp * a.Wp * g.C, yhw = g.OH * g.OW * a.F
     for n in range(n0, n1):
-        xps[n - n0] = s.xp + (n - n0) * hwc
-        ys[n - n0] = a.y + n * g.OH * g.OW * a.F
         cc_pad_image(a.x + n * g.H * g.W * g.C, g.H, g.W, g.C, g.PT, g.PL, a.Hp, a.Wp,
                      s.xp + (n - n0) * hwc)
-    a.k.wino_forward_images(xps, <int>(n1 - n0), a.Wp, <int>g.C, <int>g.KH, <int>g.OH,
-                            <int>g.OW, a.U, a.F, a.b, ys, a.relu, s.wino)
+    _convolve(a, s.xp, hwc, a.Wp, <int>g.C, <int>g.OH, <int>g.OW, a.w, a.F, a.b,
+              a.y + n0 * yhw, yhw, <int>(n1 - n0), a.relu, s.wino)
 
 
 cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except *:
@@ -412,10 +408,10 @@ cdef void _forward_images(Images* a, Py_ssize_t N, int n_threads, str fn) except
             if not _scratch_ok(&s, a, False):
                 n_failed += 1
                 continue
-            if G == 1:
-                _forward_image(a, &s, n)
-            else:
+            if a.pg.OH == 0:
                 _forward_group(a, &s, n * G, min(N, (n + 1) * G))
+            else:                       # (one image an item: a.group is 1)
+                _forward_pooled(a, &s, n)
         _scratch_free(&s)
     free(U)
     if n_failed:
@@ -500,23 +496,16 @@ cdef void _image_dx(const Images* a, Scratch* s, Py_ssize_t n, const float* dyp,
                     Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
     """dx of image n (of the slot's n0..n1): the forward kernel on dy, padded by
     (KH-1-PT, KW-1-PL), with the flipped kernels (g's kernel size and stride 1
-    serve it). Winograd with a.group > 1: dy padded into the image's part of
-    the scratch, and the group's dx in one call at its last image."""
+    serve it): dy padded into the image's part of the scratch, and the
+    group's dx (a.group images, Winograd; else one) in one call at its last."""
     cdef Window g = a.g
-    cdef Py_ssize_t G = a.group, j = (n - n0) % G, i, hwf = <Py_ssize_t>a.Hd * a.Wd * a.F
-    cdef const float* xps[CC_WINO_TB]
-    cdef float* ys[CC_WINO_TB]
+    cdef Py_ssize_t G = a.group, j = (n - n0) % G, hwf = <Py_ssize_t>a.Hd * a.Wd * a.F
+    cdef Py_ssize_t hwc = g.H * g.W * g.C
     cc_pad_image(dyp, g.OH, g.OW, a.F, g.KH - 1 - g.PT, g.KW - 1 - g.PL, a.Hd, a.Wd,
                  s.dy_pad + j * hwf)
-    if G == 1:
-        _convolve(a, s.dy_pad, a.Wd, a.F, <int>g.H, <int>g.W, a.wt, <int>g.C, NULL,
-                  a.dx + n * g.H * g.W * g.C, 0, s.wino)
-    elif j == G - 1 or n == n1 - 1:
-        for i in range(j + 1):
-            xps[i] = s.dy_pad + i * hwf
-            ys[i] = a.dx + (n - j + i) * g.H * g.W * g.C
-        a.k.wino_forward_images(xps, <int>(j + 1), a.Wd, a.F, <int>g.KH, <int>g.H, <int>g.W,
-                                a.U, <int>g.C, NULL, ys, 0, s.wino)
+    if j == G - 1 or n == n1 - 1:
+        _convolve(a, s.dy_pad, hwf, a.Wd, a.F, <int>g.H, <int>g.W, a.wt, <int>g.C, NULL,
+                  a.dx + (n - j) * hwc, hwc, <int>(j + 1), 0, s.wino)
 
 
 cdef Py_ssize_t _backward_slot(const Images* a, Scratch* s, Py_ssize_t n0, Py_ssize_t n1,

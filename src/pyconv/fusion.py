@@ -29,6 +29,7 @@ from .layers import (
     MaxPool2D,
     ReLU,
     add_all,
+    relu_backward,
     slices_of,
 )
 from .optim import Adam
@@ -143,7 +144,7 @@ class AddReLU:
 
     def backward(self, ctx, dy, need_dx=True):
         n, y = ctx
-        return [convcore.add_backward(dy, relu_y=y)] * n if need_dx else None
+        return [relu_backward(y, dy)] * n if need_dx else None
 
     def ready_params(self):
         return []

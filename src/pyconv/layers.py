@@ -461,8 +461,9 @@ class ReLU(Layer):
 
 
 def relu_backward(y, dy):
-    """dy where y > 0, else 0 (as dy * mask)."""
-    return np.multiply(dy, y > 0, dtype=np.float32)
+    """dy where y > 0, else 0 (as dy * mask): the gradient through a ReLU,
+    compiled (convcore.add_backward, whose ReLU it is; the same bits)."""
+    return convcore.add_backward(dy, relu_y=y)
 
 
 class Tanh(Layer):
