@@ -170,6 +170,11 @@ def test_bad_options_are_clear_errors(tmp_path):
     proc = pyconv("train", "--label-smoothing", "1", check=False)
     assert proc.returncode == 2 and "--label-smoothing: must be a number in [0, 1), got '1'" \
         in proc.stderr
+    proc = pyconv("train", "--optimizer", "sgd", "--momentum", "1", check=False)
+    assert proc.returncode == 2 and "--momentum: must be a number in [0, 1), got '1'" \
+        in proc.stderr
+    proc = pyconv("train", "--weight-decay", "0.1", "--steps", "1", check=False)
+    assert proc.returncode == 2 and "--weight-decay needs --optimizer adamw" in proc.stderr
     proc = pyconv("train", "--slices", "many", check=False)
     assert proc.returncode == 2 and "--slices: must be a number of slices from 1 to 1024, " \
         "got 'many'" in proc.stderr

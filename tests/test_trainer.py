@@ -154,6 +154,79 @@ def test_checkpoint_write_failure_names_the_file_and_the_good_checkpoint(tmp_pat
     assert state["step"] == 3 and os.listdir(tmp_path) == ["c.npz"]
 
 
+def _weights(model):
+    return [p.value.copy() for p in model.parameters()]
+
+
+def test_optimizer_options_build_the_optimiser_they_name(tmp_path):
+    """--optimizer, --weight-decay, --momentum and --nesterov make the run's
+    optimiser (recorded in the metrics from the optimiser itself); the
+    recipe's own settings stay with the recipe's optimiser; each setting
+    changes the weights the run ends with."""
+    def run(**opts):
+        ckpt = tmp_path / f"{len(list(tmp_path.iterdir()))}.npz"
+        m = train(TrainConfig(model="grokking", steps=6, batch_size=16, progress=False,
+                              eval_every=100, checkpoint=str(ckpt), **opts), data=_data(),
+                  log=lambda msg: None)
+        model, _, _ = pyconv.io.load_checkpoint(ckpt)
+        return m["optimizer"], _weights(model)
+
+    plain, w_plain = run()                                  # grokking's recipe: plain SGD
+    assert plain == {"type": "SGD", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    sgd, w_sgd = run(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3)
+    assert sgd == {"type": "SGD", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}
+    adamw, w_adamw = run(optimizer="adamw", lr=1e-3)
+    assert adamw == {"type": "AdamW", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                     "weight_decay": 0.01}
+    decayed, w_decayed = run(optimizer="adamw", lr=1e-3, weight_decay=0.5)
+    assert decayed["weight_decay"] == 0.5
+    for a, b in ((w_plain, w_sgd), (w_adamw, w_decayed), (w_plain, w_adamw)):
+        assert any(not np.array_equal(u, v) for u, v in zip(a, b))
+    fast = TrainConfig(model="fast", optimizer="adamw").resolved(600)
+    assert fast.optimizer == "adamw"       # fast's betas are Adam's: not carried over
+    assert pyconv.cli.runs.optimizer_args(fast) == {}
+    assert pyconv.cli.runs.optimizer_args(TrainConfig(model="fast").resolved(600)) == \
+        {"beta1": 0.7, "beta2": 0.9}
+
+
+@pytest.mark.parametrize("opts, message", [
+    (dict(weight_decay=0.1, optimizer="adam"), "--weight-decay needs --optimizer adamw"),
+    (dict(weight_decay=-1.0, optimizer="adamw"), "--weight-decay must be a number >= 0, got -1"),
+    (dict(momentum=0.9), "--momentum and --nesterov are SGD's: they need --optimizer sgd "
+                         "(this run's is adam)"),
+    (dict(optimizer="sgd", momentum=1.0), "--momentum must be in [0, 1), got 1.0"),
+    (dict(optimizer="sgd", nesterov=True), "--nesterov needs --momentum > 0"),
+    (dict(optimizer="rmsprop"), "--optimizer must be one of adam, adamw, sgd, got 'rmsprop'"),
+])
+def test_optimizer_options_that_do_not_fit_are_clear_errors(opts, message):
+    with pytest.raises(ValueError) as info:
+        train(TrainConfig(model="tutorial", steps=1, progress=False, **opts), data=_data())
+    assert message in str(info.value)
+
+
+def test_a_resumed_run_keeps_its_optimiser_and_refuses_other_settings(tmp_path):
+    ckpt = tmp_path / "c.npz"
+    common = dict(model="grokking", batch_size=16, progress=False, eval_every=100,
+                  checkpoint=str(ckpt))
+    train(TrainConfig(steps=4, optimizer="sgd", momentum=0.5, **common), data=_data(),
+          log=lambda msg: None)
+    for opts, given in ((dict(optimizer="adamw"), "--optimizer adamw"),
+                        (dict(optimizer="sgd", momentum=0.9), "--momentum 0.9"),
+                        (dict(optimizer="sgd", momentum=0.5, weight_decay=0.1),
+                         "--weight-decay 0.1")):
+        with pytest.raises(ValueError) as info:
+            train(TrainConfig(steps=8, resume=True, **opts, **common), data=_data(),
+                  log=lambda msg: None)
+        assert str(info.value) == (
+            f"--resume: {ckpt} was trained with SGD (momentum 0.5, nesterov False, "
+            f"weight_decay 0.0), which a resumed run keeps: {given} does not apply (leave "
+            "it out, or start a new run)")
+    for opts in ({}, dict(optimizer="sgd", momentum=0.5)):   # left out, or the same
+        m = train(TrainConfig(steps=8, resume=True, **opts, **common), data=_data(),
+                  log=lambda msg: None)
+        assert m["steps"] == 8 and m["optimizer"]["momentum"] == 0.5
+
+
 @pytest.fixture
 def small_filesystem(tmp_path):
     """A 1.2 MB tmpfs: room for one grokking checkpoint (870 kB), not two."""

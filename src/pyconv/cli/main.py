@@ -18,7 +18,7 @@ from ..models import MODELS
 from ..train import TrainingDiverged, distributed
 from ..version import __version__
 from ..viz import plot, report
-from .runs import TrainConfig, train
+from .runs import OPTIMIZER_NAMES, TrainConfig, train
 
 
 def _option(kind, expected, ok):
@@ -39,7 +39,9 @@ _positive_int = _option(int, "a whole number >= 1", lambda v: v >= 1)
 _non_negative_int = _option(int, "a whole number >= 0", lambda v: v >= 0)
 _positive_float = _option(float, "a number > 0", lambda v: v > 0)
 _fraction = _option(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+_non_negative_float = _option(float, "a number >= 0", lambda v: v >= 0)
 _smoothing = _option(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+_momentum = _smoothing
 _slices = _option(int, f"a number of slices from 1 to {MAX_SLICES}",
                   lambda v: 1 <= v <= MAX_SLICES)
 
@@ -75,6 +77,17 @@ def _train_parser(sub):
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
                    "Adam, grokking 1.0 SGD, fast 0.01 Adam with betas 0.7 and 0.9, resnet8 0.01 "
                    "AdamW with weight decay 5e-4, else 1e-3 Adam)")
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZER_NAMES), help="the optimiser "
+                   "(default: the model's recipe: tutorial and fast adam, grokking sgd, resnet8 "
+                   "adamw; else adam); a recipe's own settings (fast's betas, resnet8's weight "
+                   "decay) go with its optimiser")
+    t.add_argument("--weight-decay", type=_non_negative_float, metavar="W", help="adamw: "
+                   "decoupled weight decay, as PyTorch's AdamW (default 0.01; resnet8 5e-4); "
+                   "sgd: W * weights added to the gradient (default 0)")
+    t.add_argument("--momentum", type=_momentum, metavar="M", help="sgd: momentum, in [0, 1) "
+                   "(default 0)")
+    t.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum (needs "
+                   "--momentum > 0)")
     t.add_argument("--schedule", choices=("constant", "step", "cosine", "onecycle"),
                    help="learning-rate schedule (default: fast and resnet8 onecycle, else "
                    "constant; "
@@ -184,6 +197,8 @@ def _ended(code, message=None):
 def _train(args):
     cfg = TrainConfig(model=args.model, dataset=args.dataset, steps=args.steps,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, weight_decay=args.weight_decay,
+                      momentum=args.momentum, nesterov=args.nesterov,
                       schedule=args.schedule, label_smoothing=args.label_smoothing,
                       augment_shift=args.augment_shift, augment_flip=args.augment_flip,
                       validation_split=args.validation_split,

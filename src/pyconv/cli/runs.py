@@ -117,6 +117,24 @@ def make_model(spec, seed, input_shape, class_names):
     return model
 
 
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}   # --optimizer: the class
+
+
+def optimizer_args(cfg):
+    """The optimiser's arguments besides lr for a resolved cfg: the recipe's
+    own (fast's betas, resnet8's weight decay) where cfg.optimizer is the
+    recipe's, then --weight-decay, --momentum and --nesterov where given."""
+    recipe = recipe_for(cfg.model)
+    args = dict(recipe["optimizer_args"]) if cfg.optimizer == recipe["optimizer"] else {}
+    if cfg.weight_decay is not None:
+        args["weight_decay"] = cfg.weight_decay
+    if cfg.momentum is not None:
+        args["momentum"] = cfg.momentum
+    if cfg.nesterov:
+        args["nesterov"] = True
+    return args
+
+
 def new_model_and_optimizer(cfg, data):
     ds = data.get("dataset")
     if ds is not None:
@@ -126,10 +144,23 @@ def new_model_and_optimizer(cfg, data):
         shape = x.shape[1:] + ((1,) if x.ndim == 3 else ())
         names = [str(i) for i in range(int(max(y.max(), data["test"][1].max())) + 1)]
     model = make_model(cfg.model, cfg.seed, shape, names)
-    recipe = recipe_for(cfg.model)
-    kind = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[recipe["optimizer"]]
-    opt = OPTIMIZERS[kind](model.parameters(), lr=cfg.lr, **recipe["optimizer_args"])
+    opt = OPTIMIZERS[OPTIMIZER_NAMES[cfg.optimizer]](model.parameters(), lr=cfg.lr,
+                                                     **optimizer_args(cfg))
     return model, opt
+
+
+def _check_resumed_optimizer(given, opt, checkpoint):
+    """A resumed run keeps its checkpoint's optimiser: each of --optimizer,
+    --weight-decay, --momentum and --nesterov given (the dict given) must
+    agree with it, never be silently dropped."""
+    have = {"optimizer": type(opt).__name__, **opt.config()}
+    settings = ", ".join(f"{k} {v}" for k, v in have.items() if k != "optimizer")
+    for key, value in given.items():
+        if have.get(key) != (OPTIMIZER_NAMES[value] if key == "optimizer" else value):
+            raise ValueError(f"--resume: {checkpoint} was trained with {have['optimizer']} "
+                             f"({settings}), which a resumed run keeps: "
+                             f"--{key.replace('_', '-')} {value} does not apply (leave it "
+                             "out, or start a new run)")
 
 
 # ---------------------------------------------------------------- `pyconv train`
@@ -142,6 +173,10 @@ class TrainConfig:
     epochs: float | None = None
     batch_size: int | None = None
     lr: float | None = None
+    optimizer: str | None = None           # adam, adamw or sgd (None: the recipe's)
+    weight_decay: float | None = None      # AdamW's or SGD's (None: the recipe's, else 0.01 / 0)
+    momentum: float | None = None          # SGD's (None: 0)
+    nesterov: bool = False                 # SGD's Nesterov momentum
     schedule: str | None = None            # None: the recipe's
     label_smoothing: float | None = None   # None: the recipe's
     augment_shift: int | None = None       # random translation, pixels (None: the recipe's)
@@ -165,9 +200,11 @@ class TrainConfig:
         """A copy with the model's recipe filling every value left as None."""
         recipe = recipe_for(self.model)
         out = TrainConfig(**asdict(self))
-        for key in ("batch_size", "lr", "schedule", "label_smoothing", "augment_shift"):
+        for key in ("batch_size", "lr", "optimizer", "schedule", "label_smoothing",
+                    "augment_shift"):
             if getattr(out, key) is None:
                 setattr(out, key, recipe[key])
+        _check_optimizer(out)
         epochs = out.epochs if out.steps is None and out.epochs is not None else (
             recipe.get("epochs") if out.steps is None else None)
         if epochs is not None and n_train:
@@ -185,6 +222,25 @@ class TrainConfig:
         if out.resume and not out.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
         return out
+
+
+def _check_optimizer(cfg):
+    """--optimizer and the settings that belong to it, in the command's words."""
+    if cfg.optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, "
+                         f"got {cfg.optimizer!r}")
+    if cfg.weight_decay is not None and not cfg.weight_decay >= 0:
+        raise ValueError(f"--weight-decay must be a number >= 0, got {cfg.weight_decay}")
+    if cfg.weight_decay is not None and cfg.optimizer == "adam":
+        raise ValueError("--weight-decay needs --optimizer adamw (decoupled, as PyTorch's "
+                         "AdamW) or sgd (added to the gradient); adam has none")
+    if cfg.momentum is not None and not 0 <= cfg.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {cfg.momentum}")
+    if (cfg.momentum is not None or cfg.nesterov) and cfg.optimizer != "sgd":
+        raise ValueError(f"--momentum and --nesterov are SGD's: they need --optimizer sgd "
+                         f"(this run's is {cfg.optimizer})")
+    if cfg.nesterov and not cfg.momentum:
+        raise ValueError("--nesterov needs --momentum > 0")
 
 
 def _callbacks(cfg, model_name, world):
@@ -210,6 +266,9 @@ def train(cfg, data=None, log=log):
         convcore.set_num_threads(cfg.threads)
     elif world.size > 1 and "OMP_NUM_THREADS" not in os.environ:
         convcore.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
+    given = {k: getattr(cfg, k) for k in ("optimizer", "weight_decay", "momentum", "nesterov")
+             if getattr(cfg, k) not in (None, False)}     # what a resumed run must agree with
+    cfg.resolved()                          # (its errors before any data is read)
     data = data or split_data(cfg)
     cfg = cfg.resolved(len(data["train"][0]))
     if cfg.batch_size < world.size:         # the library's checks, in the command's words
@@ -241,6 +300,7 @@ def train(cfg, data=None, log=log):
                               else "") + (" --augment-flip" if cfg.augment_flip else ""))
     if cfg.resume:
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
+        _check_resumed_optimizer(given, trainer.optimizer, cfg.checkpoint)
     wall = time.perf_counter()
     trainer.run()
     dataset = getattr(data.get("dataset"), "name", cfg.dataset)
@@ -270,7 +330,9 @@ def _metrics(cfg, trainer, wall_seconds, dataset):
                     None)
     return {
         "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule,
+        "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "optimizer": {"type": type(trainer.optimizer).__name__, **trainer.optimizer.config()},
+        "schedule": cfg.schedule,
         "label_smoothing": cfg.label_smoothing, "augment_shift": cfg.augment_shift,
         "augment_flip": cfg.augment_flip,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),
