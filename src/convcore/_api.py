@@ -606,7 +606,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False):
                          f"for batch statistics, got shape {x.shape}")
     y, mean, var = empty(x.shape), empty(gamma.shape), empty(gamma.shape)
     _norm.batchnorm_forward(rows, gamma, beta, eps, bool(relu), y.reshape(rows.shape), mean,
-                            var, get_num_threads())
+                            var, get_num_threads(), _pool_set())
     return y, mean, var
 
 
@@ -623,7 +623,7 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     scale = (gamma / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
     y = empty(x.shape)
     _norm.batchnorm_inference(rows, mean, scale, beta, bool(relu), y.reshape(rows.shape),
-                              get_num_threads())
+                              get_num_threads(), _pool_set())
     return y
 
 
@@ -649,7 +649,7 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=N
     _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape),
                              None if relu_y is None else relu_y.reshape(rows.shape),
                              None if dx is None else dx.reshape(rows.shape), dgamma, dbeta,
-                             get_num_threads(), totals)
+                             get_num_threads(), _pool_set(), totals)
     return dx, dgamma, dbeta
 
 

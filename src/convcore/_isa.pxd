@@ -1,5 +1,5 @@
 # The kernel sets (_kernel_set.h): one table of vector kernels per instruction
-# set; the drivers (_conv, _linear, _pool, _dropout) take a set's number and
+# set; the drivers (_conv, _linear, _pool, _dropout, _norm) take a set's number and
 # call through kernel_set(number).
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -47,6 +47,15 @@ cdef extern from "_kernel_set.h" nogil:
                                    Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL,
                                    Py_ssize_t OH, Py_ssize_t OW, float* dx) noexcept nogil
         PhiloxBatch philox_batch
+        void (*bn_sums)(const float* x, const float* dy, const float* relu_y,
+                        const double* centre, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                        double* s1, double* s2) noexcept nogil
+        void (*bn_affine)(const float* x, const float* mean, const float* scale,
+                          const float* beta, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                          int relu, float* y) noexcept nogil
+        void (*bn_dx)(const float* x, const float* dy, const float* relu_y, const float* mean,
+                      const float* k, const float* inv, const float* cb, const float* cg,
+                      Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, float* dx) noexcept nogil
 
 
 cdef const cc_kernel_set* kernel_set(int number) except NULL

@@ -35,6 +35,7 @@ CC_GCC_TARGET(CC_TARGET)
 #endif
 #include "_pool_kernels.h"
 #include "_dropout_kernels.h"
+#include "_norm_kernels.h"
 
 const cc_kernel_set CC_KERNEL_SET = {
     .name = CC_SET_NAME,
@@ -57,6 +58,9 @@ const cc_kernel_set CC_KERNEL_SET = {
     .pool_row = cc_pool_row,
     .unpool_tiled = cc_unpool_tiled,
     .philox_batch = cc_philox_batch,
+    .bn_sums = cc_bn_sums,
+    .bn_affine = cc_bn_affine,
+    .bn_dx = cc_bn_dx,
 };
 
 #if defined(CC_TARGET) && defined(__clang__)

@@ -67,8 +67,9 @@ def set_kernels(name, winograd=True, strict=False):
     stride 1 and C_in a multiple of 16; a dense layer a batch of at most 256
     (forward) or 96 (backward).
 
-    Max-pool and dropout run on the vector set named, else on the best one
-    (else the baseline build): their results are the same bits on every set.
+    Max-pool, dropout and batch normalisation run on the vector set named,
+    else on the best one (else the baseline build): their results are the
+    same bits on every set.
 
     winograd: with a vector set, run the convolutions with 5x5 or 3x3
     kernels at stride 1 and C_in a multiple of 16 (forward, input and weight
@@ -130,8 +131,9 @@ def vector_set():
 
 
 def pool_set():
-    """The number of the kernel set for max-pool and dropout: the vector set
-    named, else the best this CPU runs, else the baseline."""
+    """The number of the kernel set for max-pool, dropout and batch
+    normalisation (whose results are the same bits on every set): the vector
+    set named, else the best this CPU runs, else the baseline."""
     name = _kernels if _kernels in VECTOR_SETS else (simd_supported() or ("baseline",))[0]
     return _isa.SETS[name]
 

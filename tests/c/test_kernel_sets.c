@@ -1,7 +1,8 @@
 /* Every kernel set compiled into this binary against plain scalar loops: the
  * direct convolution (forward, weight gradient), Winograd (forward, weight
  * gradient), the dense tiles (forward, weight and input gradients), the
- * masked sum, max-pool (forward, gather), and Philox. Built natively by
+ * masked sum, max-pool (forward, gather), Philox, and batch normalisation's
+ * passes (the baseline set's bits). Built natively by
  * tests/test_kernel_sets.py, and for ARM64 with gcc-aarch64-linux-gnu and run
  * under qemu-user, since no ARM machine is at hand: the NEON set's check.
  *
@@ -283,11 +284,58 @@ static void test_philox(const cc_kernel_set* k)
     }
 }
 
+/* batch normalisation's passes over rows r0..r1 of x (M, C): the same bits as
+ * the baseline set's (no fused multiply-add; channels past the last chunk one
+ * at a time), with NaN, infinity and -0 among x and relu_y */
+static void test_bn(const cc_kernel_set* k, int M, int C)
+{
+    const cc_kernel_set* base = cc_kernel_set_get(CC_SET_BASELINE);
+    size_t n = (size_t)M * C;
+    float *x = fill(n), *dy = fill(n), *ry = fill(n), *p = fill(6 * (size_t)C);
+    double* centre = malloc(sizeof(double) * C);
+    double* s[2][2];
+    float *y[2][2], *dx[2];
+    x[3] = NAN, x[n / 2] = INFINITY, x[n - 1] = -0.0f, ry[5] = NAN, ry[7] = -0.0f;
+    for (int c = 0; c < C; c++)
+        centre[c] = p[c] * 0.1;
+    for (int i = 0; i < 2; i++) {
+        const cc_kernel_set* ks = i ? k : base;
+        s[i][0] = malloc(sizeof(double) * 2 * C), s[i][1] = malloc(sizeof(double) * 2 * C);
+        ks->bn_sums(x, NULL, NULL, centre, 1, M, C, s[i][0], s[i][0] + C);
+        ks->bn_sums(x, dy, ry, centre, 0, M - 1, C, s[i][1], s[i][1] + C);
+        for (int relu = 0; relu < 2; relu++) {
+            y[i][relu] = malloc(sizeof(float) * n);
+            ks->bn_affine(x, p, p + C, p + 2 * C, 0, M, C, relu, y[i][relu]);
+        }
+        dx[i] = malloc(sizeof(float) * n);
+        ks->bn_dx(x, dy, ry, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M, C, dx[i]);
+    }
+    const char* what[] = {"bn sums", "bn sums (dy, relu_y)", "bn affine", "bn affine (relu)",
+                          "bn dx"};
+    const void* a[] = {s[0][0], s[0][1], y[0][0], y[0][1], dx[0]};
+    const void* b[] = {s[1][0], s[1][1], y[1][0], y[1][1], dx[1]};
+    size_t bytes[] = {sizeof(double) * 2 * C, sizeof(double) * 2 * C, sizeof(float) * n,
+                      sizeof(float) * n, sizeof(float) * n};
+    for (int j = 0; j < 5; j++) {
+        n_checks++;
+        if (memcmp(a[j], b[j], bytes[j]) != 0) {
+            printf("  %s (M %d, C %d): not the baseline's bits\n", what[j], M, C);
+            n_failed++;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        free(s[i][0]), free(s[i][1]), free(y[i][0]), free(y[i][1]), free(dx[i]);
+    }
+    free(x), free(dy), free(ry), free(p), free(centre);
+}
+
 static void test_set(const cc_kernel_set* k)
 {
     test_pool(k, 12, 10, 48, 2);
     test_pool(k, 9, 9, 3, 3);
     test_philox(k);
+    test_bn(k, 70, 100);      /* every chunk width's remainder, AVX-512's 64 included */
+    test_bn(k, 9, 7);
     if (k->lanes == 1)
         return;
     int shapes[][7] = {/* C, F, KH, KW, stride, OH, OW: every tile width and remainder */

@@ -1,0 +1,171 @@
+/* Batch normalisation's passes over a block of rows of x (M, C) (NHWC seen as
+ * M = N H W rows of C channels), for _norm.pyx, which cuts the rows into
+ * blocks, runs the blocks in parallel and adds their sums in block order:
+ *
+ *   cc_bn_sums:    s1 = sum (x - centre), s2 = sum (x - centre)^2       (forward)
+ *                  or, with dy, s1 = sum dy', s2 = sum dy' (x - centre) (backward;
+ *                  dy' = dy where relu_y > 0, else 0, if relu_y is given)
+ *                  each in float, row after row, then stored as double
+ *   cc_bn_affine:  y = (x - mean) scale + beta, then max(y, 0) if relu (NaN -> 0)
+ *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg)
+ *
+ * Compiled once per kernel set (_kernel_set_body.h) from this C: a channel's
+ * arithmetic is the same IEEE operations in the same order on every set,
+ * vector or not, and never a fused multiply-add (the compiler may not
+ * contract here), so every set gives the bits of the scalar loop. The sets
+ * differ only in how many channels an instruction takes: a chunk of four
+ * vectors of channels stays in registers for the whole block (the set's
+ * vectors; 4 floats in the baseline's), the channels past the last chunk
+ * one at a time.
+ */
+#ifndef CONVCORE_NORM_KERNELS_H
+#define CONVCORE_NORM_KERNELS_H
+
+#include <stddef.h>
+#include <string.h>
+
+#ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
+
+#if defined(__clang__)
+#define CC_BN_FN static
+#define CC_BN_EXACT _Pragma("clang fp contract(off)")
+#else
+#define CC_BN_FN static __attribute__((optimize("fp-contract=off")))
+#define CC_BN_EXACT
+#endif
+
+#ifdef CC_W
+#define CC_BN_W CC_W                 /* channels a vector */
+#else
+#define CC_BN_W 4                    /* the baseline: SSE2's, NEON's or the compiler's */
+#endif
+typedef float cc_bn_v __attribute__((vector_size(4 * CC_BN_W)));
+typedef int cc_bn_vi __attribute__((vector_size(4 * CC_BN_W)));
+enum { CC_BN_V = 4, CC_BN_CH = CC_BN_W * CC_BN_V };       /* a chunk: 4 vectors */
+
+static inline cc_bn_v cc_bn_load(const float* p) { cc_bn_v v; memcpy(&v, p, sizeof v); return v; }
+static inline void cc_bn_store(float* p, cc_bn_v v) { memcpy(p, &v, sizeof v); }
+/* v where m holds, else +0 (a mask of a comparison: NaN compares false) */
+static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_bn_vi)v & m); }
+
+CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_y,
+                         const double* centre, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
+                         double* s1, double* s2)
+{
+    CC_BN_EXACT
+    ptrdiff_t c0 = 0;
+    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
+        cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V];
+        for (int v = 0; v < CC_BN_V; v++) {
+            a1[v] = a2[v] = (cc_bn_v){0};
+            for (int l = 0; l < CC_BN_W; l++)
+                cf[v][l] = (float)centre[c0 + CC_BN_W * v + l];
+        }
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const float* xr = x + r * C + c0;
+            if (dy == NULL) {
+                for (int v = 0; v < CC_BN_V; v++) {
+                    cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
+                    a1[v] = a1[v] + d;
+                    a2[v] = a2[v] + d * d;
+                }
+                continue;
+            }
+            for (int v = 0; v < CC_BN_V; v++) {
+                cc_bn_v g = cc_bn_load(dy + r * C + c0 + CC_BN_W * v);
+                if (relu_y != NULL)
+                    g = cc_bn_keep(g, cc_bn_load(relu_y + r * C + c0 + CC_BN_W * v) > 0);
+                a1[v] = a1[v] + g;
+                a2[v] = a2[v] + g * (cc_bn_load(xr + CC_BN_W * v) - cf[v]);
+            }
+        }
+        for (int v = 0; v < CC_BN_V; v++)
+            for (int l = 0; l < CC_BN_W; l++) {
+                s1[c0 + CC_BN_W * v + l] = a1[v][l];
+                s2[c0 + CC_BN_W * v + l] = a2[v][l];
+            }
+    }
+    for (; c0 < C; c0++) {      /* the channels past the last chunk */
+        float a1 = 0, a2 = 0, cf = (float)centre[c0];
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            ptrdiff_t e = r * C + c0;
+            if (dy == NULL) {
+                float d = x[e] - cf;
+                a1 = a1 + d;
+                a2 = a2 + d * d;
+                continue;
+            }
+            float g = relu_y == NULL || relu_y[e] > 0 ? dy[e] : 0.0f;
+            a1 = a1 + g;
+            a2 = a2 + g * (x[e] - cf);
+        }
+        s1[c0] = a1;
+        s2[c0] = a2;
+    }
+}
+
+CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale,
+                           const float* beta, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
+                           int relu, float* y)
+{
+    CC_BN_EXACT
+    ptrdiff_t c0 = 0;
+    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
+        cc_bn_v m[CC_BN_V], s[CC_BN_V], b[CC_BN_V];
+        for (int v = 0; v < CC_BN_V; v++) {
+            m[v] = cc_bn_load(mean + c0 + CC_BN_W * v);
+            s[v] = cc_bn_load(scale + c0 + CC_BN_W * v);
+            b[v] = cc_bn_load(beta + c0 + CC_BN_W * v);
+        }
+        for (ptrdiff_t r = r0; r < r1; r++)
+            for (int v = 0; v < CC_BN_V; v++) {
+                ptrdiff_t e = r * C + c0 + CC_BN_W * v;
+                cc_bn_v o = (cc_bn_load(x + e) - m[v]) * s[v] + b[v];
+                cc_bn_store(y + e, relu ? cc_bn_keep(o, o > 0) : o);
+            }
+    }
+    for (; c0 < C; c0++)
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            ptrdiff_t e = r * C + c0;
+            float o = (x[e] - mean[c0]) * scale[c0] + beta[c0];
+            y[e] = relu && !(o > 0) ? 0.0f : o;
+        }
+}
+
+CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_y,
+                       const float* mean, const float* k, const float* inv, const float* cb,
+                       const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, float* dx)
+{
+    CC_BN_EXACT
+    ptrdiff_t c0 = 0;
+    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
+        cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
+        for (int v = 0; v < CC_BN_V; v++) {
+            ptrdiff_t c = c0 + CC_BN_W * v;
+            m[v] = cc_bn_load(mean + c);
+            kk[v] = cc_bn_load(k + c);
+            iv[v] = cc_bn_load(inv + c);
+            b[v] = cc_bn_load(cb + c);
+            gg[v] = cc_bn_load(cg + c);
+        }
+        for (ptrdiff_t r = r0; r < r1; r++)
+            for (int v = 0; v < CC_BN_V; v++) {
+                ptrdiff_t e = r * C + c0 + CC_BN_W * v;
+                cc_bn_v g = cc_bn_load(dy + e);
+                if (relu_y != NULL)
+                    g = cc_bn_keep(g, cc_bn_load(relu_y + e) > 0);
+                cc_bn_store(dx + e, kk[v] * ((g - b[v]) - ((cc_bn_load(x + e) - m[v]) * iv[v])
+                                             * gg[v]));
+            }
+    }
+    for (; c0 < C; c0++)
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            ptrdiff_t e = r * C + c0;
+            float g = relu_y == NULL || relu_y[e] > 0 ? dy[e] : 0.0f;
+            dx[e] = k[c0] * ((g - cb[c0]) - ((x[e] - mean[c0]) * inv[c0]) * cg[c0]);
+        }
+}
+
+#endif
+
+#endif
