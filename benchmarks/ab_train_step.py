@@ -1,12 +1,14 @@
-"""One measurement of an A/B comparison between two installs: the tutorial
-network's train_step on random data in this process, and its peak memory.
+"""One measurement of an A/B comparison between two installs: a network's
+train_step on random data in this process (the tutorial's, or resnet8's),
+and its peak memory.
 
     for r in 1 2 3 4; do
         echo "$(A/bin/python benchmarks/ab_train_step.py 2 50)" \
              "$(B/bin/python benchmarks/ab_train_step.py 2 50)"
     done
 
-Arguments: threads (default 2), batch (default 50). Prints images/s (the
+Arguments: threads (default 2), batch (default 50), the network (tutorial,
+the default, or resnet8: pyconv.models.resnet8, Adam). Prints images/s (the
 median of 40 steps, after 5) and the process's max RSS in MB. Each
 measurement a fresh process, alternating the installs: on a noisy machine
 the pairs say more than a table of medians over rounds.
@@ -22,10 +24,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_peers import _pyconv  # noqa: E402  (the same worker as bench_peers)
 
 
+def _resnet8(batch, threads):
+    import convcore
+    import pyconv
+    convcore.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((batch, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, batch)
+    model = pyconv.models.resnet8(seed=0)
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
+    return lambda: model.train_step(x, y, opt)
+
+
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    step, _ = _pyconv("train", batch, threads)
+    network = sys.argv[3] if len(sys.argv) > 3 else "tutorial"
+    if network not in ("tutorial", "resnet8"):
+        sys.exit(f"ab_train_step.py: the network must be tutorial or resnet8, got {network!r}")
+    step = _pyconv("train", batch, threads)[0] if network == "tutorial" else _resnet8(batch,
+                                                                                       threads)
     for _ in range(5):
         step()
     times = []

@@ -1,4 +1,5 @@
-"""Each convcore function against convcore.reference at the tutorial's shapes.
+"""Each convcore function against convcore.reference at the tutorial's shapes
+(and batch normalisation at resnet8's).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_ops.py [--batch 50]
 
@@ -69,6 +70,15 @@ def cases(n, rng):
                  (train(convcore), train(ref)), (x, w, b)),
                 (f"{name} training, fused (2 calls)", (train_fused, train(ref)), (x, w, b))]
 
+    def bn_rows(hw, c):
+        """resnet8's batch normalisation at hw x hw x c (training, with its ReLU)."""
+        x, gamma, beta = r(n, hw, hw, c), r(c), r(c)
+        y, mean, var = convcore.batchnorm_forward(x, gamma, beta, 1e-5, True)
+        return [(f"batchnorm forward {hw}x{hw}x{c} (resnet8)", "batchnorm_forward",
+                 (x, gamma, beta, 1e-5, True)),
+                (f"batchnorm backward {hw}x{hw}x{c}", "batchnorm_backward",
+                 (x, gamma, mean, var, r(n, hw, hw, c), 1e-5, True, y))]
+
     def dense_adam(x, w, dy, b, mw, vw, mb, vb):   # the reference: the separate steps
         _, dw, db = ref.linear_backward(x, w, dy, relu_y=dy)
         ref.adam_update(w, dw, mw, vw, 1e-7)
@@ -95,6 +105,7 @@ def cases(n, rng):
         ("dense1 backward + Adam", (fused_dense_adam, dense_adam), (f, w3, h, b3, *state)),
         ("dense2 forward 1024x10", "linear_forward", (h, w4, b4)),
         ("dense2 backward", "linear_backward", (h, w4, r(n, 10))),
+        *(row for hw, c in ((28, 32), (14, 64), (7, 128)) for row in bn_rows(hw, c)),
     ]
 
 
