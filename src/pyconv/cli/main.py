@@ -60,20 +60,9 @@ def _data_options(p):
                    "of each class for the test set (default 0.2)")
 
 
-def _train_parser(sub):
-    t = sub.add_parser("train", help="train a network and print its test accuracy")
-    t.add_argument("--model", default="tutorial", metavar="NAME|FILE",
-                   help=f"a built-in network ({', '.join(sorted(MODELS))}; default tutorial, "
-                   "the TensorFlow tutorial's CNN) or a network file (.json or .toml)")
-    _data_options(t)
-    t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
-                   "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs, "
-                   "resnet8 20 epochs; else 2000)")
-    t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
-                   "(instead of --steps)")
-    t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "
-                   "mpiexec, split among the processes (default: tutorial 50, grokking 128, "
-                   "fast and resnet8 128, else 50)")
+def _recipe_options(t):
+    """How a run learns: the rate, the optimiser and its settings, the schedule,
+    label smoothing (each defaulting to the model's recipe)."""
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: tutorial 1e-4 "
                    "Adam, grokking 1.0 SGD, fast 0.01 Adam with betas 0.7 and 0.9, resnet8 0.01 "
                    "AdamW with weight decay 5e-4, else 1e-3 Adam)")
@@ -97,6 +86,23 @@ def _train_parser(sub):
     t.add_argument("--label-smoothing", type=_smoothing, metavar="E", help="spread E of each "
                    "target over all classes, as PyTorch's (default: fast and resnet8 0.1, "
                    "else 0)")
+
+
+def _train_parser(sub):
+    t = sub.add_parser("train", help="train a network and print its test accuracy")
+    t.add_argument("--model", default="tutorial", metavar="NAME|FILE",
+                   help=f"a built-in network ({', '.join(sorted(MODELS))}; default tutorial, "
+                   "the TensorFlow tutorial's CNN) or a network file (.json or .toml)")
+    _data_options(t)
+    t.add_argument("--steps", type=_positive_int, help="training steps (default: the "
+                   "model's published budget: tutorial 20000, grokking 2100, fast 1.5 epochs, "
+                   "resnet8 20 epochs; else 2000)")
+    t.add_argument("--epochs", type=_positive_float, help="passes over the training set "
+                   "(instead of --steps)")
+    t.add_argument("--batch-size", type=_positive_int, help="the (global) batch: under "
+                   "mpiexec, split among the processes (default: tutorial 50, grokking 128, "
+                   "fast and resnet8 128, else 50)")
+    _recipe_options(t)
     t.add_argument("--augment-shift", type=_non_negative_int, metavar="N",
                    help="augment: translate each training image by up to N pixels (zero "
                    "border), seeded; resumes bit for bit (default: resnet8 2, else 0: off)")
