@@ -8,7 +8,7 @@ and its peak memory.
     done
 
 Arguments: threads (default 2), batch (default 50), the network (tutorial,
-the default, or resnet8: pyconv.models.resnet8, Adam). Prints images/s (the
+the default, or resnet8: bench_resnet.py's, Adam). Prints images/s (the
 median of 40 steps, after 5) and the process's max RSS in MB. Each
 measurement a fresh process, alternating the installs: on a noisy machine
 the pairs say more than a table of medians over rounds.
@@ -22,17 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_peers import _pyconv  # noqa: E402  (the same worker as bench_peers)
-
-
-def _resnet8(batch, threads):
-    import convcore
-    import pyconv
-    convcore.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    x, y = rng.random((batch, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, batch)
-    model = pyconv.models.resnet8(seed=0)
-    opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
-    return lambda: model.train_step(x, y, opt)
+from bench_resnet import _pyconv as _resnet8  # noqa: E402  (and as bench_resnet)
 
 
 def main():
@@ -41,8 +31,7 @@ def main():
     network = sys.argv[3] if len(sys.argv) > 3 else "tutorial"
     if network not in ("tutorial", "resnet8"):
         sys.exit(f"ab_train_step.py: the network must be tutorial or resnet8, got {network!r}")
-    step = _pyconv("train", batch, threads)[0] if network == "tutorial" else _resnet8(batch,
-                                                                                       threads)
+    step, _ = (_pyconv if network == "tutorial" else _resnet8)("train", batch, threads)
     for _ in range(5):
         step()
     times = []

@@ -198,11 +198,11 @@ def main():
                 res.update(round=r, setting=f"{mode} b{batch} {threads}t")
                 rounds.append(res)
                 print(json.dumps(res), file=sys.stderr)
-    runs, rounds = rounds, list(rounds)    # all runs (for the JSON), and the ones that count
+    runs, rounds = rounds, _faster_torch_layout(rounds)   # all runs (the JSON); those that count
     rows, summary = [], {}
     for mode, batch, threads in SETTINGS:
         key = f"{mode} b{batch} {threads}t"
-        layouts = _better_torch_layout(rounds, key)
+        layouts = [x["layout"] for x in rounds if x["setting"] == key and "layout" in x]
         speed = {fw: float(np.median([r["images_per_s"] for r in rounds
                                       if r["setting"] == key and r["framework"] == fw
                                       and "images_per_s" in r])) for fw in frameworks}
@@ -224,22 +224,21 @@ def main():
                           "runs": runs, "table": table})
 
 
-def _better_torch_layout(rounds, key):
-    """Within each round of setting key, keep PyTorch's faster layout as
-    "torch" (the other dropped from rounds); returns the layout kept, round
-    by round."""
-    kept = []
-    for r in sorted({x["round"] for x in rounds if x.get("setting") == key}):
-        both = [x for x in rounds if x.get("setting") == key and x["round"] == r
-                and x["framework"] in ("torch", "torch-nchw") and "images_per_s" in x]
-        if not both:
-            continue
+def _faster_torch_layout(runs):
+    """runs with PyTorch's two runs of each setting and round ("torch":
+    channels_last, "torch-nchw") replaced by the faster one, as "torch" with
+    its "layout"."""
+    out, pairs = [], {}
+    for x in runs:
+        if x["framework"] in ("torch", "torch-nchw") and "images_per_s" in x:
+            pairs.setdefault((x["setting"], x["round"]), []).append(x)
+        elif x["framework"] != "torch-nchw":
+            out.append(x)
+    for both in pairs.values():
         best = max(both, key=lambda x: x["images_per_s"])
-        kept.append("channels_last" if best["framework"] == "torch" else "nchw")
-        for x in both:
-            rounds.remove(x)
-        rounds.append({**best, "framework": "torch", "layout": kept[-1]})
-    return kept
+        out.append({**best, "framework": "torch",
+                    "layout": "channels_last" if best["framework"] == "torch" else "nchw"})
+    return out
 
 
 if __name__ == "__main__":
