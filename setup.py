@@ -25,13 +25,13 @@ CONFIG = "-".join(["debug" if DEBUG else "release"] + ([SANITIZE] if SANITIZE el
                   + (["serial"] if NO_OPENMP else []))
 
 MODULES = ["_blas", "_im2col", "_isa", "_conv", "_pool", "_linear", "_optim", "_dropout",
-           "_norm", "_gather", "_add", "_openmp_info"]
+           "_norm", "_gather", "_add", "_bf16", "_openmp_info"]
 # The kernel sets (src/convcore/_kernel_set.h), linked into convcore._isa: each
 # file compiles the same width-generic kernels for its own target.
 KERNEL_SETS = ["_set_baseline.c", "_set_avx2.c", "_set_avx512.c", "_set_neon.c"]
 HEADERS = ["_simd.h", "_kernel_set.h", "_kernel_set_body.h", "_conv_direct.h",
            "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h",
-           "_dropout_kernels.h", "_gather_kernels.h", "_norm_kernels.h"]
+           "_dropout_kernels.h", "_gather_kernels.h", "_norm_kernels.h", "_bf16_kernels.h"]
 
 
 def openmp_flags():

@@ -41,6 +41,8 @@ CASES = {
     "add_backward relu_y shape": (lambda: convcore.add_backward(X, X[:, :1]), ValueError,
                                   "relu_y"),
     "add_backward dy list": (lambda: convcore.add_backward(X.tolist(), X), TypeError, "dy"),
+    "round_bf16 x float64": (lambda: convcore.round_bf16(X.astype(np.float64)), TypeError,
+                             "x must be float32"),
     # dtypes and non-arrays
     "conv x float64": (lambda: convcore.conv2d_forward(X.astype(np.float64), W), TypeError, "x"),
     "conv w float64": (lambda: convcore.conv2d_forward(X, W.astype(np.float64)), TypeError, "w"),

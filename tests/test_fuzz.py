@@ -132,6 +132,8 @@ def arguments(name):
     if name == "add_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
             "relu": st.booleans()}))
+    if name == "round_bf16":
+        return st.tuples(st.tuples(ARR), st.just({}))
     if name == "add_backward":
         return st.tuples(st.tuples(ARR), st.fixed_dictionaries({}, optional={
             "relu_y": st.one_of(ARR, st.none())}))

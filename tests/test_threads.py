@@ -116,6 +116,7 @@ def _all_ops(rng):
         "add_forward": [convcore.add_forward(xo, dyl[:3, :100].repeat(200, 1), relu=r)
                         for r in (False, True)],
         "add_backward": [convcore.add_backward(xo, relu_y=xo[::-1].copy())],
+        "round_bf16": [convcore.round_bf16(xo)],
         "avgpool2d_forward": [convcore.avgpool2d_forward(xn, 3, 2, "same")],
         "avgpool2d_backward": [convcore.avgpool2d_backward(xn[:, ::2, ::2].copy(), xn.shape, 3,
                                                            2, "same")],

@@ -21,6 +21,7 @@ try:
     from . import _api
     from ._alloc import empty, zeros  # noqa: F401
     from ._kernels import (  # noqa: F401
+        bf16_supported,
         get_kernels,
         kernel_counts,
         set_kernels,

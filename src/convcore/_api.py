@@ -1,7 +1,7 @@
 """convcore's public functions: check inputs, choose the thread count, call the kernels."""
 import numpy as np
 
-from . import _add, _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
+from . import _add, _bf16, _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
 from . import _checks as chk
 from ._alloc import empty
 from ._kernels import conv_simd as _conv_simd
@@ -717,3 +717,16 @@ def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
     _gather.gather_batch(x, rows, shift, flip, float(divisor), out, get_num_threads())
     return out
 
+
+
+def round_bf16(x):
+    """x (float32, any shape) rounded to the nearest bfloat16 value, ties to
+    even, as float32: the operands a bf16 multiply sees (bfloat16 keeps
+    float32's exponent and the top 7 of its 23 mantissa bits). NaN stays NaN,
+    infinities stay, finite values past bfloat16's largest (3.39e38) become
+    infinities. The same bits as convcore.reference.round_bf16."""
+    fn = "round_bf16"
+    x = chk.array(fn, "x", x, getattr(x, "ndim", 0), "(...)")
+    y = empty(x.shape)
+    _bf16.round_bf16(x.reshape(-1), y.reshape(-1), get_num_threads())
+    return y

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _isa, _linear
+from . import _bf16, _isa, _linear
 
 VECTOR_SETS = _isa.VECTOR_SETS                       # "avx512", "avx2", "neon"
 KERNELS = ("auto", "simd", *VECTOR_SETS, "blas")
@@ -46,6 +46,20 @@ def simd_supported():
     leaves out the sets above the one it names: CONVCORE_MAX_ISA=avx2 runs
     as on a CPU without AVX-512, =baseline as on one without any."""
     return _AVAILABLE
+
+
+def bf16_supported():
+    """The bf16 instruction sets this CPU runs, best first: "amx" (AMX-BF16
+    tiles, Sapphire Rapids and later Xeons; on Linux, once the OS has granted
+    this process the tile state, which this call asks for) and "avx512_bf16"
+    (vdpbf16ps: Cooper Lake, Zen 4 and later); () where there is neither, as
+    under CONVCORE_MAX_ISA below avx512. What pyconv's precision="bf16" needs."""
+    if _CAP and _CAP != "avx512":
+        return ()
+    return _BF16
+
+
+_BF16 = _bf16.features()     # (asked once: the CPU does not change)
 
 
 def set_kernels(name, winograd=True, strict=False):

@@ -21,10 +21,11 @@ OPERATIONS = (
     "linear_backward_adam",                                # dense backward + Adam, fused
     "adam_update", "sgd_update",                           # optimiser steps, in place
     "gather_batch",                                        # a batch: gather, augment, scale
+    "round_bf16",                                          # float32 -> bfloat16's values
 )
 
 # Threads, kernel choice, build facts, aligned arrays: not operations.
 CONTROLS = (
     "set_num_threads", "get_num_threads", "openmp_enabled", "set_kernels", "get_kernels",
-    "winograd_enabled", "simd_supported", "kernel_counts", "empty", "zeros",
+    "winograd_enabled", "simd_supported", "bf16_supported", "kernel_counts", "empty", "zeros",
 )

@@ -311,3 +311,13 @@ def gather_batch(x, rows, shift=None, flip=None, divisor=1.0):
     if flip is not None:   # then column w takes column W - 1 - w
         out = np.where(np.asarray(flip)[:, None, None, None], out[:, :, ::-1], out)
     return out / np.float32(divisor)
+
+
+def round_bf16(x):
+    """To the nearest bfloat16 value, ties to even: add 0x7fff plus the last
+    kept bit, cut the low 16 bits; a NaN is made quiet before the cut."""
+    u = np.asarray(x, np.float32).view(np.uint32)
+    nan = (u & np.uint32(0x7fffffff)) > np.uint32(0x7f800000)
+    up = u + np.uint32(0x7fff) + ((u >> np.uint32(16)) & np.uint32(1))
+    kept = np.where(nan, u | np.uint32(0x00400000), up) & np.uint32(0xffff0000)
+    return kept.astype(np.uint32).view(np.float32)
