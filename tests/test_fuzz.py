@@ -56,6 +56,7 @@ SIZES = st.one_of(st.integers(-2, 8), st.sampled_from([2**31, 2**62, 2**63 + 5, 
                   st.lists(st.integers(0, 3), max_size=3), st.none(), st.floats(0, 3),
                   st.just(True), st.text(max_size=3))
 PADDINGS = st.one_of(SIZES, st.sampled_from(["same", "valid", "SAME", "full"]))
+PRECISIONS = st.sampled_from(["fp32", "bf16-emulated", "bf16", None, 3])
 SHAPES = st.one_of(st.tuples(*[st.integers(-1, 6)] * 4),
                    st.tuples(st.integers(0, 3), st.sampled_from([2**31, 2**40, 2**62]),
                              st.sampled_from([2**31, 2**40, 2**62]), st.integers(1, 3)),
@@ -73,19 +74,22 @@ def arguments(name):
             "stride": SIZES, "padding": PADDINGS}))
     if name == "conv2d_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
-            "b": ARR, "stride": SIZES, "padding": PADDINGS, "relu": st.booleans()}))
+            "b": ARR, "stride": SIZES, "padding": PADDINGS, "relu": st.booleans(),
+            "precision": PRECISIONS}))
     if name == "conv2d_backward":
         return st.tuples(st.tuples(ARR, ARR, ARR), st.fixed_dictionaries({}, optional={
-            "stride": SIZES, "padding": PADDINGS, "relu_y": ARR, "need_dx": st.booleans()}))
+            "stride": SIZES, "padding": PADDINGS, "relu_y": ARR, "need_dx": st.booleans(),
+            "precision": PRECISIONS}))
     if name == "conv2d_maxpool_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
             "b": ARR, "stride": SIZES, "padding": PADDINGS, "relu": st.booleans(),
             "pool_size": SIZES, "pool_stride": SIZES, "pool_padding": PADDINGS,
-            "return_argmax": st.booleans()}))
+            "return_argmax": st.booleans(), "precision": PRECISIONS}))
     if name == "conv2d_maxpool_backward":
         return st.tuples(st.tuples(ARR, ARR, ARR, ARR), st.fixed_dictionaries({}, optional={
             "stride": SIZES, "padding": PADDINGS, "pool_size": SIZES, "pool_stride": SIZES,
-            "pool_padding": PADDINGS, "need_dx": st.booleans(), "relu_y": ARR}))
+            "pool_padding": PADDINGS, "need_dx": st.booleans(), "relu_y": ARR,
+            "precision": PRECISIONS}))
     if name in ("dropout_forward", "dropout_backward"):
         rates = st.one_of(st.floats(-1, 2), st.integers(-1, 2), st.none(), st.just(True))
         keys = st.one_of(st.integers(-2, 2**64 + 2), st.floats(0, 3), st.none())
@@ -96,7 +100,8 @@ def arguments(name):
         return st.tuples(st.tuples(ARR, ARR, ARR, st.one_of(st.none(), ARR), ARR, ARR,
                                    st.one_of(st.none(), ARR), st.one_of(st.none(), ARR),
                                    st.floats(-1, 1)), st.fixed_dictionaries({}, optional={
-                                       "need_dx": st.booleans(), "relu_y": ARR}))
+                                       "need_dx": st.booleans(), "relu_y": ARR,
+                                       "precision": PRECISIONS}))
     if name == "maxpool2d_forward":
         return st.tuples(st.tuples(ARR), st.fixed_dictionaries({}, optional={
             "pool_size": SIZES, "stride": SIZES, "padding": PADDINGS}))
@@ -119,10 +124,12 @@ def arguments(name):
             {}, optional={"eps": epsilons, "need_dx": st.booleans(), "relu_y": ARR}))
     if name == "linear_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
-            "b": ARR, "relu": st.booleans()}))
+            "b": ARR, "relu": st.booleans(),
+            "precision": PRECISIONS}))
     if name == "linear_backward":
         return st.tuples(st.tuples(ARR, ARR, ARR), st.fixed_dictionaries({}, optional={
-            "relu_y": ARR, "need_dx": st.booleans()}))
+            "relu_y": ARR, "need_dx": st.booleans(),
+            "precision": PRECISIONS}))
     if name == "gather_batch":
         rows = st.one_of(ARR, arrays(np.int64, st.integers(0, 6), elements=st.integers(-2, 8)))
         return st.tuples(st.tuples(st.one_of(ARR, arrays(np.uint8, st.tuples(

@@ -49,6 +49,19 @@ def _stacked(parts, shape):
     return out
 
 
+PRECISIONS = ("fp32", "bf16-emulated")
+
+
+def _rounded(fn, precision, *arrays):
+    """The checked operands as `precision` multiplies them: as they are
+    ("fp32"), or rounded to bfloat16 ("bf16-emulated"); None stays None."""
+    if isinstance(precision, str) and precision == "fp32":
+        return arrays
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"{fn}: precision must be one of {PRECISIONS}, got {precision!r}")
+    return tuple(None if a is None else round_bf16(a) for a in arrays)
+
+
 def _dy_checks(fn, dy, relu_y, want, desc):
     """An output gradient dy and the optional ReLU output relu_y, both of shape want."""
     dy = chk.array(fn, "dy", dy, len(want), desc)
@@ -127,15 +140,24 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     return dx
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
+                   precision="fp32"):
     """y = conv(x, w) + b, NHWC: (N, H, W, C_in) * (kh, kw, C_in, C_out) -> (N, OH, OW, C_out).
 
     relu=True fuses max(y, 0) into the same pass (y >= 0 then marks the ReLU mask).
     slices: the bounds [0, ..., N] of the batch's slices (pyconv's canonical
     order, _slices.pxd); each image's output is the same with or without them.
+    precision: "fp32", or "bf16-emulated": the operands x and w (in a
+    backward pass dy too) rounded to bfloat16 (round_bf16), then multiplied by
+    the float32 kernels, which is exact (a product of two bfloat16 values fits
+    in float32), and summed in float32; the bias added in float32. The
+    arithmetic of a bf16 kernel (AMX, AVX512-BF16), at fp32's speed less the
+    rounding passes. The same for every product below.
     """
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
+    x, w2 = _rounded(fn, precision, x, w2)
+    w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     kernels = _conv_simd(fn, g, w2.shape[1], need_dx=False)
@@ -165,16 +187,19 @@ def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool
 
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
-                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None):
+                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None,
+                           precision="fp32"):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
     pool_stride, pool_padding) in one pass: with the vector kernels each image's
     convolution output stays in cache and only the pooled result is written.
     The same bits as the two calls. Returns y, or (y, argmax) with
     return_argmax=True (for training: conv2d_maxpool_backward takes it).
-    slices: as conv2d_forward's."""
+    slices, precision: as conv2d_forward's."""
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding)
+    x, w2 = _rounded(fn, precision, x, w2)
+    w = w2.reshape(w.shape)
     cout = w2.shape[1]
     kernels = _conv_simd(fn, g, cout, need_dx=False)
     if kernels is None:
@@ -193,7 +218,7 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
                             pool_stride=None, pool_padding=0, need_dx=True, relu_y=None,
-                            slices=None):
+                            slices=None, precision="fp32"):
     """Gradients (dx, dw, db) of conv2d_maxpool_forward from its input x,
     kernels w, the gradient dy of its pooled output and the argmax it returned
     (the convolution and pool arguments as given to it), all as
@@ -202,7 +227,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
 
     relu_y: the pooled output y of a relu=True forward; the ReLU's mask is
     taken at each window's winner, where y holds the convolution's value.
-    slices: as conv2d_backward's.
+    slices, precision: as conv2d_backward's.
     """
     fn = "conv2d_maxpool_backward"
     x, w2, _, g, pg, _ = _conv_pool_checks(fn, x, w, stride, padding, None, pool_size,
@@ -214,6 +239,8 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
+    x, w2, dy = _rounded(fn, precision, x, w2, dy)
+    w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = _conv_simd(fn, g, cout, need_dx)
     if kernels is None:   # the pool's backward (through the ReLU), then BLAS
@@ -235,7 +262,8 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     return dx, dw.reshape(w.shape), db
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None,
+                    precision="fp32"):
     """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
 
     need_dx=False skips the input gradient (a first layer) and returns None for it.
@@ -244,11 +272,14 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     slices: the bounds [0, ..., N] of the batch's slices: dw and db are each
     slice's sums added in the pairwise tree (_slices.pxd), the same bits
     wherever the slices are computed; None: one slice.
+    precision: as conv2d_forward's (dy rounded too; the ReLU's mask is relu_y's).
     """
     fn = "conv2d_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
+    x, w2, dy = _rounded(fn, precision, x, w2, dy)
+    w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = _conv_simd(fn, g, w2.shape[1], need_dx)
     if kernels is None and len(bounds) > 2:
@@ -410,11 +441,13 @@ def _linear_checks(fn, x, w, b=None):
     return x, w, b
 
 
-def linear_forward(x, w, b=None, relu=False, slices=None):
+def linear_forward(x, w, b=None, relu=False, slices=None, precision="fp32"):
     """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0).
-    slices: as conv2d_forward's (the kernels are picked by the largest slice)."""
+    slices: as conv2d_forward's (the kernels are picked by the largest slice);
+    precision: as conv2d_forward's."""
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
+    x, w = _rounded(fn, precision, x, w)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
     y = empty((x.shape[0], w.shape[1]))
@@ -426,16 +459,18 @@ def linear_forward(x, w, b=None, relu=False, slices=None):
     return y
 
 
-def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
+def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None, precision="fp32"):
     """Gradients of linear_forward: (dx, dw, db); dx is None if need_dx is False.
 
     relu_y: the output y of a relu=True forward; dy is then masked by y > 0 first.
-    slices: as conv2d_backward's (the kernels are picked by the largest slice).
+    slices: as conv2d_backward's (the kernels are picked by the largest slice);
+    precision: as conv2d_backward's.
     """
     fn = "linear_backward"
     x, w, _ = _linear_checks(fn, x, w)
     want = (x.shape[0], w.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
+    x, w, dy = _rounded(fn, precision, x, w, dy)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     dx = empty(x.shape) if need_dx else None
@@ -455,12 +490,13 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
 
 
 def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
-                         eps=1e-8, need_dx=True, relu_y=None, slices=None):
+                         eps=1e-8, need_dx=True, relu_y=None, slices=None, precision="fp32"):
     """linear_backward, then adam_update of w (state m_w, v_w) and b (m_b, v_b;
     b and its state may be None), in one pass where the simd kernels apply:
     each block of w's gradient is applied while in cache, never stored. The
     same bits as the separate calls. Returns dx (None if need_dx is False).
-    slices: as linear_backward's."""
+    slices, precision: as linear_backward's (bf16-emulated: the separate
+    calls; w's rounded copy is multiplied, w itself updated)."""
     fn = "linear_backward_adam"
     _update_checks(fn, w, w, {"m_w": m_w, "v_w": v_w}, p_name="w")   # updated in place:
     if b is not None:                                                 # no copies allowed
@@ -471,9 +507,10 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
     bounds = _slices(fn, slices, x.shape[0])
+    _rounded(fn, precision)
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
-    if kernels is None:
-        dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices)
+    if kernels is None or precision != "fp32":
+        dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices, precision)
         adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
         if b is not None:
             adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)

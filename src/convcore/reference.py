@@ -48,8 +48,16 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     return xp[:, pt:pt + h, pl:pl + w, :].copy()
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
+def _multiplied(precision, *arrays):
+    """The operands as `precision` multiplies them: bf16-emulated rounds each
+    to bfloat16 (their products are then exact in float32)."""
+    return arrays if precision == "fp32" else tuple(round_bf16(a) for a in arrays)
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
+                   precision="fp32"):
     checked_bounds("conv2d_forward", slices, len(x))
+    x, w = _multiplied(precision, x, w)
     cols = im2col(x, w.shape[:2], stride, padding)
     y = cols @ w.reshape(-1, w.shape[3])
     if b is not None:
@@ -57,8 +65,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None):
     return np.maximum(y, 0) if relu else y
 
 
-def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None):
+def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None,
+                    precision="fp32"):
     """slices: dw and db are each slice's sums added in the pairwise tree."""
+    x, w, dy = _multiplied(precision, x, w, dy)
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
     cols = im2col(x, w.shape[:2], stride, padding)
@@ -115,7 +125,9 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
 
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
-                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None):
+                           pool_stride=None, pool_padding=0, return_argmax=False, slices=None,
+                           precision="fp32"):
+    x, w = _multiplied(precision, x, w)
     y, argmax = maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu, slices),
                                   pool_size,
                                   pool_stride, pool_padding)
@@ -124,8 +136,10 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
                             pool_stride=None, pool_padding=0, need_dx=True, relu_y=None,
-                            slices=None):
-    """relu_y: the pooled output; the ReLU's mask at each window's winner."""
+                            slices=None, precision="fp32"):
+    """relu_y: the pooled output; the ReLU's mask at each window's winner.
+    bf16-emulated: the pooled dy is rounded (once: its sums are not)."""
+    x, w, dy = _multiplied(precision, x, w, dy)
     y_shape = conv2d_forward(x[:0], w, None, stride, padding).shape
     y_shape = (x.shape[0], *y_shape[1:])
     dy_conv = maxpool2d_backward(dy if relu_y is None else np.where(relu_y > 0, dy, 0),
@@ -133,16 +147,18 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     return conv2d_backward(x, w, dy_conv, stride, padding, need_dx, slices=slices)
 
 
-def linear_forward(x, w, b=None, relu=False, slices=None):
+def linear_forward(x, w, b=None, relu=False, slices=None, precision="fp32"):
     checked_bounds("linear_forward", slices, len(x))
+    x, w = _multiplied(precision, x, w)
     y = x @ w
     if b is not None:
         y = y + b
     return np.maximum(y, 0) if relu else y
 
 
-def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None):
+def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None, precision="fp32"):
     """slices: dw and db are each slice's sums added in the pairwise tree."""
+    x, w, dy = _multiplied(precision, x, w, dy)
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
     dw, db = _sliced_sums("linear_backward", slices, len(x),
@@ -157,10 +173,10 @@ def _sliced_sums(fn, slices, n, sums):
 
 
 def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2=0.999,
-                         eps=1e-8, need_dx=True, relu_y=None, slices=None):
+                         eps=1e-8, need_dx=True, relu_y=None, slices=None, precision="fp32"):
     """linear_backward, then adam_update of w and b (b and its state may be None),
     in place; returns dx."""
-    dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices)
+    dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices, precision)
     adam_update(w, dw, m_w, v_w, lr_t, beta1, beta2, eps)
     if b is not None:
         adam_update(b, db, m_b, v_b, lr_t, beta1, beta2, eps)
