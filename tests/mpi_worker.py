@@ -4,9 +4,11 @@ normalisation) on fixed batches of the MNIST test images, through
 distributed.DataParallel (each rank takes its slice of the global batch),
 then rank 0 writes the weights (and running statistics) to OUT.npz.
 
-    mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH [MODEL [SLICES]]
+    mpiexec -n 2 python tests/mpi_worker.py OUT.npz OPTIMIZER STEPS BATCH [MODEL [SLICES
+                                                                  [PRECISION]]]
 
 SLICES (default 16): the batch's slices (convcore.slices; 1: MPI's own order).
+PRECISION (default fp32): the model's (pyconv.precision).
 """
 import sys
 
@@ -18,10 +20,10 @@ from pyconv.train import distributed
 from conftest import MNIST_DIR
 
 
-def main(out, optimizer, steps, batch, model_name="tutorial", slices=16):
+def main(out, optimizer, steps, batch, model_name="tutorial", slices=16, precision="fp32"):
     world = distributed.world()
     ds = pyconv.datasets.load("mnist", data_dir=MNIST_DIR)
-    model = pyconv.models.MODELS[model_name](seed=0)
+    model = pyconv.models.MODELS[model_name](seed=0).set_precision(precision)
     params = model.parameters()
     opt = (pyconv.optim.Adam(params, lr=1e-4) if optimizer == "adam"
            else pyconv.optim.SGD(params, lr=0.05))

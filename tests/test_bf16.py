@@ -1,6 +1,8 @@
 """bf16: convcore's rounding to bfloat16 against its NumPy twin and against
 ml-dtypes (JAX's bfloat16), and what the CPU reports."""
+import json
 import os
+import re
 
 import ml_dtypes
 import numpy as np
@@ -11,6 +13,13 @@ from hypothesis.extra.numpy import arrays
 
 import convcore
 import convcore.reference as ref
+import pyconv
+from pyconv.fusion import FUSIONS
+from pyconv.precision import cpu_name
+
+from conftest import MNIST_DIR
+from helpers import assert_within
+from helpers import pyconv as cli
 
 BITS = arrays(np.uint32, st.integers(0, 300), elements=st.integers(0, 2**32 - 1))
 
@@ -139,7 +148,6 @@ def test_bf16_emulated_equals_the_reference_within_a_stated_bound():
     operands: each operand's rounding moves it by at most 2^-9 of itself, so
     each product by at most 2^-8 + 2^-18, each output by that much of the sum
     of |products| (plus the float32 sum's own error)."""
-    from helpers import assert_within
     for name, args, kwargs, _ in _product_cases(np.random.default_rng(3)):
         if name.startswith("conv2d_maxpool") or name.endswith("backward"):
             continue                      # (the forward outputs: one sum each)
@@ -164,3 +172,124 @@ def test_precision_must_be_one_of_the_names():
     with pytest.raises(ValueError, match="linear_backward_adam: precision must be"):
         convcore.linear_backward_adam(x[0, 0], w[0, 0], x[0, 0, :, :1].repeat(16, 1), None,
                                       w[0, 0], w[0, 0], None, None, 1e-3, precision="fp16")
+
+
+# ---------------------------------------------------------------- networks in bf16
+
+def _batch(n, seed, shape=(28, 28, 1)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape)).astype(np.uint8), rng.integers(0, 10, n)
+
+
+def test_set_precision_names_what_the_cpu_lacks(monkeypatch):
+    model = pyconv.models.tutorial_cnn(seed=0)
+    with pytest.raises(ValueError, match=r"^set_precision: precision must be one of fp32, "
+                                         r"bf16, bf16-emulated, got 'fp16'$"):
+        model.set_precision("fp16")
+    if not convcore.bf16_supported():
+        with pytest.raises(ValueError, match=rf"bf16 needs a CPU with AMX-BF16 or AVX512-BF16 "
+                                             rf".*this one \({re.escape(cpu_name())}\) has "
+                                             "neither. bf16-emulated runs"):
+            model.set_precision("bf16")
+    monkeypatch.setattr(convcore, "bf16_supported", lambda: ())
+    with pytest.raises(ValueError, match="has neither"):
+        model.set_precision("bf16")
+    monkeypatch.setattr(convcore, "bf16_supported", lambda: ("amx", "avx512_bf16"))
+    with pytest.raises(ValueError, match="this CPU's AMX-BF16 and AVX512-BF16 needs kernels "
+                                         "that this build of pyconv does not have yet"):
+        model.set_precision("bf16")
+    assert model.precision == "fp32" and {layer.precision for layer in model.layers} == {"fp32"}
+
+
+def _train(model, x, y, steps=3, **kw):
+    opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
+    losses = [model.train_step(x, y, opt, **kw) for _ in range(steps)]
+    return losses, [p.value.tobytes() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["tutorial", "resnet8"])
+def test_bf16_emulated_training_fused_unfused_and_on_two_threads_alike(threads, name):
+    """A network in bf16-emulated: its fused steps (conv + pool, dense + Adam,
+    batch norm + ReLU, add + ReLU) give the same bits as its layers one by
+    one, and 2 threads the same bits as 1; not the bits of fp32."""
+    make = pyconv.models.MODELS[name]
+    x, y = _batch(16, 1, (28, 28, 1))
+    runs = {}
+    for key, n_threads, fusions, precision in [("fused", 2, FUSIONS, "bf16-emulated"),
+                                               ("unfused", 2, (), "bf16-emulated"),
+                                               ("1 thread", 1, FUSIONS, "bf16-emulated"),
+                                               ("fp32", 2, FUSIONS, "fp32")]:
+        threads(n_threads)
+        runs[key] = _train(make(seed=2).set_precision(precision), x, y, fusions=fusions)
+    assert runs["fused"] == runs["unfused"] == runs["1 thread"]
+    assert runs["fused"][0] != runs["fp32"][0]
+
+
+def test_bf16_emulated_keeps_float32_master_weights():
+    """The products' operands are rounded; the weights the optimiser updates
+    (and saves) are not: after a few steps they hold float32's low bits."""
+    x, y = _batch(16, 2)
+    model = pyconv.models.tutorial_cnn(seed=3).set_precision("bf16-emulated")
+    _train(model, x, y)
+    w = model.parameters()[0].value
+    assert not np.array_equal(convcore.round_bf16(w), w)
+    assert model.predict(x).tobytes() != model.set_precision("fp32").predict(x).tobytes()
+
+
+def test_bf16_emulated_learns_real_digits_as_fp32_does():
+    """The tutorial network, 150 Adam steps of 50 on real MNIST images (the
+    test's sample when the full set is absent), then the held-out images:
+    bf16-emulated's accuracy within 3 points of fp32's (same seed), and both
+    well above chance."""
+    ds = pyconv.datasets.load("mnist", data_dir=MNIST_DIR)
+    n_test = min(1000, len(ds.y_test))
+    accuracy = {}
+    for precision in ("fp32", "bf16-emulated"):
+        model = pyconv.models.tutorial_cnn(seed=0)
+        model.fit(ds.x_train[:7500], ds.y_train[:7500], steps=150, batch_size=50, lr=1e-3,
+                  verbose=False, precision=precision)
+        assert model.precision == precision
+        accuracy[precision] = model.accuracy(ds.x_test[:n_test], ds.y_test[:n_test])
+    assert min(accuracy.values()) > 0.8, accuracy
+    assert abs(accuracy["fp32"] - accuracy["bf16-emulated"]) <= 0.03, accuracy
+
+
+# ---------------------------------------------------------------- the command in bf16
+
+def test_pyconv_train_evaluate_predict_and_export_in_bf16(tmp_path):
+    """--precision for train (recorded in the metrics and the checkpoint: a
+    resume keeps it, bit for bit, and refuses another), evaluate and predict;
+    the checkpoint's weights are float32 and export as usual."""
+    ckpt, half, metrics = tmp_path / "c.npz", tmp_path / "h.npz", tmp_path / "m.json"
+    common = ["train", "--model", "grokking", "--batch-size", "32", "--no-progress",
+              "--eval-every", "100"]
+    out = cli(*common, "--steps", "6", "--precision", "bf16-emulated",
+                 "--checkpoint", str(ckpt), "--metrics", str(metrics)).stdout
+    assert "seed 0, bf16-emulated, " in out, out
+    assert json.loads(metrics.read_text())["precision"] == "bf16-emulated"
+    cli(*common, "--steps", "3", "--precision", "bf16-emulated", "--checkpoint", str(half))
+    refused = cli(*common, "--steps", "6", "--checkpoint", str(half), "--resume",
+                     "--precision", "fp32", check=False)
+    assert refused.returncode == 2 and (f"--resume: {half} was trained in bf16-emulated, which "
+                                        "a resumed run keeps: --precision fp32 does not apply"
+                                        ) in refused.stderr
+    cli(*common, "--steps", "6", "--checkpoint", str(half), "--resume")
+    with np.load(ckpt) as a, np.load(half) as b:
+        weights = [k for k in a.files if k.startswith("param")]
+        assert weights and all(a[k].tobytes() == b[k].tobytes() for k in weights)
+        assert all(a[k].dtype == np.float32 for k in weights)
+    result = json.loads(cli("evaluate", str(ckpt), "--precision", "bf16-emulated").stdout)
+    assert result["precision"] == "bf16-emulated" and result["test_accuracy"] > 0.1
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
+    said = cli("predict", str(ckpt), str(tmp_path / "x.npy"), "--precision",
+                  "bf16-emulated").stdout
+    assert said.count("x.npy[") == 2, said
+    cli("export", str(ckpt), str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
+    np.testing.assert_allclose(pyconv.load(tmp_path / "m.onnx").predict(x),
+                               pyconv.load(ckpt).predict(x), rtol=1e-5, atol=1e-5)
+    for command in (["evaluate", str(ckpt)], [*common, "--steps", "1"]):
+        bad = cli(*command, "--precision", "bf16", check=False)
+        assert bad.returncode == 2 and "--precision: bf16 " in bad.stderr, bad.stderr
+        assert ("has neither" if not convcore.bf16_supported() else "does not have yet") \
+            in bad.stderr

@@ -106,9 +106,9 @@ def mpiexec(n, *args, timeout=300, check=True, **kw):
     return proc
 
 
-def worker(n, out, optimizer, steps, batch, model="tutorial", slices=16):
+def worker(n, out, optimizer, steps, batch, model="tutorial", slices=16, precision="fp32"):
     mpiexec(n, os.path.join(HERE, "mpi_worker.py"), str(out), optimizer, str(steps),
-            str(batch), model, str(slices))
+            str(batch), model, str(slices), precision)
     with np.load(out) as f:
         return {k: f[k] for k in f.files}
 
@@ -130,6 +130,19 @@ def test_one_two_and_four_ranks_train_the_same_bits(tmp_path, optimizer, batch, 
         assert len(names) == 8
         for name in names:
             assert many[name].tobytes() == one[name].tobytes(), (ranks, name)
+
+
+def test_bf16_emulated_trains_the_same_bits_on_one_and_two_ranks(tmp_path):
+    """precision bf16-emulated: each rank rounds its own slice's operands, and
+    the gradients' sums are the slices' in the fixed tree, so 20 SGD steps of
+    51 give the same weights on 1 and 2 ranks; not those of fp32."""
+    one = worker(1, tmp_path / "one.npz", "sgd", 20, 51, precision="bf16-emulated")
+    two = worker(2, tmp_path / "two.npz", "sgd", 20, 51, precision="bf16-emulated")
+    fp32 = worker(1, tmp_path / "fp32.npz", "sgd", 20, 51)
+    names = [k for k in one if "." in k]
+    for name in names:
+        assert two[name].tobytes() == one[name].tobytes(), name
+    assert all(fp32[name].tobytes() != one[name].tobytes() for name in names)
 
 
 def test_three_ranks_say_that_they_sum_in_mpis_order(tmp_path):

@@ -53,7 +53,7 @@ class ConvPool:
         out = convcore.conv2d_maxpool_forward(x, c.params["w"].value, b,
                                               relu=c.activation == "relu",
                                               return_argmax=bool(training), slices=slices,
-                                              **self._args)
+                                              precision=c.precision, **self._args)
         if not training:
             return out, None
         y, argmax = out         # the pooled output: the ReLU's mask at the winners
@@ -65,7 +65,7 @@ class ConvPool:
         relu_y = y if c.activation == "relu" else None
         dx, dw, db = convcore.conv2d_maxpool_backward(
             x, c.params["w"].value, dy, argmax, need_dx=need_dx, relu_y=relu_y, slices=slices,
-            **self._args)
+            precision=c.precision, **self._args)
         c.set_grads(dw, db)
         return dx
 
@@ -98,7 +98,8 @@ class DenseAdam:
         mb, vb = opt.update_state(b) if b is not None else (None, None)
         dx = convcore.linear_backward_adam(
             x, w.value, dy, None if b is None else b.value, mw, vw, mb, vb, *opt.rates(),
-            need_dx=need_dx, relu_y=y if d.activation == "relu" else None, slices=slices)
+            need_dx=need_dx, relu_y=y if d.activation == "relu" else None, slices=slices,
+            precision=d.precision)
         opt.applied(w, b)
         return dx
 
@@ -174,7 +175,7 @@ class ConvNorm:
         w = (c.params["w"].value * scale).astype(np.float32)
         bias = ((b - n.buffers["mean"]) * scale + n.params["beta"].value).astype(np.float32)
         return convcore.conv2d_forward(x, w, bias, c.stride, c.padding,
-                                       relu=self.relu is not None), None
+                                       relu=self.relu is not None, precision=c.precision), None
 
     def ready_params(self):
         return []

@@ -76,8 +76,10 @@ class Layer:
     Called on a symbolic Tensor (pyconv.Input, another layer's output) it
     records a node of a graph (pyconv.Model); called on an array, it is
     forward in inference mode. A merge layer (merges = True) takes a list of
-    inputs and hands back a list of their gradients."""
+    inputs and hands back a list of their gradients. precision: how its
+    products multiply (pyconv.precision; the model sets it on every layer)."""
     merges = False
+    precision = "fp32"
 
     def __init__(self):
         self.params = {}
@@ -219,11 +221,11 @@ class Conv2D(_Affine):
 
     def _forward(self, x, w, b, relu, slices=None):
         return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu,
-                                       slices=slices)
+                                       slices=slices, precision=self.precision)
 
     def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
-                                        relu_y=relu_y, slices=slices)
+                                        relu_y=relu_y, slices=slices, precision=self.precision)
 
     def config(self):
         return dict(filters=self.filters, kernel_size=list(self.kernel_size),
@@ -252,11 +254,12 @@ class Dense(_Affine):
         self._make((input_shape[0], self.units), rng)
 
     def _forward(self, x, w, b, relu, slices=None):
-        return convcore.linear_forward(x, w, b, relu=relu, slices=slices)
+        return convcore.linear_forward(x, w, b, relu=relu, slices=slices,
+                                       precision=self.precision)
 
     def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
         return convcore.linear_backward(x, w, dy, need_dx=need_dx, relu_y=relu_y,
-                                        slices=slices)
+                                        slices=slices, precision=self.precision)
 
     def config(self):
         return dict(units=self.units, **self._init_config())

@@ -20,6 +20,7 @@ from .fusion import FUSIONS, plan
 from .graph import Tensor
 from .layers import LAYERS, Training
 from .losses import softmax_cross_entropy
+from .precision import checked
 
 INPUT = "input"     # the name of the model's input among the values
 SLICES = 1          # a batch's slices by default (convcore.slices): one plain sum, the
@@ -84,6 +85,18 @@ class Model:
         self.rng = np.random.default_rng(seed)      # dropout masks
         self.input_shape = self.output_shape = None
         self._plans = {}            # (optimizer, its fusion_key, fusions) -> steps
+        self.set_precision("fp32")
+
+    def set_precision(self, precision):
+        """How the convolutions and dense layers multiply: "fp32" (the
+        default), "bf16" (on a CPU with AMX-BF16 or AVX512-BF16; a ValueError
+        naming what this CPU lacks elsewhere) or "bf16-emulated" (the same
+        arithmetic on any CPU, slower); see pyconv.precision. The weights stay
+        float32. Returns the model."""
+        self.precision = checked("set_precision", precision)
+        for node in self.nodes:
+            node.layer.precision = self.precision
+        return self
 
     @property
     def layers(self):

@@ -15,6 +15,8 @@ from ..extras import require
 from ..io import load, load_network, onnx
 from ..model import SLICES
 from ..models import MODELS
+from ..precision import PRECISIONS
+from ..precision import checked as checked_precision
 from ..train import TrainingDiverged, distributed
 from ..version import __version__
 from ..viz import plot, report
@@ -118,6 +120,7 @@ def _train_parser(sub):
                    "the same weights, bit for bit, on 1 process or any power of two of them "
                    "that divides S, e.g. 16 (costs 5-14%% of a step); default 1: one plain "
                    "sum, the fastest")
+    _precision_option(t, "fp32; a resumed run keeps its checkpoint's")
     t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
                    "(default: OMP_NUM_THREADS, else the cores shared among the machine's "
                    "processes)")
@@ -137,6 +140,14 @@ def _train_parser(sub):
                    "none when stderr is not a terminal: one line per evaluation instead)")
 
 
+def _precision_option(parser, default):
+    parser.add_argument("--precision", choices=PRECISIONS, default=None if "resumed" in default
+                        else default, help="how the convolutions and dense layers multiply: "
+                        "fp32; bf16 (bfloat16 operands, float32 sums: needs a CPU with AMX-BF16 "
+                        "or AVX512-BF16); bf16-emulated (the same arithmetic on any CPU, "
+                        f"slower than fp32). The weights stay float32 (default: {default})")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="pyconv", description=__doc__)
     p.add_argument("--version", action="version", version=f"pyconv {__version__}")
@@ -146,9 +157,11 @@ def build_parser():
     e = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a test set")
     e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
     _data_options(e)
+    _precision_option(e, "fp32")
     r = sub.add_parser("predict", help="the class of each image file, with its probability")
     r.add_argument("path", help="a saved model or checkpoint")
     r.add_argument("images", nargs="+", help="PNG/JPEG files, or .npy arrays of images")
+    _precision_option(r, "fp32")
     s = sub.add_parser("summary", help="the layers, output shapes and parameter counts")
     s.add_argument("model", help="a saved model, a network file, or a built-in name")
     rp = sub.add_parser("report", help="an HTML page of the kernels, feature maps, training "
@@ -209,7 +222,8 @@ def _train(args):
                       augment_shift=args.augment_shift, augment_flip=args.augment_flip,
                       validation_split=args.validation_split,
                       image_size=args.image_size, test_split=args.test_split, seed=args.seed,
-                      slices=args.slices, threads=args.threads, data_dir=args.data_dir,
+                      slices=args.slices, precision=args.precision, threads=args.threads,
+                      data_dir=args.data_dir,
                       checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                       resume=args.resume,
                       metrics=args.metrics, tensorboard=args.tensorboard,
@@ -220,19 +234,26 @@ def _train(args):
         return 0
     test = "none" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
     data = "" if m["dataset"] == "mnist" else f"{m['dataset']}, "
+    precision = "" if m["precision"] == "fp32" else f"{m['precision']}, "
     print(f"test accuracy: {test} ({m['model']}, {data}{m['steps']} steps, "
-          f"batch {m['batch_size']}, seed {m['seed']}, {m['threads']} threads, "
+          f"batch {m['batch_size']}, seed {m['seed']}, {precision}{m['threads']} threads, "
           f"{m['train_seconds']:.1f} s, {m['images_per_second']:.0f} images/s)")
     return 0
 
 
+def _loaded(args):
+    """The saved model, to run in --precision (checked before the file is read)."""
+    checked_precision("--precision", args.precision)
+    return load(args.path).set_precision(args.precision)
+
+
 def _evaluate(args):
-    model = load(args.path)
+    model = _loaded(args)
     ds = _evaluation_data(model, args)
     result = model.evaluate(ds.x_test, ds.y_test)
     print(json.dumps({"path": args.path, "model": model.name, "dataset": ds.name,
                       "test_images": len(ds.y_test), "test_loss": result["loss"],
-                      "test_accuracy": result["accuracy"]}))
+                      "test_accuracy": result["accuracy"], "precision": model.precision}))
     return 0
 
 
@@ -246,7 +267,7 @@ def _image_size(model, dataset):
 def _predict(args):
     import numpy as np
 
-    model = load(args.path)
+    model = _loaded(args)
     names = model.class_names or [str(i) for i in range(model.output_shape[0])]
     for path in args.images:
         if path.endswith(".npy"):

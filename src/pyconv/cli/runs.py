@@ -16,6 +16,7 @@ from ..io.network_files import load_network
 from ..model import SLICES
 from ..models import MODELS
 from ..optim import OPTIMIZERS
+from ..precision import checked as checked_precision
 from ..train import distributed
 from ..train.callbacks import Checkpoint, Evaluate, LearningRateSchedule, ProgressBar, TensorBoard
 from ..train.loop import Trainer, log
@@ -143,7 +144,7 @@ def new_model_and_optimizer(cfg, data):
         x, y = data["train"]
         shape = x.shape[1:] + ((1,) if x.ndim == 3 else ())
         names = [str(i) for i in range(int(max(y.max(), data["test"][1].max())) + 1)]
-    model = make_model(cfg.model, cfg.seed, shape, names)
+    model = make_model(cfg.model, cfg.seed, shape, names).set_precision(cfg.precision or "fp32")
     opt = OPTIMIZERS[OPTIMIZER_NAMES[cfg.optimizer]](model.parameters(), lr=cfg.lr,
                                                      **optimizer_args(cfg))
     return model, opt
@@ -161,6 +162,14 @@ def _check_resumed_optimizer(given, opt, checkpoint):
                              f"({settings}), which a resumed run keeps: "
                              f"--{key.replace('_', '-')} {value} does not apply (leave it "
                              "out, or start a new run)")
+
+
+def _check_resumed_precision(given, model, checkpoint):
+    """A resumed run keeps its checkpoint's precision (the same arithmetic)."""
+    if given is not None and given != model.precision:
+        raise ValueError(f"--resume: {checkpoint} was trained in {model.precision}, which a "
+                         f"resumed run keeps: --precision {given} does not apply (leave it "
+                         "out, or start a new run)")
 
 
 # ---------------------------------------------------------------- `pyconv train`
@@ -186,6 +195,7 @@ class TrainConfig:
     test_split: float | None = None
     seed: int = 0
     slices: int = SLICES                   # the gradient sums' slices (convcore.slices)
+    precision: str | None = None           # pyconv.precision's (None: fp32, or the checkpoint's)
     threads: int | None = None
     data_dir: str | None = None
     checkpoint: str | None = None
@@ -205,6 +215,8 @@ class TrainConfig:
             if getattr(out, key) is None:
                 setattr(out, key, recipe[key])
         _check_optimizer(out)
+        if out.precision is not None:
+            checked_precision("--precision", out.precision)
         epochs = out.epochs if out.steps is None and out.epochs is not None else (
             recipe.get("epochs") if out.steps is None else None)
         if epochs is not None and n_train:
@@ -301,6 +313,7 @@ def train(cfg, data=None, log=log):
     if cfg.resume:
         trainer.resume(cfg.checkpoint, lr=cfg.lr)
         _check_resumed_optimizer(given, trainer.optimizer, cfg.checkpoint)
+        _check_resumed_precision(cfg.precision, trainer.model, cfg.checkpoint)
     wall = time.perf_counter()
     trainer.run()
     dataset = getattr(data.get("dataset"), "name", cfg.dataset)
@@ -332,7 +345,7 @@ def _metrics(cfg, trainer, wall_seconds, dataset):
         "model": trainer.model.name, "dataset": dataset, "steps": trainer.step,
         "batch_size": cfg.batch_size, "lr": cfg.lr,
         "optimizer": {"type": type(trainer.optimizer).__name__, **trainer.optimizer.config()},
-        "schedule": cfg.schedule,
+        "schedule": cfg.schedule, "precision": trainer.model.precision,
         "label_smoothing": cfg.label_smoothing, "augment_shift": cfg.augment_shift,
         "augment_flip": cfg.augment_flip,
         "seed": cfg.seed, "threads": convcore.get_num_threads(),

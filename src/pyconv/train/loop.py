@@ -169,7 +169,7 @@ class Trainer:
         if model.name != self.model.name:
             raise ValueError(f"resume: {path} holds a {model.name!r} model, "
                              f"not {self.model.name!r}")
-        self.model = model
+        self.model = model.set_precision(state.get("precision", "fp32"))   # the run's own
         self.parallel = distributed.DataParallel(model, self.optimizer, self.world,
                                                  self.label_smoothing, self.slices)
         self.step, self.history = state["step"], state["history"]
@@ -193,6 +193,7 @@ class Trainer:
         state = {"step": self.step, "train_seconds": self.clock.seconds,
                  "history": self.history, "model_rng": self.model.rng.bit_generator.state,
                  "sampler": self.sampler.state(), "config": self.config,
+                 "precision": self.model.precision,
                  "augment": None if self.augment is None else self.augment.state(),
                  "callbacks": [cb.state() for cb in self.callbacks]}
         try:
@@ -288,7 +289,8 @@ class History:
 
 def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, lr=1e-3,
         validation_data=None, validation_split=None, callbacks=(), eval_every=None,
-        shuffle=True, seed=0, verbose=True, label_smoothing=0.0, augment=None, slices=SLICES):
+        shuffle=True, seed=0, verbose=True, label_smoothing=0.0, augment=None, slices=SLICES,
+        precision=None):
     """Train model on images x (N, H, W[, C]; uint8 or float) and integer labels y.
 
     epochs or steps: how long (an epoch is len(x) / batch_size steps). optimizer:
@@ -301,7 +303,10 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
     augment: a pyconv.data.Augment for the training batches. slices: the
     number of slices each batch's sums are cut into (convcore.slices; the
     same bits on any power of two of processes that divides it; 1: one plain
-    sum, the fastest). Returns a History."""
+    sum, the fastest). precision: how the convolutions and dense layers
+    multiply, "fp32", "bf16" or "bf16-emulated" (pyconv.precision), set on the
+    model (model.set_precision) for this and later calls; None: the model's.
+    Returns a History."""
     if (epochs is None) == (steps is None):
         raise ValueError(f"fit: give epochs or steps (one of them), got epochs={epochs!r}, "
                          f"steps={steps!r}")
@@ -313,6 +318,8 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
                              f"got {validation_split!r}")
         cut = len(x) - max(1, int(round(len(x) * validation_split)))
         x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    if precision is not None:
+        model.set_precision(precision)
     model.prepare(x[:1], "fit")                     # builds the model on the first example
     per_epoch = max(1, -(-len(x) // batch_size))
     steps = steps if steps is not None else int(math.ceil(epochs * len(x) / batch_size))
