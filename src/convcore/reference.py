@@ -51,7 +51,9 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 def _multiplied(precision, *arrays):
     """The operands as `precision` multiplies them: bf16-emulated rounds each
     to bfloat16 (their products are then exact in float32)."""
-    return arrays if precision == "fp32" else tuple(round_bf16(a) for a in arrays)
+    if precision == "fp32":
+        return arrays
+    return tuple(round_bf16(a).astype(np.asarray(a).dtype) for a in arrays)   # (float64 stays)
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,

@@ -107,8 +107,10 @@ def write(model, out, metrics=None, test=None, image_index=0):
 def _head(metrics, test):
     parts = []
     if metrics:
-        parts.append(f"{metrics.get('steps')} steps of batch {metrics.get('batch_size')}, "
-                     f"test accuracy {metrics.get('test_accuracy')}")
+        precision = metrics.get("precision", "fp32")
+        parts.append(f"{metrics.get('steps')} steps of batch {metrics.get('batch_size')}"
+                     + ("" if precision == "fp32" else f" in {precision}")
+                     + f", test accuracy {metrics.get('test_accuracy')}")
     if test is not None:
         parts.append(f"{len(test[1])} test images")
     return html.escape("; ".join(parts))
