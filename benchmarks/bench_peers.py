@@ -25,6 +25,16 @@ the AVX2 kernels add.
     env -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py --isa avx2 \
         --out benchmarks/results/peers-avx2.json
 
+--precision bf16: the same settings in bf16 too: pyconv's precision "bf16"
+where the CPU and build run it, else "bf16-emulated" (the version column
+says which), TensorFlow's mixed_bfloat16 policy and PyTorch's
+autocast(bfloat16), beside the three in fp32; the ratios are then pyconv's
+bf16 over each other. On a CPU without AMX or AVX512-BF16 every framework's
+bf16 is emulated (oneDNN converts and multiplies in fp32).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py \
+        --precision bf16 --out benchmarks/results/peers-bf16.json
+
 --baseline PYTHON: also run pyconv as installed for another interpreter
 ("pyconv-baseline": an earlier commit, say) in the same rounds, the check
 that a change slows nothing down.
@@ -51,11 +61,12 @@ AVX2_SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 1), ("train"
 AVX2_ENV = {"OPENBLAS_CORETYPE": "Haswell", "ONEDNN_MAX_CPU_ISA": "AVX2",
             "ATEN_CPU_CAPABILITY": "avx2", "CONVCORE_MAX_ISA": "avx2"}
 FRAMEWORKS = ["pyconv", "tensorflow", "torch"]
+BF16_FRAMEWORKS = ["pyconv-bf16", "pyconv", "tensorflow-bf16", "tensorflow", "torch-bf16", "torch"]
 
 
 # ------------------------------------------------------------------ workers
 
-def _pyconv(mode, batch, threads, kernels="auto"):
+def _pyconv(mode, batch, threads, kernels="auto", bf16=False):
     import convcore
     import pyconv
     convcore.set_num_threads(threads)
@@ -64,16 +75,25 @@ def _pyconv(mode, batch, threads, kernels="auto"):
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     model = pyconv.models.tutorial_cnn(seed=0)
+    if bf16:
+        try:
+            model.set_precision("bf16")
+        except ValueError:          # no AMX or AVX512-BF16 (or no kernels for them)
+            model.set_precision("bf16-emulated")
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-4)
     vector_set = getattr(convcore._kernels, "vector_set", None)   # (a --baseline may predate it)
     version = (f"{pyconv.__version__} ({vector_set() or 'BLAS'} kernels)" if vector_set
                else pyconv.__version__)
+    if bf16:
+        version = f"{version[:-1]}, {model.precision})"
     if mode == "train":
         return lambda: model.train_step(x, y, opt), version
     return lambda: model.predict(x, batch_size=batch), version
 
 
-def _torch(mode, batch, threads):
+def _torch(mode, batch, threads, bf16=False):
+    import contextlib
+
     import torch
     from torch import nn
     torch.set_num_threads(threads)
@@ -91,24 +111,32 @@ def _torch(mode, batch, threads):
     x = torch.rand(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
 
+    def cast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+
     def train():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with cast():
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss.item()
 
     def infer():
         model.eval()
-        with torch.inference_mode():
-            return model(x).numpy()
+        with torch.inference_mode(), cast():
+            return model(x).float().numpy()
 
-    return (train if mode == "train" else infer), torch.__version__
+    return (train if mode == "train" else infer), torch.__version__ + (
+        " autocast(bfloat16)" if bf16 else "")
 
 
-def _tensorflow(mode, batch, threads):
+def _tensorflow(mode, batch, threads, bf16=False):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+    if bf16:
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.random.set_seed(0)
@@ -132,12 +160,15 @@ def _tensorflow(mode, batch, threads):
         return model(x, training=False)
 
     fn = train_step if mode == "train" else infer
-    return (lambda: fn().numpy()), tf.__version__
+    return (lambda: fn().numpy()), tf.__version__ + (" mixed_bfloat16" if bf16 else "")
 
 
 def worker(framework, mode, batch, threads, steps):
     make = {"pyconv": _pyconv, "torch": _torch, "tensorflow": _tensorflow,
-            "pyconv-blas": lambda *a: _pyconv(*a, kernels="blas")}[framework]
+            "pyconv-blas": lambda *a: _pyconv(*a, kernels="blas"),
+            "pyconv-bf16": lambda *a: _pyconv(*a, bf16=True),
+            "tensorflow-bf16": lambda *a: _tensorflow(*a, bf16=True),
+            "torch-bf16": lambda *a: _torch(*a, bf16=True)}[framework]
     fn, version = make(mode, batch, threads)
     for _ in range(5):
         fn()
@@ -174,7 +205,7 @@ def _time(fn):
 def available(framework):
     if framework.startswith("pyconv"):
         return True
-    mod = "tensorflow" if framework == "tensorflow" else "torch"
+    mod = "tensorflow" if framework.startswith("tensorflow") else "torch"
     code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec('{mod}') is None)"
     return subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -202,6 +233,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.json"))
     ap.add_argument("--isa", choices=("native", "avx2"), default="native",
                     help="avx2: every framework held to AVX2 (see the module's docstring)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: each framework in bf16 too (see the module's docstring)")
     ap.add_argument("--baseline", metavar="PYTHON",
                     help="also run pyconv as installed for this interpreter (pyconv-baseline)")
     args = ap.parse_args()
@@ -216,6 +249,8 @@ def main():
     if args.isa == "avx2":
         SETTINGS = AVX2_SETTINGS
         FRAMEWORKS = ["pyconv", "pyconv-blas", "tensorflow", "torch"]
+    if args.precision == "bf16":
+        FRAMEWORKS = BF16_FRAMEWORKS
     if args.baseline:
         BASELINE_PYTHON = args.baseline
         FRAMEWORKS = [*FRAMEWORKS, "pyconv-baseline"]
@@ -266,13 +301,14 @@ def main():
                         if r and k[0] == fw), "")
         rows.append([f"{fw} {version}", *cells])
     ratios = {}
-    for peer in ("tensorflow", "torch", *[fw for fw in FRAMEWORKS if fw.startswith("pyconv-")]):
+    base = FRAMEWORKS[0]      # pyconv (pyconv-bf16 with --precision bf16)
+    for peer in [fw for fw in FRAMEWORKS if fw != base]:
         cells = []
         for s in SETTINGS:
-            q = ratio(("pyconv", *s), (peer, *s))
-            ratios[f"pyconv/{peer} {s[0]} b{s[1]} t{s[2]}"] = q
+            q = ratio((base, *s), (peer, *s))
+            ratios[f"{base}/{peer} {s[0]} b{s[1]} t{s[2]}"] = q
             cells.append(f"{q:.2f}x" if q else "-")
-        rows.append([f"pyconv / {peer}", *cells])
+        rows.append([f"{base} / {peer}", *cells])
     cells = []
     for mode, batch, threads in SETTINGS:
         v = speed(("pyconv", mode, batch, threads))
@@ -317,7 +353,7 @@ def main():
     ]
     text = "\n".join(lines)
     print(text)
-    write_json(args.out, {"machine": m, "isa": args.isa,
+    write_json(args.out, {"machine": m, "isa": args.isa, "precision": args.precision,
                           "held_to_avx2": AVX2_ENV if args.isa == "avx2" else None,
                           "sgemm_peak_gflops": peak, "steps": args.steps,
                           "rounds": args.rounds,
