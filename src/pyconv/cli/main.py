@@ -120,7 +120,7 @@ def _train_parser(sub):
                    "the same weights, bit for bit, on 1 process or any power of two of them "
                    "that divides S, e.g. 16 (costs 5-14%% of a step); default 1: one plain "
                    "sum, the fastest")
-    _precision_option(t, "fp32; a resumed run keeps its checkpoint's")
+    _precision_option(t, None, "fp32; a resumed run keeps its checkpoint's")
     t.add_argument("--threads", type=_positive_int, help="convcore threads, per process "
                    "(default: OMP_NUM_THREADS, else the cores shared among the machine's "
                    "processes)")
@@ -140,12 +140,12 @@ def _train_parser(sub):
                    "none when stderr is not a terminal: one line per evaluation instead)")
 
 
-def _precision_option(parser, default):
-    parser.add_argument("--precision", choices=PRECISIONS, default=None if "resumed" in default
-                        else default, help="how the convolutions and dense layers multiply: "
-                        "fp32; bf16 (bfloat16 operands, float32 sums: needs a CPU with AMX-BF16 "
-                        "or AVX512-BF16); bf16-emulated (the same arithmetic on any CPU, "
-                        f"slower than fp32). The weights stay float32 (default: {default})")
+def _precision_option(parser, default, said):
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="how the convolutions and dense layers multiply: fp32; bf16 "
+                        "(bfloat16 operands, float32 sums: needs a CPU with AMX-BF16 or "
+                        "AVX512-BF16); bf16-emulated (the same arithmetic on any CPU, slower "
+                        f"than fp32). The weights stay float32 (default: {said})")
 
 
 def build_parser():
@@ -157,11 +157,11 @@ def build_parser():
     e = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a test set")
     e.add_argument("path", help="a file written by pyconv.save or a --checkpoint")
     _data_options(e)
-    _precision_option(e, "fp32")
+    _precision_option(e, "fp32", "fp32")
     r = sub.add_parser("predict", help="the class of each image file, with its probability")
     r.add_argument("path", help="a saved model or checkpoint")
     r.add_argument("images", nargs="+", help="PNG/JPEG files, or .npy arrays of images")
-    _precision_option(r, "fp32")
+    _precision_option(r, "fp32", "fp32")
     s = sub.add_parser("summary", help="the layers, output shapes and parameter counts")
     s.add_argument("model", help="a saved model, a network file, or a built-in name")
     rp = sub.add_parser("report", help="an HTML page of the kernels, feature maps, training "
