@@ -54,12 +54,15 @@ def bf16_supported():
     this process the tile state, which this call asks for) and "avx512_bf16"
     (vdpbf16ps: Cooper Lake, Zen 4 and later); () where there is neither, as
     under CONVCORE_MAX_ISA below avx512. What pyconv's precision="bf16" needs."""
+    global _BF16
     if _CAP and _CAP != "avx512":
         return ()
+    if _BF16 is None:            # asked on first use (not at import: the tile permission)
+        _BF16 = _bf16.features()
     return _BF16
 
 
-_BF16 = _bf16.features()     # (asked once: the CPU does not change)
+_BF16 = None
 
 
 def set_kernels(name, winograd=True, strict=False):
