@@ -412,3 +412,15 @@ def test_every_cut_of_a_file_is_refused(small_file, tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(ModelFileError, match="cut.onnx"):
             pconnx.load(path)
+
+
+def test_a_bf16_run_exports_its_float32_weights(tmp_path):
+    """A checkpoint trained in bf16-emulated holds float32 master weights: the
+    file computes what the checkpoint computes in fp32."""
+    ckpt = tmp_path / "c.npz"
+    pyconv_cli("train", "--model", "grokking", "--steps", "4", "--batch-size", "32",
+               "--precision", "bf16-emulated", "--no-progress", "--checkpoint", str(ckpt))
+    pyconv_cli("export", str(ckpt), str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
+    np.testing.assert_allclose(pyconv.load(tmp_path / "m.onnx").predict(x),
+                               pyconv.load(ckpt).predict(x), rtol=1e-5, atol=1e-5)

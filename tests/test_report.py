@@ -276,3 +276,13 @@ def test_report_refuses_bad_input_naming_it(run, tmp_path):
         proc = pyconv_cli("report", str(run / "g.npz"), "--out", str(tmp_path / "r"), *extra,
                           check=False)
         assert proc.returncode == code and message in proc.stderr, proc.stderr
+
+
+def test_the_report_of_a_bf16_run_names_its_precision(tmp_path):
+    ckpt, metrics = tmp_path / "c.npz", tmp_path / "m.json"
+    pyconv_cli("train", "--model", "grokking", "--steps", "4", "--batch-size", "32",
+               "--precision", "bf16-emulated", "--no-progress", "--checkpoint", str(ckpt),
+               "--metrics", str(metrics))
+    pyconv_cli("report", str(ckpt), "--metrics", str(metrics), "--out", str(tmp_path / "r"))
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "4 steps of batch 32 in bf16-emulated, test accuracy" in page
