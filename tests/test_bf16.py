@@ -202,6 +202,8 @@ def test_set_precision_names_what_the_cpu_lacks(monkeypatch):
     with pytest.raises(ValueError, match="this CPU's AMX-BF16 and AVX512-BF16 needs kernels "
                                          "that this build of pyconv does not have yet"):
         model.set_precision("bf16")
+    with pytest.raises(ValueError, match=r"^fit: precision must be one of fp32, bf16, "):
+        model.fit(*_batch(4, 0), steps=1, verbose=False, precision="float16")
     assert model.precision == "fp32" and {layer.precision for layer in model.layers} == {"fp32"}
 
 

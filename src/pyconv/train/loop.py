@@ -19,6 +19,7 @@ from ..errors import WriteError
 from ..io.checkpoints import load_checkpoint, save_checkpoint
 from ..model import SLICES
 from ..optim import Adam
+from ..precision import checked as checked_precision
 from . import distributed
 from .callbacks import Checkpoint, Evaluate, ProgressBar
 
@@ -319,7 +320,7 @@ def fit(model, x, y, *, epochs=None, steps=None, batch_size=32, optimizer=None, 
         cut = len(x) - max(1, int(round(len(x) * validation_split)))
         x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
     if precision is not None:
-        model.set_precision(precision)
+        model.set_precision(checked_precision("fit", precision))
     model.prepare(x[:1], "fit")                     # builds the model on the first example
     per_epoch = max(1, -(-len(x) // batch_size))
     steps = steps if steps is not None else int(math.ceil(epochs * len(x) / batch_size))
