@@ -164,3 +164,10 @@ def using_kernels(name, winograd=True, strict=False):
         yield
     finally:
         convcore.set_kernels(*before)
+
+
+def cpu_flags():
+    """The CPU's flags as Linux lists them in /proc/cpuinfo ("flags" on x86-64,
+    "Features" on ARM64)."""
+    with open("/proc/cpuinfo") as f:
+        return next(line for line in f if line.startswith(("flags", "Features"))).split()

@@ -18,7 +18,7 @@ from pyconv.fusion import FUSIONS
 from pyconv.precision import cpu_name
 
 from conftest import MNIST_DIR
-from helpers import assert_within
+from helpers import assert_within, cpu_flags
 from helpers import pyconv as cli
 
 BITS = arrays(np.uint32, st.integers(0, 300), elements=st.integers(0, 2**32 - 1))
@@ -58,18 +58,10 @@ def test_round_bf16_ties_go_to_even_and_overflow_to_infinity():
     assert convcore.round_bf16(np.array(1.3, np.float32)).shape == ()
 
 
-def _cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def test_bf16_supported_reports_what_the_cpu_has():
     """Linux lists a feature in /proc/cpuinfo where the CPU has it and the
     kernel enables its state: the same answer as convcore's own cpuid."""
-    flags = _cpu_flags() if os.path.exists("/proc/cpuinfo") else set()
+    flags = set(cpu_flags()) if os.path.exists("/proc/cpuinfo") else set()
     if os.environ.get("CONVCORE_MAX_ISA", "").lower() not in ("", "avx512"):
         flags = set()
     want = tuple(name for name, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"))

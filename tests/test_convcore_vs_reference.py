@@ -21,6 +21,7 @@ import convcore.reference as ref
 from conftest import cpu_lacks
 from helpers import (
     assert_within,
+    cpu_flags,
     f32,
     padding_forms,
     using_kernels,
@@ -417,16 +418,11 @@ def test_winograd_rounding_at_network_shapes(kernels, vset, r, cout, dw_tol):
         assert np.abs(got - ref_).max() <= tol * np.abs(ref_).max()
 
 
-def _cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        return next(line for line in f if line.startswith(("flags", "Features"))).split()
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux's /proc/cpuinfo")
 def test_simd_supported_reports_what_the_cpu_has():
     """The sets reported are those the CPU's flags allow, best first (x86-64:
     AVX-512F and FMA, AVX2 and FMA; ARM64: NEON, which every ARM64 CPU has)."""
-    flags, machine = set(_cpu_flags()), platform.machine()
+    flags, machine = set(cpu_flags()), platform.machine()
     want = []
     if machine == "x86_64":
         want += ["avx512"] if {"avx512f", "fma"} <= flags else []
