@@ -31,7 +31,8 @@ MODULES = ["_blas", "_im2col", "_isa", "_conv", "_pool", "_linear", "_optim", "_
 KERNEL_SETS = ["_set_baseline.c", "_set_avx2.c", "_set_avx512.c", "_set_neon.c"]
 HEADERS = ["_simd.h", "_kernel_set.h", "_kernel_set_body.h", "_conv_direct.h",
            "_conv_winograd.h", "_linear_tiles.h", "_adam.h", "_pool_kernels.h",
-           "_dropout_kernels.h", "_gather_kernels.h", "_norm_kernels.h", "_bf16_kernels.h"]
+           "_dropout_kernels.h", "_gather_kernels.h", "_norm_kernels.h", "_bf16_kernels.h",
+           "_bf16_gemm.h"]
 
 
 def openmp_flags():

@@ -4,6 +4,7 @@ import numpy as np
 from . import _add, _bf16, _conv, _dropout, _gather, _im2col, _linear, _norm, _optim, _pool
 from . import _checks as chk
 from ._alloc import empty
+from ._kernels import bf16_kernel as _bf16_kernel
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
 from ._kernels import pool_set as _pool_set
@@ -49,17 +50,33 @@ def _stacked(parts, shape):
     return out
 
 
-PRECISIONS = ("fp32", "bf16-emulated")
+PRECISIONS = ("fp32", "bf16", "bf16-emulated")
 
 
-def _rounded(fn, precision, *arrays):
-    """The checked operands as `precision` multiplies them: as they are
-    ("fp32"), or rounded to bfloat16 ("bf16-emulated"); None stays None."""
+BF16_MIN_DEPTH = 64   # shorter sums (a first layer's 5x5x1) gain nothing from bf16 kernels
+
+
+def _rounded(fn, precision, depth, *arrays):
+    """(bf16, *operands): the bf16 kernel that multiplies (_blas.gemm_prec's
+    number; 0: the float32 ones) and the checked operands as they go to it:
+    as they are ("fp32", and "bf16", whose kernels round as they pack), or
+    rounded to bfloat16 ("bf16-emulated", and "bf16" where the layer's sums
+    are shorter than BF16_MIN_DEPTH: the same arithmetic, on the float32
+    kernels, which are faster there); None stays None."""
     if isinstance(precision, str) and precision == "fp32":
-        return arrays
+        return (0, *arrays)
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"{fn}: precision must be one of {PRECISIONS}, got {precision!r}")
-    return tuple(None if a is None else round_bf16(a) for a in arrays)
+    if precision == "bf16":
+        kernel = _bf16_kernel(fn)
+        if depth >= BF16_MIN_DEPTH:
+            return (kernel, *arrays)
+    return (0, *(None if a is None else round_bf16(a) for a in arrays))
+
+
+def _inner(bf16):
+    """The precision of a call made on operands _rounded has prepared."""
+    return "bf16" if bf16 else "fp32"
 
 
 def _dy_checks(fn, dy, relu_y, want, desc):
@@ -156,21 +173,21 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     """
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
-    x, w2 = _rounded(fn, precision, x, w2)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
-    kernels = _conv_simd(fn, g, w2.shape[1], need_dx=False)
+    kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx=False)
     if kernels is None and len(bounds) > 2:   # BLAS: the same calls on every process
-        return _stacked(_slice_by_slice(
-            bounds, lambda xs: conv2d_forward(xs, w, b, stride, padding, relu), x), y_shape)
+        return _stacked(_slice_by_slice(bounds, lambda xs: conv2d_forward(
+            xs, w, b, stride, padding, relu, precision=_inner(bf16)), x), y_shape)
     y = empty(y_shape)
     if kernels is not None:
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
                                     _winograd(g))
         return y
     with blas_single_thread():
-        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
+        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16)
     return y
 
 
@@ -198,12 +215,12 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding)
-    x, w2 = _rounded(fn, precision, x, w2)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
     cout = w2.shape[1]
-    kernels = _conv_simd(fn, g, cout, need_dx=False)
+    kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx=False)
     if kernels is None:
-        y = conv2d_forward(x, w, b, stride, padding, relu, slices)
+        y = conv2d_forward(x, w, b, stride, padding, relu, slices, _inner(bf16))
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
         return (y, argmax) if return_argmax else y
     _slices(fn, slices, x.shape[0])
@@ -239,10 +256,10 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
-    x, w2, dy = _rounded(fn, precision, x, w2, dy)
+    bf16, x, w2, dy = _rounded(fn, precision, w2.shape[0], x, w2, dy)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
-    kernels = _conv_simd(fn, g, cout, need_dx)
+    kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx)
     if kernels is None:   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
@@ -250,7 +267,8 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
                                          relu_y)
         if n_bad:
             raise ValueError(_argmax_window_message(fn, n_bad))
-        return conv2d_backward(x, w, dy_conv, stride, padding, need_dx, slices=slices)
+        return conv2d_backward(x, w, dy_conv, stride, padding, need_dx, slices=slices,
+                               precision=_inner(bf16))
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(cout)
@@ -278,13 +296,13 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
-    x, w2, dy = _rounded(fn, precision, x, w2, dy)
+    bf16, x, w2, dy = _rounded(fn, precision, w2.shape[0], x, w2, dy)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
-    kernels = _conv_simd(fn, g, w2.shape[1], need_dx)
+    kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx)
     if kernels is None and len(bounds) > 2:
         parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
-            xs, w, dys, stride, padding, need_dx, rys), x, dy, relu_y)
+            xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16)), x, dy, relu_y)
         dx = _stacked([p[0] for p in parts], x.shape) if need_dx else None
         return dx, tree_sum([p[1] for p in parts]), tree_sum([p[2] for p in parts])
     dx = empty(x.shape) if need_dx else None
@@ -297,7 +315,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
-                              relu_y)
+                              relu_y, bf16)
     return dx, dw.reshape(w.shape), db
 
 
@@ -447,15 +465,16 @@ def linear_forward(x, w, b=None, relu=False, slices=None, precision="fp32"):
     precision: as conv2d_forward's."""
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
-    x, w = _rounded(fn, precision, x, w)
+    bf16, x, w = _rounded(fn, precision, w.shape[0], x, w)
     bounds = _slices(fn, slices, x.shape[0])
-    kernels = _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
+    kernels = None if bf16 else _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
     y = empty((x.shape[0], w.shape[1]))
     if kernels is not None:
         _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), kernels, bool(relu))
         return y
     with blas_single_thread():
-        _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bounds, bool(relu))
+        _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bounds, bool(relu),
+                               bf16)
     return y
 
 
@@ -470,9 +489,9 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None, precision=
     x, w, _ = _linear_checks(fn, x, w)
     want = (x.shape[0], w.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, D_out)")
-    x, w, dy = _rounded(fn, precision, x, w, dy)
+    bf16, x, w, dy = _rounded(fn, precision, w.shape[0], x, w, dy)
     bounds = _slices(fn, slices, x.shape[0])
-    kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
+    kernels = None if bf16 else _linear_simd(fn, _largest(bounds), w.shape[1])
     dx = empty(x.shape) if need_dx else None
     dw = empty(w.shape)
     db = empty(w.shape[1])
@@ -485,7 +504,7 @@ def linear_backward(x, w, dy, need_dx=True, relu_y=None, slices=None, precision=
     scratch = empty(want) if relu_y is not None else None
     with blas_single_thread():
         _linear.linear_backward(x, w, dy, dx, dw, db, GEMM_TILES, get_num_threads(), bounds,
-                                relu_y, scratch)
+                                relu_y, scratch, bf16)
     return dx, dw, db
 
 
@@ -507,7 +526,7 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
     bounds = _slices(fn, slices, x.shape[0])
-    _rounded(fn, precision)
+    _rounded(fn, precision, 0)
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     if kernels is None or precision != "fp32":
         dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices, precision)

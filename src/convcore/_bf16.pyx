@@ -18,6 +18,9 @@ def round_bf16(const float[::1] x, float[::1] y, int n_threads):
         cc_round_bf16(&x[c * CHUNK], &y[c * CHUNK], min(n, (c + 1) * CHUNK) - c * CHUNK)
 
 
+KERNELS = {"amx": CC_BF16_AMX, "avx512_bf16": CC_BF16_AVX512}   # _bf16_gemm.h's numbers
+
+
 def features():
     """The bf16 instruction sets this CPU (and OS) run: a tuple of
     "amx" (AMX-BF16 tiles, Linux's permission for the tile state granted) and

@@ -3,7 +3,11 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                const float* b, int ldb,
                float beta, float* c, int ldc) noexcept nogil
 
-cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
-                     const float* a, int lda, const float* b, int ldb,
-                     float beta, float* c, int ldc,
-                     int n_tiles, int n_threads) noexcept nogil
+cdef int gemm_prec(int bf16, bint trans_a, bint trans_b, int m, int n, int k,
+                   const float* a, int lda, const float* b, int ldb,
+                   float beta, float* c, int ldc) noexcept nogil
+
+cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
+                    const float* a, int lda, const float* b, int ldb,
+                    float beta, float* c, int ldc,
+                    int n_tiles, int n_threads, int bf16) noexcept nogil

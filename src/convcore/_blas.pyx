@@ -1,4 +1,5 @@
-"""The one place that talks to BLAS (scipy.linalg.cython_blas).
+"""The one place that talks to BLAS (scipy.linalg.cython_blas), and to the
+bf16 products (_bf16_gemm.h) that stand in for it in precision="bf16".
 
 Everything in convcore is row-major; BLAS is column-major. A row-major
 C = op(A) @ op(B) is the column-major C^T = op(B)^T @ op(A)^T, so the wrapper
@@ -6,6 +7,12 @@ swaps the operands and passes each one's row length as its leading dimension.
 """
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm
+
+cdef extern from "_bf16_gemm.h" nogil:
+    int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
+                     const float* a, int lda, const float* b, int ldb, float beta,
+                     float* c, int ldc)
+    int CC_HAVE_BF16_GEMM
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -21,12 +28,31 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
           &beta, c, &ldc)
 
 
-cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
-                     const float* a, int lda,      # IN  op(A): (m, k)
-                     const float* b, int ldb,      # IN  op(B): (k, n)
-                     float beta, float* c, int ldc,   # INOUT C: (m, n)
-                     int n_tiles, int n_threads) noexcept nogil:
-    """C := op(A) @ op(B) + beta * C in n_tiles tiles of C, one sgemm per tile.
+cdef int gemm_prec(int bf16, bint trans_a, bint trans_b, int m, int n, int k,
+                   const float* a, int lda,      # IN  op(A): (m, k)
+                   const float* b, int ldb,      # IN  op(B): (k, n)
+                   float beta, float* c, int ldc) noexcept nogil:   # INOUT C: (m, n)
+    """C := op(A) @ op(B) + beta * C: sgemm (bf16 = 0), or the bf16 kernel
+    bf16 (CC_BF16_AMX, CC_BF16_AVX512: the operands rounded to bfloat16, the
+    sums float32). 0, or -1 where the bf16 packing's memory was not there."""
+    if bf16 == 0:
+        gemm(trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
+        return 0
+    return cc_gemm_bf16(bf16, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+
+def bf16_compiled():
+    """Whether this build has the bf16 products (an x86-64 compiler new enough)."""
+    return bool(CC_HAVE_BF16_GEMM)
+
+
+cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
+                    const float* a, int lda,      # IN  op(A): (m, k)
+                    const float* b, int ldb,      # IN  op(B): (k, n)
+                    float beta, float* c, int ldc,   # INOUT C: (m, n)
+                    int n_tiles, int n_threads, int bf16) noexcept nogil:
+    """C := op(A) @ op(B) + beta * C in n_tiles tiles of C, one gemm_prec per
+    tile; the number of tiles whose memory was not there (0: all done).
 
     C is cut along its longer side, so that each tile re-reads (re-packs) only
     the smaller operand. The tiling depends on the shapes and n_tiles alone,
@@ -35,10 +61,10 @@ cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
     the same bits on 1 and on many threads. The caller keeps BLAS itself
     single-threaded (threadpoolctl).
     """
-    cdef int t, size, step, count, i0, j0, mm, nn
+    cdef int t, size, step, count, i0, j0, mm, nn, failed = 0
     cdef bint along_m = m >= n
     if m <= 0 or n <= 0:
-        return
+        return 0
     size = m if along_m else n
     step = (size + n_tiles - 1) // n_tiles
     step = max(16, ((step + 15) // 16) * 16)
@@ -48,7 +74,8 @@ cdef void gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
         j0 = 0 if along_m else t * step
         mm = min(step, m - i0) if along_m else m
         nn = n if along_m else min(step, n - j0)
-        gemm(trans_a, trans_b, mm, nn, k, 1.0,
-             a + (<Py_ssize_t>i0 if trans_a else <Py_ssize_t>i0 * lda), lda,
-             b + (<Py_ssize_t>j0 * ldb if trans_b else <Py_ssize_t>j0), ldb,
-             beta, c + <Py_ssize_t>i0 * ldc + j0, ldc)
+        failed += gemm_prec(bf16, trans_a, trans_b, mm, nn, k,
+                            a + (<Py_ssize_t>i0 if trans_a else <Py_ssize_t>i0 * lda), lda,
+                            b + (<Py_ssize_t>j0 * ldb if trans_b else <Py_ssize_t>j0), ldb,
+                            beta, c + <Py_ssize_t>i0 * ldc + j0, ldc) != 0
+    return failed

@@ -20,7 +20,7 @@ from libc.string cimport memcpy, memset
 
 from convcore._memory cimport alloc64
 from convcore._bits cimport keep_where_positive
-from convcore._blas cimport gemm
+from convcore._blas cimport gemm_prec
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
 from convcore._isa cimport cc_kernel_set, kernel_set
@@ -83,6 +83,7 @@ cdef struct Images:             # what every image's pass reads and writes
     int F, Hp, Wp, Hd, Wd       # channels out; padded image; padded dy (dx)
     int group                   # images a Winograd call (forward or dx; _wino_group), else 1
     bint winograd, relu
+    int bf16                    # the im2col path's product: 0 float32, else gemm_prec's kernel
 
 
 cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
@@ -132,8 +133,9 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                    const float[:, ::1] w,          # IN  (KH*KW*C, F)
                    const float[::1] b,             # IN  (F,) or None
                    float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
-                   Window g, Py_ssize_t group, int n_threads, bint relu=False):
-    """y = im2col(x) @ w (+ b) (then max(y, 0) if relu), item by item."""
+                   Window g, Py_ssize_t group, int n_threads, bint relu=False, int bf16=0):
+    """y = im2col(x) @ w (+ b) (then max(y, 0) if relu), item by item; the
+    product in float32 or (bf16: _blas.gemm_prec's kernel) bf16."""
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
     cdef Py_ssize_t P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t n_items = (N + group - 1) // group
@@ -166,21 +168,25 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                 beta = 1.0
                 for r in range(rows):
                     memcpy(yp + r * F, bptr, F * sizeof(float))
-            gemm(False, False, <int>rows, <int>F, <int>K, 1.0, cols, <int>K,
-                 wptr, <int>F, beta, yp, <int>F)
+            if gemm_prec(bf16, False, False, <int>rows, <int>F, <int>K, cols, <int>K,
+                         wptr, <int>F, beta, yp, <int>F):
+                n_failed += 1
+                continue
             if relu:
                 _relu(yp, rows * F)
         free(cols)
     if n_failed:
-        raise MemoryError("conv2d_forward: could not allocate the im2col scratch")
+        raise MemoryError("conv2d_forward: could not allocate the im2col scratch "
+                          "(or the bf16 packing)")
 
 
-cdef void _backward_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1, bint first,
+cdef int _backward_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1, bint first,
                          float* cols, float* dcols, float* dym,       # the thread's scratch
                          float* dw, float* db) noexcept nogil:       # the slot's gradients
     """Images n0..n1 (one work item): dw (+)= cols^T @ dy (set by the slot's
     first item), db += sum dy, dx = col2im(dy @ w^T) where a.dx is given; dy
-    masked by a.relu_y > 0 first where it is given."""
+    masked by a.relu_y > 0 first where it is given. 0, or the number of
+    products whose bf16 packing's memory was not there."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW, xs = g.H * g.W * g.C
     cdef Py_ssize_t rows = (n1 - n0) * P, n, r
@@ -190,16 +196,17 @@ cdef void _backward_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1, bint fir
         dyp = dym
     for n in range(n0, n1):
         im2col_image(a.x + n * xs, g, cols + (n - n0) * P * K)
-    gemm(True, False, <int>K, <int>F, <int>rows, 1.0, cols, <int>K, dyp, <int>F,
-         0.0 if first else 1.0, dw, <int>F)
+    cdef int failed = gemm_prec(a.bf16, True, False, <int>K, <int>F, <int>rows, cols, <int>K,
+                                dyp, <int>F, 0.0 if first else 1.0, dw, <int>F)
     for r in range(rows):
         _add_into(db, dyp + r * F, F)
     if a.dx != NULL:
-        gemm(False, True, <int>rows, <int>K, <int>F, 1.0, dyp, <int>F, a.w, <int>F, 0.0,
-             dcols, <int>K)
+        failed += gemm_prec(a.bf16, False, True, <int>rows, <int>K, <int>F, dyp, <int>F, a.w,
+                            <int>F, 0.0, dcols, <int>K)
         memset(a.dx + n0 * xs, 0, (n1 - n0) * xs * sizeof(float))
         for n in range(n0, n1):
             col2im_image(dcols + (n - n0) * P * K, g, a.dx + n * xs)
+    return failed
 
 
 def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -209,8 +216,10 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     float[:, ::1] dw,               # OUT (KH*KW*C, F)
                     float[::1] db,                  # OUT (F,)
                     Window g, Py_ssize_t group, Py_ssize_t max_slots, int n_threads,
-                    const float[:, :, :, ::1] relu_y=None):  # IN (N, OH, OW, F) or None
-    """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T).
+                    const float[:, :, :, ::1] relu_y=None,   # IN (N, OH, OW, F) or None
+                    int bf16=0):
+    """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T),
+    the products in float32 or (bf16: _blas.gemm_prec's kernel) bf16.
 
     With relu_y (the output of a relu=True forward), dy is first masked by
     relu_y > 0, item by item, in the thread's scratch.
@@ -233,6 +242,7 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     a.dy = &dy[0, 0, 0, 0]
     a.dx = &dx[0, 0, 0, 0] if dx is not None else NULL
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
+    a.bf16 = bf16
     # one slot per group of consecutive items for the partial weight and bias gradients
     cdef float* parts = <float*>malloc(n_slots * (K * F + F) * sizeof(float))
     if parts == NULL:
@@ -249,14 +259,16 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             part = parts + sl * (K * F + F)
             memset(part + K * F, 0, F * sizeof(float))
             for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
-                _backward_item(&a, it * group, min(N, (it + 1) * group), it == sl * per_slot,
-                               cols, dcols, dym, part, part + K * F)
+                if _backward_item(&a, it * group, min(N, (it + 1) * group),
+                                  it == sl * per_slot, cols, dcols, dym, part, part + K * F):
+                    n_failed += 1
         free(cols)
         free(dcols)
         free(dym)
     if n_failed:
         free(parts)
-        raise MemoryError("conv2d_backward: could not allocate the im2col scratch")
+        raise MemoryError("conv2d_backward: could not allocate the im2col scratch "
+                          "(or the bf16 packing)")
     _sum_slots(parts, n_slots, K * F, F, &dw[0, 0], &db[0], n_threads)
     free(parts)
 

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _bf16, _isa, _linear
+from . import _bf16, _blas, _isa, _linear
 
 VECTOR_SETS = _isa.VECTOR_SETS                       # "avx512", "avx2", "neon"
 KERNELS = ("auto", "simd", *VECTOR_SETS, "blas")
 _DESCRIBED = {"avx512": "AVX-512F and FMA", "avx2": "AVX2 and FMA", "neon": "ARM64 NEON"}
 _CAP = os.environ.get("CONVCORE_MAX_ISA", "").lower()   # "AVX2", as oneDNN spells it, too
+BF16_CAPS = ("amx", "avx512_bf16")   # caps above avx512: they leave out bf16 kernels only
 
 
 def _available():
@@ -22,11 +23,12 @@ def _available():
     set: convcore then runs as on a CPU whose best set that is (as TensorFlow
     and PyTorch take ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY)."""
     have, cap = _isa.available(), _CAP
-    if not cap:
+    if not cap or cap in BF16_CAPS:
         return have
     order = (*VECTOR_SETS, "baseline")
     if cap not in order:
-        raise ValueError(f"convcore: CONVCORE_MAX_ISA must be one of {order} (or unset), "
+        raise ValueError(f"convcore: CONVCORE_MAX_ISA must be one of {BF16_CAPS + order} "
+                         f"(or unset), "
                          f"got {cap!r}")
     return tuple(s for s in have if order.index(s) >= order.index(cap))
 
@@ -53,13 +55,32 @@ def bf16_supported():
     tiles, Sapphire Rapids and later Xeons; on Linux, once the OS has granted
     this process the tile state, which this call asks for) and "avx512_bf16"
     (vdpbf16ps: Cooper Lake, Zen 4 and later); () where there is neither, as
-    under CONVCORE_MAX_ISA below avx512. What pyconv's precision="bf16" needs."""
+    under CONVCORE_MAX_ISA below avx512 (=avx512_bf16 leaves out "amx"). What
+    precision="bf16" needs."""
     global _BF16
-    if _CAP and _CAP != "avx512":
+    if _CAP and _CAP not in BF16_CAPS:
         return ()
     if _BF16 is None:            # asked on first use (not at import: the tile permission)
-        _BF16 = _bf16.features()
+        _BF16 = tuple(f for f in _bf16.features() if f != "amx" or _CAP != "avx512_bf16")
     return _BF16
+
+
+def bf16_kernel(fn):
+    """The bf16 products' kernel (_blas.gemm_prec's number) for precision="bf16":
+    AMX where the CPU has it, else AVX512-BF16; a ValueError naming what is
+    missing where neither is there (emulation is never chosen silently)."""
+    have = bf16_supported()
+    if have and _blas.bf16_compiled():
+        return _bf16.KERNELS[have[0]]
+    if have:
+        raise ValueError(f"{fn}: precision='bf16': this CPU has {' and '.join(have)}, but this "
+                         f"build of convcore has no bf16 kernels (its compiler is too old for "
+                         f"them: GCC >= 11 or clang >= 12 builds them)")
+    raise ValueError(f"{fn}: precision='bf16' needs a CPU with AMX-BF16 or AVX512-BF16 "
+                     f"(Xeons since Cooper Lake, AMD since Zen 4); this one has neither"
+                     f"{' that convcore may use (CONVCORE_MAX_ISA=' + _CAP + ')' if _CAP else ''}"
+                     f". precision='bf16-emulated' runs the same arithmetic on any CPU, "
+                     f"slower than fp32")
 
 
 _BF16 = None

@@ -22,10 +22,12 @@ from convcore._slices cimport tree_sum
 
 def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
                    float[:, ::1] y, int n_tiles, int n_threads, const int[::1] bounds,
-                   bint relu=False):
-    """y = x @ w (+ b), one gemm_tiled a slice of rows (bounds: [0, N] for one)."""
+                   bint relu=False, int bf16=0):
+    """y = x @ w (+ b), one gemm_tiled a slice of rows (bounds: [0, N] for one),
+    in float32 or (bf16: _blas.gemm_prec's kernel) bf16."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, sl, n0, n1
     cdef float beta = 0.0
+    cdef int failed = 0
     if N == 0:
         return
     cdef float* yp = &y[0, 0]
@@ -35,8 +37,11 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
             memcpy(yp + r * F, &b[0], F * sizeof(float))
     for sl in range(bounds.shape[0] - 1):
         n0, n1 = bounds[sl], bounds[sl + 1]
-        gemm_tiled(False, False, <int>(n1 - n0), <int>F, <int>D, &x[n0, 0] if n1 > n0 else NULL,
-                   <int>D, &w[0, 0], <int>F, beta, yp + n0 * F, <int>F, n_tiles, n_threads)
+        failed += gemm_tiled(False, False, <int>(n1 - n0), <int>F, <int>D,
+                             &x[n0, 0] if n1 > n0 else NULL, <int>D, &w[0, 0], <int>F, beta,
+                             yp + n0 * F, <int>F, n_tiles, n_threads, bf16)
+    if failed:
+        raise MemoryError("linear_forward: could not allocate the bf16 packing")
     cdef float v
     if relu:
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
@@ -47,7 +52,7 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
 def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dy,
                     float[:, ::1] dx, float[:, ::1] dw, float[::1] db,
                     int n_tiles, int n_threads, const int[::1] bounds,
-                    const float[:, ::1] relu_y=None, float[:, ::1] scratch=None):
+                    const float[:, ::1] relu_y=None, float[:, ::1] scratch=None, int bf16=0):
     """With relu_y (the output of a relu=True forward), dy is first masked by
     relu_y > 0 into scratch (N, F). One gemm_tiled a slice of rows (bounds);
     with more than one, each slice's dw and db on their own, then added in the
@@ -55,6 +60,7 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], f, r, sl, n0, n1, blk, e0
     cdef Py_ssize_t n_slices = bounds.shape[0] - 1, part = D * F + F, BLOCK = 4096
     cdef float s
+    cdef int failed = 0
     if N == 0:
         dw[:, :] = 0
         db[:] = 0
@@ -74,11 +80,13 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
     for sl in range(n_slices):
         n0, n1 = bounds[sl], bounds[sl + 1]
         if dx is not None and n1 > n0:
-            gemm_tiled(False, True, <int>(n1 - n0), <int>D, <int>F, dyp + n0 * F, <int>F,
-                       &w[0, 0], <int>F, 0.0, &dx[n0, 0], <int>D, n_tiles, n_threads)
+            failed += gemm_tiled(False, True, <int>(n1 - n0), <int>D, <int>F, dyp + n0 * F,
+                                 <int>F, &w[0, 0], <int>F, 0.0, &dx[n0, 0], <int>D, n_tiles,
+                                 n_threads, bf16)
         if n1 > n0:
-            gemm_tiled(True, False, <int>D, <int>F, <int>(n1 - n0), &x[n0, 0], <int>D,
-                       dyp + n0 * F, <int>F, 0.0, parts + sl * part, <int>F, n_tiles, n_threads)
+            failed += gemm_tiled(True, False, <int>D, <int>F, <int>(n1 - n0), &x[n0, 0], <int>D,
+                                 dyp + n0 * F, <int>F, 0.0, parts + sl * part, <int>F, n_tiles,
+                                 n_threads, bf16)
         else:
             memset(parts + sl * part, 0, D * F * sizeof(float))
         sp = &db[0] if n_slices == 1 else parts + sl * part + D * F
@@ -95,6 +103,8 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
         memcpy(&dw[0, 0], parts, D * F * sizeof(float))
         memcpy(&db[0], parts + D * F, F * sizeof(float))
         free(parts)
+    if failed:
+        raise MemoryError("linear_backward: could not allocate the bf16 packing")
 
 
 # -------------------------------------------------------------- tile kernels

@@ -33,8 +33,9 @@ def cpu_name():
 
 
 def checked(fn, precision):
-    """`precision` if this CPU and build run it, else a ValueError naming `fn`,
-    what it needs and what this CPU has."""
+    """`precision` if this CPU runs it, else a ValueError naming `fn`, what it
+    needs and what this CPU has. (A build whose compiler had no bf16 kernels
+    is named by convcore's products on first use.)"""
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"{fn}: precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {precision!r}")
@@ -46,8 +47,12 @@ def checked(fn, precision):
             f"{fn}: bf16 needs a CPU with AMX-BF16 or AVX512-BF16 (Xeons since "
             f"Cooper Lake and Sapphire Rapids, AMD since Zen 4); this one ({cpu_name()}) has "
             "neither. bf16-emulated runs the same arithmetic on any CPU, slower than fp32")
-    raise ValueError(
-        f"{fn}: bf16 on this CPU's {' and '.join(_FEATURES[h] for h in have)} needs kernels "
-        "that this build of pyconv does not have yet; bf16-emulated runs the same arithmetic "
-        "with the fp32 kernels, slower than fp32")
+    return precision
+
+
+def kernel_name():
+    """The bf16 instructions precision="bf16" runs on here ("AMX-BF16",
+    "AVX512-BF16"), or None where the CPU has neither."""
+    have = convcore.bf16_supported()
+    return _FEATURES[have[0]] if have else None
 

@@ -1,0 +1,327 @@
+/* bf16 matrix products: C = op(A) @ op(B) + beta * C, row-major, whose
+ * float32 operands are rounded to bfloat16 as they are packed (cc_bf16_bits:
+ * ties to even, the bits of convcore.round_bf16) and whose products are summed
+ * in float32, by one of two kernels:
+ *
+ *   CC_BF16_AMX     AMX tiles: TDPBF16PS, a 16x16 float32 tile += a 16x32
+ *                   bf16 tile times a 32x16 one (Sapphire Rapids and later)
+ *   CC_BF16_AVX512  AVX512-BF16: VDPBF16PS, 16 float32 sums += 16 pairs of
+ *                   bf16 products (Cooper Lake, Zen 4 and later)
+ *
+ * Both read the same packing (after oneDNN's and the AMX guide's):
+ *   A  (mp, kp) bf16, row-major: 16-row tiles of 32 columns are loaded with
+ *      the row length as stride;
+ *   B  (np / 16) panels of 16 columns, each (kp / 2) rows of 16 pairs: row p
+ *      holds B[2p, j] and B[2p + 1, j] side by side for its 16 columns j (the
+ *      "VNNI" layout both instructions multiply);
+ * mp, np, kp: m, n, k rounded up to 32, the padding zero. C is computed in
+ * blocks of 32x32 (four tiles of 16x16), each block's sum over k in one
+ * fixed order: the bits depend on the shapes and the kernel, never on who
+ * runs which block. The caller has asked the OS for the tile state first
+ * (cc_bf16_features) and checked that the CPU has the kernel.
+ *
+ *   cc_gemm_bf16   the product; 0, or -1 where the packing's memory could not
+ *                  be allocated (C then untouched)
+ */
+#ifndef CC_BF16_GEMM_H
+#define CC_BF16_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "_bf16_kernels.h"
+
+#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) \
+                            || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define CC_HAVE_BF16_GEMM 1
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push (__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")
+#endif
+
+#define CC_BLK 32   /* C's blocks: 32x32, four 16x16 tiles */
+
+static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
+
+/* 16 floats -> their bfloat16 bits in the top half of each lane (cc_bf16_bits) */
+static inline __m512i cc_bf16_bits16(__m512 x)
+{
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
+}
+
+static inline __mmask16 cc_first(ptrdiff_t count)   /* the first count (<= 16) lanes */
+{
+    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count > 0 ? count : 0)) - 1u);
+}
+
+/* op(A) (m, k) -> pa (mp, kp). trans: op(A)[i, q] = a[q * lda + i] */
+static void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa, size_t kp)
+{
+    if (!trans) {
+        for (int i = 0; i < m; i++) {
+            const float* row = a + (size_t)i * lda;
+            for (int q = 0; q < (int)kp; q += 16) {
+                __mmask16 in = cc_first(k - q);
+                __m512i r = cc_bf16_bits16(_mm512_maskz_loadu_ps(in, row + q));
+                _mm256_storeu_si256((__m256i*)(pa + (size_t)i * kp + q),
+                                    _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            }
+        }
+        return;
+    }
+    /* two rows of a (q, q + 1) make 16 pairs, one for each of 16 rows of pa */
+    uint32_t* pw = (uint32_t*)pa;
+    const __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                                             6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32((int)(kp / 2)));
+    for (int i = 0; i < m; i += 16) {
+        __mmask16 in = cc_first(m - i);
+        for (int q = 0; q < (int)kp; q += 2) {
+            __m512i r0 = q < k ? cc_bf16_bits16(_mm512_maskz_loadu_ps(in, a + (size_t)q * lda + i))
+                               : _mm512_setzero_si512();
+            __m512i r1 = q + 1 < k
+                ? cc_bf16_bits16(_mm512_maskz_loadu_ps(in, a + (size_t)(q + 1) * lda + i))
+                : _mm512_setzero_si512();
+            __m512i pair = _mm512_or_si512(_mm512_srli_epi32(r0, 16), r1);
+            _mm512_mask_i32scatter_epi32(pw + (size_t)i * (kp / 2) + q / 2, in, lane, pair, 4);
+        }
+    }
+}
+
+/* op(B) (k, n) -> pb: panels of 16 columns, (kp / 2) rows of 16 pairs each.
+ * trans: op(B)[q, j] = b[j * ldb + q] */
+static void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+{
+    const size_t half = kp / 2;
+    if (!trans) {   /* row by row (a pair at a time), each row's panels in turn */
+        for (int q = 0; q < (int)kp; q += 2) {
+            const float* r0 = b + (size_t)q * ldb;
+            for (int j = 0; j < n; j += 16) {
+                __mmask16 in = cc_first(n - j);
+                __m512i v0 = q < k ? cc_bf16_bits16(_mm512_maskz_loadu_ps(in, r0 + j))
+                                   : _mm512_setzero_si512();
+                __m512i v1 = q + 1 < k ? cc_bf16_bits16(_mm512_maskz_loadu_ps(in, r0 + ldb + j))
+                                       : _mm512_setzero_si512();
+                _mm512_storeu_si512(pb + ((size_t)(j / 16) * half + q / 2) * 16,
+                                    _mm512_or_si512(_mm512_srli_epi32(v0, 16), v1));
+            }
+        }
+        return;
+    }
+    /* 32 consecutive q of one column j make 16 pairs, one for each of 16 rows of its panel */
+    __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35,
+                                   33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                                             6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(16));
+    for (int j = 0; j < n; j++) {
+        const float* col = b + (size_t)j * ldb;
+        uint32_t* panel = pb + (size_t)(j / 16) * half * 16 + (j % 16);
+        for (int q = 0; q < (int)kp; q += 32) {
+            __m512i lo = cc_bf16_bits16(_mm512_maskz_loadu_ps(cc_first(k - q), col + q));
+            __m512i hi = cc_bf16_bits16(_mm512_maskz_loadu_ps(cc_first(k - q - 16), col + q + 16));
+            __m512i pairs = _mm512_permutex2var_epi16(lo, odd, hi);
+            _mm512_i32scatter_epi32(panel + (size_t)(q / 2) * 16, rows, pairs, 4);
+        }
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} cc_tile_config;
+
+/* tiles 0-3: C's four 16x16 float32 tiles; 4, 5: A's two 16x32; 6, 7: B's two */
+static void cc_amx_configure(void)
+{
+    cc_tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    /* GCC's ldtilecfg declares a read of 8 bytes only: without this barrier
+     * it may drop the stores to the other 56 as dead */
+    __asm__ __volatile__("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+/* The 32x32 block of C at rows i0, panels jp and jp + 1: cb (row stride ldb
+ * floats) := (init ? cb : 0) + its products, summed over k in order. */
+static void cc_amx_block(const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
+                         size_t jp, float* cb, size_t ldb, int init)
+{
+    const uint16_t* a0 = pa + i0 * kp;
+    const uint16_t* a1 = a0 + 16 * kp;
+    const uint32_t* b0 = pb + jp * (kp / 2) * 16;
+    const uint32_t* b1 = b0 + (kp / 2) * 16;
+    const long stride = (long)(ldb * sizeof(float));
+    if (init) {
+        _tile_loadd(0, cb, stride);
+        _tile_loadd(1, cb + 16, stride);
+        _tile_loadd(2, cb + 16 * ldb, stride);
+        _tile_loadd(3, cb + 16 * ldb + 16, stride);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (size_t q = 0; q < kp; q += 32) {
+        _tile_loadd(4, a0 + q, (long)(kp * 2));
+        _tile_loadd(5, a1 + q, (long)(kp * 2));
+        _tile_loadd(6, b0 + q * 8, 64);
+        _tile_loadd(7, b1 + q * 8, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cb, stride);
+    _tile_stored(1, cb + 16, stride);
+    _tile_stored(2, cb + 16 * ldb, stride);
+    _tile_stored(3, cb + 16 * ldb + 16, stride);
+}
+
+/* the same with VDPBF16PS: 8 rows of 32 sums in 16 registers at a time */
+static void cc_avx512bf16_block(const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
+                                size_t jp, float* cb, size_t ldb, int init)
+{
+    const uint32_t* b0 = pb + jp * (kp / 2) * 16;
+    const uint32_t* b1 = b0 + (kp / 2) * 16;
+    for (int r0 = 0; r0 < CC_BLK; r0 += 8) {
+        __m512 acc[8][2];
+        for (int r = 0; r < 8; r++) {
+            float* row = cb + (r0 + r) * ldb;
+            acc[r][0] = init ? _mm512_loadu_ps(row) : _mm512_setzero_ps();
+            acc[r][1] = init ? _mm512_loadu_ps(row + 16) : _mm512_setzero_ps();
+        }
+        const uint16_t* a = pa + (i0 + r0) * kp;
+        for (size_t p = 0; p < kp / 2; p++) {
+            __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + p * 16);
+            __m512bh v1 = (__m512bh)_mm512_loadu_si512(b1 + p * 16);
+            for (int r = 0; r < 8; r++) {
+                uint32_t pair;
+                memcpy(&pair, a + r * kp + 2 * p, 4);
+                __m512bh u = (__m512bh)_mm512_set1_epi32((int)pair);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], u, v0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], u, v1);
+            }
+        }
+        for (int r = 0; r < 8; r++) {
+            _mm512_storeu_ps(cb + (r0 + r) * ldb, acc[r][0]);
+            _mm512_storeu_ps(cb + (r0 + r) * ldb + 16, acc[r][1]);
+        }
+    }
+}
+
+/* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
+ * through out (beta * C, zero outside C, then copied back). tc: C is stored
+ * transposed (element (i, j) at c[j * ldc + i]) */
+static void cc_block(int kernel, const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
+                     size_t j0, float* c, size_t ldc, size_t m, size_t n, float beta,
+                     float* out, int tc)
+{
+    void (*block)(const uint16_t*, const uint32_t*, size_t, size_t, size_t, float*, size_t,
+                  int) = kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
+    size_t ie = m - i0 < CC_BLK ? m - i0 : CC_BLK, je = n - j0 < CC_BLK ? n - j0 : CC_BLK;
+    float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
+    size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
+    if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
+        block(pa, pb, kp, i0, j0 / 16, cb, ldc, beta != 0.0f);
+        return;
+    }
+    memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
+    if (beta != 0.0f)
+        for (size_t i = 0; i < ie; i++)
+            for (size_t j = 0; j < je; j++)
+                out[i * CC_BLK + j] = beta * cb[i * si + j * sj];
+    block(pa, pb, kp, i0, j0 / 16, out, CC_BLK, beta != 0.0f);
+    for (size_t i = 0; i < ie; i++)
+        for (size_t j = 0; j < je; j++)
+            cb[i * si + j * sj] = out[i * CC_BLK + j];
+}
+
+static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
+                        const float* a, int lda, const float* b, int ldb, float beta,
+                        float* c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return 0;
+    /* op(A) transposed is packed by scattering; where B is the smaller
+     * operand, C^T = op(B)^T op(A)^T scatters that instead */
+    int tc = trans_a && !trans_b && 4 * n <= m;
+    if (tc) {
+        const float* t = a; a = b; b = t;
+        int l = lda; lda = ldb; ldb = l;
+        l = m; m = n; n = l;
+        trans_a = 1;
+        trans_b = 0;
+    }
+    size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)(k > 0 ? k : 1));
+    uint16_t* pa = (uint16_t*)aligned_alloc(64, mp * kp * 2);
+    uint32_t* pb = (uint32_t*)aligned_alloc(64, np * kp * 2);
+    if (pa == NULL || pb == NULL) {
+        free(pa);
+        free(pb);
+        return -1;
+    }
+    /* zero what the packing leaves: the padding rows and panels, everything
+     * where it scatters (a transposed operand) */
+    memset(pa + (size_t)m * kp, 0, (mp - (size_t)m) * kp * 2);
+    if (trans_a)
+        memset(pa, 0, (size_t)m * kp * 2);
+    size_t full = trans_b ? 0 : (((size_t)n + 15) / 16) * 16;
+    memset(pb + full * kp / 2, 0, (np - full) * kp * 2);
+    if (k > 0) {
+        cc_pack_a(trans_a, m, k, a, lda, pa, kp);
+        cc_pack_b(trans_b, n, k, b, ldb, pb, kp);
+    }
+    float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
+    if (kernel == CC_BF16_AMX)
+        cc_amx_configure();
+    /* the inner loop re-reads the smaller packed operand (it stays in cache) */
+    size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
+    for (size_t u = 0; u < outer; u += CC_BLK)
+        for (size_t v = 0; v < inner; v += CC_BLK)
+            cc_block(kernel, pa, pb, kp, mp <= np ? v : u, mp <= np ? u : v, c, (size_t)ldc,
+                     (size_t)m, (size_t)n, beta, out, tc);
+    if (kernel == CC_BF16_AMX)
+        _tile_release();
+    free(pa);
+    free(pb);
+    return 0;
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else   /* no bf16 kernels in this build (not x86-64, or an older compiler) */
+#define CC_HAVE_BF16_GEMM 0
+static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
+                               const float* a, int lda, const float* b, int ldb, float beta,
+                               float* c, int ldc)
+{
+    (void)kernel; (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a;
+    (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+    return -2;
+}
+#endif
+
+#endif
