@@ -3,6 +3,8 @@ ml-dtypes (JAX's bfloat16), and what the CPU reports."""
 import json
 import os
 import re
+import subprocess
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -67,6 +69,16 @@ def test_bf16_supported_reports_what_the_cpu_has():
     want = tuple(name for name, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"))
                  if flag in flags)
     assert convcore.bf16_supported() == want
+
+
+@pytest.mark.skipif("amx_bf16" not in cpu_flags(), reason="this CPU has no AMX-BF16")
+def test_convcore_max_isa_avx512_bf16_leaves_out_amx():
+    """CONVCORE_MAX_ISA=avx512_bf16 (oneDNN's spelling of the cap): the
+    AVX512-BF16 kernel on an AMX CPU, and every vector set still there."""
+    code = "import convcore; print(convcore.bf16_supported(), convcore.simd_supported())"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "CONVCORE_MAX_ISA": "avx512_bf16"})
+    assert run.stdout.strip() == f"('avx512_bf16',) {convcore.simd_supported()}"
 
 
 # ---------------------------------------------------------------- the products in bf16
@@ -161,13 +173,113 @@ def test_bf16_emulated_equals_the_reference_within_a_stated_bound():
 
 def test_precision_must_be_one_of_the_names():
     x, w = np.ones((1, 4, 4, 1), np.float32), np.ones((3, 3, 1, 16), np.float32)
-    for bad in ("bf16", "BF16", None, 16):
+    for bad in ("bf16_emulated", "BF16", None, 16):
         with pytest.raises(ValueError, match=r"conv2d_forward: precision must be one of "
-                                             r"\('fp32', 'bf16-emulated'\), got "):
+                                             r"\('fp32', 'bf16', 'bf16-emulated'\), got "):
             convcore.conv2d_forward(x, w, precision=bad)
     with pytest.raises(ValueError, match="linear_backward_adam: precision must be"):
         convcore.linear_backward_adam(x[0, 0], w[0, 0], x[0, 0, :, :1].repeat(16, 1), None,
                                       w[0, 0], w[0, 0], None, None, 1e-3, precision="fp16")
+
+
+# ---------------------------------------------------------------- the native kernels
+
+BF16_KERNELS = {"amx": "AMX-BF16 and AMX-TILE", "avx512_bf16": "AVX512-BF16"}
+
+
+@pytest.fixture(params=list(BF16_KERNELS))
+def bf16_kernel(request, monkeypatch):
+    """Each native bf16 kernel in turn (AMX also leaves AVX512-BF16 to test:
+    the AMX CPUs have both); skipped, naming the CPU feature, where this CPU
+    lacks it."""
+    name = request.param
+    if name not in convcore.bf16_supported():
+        pytest.skip(f"this CPU ({cpu_name()}) has no {BF16_KERNELS[name]}")
+    monkeypatch.setattr(convcore._kernels, "_BF16", (name,))
+    return name
+
+
+def _native_cases(rng):
+    """Products whose sums are long enough (>= 64 terms) for the bf16
+    kernels; edges that are not multiples of the kernels' 32x32 blocks."""
+    def a(*shape):
+        return rng.uniform(-2, 2, shape).astype(np.float32)
+    x, w, b, dy = a(3, 9, 9, 16), a(3, 3, 16, 24), a(24), a(3, 9, 9, 24)
+    xp, wp, dyp = a(2, 8, 8, 8), a(5, 5, 8, 16), a(2, 4, 4, 16)
+    argmax = convcore.conv2d_maxpool_forward(xp, wp, padding="same", return_argmax=True)[1]
+    xl, wl, bl, dyl = a(37, 100), a(100, 70), a(70), a(37, 70)
+    same = {"padding": "same"}
+    return [
+        ("conv2d_forward", (x, w, b), {**same, "relu": True}),
+        ("conv2d_forward", (x, w), {"stride": 2}),
+        ("conv2d_backward", (x, w, dy), same),
+        ("conv2d_backward", (x, w, dy[:, :4, :4]), {"stride": 2}),   # dx: the im2col path
+        ("conv2d_backward", (x, w, dy), {**same, "relu_y": dy}),
+        ("conv2d_maxpool_forward", (xp, wp, b[:16]), same),
+        ("conv2d_maxpool_backward", (xp, wp, dyp, argmax), same),
+        ("linear_forward", (xl, wl, bl), {"relu": True}),
+        ("linear_backward", (xl, wl, dyl), {"relu_y": dyl}),
+    ]
+
+
+def test_bf16_products_equal_the_reference_within_a_stated_bound(bf16_kernel):
+    """precision="bf16" on the CPU's kernel: each product is the float64 sum
+    of the rounded operands' products (the reference's bf16-emulated) within
+    the float32 sum's bound (the kernels sum in float32, in their own order);
+    the bias gradient db sums dy in float32 as given (not rounded: it is no
+    product), within the same bound of the reference's."""
+    terms = 1000
+    for name, args, kwargs in _native_cases(np.random.default_rng(4)):
+        got = getattr(convcore, name)(*args, **kwargs, precision="bf16")
+        a64 = [np.asarray(a, np.float64) if a.dtype == np.float32 else a for a in args]
+        want = getattr(ref, name)(*a64, **kwargs, precision="bf16-emulated")
+        exact = getattr(ref, name)(*a64, **kwargs)
+        plain = {k: v for k, v in kwargs.items() if k not in ("relu", "relu_y")}
+        absolute = getattr(ref, name)(*[np.abs(a) if a.dtype == np.float64 else a
+                                        for a in a64], **plain)
+        if not isinstance(got, tuple):
+            got, want, absolute, exact = (got,), (want,), (absolute,), (exact,)
+        for i, (g, w, b) in enumerate(zip(got, want, absolute, strict=True)):
+            is_db = name.endswith("backward") and i == 2
+            assert_within(g, np.asarray(exact[i] if is_db else w, np.float64), b, terms,
+                          f"{name} output {i}")
+        assert _bits(got) != _bits(getattr(convcore, name)(*args, **kwargs)), name
+
+
+def test_bf16_products_have_the_same_bits_on_one_and_two_threads(bf16_kernel, threads):
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        runs.append([_bits(getattr(convcore, name)(*args, **kwargs, precision="bf16"))
+                     for name, args, kwargs in _native_cases(np.random.default_rng(5))])
+    assert runs[0] == runs[1]
+
+
+def test_bf16_dense_adam_updates_the_float32_weights(bf16_kernel):
+    """linear_backward_adam in bf16 is linear_backward in bf16, then Adam on
+    the float32 weights: the same bits as the separate calls."""
+    rng = np.random.default_rng(6)
+    x, w, dy = (rng.uniform(-2, 2, s).astype(np.float32) for s in ((20, 96), (96, 32), (20, 32)))
+    state, w2, state2 = [np.zeros_like(w), np.zeros_like(w)], w.copy(), [np.zeros_like(w),
+                                                                     np.zeros_like(w)]
+    dx = convcore.linear_backward_adam(x, w, dy, None, *state, None, None, 1e-3,
+                                       precision="bf16")
+    dx2, dw, _ = convcore.linear_backward(x, w2, dy, precision="bf16")
+    convcore.adam_update(w2, dw, *state2, 1e-3)
+    assert dx.tobytes() == dx2.tobytes() and w.tobytes() == w2.tobytes()
+    assert not np.array_equal(R(w), w)
+
+
+def test_bf16_on_a_cpu_without_it_names_what_is_missing(monkeypatch):
+    """Emulation is never chosen silently: precision="bf16" on a CPU without
+    AMX-BF16 or AVX512-BF16 is a ValueError naming the function and the way
+    out."""
+    monkeypatch.setattr(convcore._kernels, "_BF16", ())
+    x, w = np.ones((1, 4, 4, 16), np.float32), np.ones((3, 3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match=r"^conv2d_forward: precision='bf16' needs a CPU with "
+                                         r"AMX-BF16 or AVX512-BF16 .*this one has neither.*"
+                                         r"precision='bf16-emulated' runs the same"):
+        convcore.conv2d_forward(x, w, precision="bf16")
 
 
 # ---------------------------------------------------------------- networks in bf16
@@ -191,9 +303,8 @@ def test_set_precision_names_what_the_cpu_lacks(monkeypatch):
     with pytest.raises(ValueError, match="has neither"):
         model.set_precision("bf16")
     monkeypatch.setattr(convcore, "bf16_supported", lambda: ("amx", "avx512_bf16"))
-    with pytest.raises(ValueError, match="this CPU's AMX-BF16 and AVX512-BF16 needs kernels "
-                                         "that this build of pyconv does not have yet"):
-        model.set_precision("bf16")
+    assert model.set_precision("bf16").precision == "bf16"
+    model.set_precision("fp32")
     with pytest.raises(ValueError, match=r"^fit: precision must be one of fp32, bf16, "):
         model.fit(*_batch(4, 0), steps=1, verbose=False, precision="float16")
     assert model.precision == "fp32" and {layer.precision for layer in model.layers} == {"fp32"}
@@ -205,17 +316,21 @@ def _train(model, x, y, steps=3, **kw):
     return losses, [p.value.tobytes() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("bf16", ["bf16-emulated", "bf16"])
 @pytest.mark.parametrize("name", ["tutorial", "resnet8"])
-def test_bf16_emulated_training_fused_unfused_and_on_two_threads_alike(threads, name):
-    """A network in bf16-emulated: its fused steps (conv + pool, dense + Adam,
-    batch norm + ReLU, add + ReLU) give the same bits as its layers one by
-    one, and 2 threads the same bits as 1; not the bits of fp32."""
+def test_bf16_training_fused_unfused_and_on_two_threads_alike(threads, name, bf16):
+    """A network in bf16 (emulated; native where the CPU has it): its fused
+    steps (conv + pool, dense + Adam, batch norm + ReLU, add + ReLU) give the
+    same bits as its layers one by one, and 2 threads the same bits as 1;
+    not the bits of fp32."""
+    if bf16 == "bf16" and not convcore.bf16_supported():
+        pytest.skip(f"this CPU ({cpu_name()}) has neither AMX-BF16 nor AVX512-BF16")
     make = pyconv.models.MODELS[name]
     x, y = _batch(16, 1, (28, 28, 1))
     runs = {}
-    for key, n_threads, fusions, precision in [("fused", 2, FUSIONS, "bf16-emulated"),
-                                               ("unfused", 2, (), "bf16-emulated"),
-                                               ("1 thread", 1, FUSIONS, "bf16-emulated"),
+    for key, n_threads, fusions, precision in [("fused", 2, FUSIONS, bf16),
+                                               ("unfused", 2, (), bf16),
+                                               ("1 thread", 1, FUSIONS, bf16),
                                                ("fp32", 2, FUSIONS, "fp32")]:
         threads(n_threads)
         runs[key] = _train(make(seed=2).set_precision(precision), x, y, fusions=fusions)
@@ -234,22 +349,25 @@ def test_bf16_emulated_keeps_float32_master_weights():
     assert model.predict(x).tobytes() != model.set_precision("fp32").predict(x).tobytes()
 
 
-def test_bf16_emulated_learns_real_digits_as_fp32_does():
+@pytest.mark.parametrize("bf16", ["bf16-emulated", "bf16"])
+def test_bf16_learns_real_digits_as_fp32_does(bf16):
     """The tutorial network, 150 Adam steps of 50 on real MNIST images (the
     test's sample when the full set is absent), then the held-out images:
-    bf16-emulated's accuracy within 3 points of fp32's (same seed), and both
-    well above chance."""
+    bf16's accuracy (emulated; native where the CPU has AMX-BF16 or
+    AVX512-BF16) within 3 points of fp32's (same seed), both well above chance."""
+    if bf16 == "bf16" and not convcore.bf16_supported():
+        pytest.skip(f"this CPU ({cpu_name()}) has neither AMX-BF16 nor AVX512-BF16")
     ds = pyconv.datasets.load("mnist", data_dir=MNIST_DIR)
     n_test = min(1000, len(ds.y_test))
     accuracy = {}
-    for precision in ("fp32", "bf16-emulated"):
+    for precision in ("fp32", bf16):
         model = pyconv.models.tutorial_cnn(seed=0)
         model.fit(ds.x_train[:7500], ds.y_train[:7500], steps=150, batch_size=50, lr=1e-3,
                   verbose=False, precision=precision)
         assert model.precision == precision
         accuracy[precision] = model.accuracy(ds.x_test[:n_test], ds.y_test[:n_test])
     assert min(accuracy.values()) > 0.8, accuracy
-    assert abs(accuracy["fp32"] - accuracy["bf16-emulated"]) <= 0.03, accuracy
+    assert abs(accuracy["fp32"] - accuracy[bf16]) <= 0.03, accuracy
 
 
 # ---------------------------------------------------------------- the command in bf16
@@ -284,7 +402,9 @@ def test_pyconv_train_evaluate_and_predict_in_bf16(tmp_path):
                   "bf16-emulated").stdout
     assert said.count("x.npy[") == 2, said
     for command in (["evaluate", str(ckpt)], [*common, "--steps", "1"]):
-        bad = cli(*command, "--precision", "bf16", check=False)
-        assert bad.returncode == 2 and "--precision: bf16 " in bad.stderr, bad.stderr
-        assert ("has neither" if not convcore.bf16_supported() else "does not have yet") \
-            in bad.stderr
+        run = cli(*command, "--precision", "bf16", check=False)
+        if convcore.bf16_supported():    # natively: the same command runs
+            assert run.returncode == 0 and "bf16" in run.stdout, run.stderr
+        else:
+            assert run.returncode == 2 and "--precision: bf16 needs a CPU" in run.stderr
+            assert "has neither" in run.stderr, run.stderr

@@ -186,8 +186,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
                                     _winograd(g))
         return y
+    if bf16:
+        _conv.conv2d_forward_bf16(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16)
+        return y
     with blas_single_thread():
-        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16)
+        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
     return y
 
 
@@ -313,10 +316,33 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
                                      get_num_threads(),
                                      kernels, bounds, relu_y, _winograd(g))
         return dx, dw.reshape(w.shape), db
+    flipped = _flipped(g, w) if bf16 and need_dx else None
+    if bf16 and (flipped is not None or not need_dx):
+        wt, gt = flipped or (None, g)
+        _conv.conv2d_backward_bf16(x, w2, wt, dy, dx, dw, db, g, gt, group,
+                                   _group(x.shape[1] * x.shape[2]), MAX_SLOTS,
+                                   get_num_threads(), relu_y, bf16)
+        return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
                               relu_y, bf16)
     return dx, dw.reshape(w.shape), db
+
+
+def _flipped(g, w):
+    """(wt, gt): the input gradient of a stride-1 convolution as a forward one,
+    dy convolved with the flipped kernels wt (kh*kw*C_out, C_in) over the
+    window gt; None where the stride or a padding wider than the kernel does
+    not allow it."""
+    kh, kw = g["KH"], g["KW"]
+    bottom = g["OH"] - 1 + kh - g["H"] - g["PT"]
+    right = g["OW"] - 1 + kw - g["W"] - g["PL"]
+    if (g["SH"], g["SW"]) != (1, 1) or max(g["PT"], bottom) >= kh or max(g["PL"], right) >= kw:
+        return None
+    wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
+    gt = {"H": g["OH"], "W": g["OW"], "C": w.shape[3], "KH": kh, "KW": kw, "SH": 1, "SW": 1,
+          "PT": kh - 1 - g["PT"], "PL": kw - 1 - g["PL"], "OH": g["H"], "OW": g["W"]}
+    return wt, gt
 
 
 def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):

@@ -255,21 +255,122 @@ static void cc_block(int kernel, const uint16_t* pa, const uint32_t* pb, size_t 
             cb[i * si + j * sj] = out[i * CC_BLK + j];
 }
 
+/* C (m, n) := beta * C + A @ B from the packed A (mp, kp) and B (np / 16
+ * panels); tc: C stored transposed (cc_block) */
+static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                                const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+{
+    float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
+    size_t mp = cc_up32(m), np = cc_up32(n);
+    if (kernel == CC_BF16_AMX)
+        cc_amx_configure();
+    /* the inner loop re-reads the smaller packed operand (it stays in cache) */
+    size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
+    for (size_t u = 0; u < outer; u += CC_BLK)
+        for (size_t v = 0; v < inner; v += CC_BLK)
+            cc_block(kernel, pa, pb, kp, mp <= np ? v : u, mp <= np ? u : v, c, ldc, m, n,
+                     beta, out, tc);
+    if (kernel == CC_BF16_AMX)
+        _tile_release();
+}
+
+/* ---- the convolutions' packing, from images already in bfloat16 ---- */
+
+/* y = x's bfloat16 bits (cc_bf16_bits), where relu_y (or NULL) > 0 (else +0) */
+static void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        __mmask16 in = cc_first(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(in, x + i);
+        if (relu_y != NULL)
+            v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in, relu_y + i),
+                                                       _mm512_setzero_ps(), _CMP_GT_OQ), v);
+        _mm256_mask_storeu_epi16(y + i, in,
+                                 _mm512_cvtepi32_epi16(_mm512_srli_epi32(cc_bf16_bits16(v), 16)));
+    }
+}
+
+/* One image's sections (im2col) at positions p0 <= p < p1 into rows of
+ * length kp (zero past KH*KW*C), from the bf16 image xb (H, W, C). Position
+ * (oh, ow) reads rows oh*SH - PT + i, columns ow*SW - PL + j (_geometry.pxd). */
+static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
+                           int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
+                           size_t kp)
+{
+    const size_t K = (size_t)KH * KW * C, run = (size_t)C * 2;
+    for (int p = p0; p < p1; p++) {
+        uint16_t* row = rows + (size_t)(p - p0) * kp;
+        int oh = p / OW, ow = p % OW;
+        for (int i = 0; i < KH; i++) {
+            int ih = oh * SH - PT + i;
+            for (int j = 0; j < KW; j++) {
+                int iw = ow * SW - PL + j;
+                uint16_t* dst = row + ((size_t)i * KW + j) * C;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                    memset(dst, 0, run);
+                else
+                    memcpy(dst, xb + ((size_t)ih * W + iw) * C, run);
+            }
+        }
+        memset(row + K, 0, (kp - K) * 2);
+    }
+}
+
+/* Rows (k, of length n, n <= np) -> the VNNI panels of B (kp / 2 rows of
+ * pairs): rows q and q + 1 interleaved; rows past k are zero. */
+static void cc_rows_vnni(const uint16_t* rows, size_t ld, size_t k, size_t np, size_t kp,
+                         uint32_t* pb)
+{
+    const size_t half = kp / 2;
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t q = 0; q < kp; q += 2) {
+        const uint16_t* r0 = rows + q * ld;
+        for (size_t j = 0; j < np; j += 16) {
+            __m256i lo = q < k ? _mm256_loadu_si256((const __m256i*)(r0 + j)) : zero;
+            __m256i hi = q + 1 < k ? _mm256_loadu_si256((const __m256i*)(r0 + ld + j)) : zero;
+            __m512i pair = _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
+                                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+            _mm512_storeu_si512(pb + ((j / 16) * half + q / 2) * 16, pair);
+        }
+    }
+}
+
+/* Rows (k, of length m; ld apart) as A^T: pa (mp, kp) row i holds column i */
+static void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k, size_t kp,
+                               uint16_t* pa)
+{
+    memset(pa, 0, cc_up32(m) * kp * 2);
+    uint32_t* pw = (uint32_t*)pa;
+    const __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                                             6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32((int)(kp / 2)));
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t i = 0; i < m; i += 16) {
+        __mmask16 in = cc_first((ptrdiff_t)(m - i));
+        for (size_t q = 0; q < k; q += 2) {
+            __m256i lo = _mm256_maskz_loadu_epi16(in, rows + q * ld + i);
+            __m256i hi = q + 1 < k ? _mm256_maskz_loadu_epi16(in, rows + (q + 1) * ld + i)
+                                   : zero;
+            __m512i pair = _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
+                                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+            _mm512_mask_i32scatter_epi32(pw + i * (kp / 2) + q / 2, in, lane, pair, 4);
+        }
+    }
+}
+
 static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                         const float* a, int lda, const float* b, int ldb, float beta,
                         float* c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return 0;
-    /* op(A) transposed is packed by scattering; where B is the smaller
-     * operand, C^T = op(B)^T op(A)^T scatters that instead */
-    int tc = trans_a && !trans_b && 4 * n <= m;
+    /* A transposed operand is packed by scattering: where it is the larger
+     * one, C^T = op(B)^T op(A)^T scatters the other instead */
+    int tc = trans_a != trans_b && (trans_a ? 4 * n <= m : 4 * m <= n);
     if (tc) {
         const float* t = a; a = b; b = t;
         int l = lda; lda = ldb; ldb = l;
-        l = m; m = n; n = l;
-        trans_a = 1;
-        trans_b = 0;
+        l = m; m = n; n = l;    /* (each operand keeps its flag: op(B)^T reads b as op(B) did) */
     }
     size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)(k > 0 ? k : 1));
     uint16_t* pa = (uint16_t*)aligned_alloc(64, mp * kp * 2);
@@ -290,17 +391,7 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
         cc_pack_a(trans_a, m, k, a, lda, pa, kp);
         cc_pack_b(trans_b, n, k, b, ldb, pb, kp);
     }
-    float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
-    if (kernel == CC_BF16_AMX)
-        cc_amx_configure();
-    /* the inner loop re-reads the smaller packed operand (it stays in cache) */
-    size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
-    for (size_t u = 0; u < outer; u += CC_BLK)
-        for (size_t v = 0; v < inner; v += CC_BLK)
-            cc_block(kernel, pa, pb, kp, mp <= np ? v : u, mp <= np ? u : v, c, (size_t)ldc,
-                     (size_t)m, (size_t)n, beta, out, tc);
-    if (kernel == CC_BF16_AMX)
-        _tile_release();
+    cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc, tc);
     free(pa);
     free(pb);
     return 0;

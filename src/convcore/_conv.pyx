@@ -15,10 +15,11 @@ the same bits on any number of threads, with small cache-friendly items and
 bounded slot memory at any batch size.
 """
 from cython.parallel cimport parallel, prange
+from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from convcore._memory cimport alloc64
+from convcore._memory cimport aligned_alloc, alloc64
 from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm_prec
 from convcore._geometry cimport Window
@@ -724,3 +725,228 @@ def conv2d_maxpool_backward_direct(
     cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
     a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
     return _backward_images(&a, w, dw, db, bounds, max_slots, n_threads)
+
+
+# ------------------------------------------------------------ bf16 kernels
+# precision="bf16" on AMX or AVX512-BF16 (_bf16_gemm.h): the images rounded
+# to bfloat16 once, their sections packed straight into the kernels' layout.
+#   forward:  y = sections(xb) @ w (+ b), items of `group` images
+#   backward: dw^T = sum over items of dy^T @ sections(xb) (slots: as above);
+#             db = sum dy in float32; dx = the forward of dy (stride 1) with
+#             the flipped kernels wt over the window gt (_api.py makes both)
+
+cdef extern from "_bf16_gemm.h" nogil:
+    size_t cc_up32(size_t v)
+    void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, Py_ssize_t n)
+    void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+    void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+    void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
+                        int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
+                        size_t kp)
+    void cc_rows_vnni(const uint16_t* rows, size_t ld, size_t k, size_t np, size_t kp,
+                      uint32_t* pb)
+    void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k, size_t kp,
+                            uint16_t* pa)
+
+DEF NARROW_CHUNK = 16384   # elements a work item of _narrowed
+
+
+cdef uint16_t* _narrowed(const float* x, const float* relu_y, Py_ssize_t n,
+                         int n_threads) noexcept nogil:
+    """x (masked by relu_y > 0 where given) in bfloat16, or NULL: no memory."""
+    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((n * 2 + 63) // 64) * 64 + 64)
+    cdef Py_ssize_t c
+    if y == NULL:
+        return NULL
+    for c in prange((n + NARROW_CHUNK - 1) // NARROW_CHUNK, schedule='static',
+                    num_threads=n_threads):
+        cc_narrow_bf16(x + c * NARROW_CHUNK, relu_y + c * NARROW_CHUNK if relu_y else NULL,
+                       y + c * NARROW_CHUNK, min(n, (c + 1) * NARROW_CHUNK) - c * NARROW_CHUNK)
+    return y
+
+
+cdef uint32_t* _packed_kernels(const float* w, Py_ssize_t K, Py_ssize_t F) noexcept nogil:
+    """w (K, F) as the kernels' B operand, or NULL: no memory."""
+    cdef size_t kp = cc_up32(K), np = cc_up32(F)
+    cdef uint32_t* pw = <uint32_t*>aligned_alloc(64, np * kp * 2)
+    if pw != NULL:
+        memset(pw, 0, np * kp * 2)
+        cc_pack_b(0, <int>F, <int>K, w, <int>F, pw, kp)
+    return pw
+
+
+cdef void _sections(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t n1,
+                    uint16_t* rows, size_t ld) noexcept nogil:
+    """Images n0..n1's sections, rows of length ld, one after another."""
+    cdef Py_ssize_t n, P = g.OH * g.OW
+    for n in range(n0, n1):
+        cc_im2col_bf16(xb + n * g.H * g.W * g.C, <int>g.H, <int>g.W, <int>g.C, <int>g.KH,
+                       <int>g.KW, <int>g.SH, <int>g.SW, <int>g.PT, <int>g.PL, <int>g.OW, 0,
+                       <int>P, rows + (n - n0) * P * ld, ld)
+
+
+cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
+                       Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
+                       Py_ssize_t group, int n_threads) noexcept nogil:
+    """y (N, OH, OW, F) = sections(xb) @ w (+ b); the items that had no scratch."""
+    cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows, r
+    cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
+    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
+    cdef float* yp
+    cdef int n_failed = 0
+    with parallel(num_threads=n_threads):
+        pa = <uint16_t*>aligned_alloc(64, cc_up32(group * P) * kp * 2)
+        for it in prange(n_items, schedule='dynamic'):
+            if pa == NULL:
+                n_failed += 1
+                continue
+            n0 = it * group
+            n1 = min(N, n0 + group)
+            rows = (n1 - n0) * P
+            _sections(xb, g, n0, n1, pa, kp)
+            memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
+            yp = y + n0 * P * F
+            if b != NULL:
+                for r in range(rows):
+                    memcpy(yp + r * F, b, F * sizeof(float))
+            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pw, 1.0 if b != NULL else 0.0, yp,
+                                F, 0)
+            if relu:
+                _relu(yp, rows * F)
+        free(pa)
+    return n_failed
+
+
+def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                        const float[:, ::1] w,          # IN  (KH*KW*C, F)
+                        const float[::1] b,             # IN  (F,) or None
+                        float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
+                        Window g, Py_ssize_t group, int n_threads, bint relu, int kernel):
+    """y = sections(x) @ w (+ b) (then max(y, 0) if relu) in bf16 (kernel:
+    _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512)."""
+    cdef Py_ssize_t N = x.shape[0], K = w.shape[0], F = w.shape[1]
+    cdef int n_failed = 1
+    if N == 0:
+        return
+    cdef const float* bp = &b[0] if b is not None else NULL
+    cdef uint16_t* xb = _narrowed(&x[0, 0, 0, 0], NULL, N * g.H * g.W * g.C, n_threads)
+    cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
+    if xb != NULL and pw != NULL:
+        n_failed = _forward_bf16(kernel, xb, g, pw, N, F, bp, relu, &y[0, 0, 0, 0], group,
+                                 n_threads)
+    free(xb)
+    free(pw)
+    if n_failed:
+        raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")
+
+
+cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
+                        Py_ssize_t n0, Py_ssize_t n1, bint first,
+                        uint16_t* rows_s, uint32_t* pb, uint16_t* pa, float* dym,  # scratch
+                        float* dwt, float* db) noexcept nogil:
+    """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (set by the slot's
+    first item), db += sum dy (through the ReLU where a.relu_y is given). The
+    thread's scratch: rows_s (group*OH*OW, up32(K)), the item's sections; pb,
+    them as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A;
+    dym (group*OH*OW, F), dy through the ReLU for db, where relu_y is given."""
+    cdef Window g = a.g
+    cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
+    cdef Py_ssize_t rows = (n1 - n0) * P, r
+    cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
+    cdef const float* dyp = a.dy + n0 * P * F
+    _sections(xb, g, n0, n1, rows_s, ld)
+    cc_rows_vnni(rows_s, ld, rows, ld, kr, pb)
+    cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
+    cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0)
+    if a.relu_y != NULL:
+        _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
+        dyp = dym
+    for r in range(rows):
+        _add_into(db, dyp + r * F, F)
+
+
+cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb, Py_ssize_t N,
+                  Py_ssize_t group, Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
+                  int n_threads) noexcept nogil:
+    """Each slot's dw^T and db (parts: n_slots x (F*K + F)); the items that had
+    no scratch."""
+    cdef Py_ssize_t F = a.F, K = a.g.KH * a.g.KW * a.g.C, P = a.g.OH * a.g.OW
+    cdef Py_ssize_t n_items = (N + group - 1) // group, sl, it
+    cdef size_t ld = cc_up32(K), kr = cc_up32(group * P)
+    cdef uint16_t* rows_s = NULL   # (firstprivate in the parallel block, as the next three)
+    cdef uint32_t* pb = NULL
+    cdef uint16_t* pa = NULL
+    cdef float* dym = NULL
+    cdef float* part
+    cdef int n_failed = 0
+    with parallel(num_threads=n_threads):
+        rows_s = <uint16_t*>aligned_alloc(64, kr * ld * 2)
+        pb = <uint32_t*>aligned_alloc(64, kr * ld * 2)
+        pa = <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
+        dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
+        for sl in prange(n_slots, schedule='dynamic'):
+            if rows_s == NULL or pb == NULL or pa == NULL or (a.relu_y != NULL and dym == NULL):
+                n_failed += 1
+                continue
+            part = parts + sl * (K * F + F)
+            memset(part + K * F, 0, F * sizeof(float))
+            for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
+                _dw_item_bf16(a, xb, dyb, it * group, min(N, (it + 1) * group),
+                              it == sl * per_slot, rows_s, pb, pa, dym, part, part + K * F)
+        free(rows_s)
+        free(pb)
+        free(pa)
+        free(dym)
+    return n_failed
+
+
+def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                         const float[:, ::1] w,          # IN  (KH*KW*C, F)
+                         const float[:, ::1] wt,         # IN  (KH*KW*F, C): flipped, or None
+                         const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
+                         float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None
+                         float[:, ::1] dw,               # OUT (KH*KW*C, F)
+                         float[::1] db,                  # OUT (F,)
+                         Window g, Window gt, Py_ssize_t group, Py_ssize_t group_t,
+                         Py_ssize_t max_slots, int n_threads,
+                         const float[:, :, :, ::1] relu_y, int kernel):
+    """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16."""
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], f, k
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
+    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
+    cdef int n_failed = 1
+    dw[:, :] = 0
+    db[:] = 0
+    if N == 0:
+        return
+    cdef Images a = _images(x, w, g, -1, False)
+    a.dy = &dy[0, 0, 0, 0]
+    a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
+    a.bf16 = kernel
+    cdef float* parts = alloc64(n_slots * (K * F + F))
+    cdef float* dwt = alloc64(K * F)
+    cdef uint16_t* xb = _narrowed(a.x, NULL, N * g.H * g.W * g.C, n_threads)
+    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads)
+    cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
+        if wt is not None else NULL
+    if parts != NULL and dwt != NULL and xb != NULL and dyb != NULL \
+            and (wt is None or pwt != NULL):
+        n_failed = _dw_bf16(&a, xb, dyb, N, group, per_slot, n_slots, parts, n_threads)
+        if wt is not None and not n_failed:
+            n_failed = _forward_bf16(kernel, dyb, gt, pwt, N, g.C, NULL, False,
+                                     &dx[0, 0, 0, 0], group_t, n_threads)
+    if not n_failed:
+        memset(dwt, 0, K * F * sizeof(float))
+        _sum_slots(parts, n_slots, K * F, F, dwt, &db[0], n_threads)
+        for k in range(K):
+            for f in range(F):
+                dw[k, f] = dwt[f * K + k]
+    free(parts)
+    free(dwt)
+    free(xb)
+    free(dyb)
+    free(pwt)
+    if n_failed:
+        raise MemoryError("conv2d_backward: could not allocate the bf16 scratch")
