@@ -19,6 +19,7 @@ _W = "(kh, kw, C_in, C_out)"
 
 MAX_SLOTS = 64   # weight-gradient slots of conv2d_backward (memory: slots * K * C_out)
 DIRECT_SLOTS = 32   # the same for the direct kernels, whose work items are single images
+BF16_SLOTS = 8      # the same for the bf16 kernels (few: each is a fresh page-faulted buffer)
 
 
 def _direct_slots(slices):
@@ -187,7 +188,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
                                     _winograd(g))
         return y
     if bf16:
-        _conv.conv2d_forward_bf16(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16)
+        _conv.conv2d_forward_bf16(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16,
+                                  g)
         return y
     with blas_single_thread():
         _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
@@ -222,8 +224,8 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     w = w2.reshape(w.shape)
     cout = w2.shape[1]
     kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx=False)
-    if kernels is None:
-        y = conv2d_forward(x, w, b, stride, padding, relu, slices, _inner(bf16))
+    if kernels is None and not bf16:
+        y = conv2d_forward(x, w, b, stride, padding, relu, slices)
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
         return (y, argmax) if return_argmax else y
     _slices(fn, slices, x.shape[0])
@@ -231,6 +233,10 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     out_shape = (x.shape[0], pg["OH"], pg["OW"], cout)
     out = empty(out_shape)
     argmax = empty(out_shape, np.int32) if return_argmax else None
+    if bf16:
+        _conv.conv2d_forward_bf16(x, w2, b, out, g, _group(g["OH"] * g["OW"]),
+                                  get_num_threads(), bool(relu), bf16, pg, _pool_set(), argmax)
+        return (out, argmax) if return_argmax else out
     _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), kernels,
                                         bool(relu), _winograd(g), argmax)
     return (out, argmax) if return_argmax else out
@@ -320,7 +326,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     if bf16 and (flipped is not None or not need_dx):
         wt, gt = flipped or (None, g)
         _conv.conv2d_backward_bf16(x, w2, wt, dy, dx, dw, db, g, gt, group,
-                                   _group(x.shape[1] * x.shape[2]), MAX_SLOTS,
+                                   _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
                                    get_num_threads(), relu_y, bf16)
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():

@@ -297,20 +297,25 @@ static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int 
                            int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
                            size_t kp)
 {
-    const size_t K = (size_t)KH * KW * C, run = (size_t)C * 2;
+    const size_t K = (size_t)KH * KW * C, run = (size_t)KW * C;
     for (int p = p0; p < p1; p++) {
         uint16_t* row = rows + (size_t)(p - p0) * kp;
-        int oh = p / OW, ow = p % OW;
+        int oh = p / OW, ow = p % OW, iw0 = ow * SW - PL;
+        /* the kernel columns j0 <= j < j1 inside the image: one run a kernel row */
+        int j0 = iw0 < 0 ? -iw0 : 0, j1 = iw0 + KW > W ? W - iw0 : KW;
         for (int i = 0; i < KH; i++) {
             int ih = oh * SH - PT + i;
-            for (int j = 0; j < KW; j++) {
-                int iw = ow * SW - PL + j;
-                uint16_t* dst = row + ((size_t)i * KW + j) * C;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-                    memset(dst, 0, run);
-                else
-                    memcpy(dst, xb + ((size_t)ih * W + iw) * C, run);
+            uint16_t* dst = row + (size_t)i * run;
+            if (ih < 0 || ih >= H || j0 >= j1) {
+                memset(dst, 0, run * 2);
+                continue;
             }
+            if (j0 > 0)
+                memset(dst, 0, (size_t)j0 * C * 2);
+            memcpy(dst + (size_t)j0 * C, xb + ((size_t)ih * W + iw0 + j0) * C,
+                   (size_t)(j1 - j0) * C * 2);
+            if (j1 < KW)
+                memset(dst + (size_t)j1 * C, 0, (size_t)(KW - j1) * C * 2);
         }
         memset(row + K, 0, (kp - K) * 2);
     }
@@ -323,15 +328,30 @@ static void cc_rows_vnni(const uint16_t* rows, size_t ld, size_t k, size_t np, s
 {
     const size_t half = kp / 2;
     const __m256i zero = _mm256_setzero_si256();
-    for (size_t q = 0; q < kp; q += 2) {
-        const uint16_t* r0 = rows + q * ld;
-        for (size_t j = 0; j < np; j += 16) {
-            __m256i lo = q < k ? _mm256_loadu_si256((const __m256i*)(r0 + j)) : zero;
-            __m256i hi = q + 1 < k ? _mm256_loadu_si256((const __m256i*)(r0 + ld + j)) : zero;
-            __m512i pair = _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
-                                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-            _mm512_storeu_si512(pb + ((j / 16) * half + q / 2) * 16, pair);
+    for (size_t j = 0; j < np; j += 16) {      /* panel by panel: sequential stores */
+        uint32_t* panel = pb + (j / 16) * half * 16;
+        for (size_t q = 0; q < kp; q += 2) {
+            const uint16_t* r0 = rows + q * ld + j;
+            __m256i lo = q < k ? _mm256_loadu_si256((const __m256i*)r0) : zero;
+            __m256i hi = q + 1 < k ? _mm256_loadu_si256((const __m256i*)(r0 + ld)) : zero;
+            _mm512_storeu_si512(panel + (q / 2) * 16,
+                                _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
+                                                _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
         }
+    }
+}
+
+/* Two rows r0, r1 (length np, or NULL: zeros) -> row p of every panel of B */
+static void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p,
+                         size_t kp, uint32_t* pb)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t j = 0; j < np; j += 16) {
+        __m256i lo = r0 != NULL ? _mm256_loadu_si256((const __m256i*)(r0 + j)) : zero;
+        __m256i hi = r1 != NULL ? _mm256_loadu_si256((const __m256i*)(r1 + j)) : zero;
+        _mm512_storeu_si512(pb + ((j / 16) * (kp / 2) + p) * 16,
+                            _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
+                                            _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
     }
 }
 

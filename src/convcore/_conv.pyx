@@ -744,7 +744,7 @@ cdef extern from "_bf16_gemm.h" nogil:
     void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
                         int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
                         size_t kp)
-    void cc_rows_vnni(const uint16_t* rows, size_t ld, size_t k, size_t np, size_t kp,
+    void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p, size_t kp,
                       uint32_t* pb)
     void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k, size_t kp,
                             uint16_t* pa)
@@ -786,19 +786,47 @@ cdef void _sections(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t n1,
                        <int>P, rows + (n - n0) * P * ld, ld)
 
 
+cdef void _sections_vnni(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t n1,
+                         uint16_t* pair, size_t ld, size_t kr, uint32_t* pb) noexcept nogil:
+    """Images n0..n1's sections (rows of length ld) as the kernels' B operand:
+    rows 2p and 2p + 1 side by side (VNNI), zeros past the last up to kr; each
+    pair made in `pair` (2 x ld, the thread's), in cache."""
+    cdef Py_ssize_t P = g.OH * g.OW, rows = (n1 - n0) * P, q, n, i
+    for q in range(0, kr, 2):
+        for i in range(2):
+            if q + i < rows:
+                n = n0 + (q + i) // P
+                cc_im2col_bf16(xb + n * g.H * g.W * g.C, <int>g.H, <int>g.W, <int>g.C,
+                               <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, <int>g.PT,
+                               <int>g.PL, <int>g.OW, <int>((q + i) % P),
+                               <int>((q + i) % P + 1), pair + i * ld, ld)
+        cc_pair_vnni(pair if q < rows else NULL, pair + ld if q + 1 < rows else NULL, ld,
+                     q // 2, kr, pb)
+
+
 cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
                        Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
-                       Py_ssize_t group, int n_threads) noexcept nogil:
-    """y (N, OH, OW, F) = sections(xb) @ w (+ b); the items that had no scratch."""
+                       Py_ssize_t group, int n_threads, const cc_kernel_set* pk=NULL,
+                       Window* pg=NULL, int* argmax=NULL) noexcept nogil:
+    """y (N, OH, OW, F) = sections(xb) @ w (+ b); with the pool kernels pk, y
+    is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
+    convolution's output staying in the thread's scratch. The items that had
+    no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows, r
+    cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
+    cdef float* yc = NULL      # (firstprivate in the parallel block)
+    cdef int* am = NULL        # (firstprivate: a pooled row's argmax, where none is kept)
     cdef float* yp
     cdef int n_failed = 0
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, cc_up32(group * P) * kp * 2)
+        yc = alloc64(group * P * F) if pk != NULL else NULL
+        am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
-            if pa == NULL:
+            if pa == NULL or (pk != NULL and yc == NULL) \
+                    or (pk != NULL and argmax == NULL and am == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
@@ -806,7 +834,7 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
             rows = (n1 - n0) * P
             _sections(xb, g, n0, n1, pa, kp)
             memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
-            yp = y + n0 * P * F
+            yp = yc if pk != NULL else y + n0 * P * F
             if b != NULL:
                 for r in range(rows):
                     memcpy(yp + r * F, b, F * sizeof(float))
@@ -814,27 +842,41 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
                                 F, 0)
             if relu:
                 _relu(yp, rows * F)
+            if pk != NULL:
+                for n in range(n0, n1):
+                    for oh in range(pg.OH):
+                        pool_row(pk, yc + (n - n0) * P * F, pg[0], oh,
+                                 y + n * ps + oh * pg.OW * F,
+                                 argmax + n * ps + oh * pg.OW * F if argmax != NULL else am)
         free(pa)
+        free(yc)
+        free(am)
     return n_failed
 
 
 def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                         const float[:, ::1] w,          # IN  (KH*KW*C, F)
                         const float[::1] b,             # IN  (F,) or None
-                        float[:, :, :, ::1] y,          # OUT (N, OH, OW, F)
-                        Window g, Py_ssize_t group, int n_threads, bint relu, int kernel):
+                        float[:, :, :, ::1] y,          # OUT (N, OH, OW, F), or pooled
+                        Window g, Py_ssize_t group, int n_threads, bint relu, int kernel,
+                        Window pg, int pool_kernels=-1,
+                        int[:, :, :, ::1] argmax=None):  # OUT (N, PH, PW, F) or None
     """y = sections(x) @ w (+ b) (then max(y, 0) if relu) in bf16 (kernel:
-    _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512)."""
+    _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512); with pool_kernels (a
+    kernel set's number), y = its max-pool over the window pg (the argmax
+    written where given: training), the convolution's output never stored."""
     cdef Py_ssize_t N = x.shape[0], K = w.shape[0], F = w.shape[1]
     cdef int n_failed = 1
     if N == 0:
         return
+    cdef const cc_kernel_set* pk = kernel_set(pool_kernels) if pool_kernels >= 0 else NULL
     cdef const float* bp = &b[0] if b is not None else NULL
+    cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
     cdef uint16_t* xb = _narrowed(&x[0, 0, 0, 0], NULL, N * g.H * g.W * g.C, n_threads)
     cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
     if xb != NULL and pw != NULL:
         n_failed = _forward_bf16(kernel, xb, g, pw, N, F, bp, relu, &y[0, 0, 0, 0], group,
-                                 n_threads)
+                                 n_threads, pk, &pg, am)
     free(xb)
     free(pw)
     if n_failed:
@@ -847,16 +889,15 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb
                         float* dwt, float* db) noexcept nogil:
     """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (set by the slot's
     first item), db += sum dy (through the ReLU where a.relu_y is given). The
-    thread's scratch: rows_s (group*OH*OW, up32(K)), the item's sections; pb,
-    them as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A;
+    thread's scratch: rows_s (2, up32(K)), a pair of sections; pb, the item's
+    sections as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A;
     dym (group*OH*OW, F), dy through the ReLU for db, where relu_y is given."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
     cdef Py_ssize_t rows = (n1 - n0) * P, r
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
     cdef const float* dyp = a.dy + n0 * P * F
-    _sections(xb, g, n0, n1, rows_s, ld)
-    cc_rows_vnni(rows_s, ld, rows, ld, kr, pb)
+    _sections_vnni(xb, g, n0, n1, rows_s, ld, kr, pb)
     cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
     cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0)
     if a.relu_y != NULL:
@@ -881,7 +922,7 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb, Py_s
     cdef float* part
     cdef int n_failed = 0
     with parallel(num_threads=n_threads):
-        rows_s = <uint16_t*>aligned_alloc(64, kr * ld * 2)
+        rows_s = <uint16_t*>aligned_alloc(64, 2 * ld * 2)
         pb = <uint32_t*>aligned_alloc(64, kr * ld * 2)
         pa = <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
         dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
