@@ -159,14 +159,13 @@ static void cc_amx_configure(void)
     _tile_loadconfig(&cfg);
 }
 
-/* The 32x32 block of C at rows i0, panels jp and jp + 1: cb (row stride ldb
- * floats) := (init ? cb : 0) + its products, summed over k in order. */
-static void cc_amx_block(const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
-                         size_t jp, float* cb, size_t ldb, int init)
+/* A 32x32 block of C from A's 32 rows at a0 and B's two panels at b0: cb
+ * (row stride ldb floats) := (init ? cb : 0) + its products, summed over k
+ * in order. */
+static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
+                         size_t ldb, int init)
 {
-    const uint16_t* a0 = pa + i0 * kp;
     const uint16_t* a1 = a0 + 16 * kp;
-    const uint32_t* b0 = pb + jp * (kp / 2) * 16;
     const uint32_t* b1 = b0 + (kp / 2) * 16;
     const long stride = (long)(ldb * sizeof(float));
     if (init) {
@@ -197,10 +196,9 @@ static void cc_amx_block(const uint16_t* pa, const uint32_t* pb, size_t kp, size
 }
 
 /* the same with VDPBF16PS: 8 rows of 32 sums in 16 registers at a time */
-static void cc_avx512bf16_block(const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
-                                size_t jp, float* cb, size_t ldb, int init)
+static void cc_avx512bf16_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
+                                size_t ldb, int init)
 {
-    const uint32_t* b0 = pb + jp * (kp / 2) * 16;
     const uint32_t* b1 = b0 + (kp / 2) * 16;
     for (int r0 = 0; r0 < CC_BLK; r0 += 8) {
         __m512 acc[8][2];
@@ -209,7 +207,7 @@ static void cc_avx512bf16_block(const uint16_t* pa, const uint32_t* pb, size_t k
             acc[r][0] = init ? _mm512_loadu_ps(row) : _mm512_setzero_ps();
             acc[r][1] = init ? _mm512_loadu_ps(row + 16) : _mm512_setzero_ps();
         }
-        const uint16_t* a = pa + (i0 + r0) * kp;
+        const uint16_t* a = a0 + r0 * kp;
         for (size_t p = 0; p < kp / 2; p++) {
             __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + p * 16);
             __m512bh v1 = (__m512bh)_mm512_loadu_si512(b1 + p * 16);
@@ -231,17 +229,17 @@ static void cc_avx512bf16_block(const uint16_t* pa, const uint32_t* pb, size_t k
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
  * through out (beta * C, zero outside C, then copied back). tc: C is stored
  * transposed (element (i, j) at c[j * ldc + i]) */
-static void cc_block(int kernel, const uint16_t* pa, const uint32_t* pb, size_t kp, size_t i0,
+static void cc_block(int kernel, const uint16_t* a0, const uint32_t* b0, size_t kp, size_t i0,
                      size_t j0, float* c, size_t ldc, size_t m, size_t n, float beta,
                      float* out, int tc)
 {
-    void (*block)(const uint16_t*, const uint32_t*, size_t, size_t, size_t, float*, size_t,
-                  int) = kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
+    void (*block)(const uint16_t*, const uint32_t*, size_t, float*, size_t, int) =
+        kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
     size_t ie = m - i0 < CC_BLK ? m - i0 : CC_BLK, je = n - j0 < CC_BLK ? n - j0 : CC_BLK;
     float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
     size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
     if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
-        block(pa, pb, kp, i0, j0 / 16, cb, ldc, beta != 0.0f);
+        block(a0, b0, kp, cb, ldc, beta != 0.0f);
         return;
     }
     memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
@@ -249,7 +247,7 @@ static void cc_block(int kernel, const uint16_t* pa, const uint32_t* pb, size_t 
         for (size_t i = 0; i < ie; i++)
             for (size_t j = 0; j < je; j++)
                 out[i * CC_BLK + j] = beta * cb[i * si + j * sj];
-    block(pa, pb, kp, i0, j0 / 16, out, CC_BLK, beta != 0.0f);
+    block(a0, b0, kp, out, CC_BLK, beta != 0.0f);
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             cb[i * si + j * sj] = out[i * CC_BLK + j];
@@ -268,8 +266,11 @@ static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const
     size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
     for (size_t u = 0; u < outer; u += CC_BLK)
         for (size_t v = 0; v < inner; v += CC_BLK)
-            cc_block(kernel, pa, pb, kp, mp <= np ? v : u, mp <= np ? u : v, c, ldc, m, n,
-                     beta, out, tc);
+        {
+            size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
+            cc_block(kernel, pa + i0 * kp, pb + j0 * (kp / 2), kp, i0, j0, c, ldc, m, n, beta,
+                     out, tc);
+        }
     if (kernel == CC_BF16_AMX)
         _tile_release();
 }
@@ -378,12 +379,43 @@ static void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t
     }
 }
 
+#define CC_STREAM 128   /* rows or columns of a streamed operand packed at a time */
+
+/* op(A)'s rows i0..i0+size (fewer at the end: zero up to mp) into a block */
+static void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, size_t i0,
+                            size_t size, uint16_t* blk, size_t kp)
+{
+    size_t rows = (size_t)m - i0 < size ? (size_t)m - i0 : size;
+    size_t upto = cc_up32(rows);
+    if (rows < upto)
+        memset(blk + rows * kp, 0, (upto - rows) * kp * 2);
+    cc_pack_a(trans, (int)rows, k, a + (trans ? i0 : i0 * (size_t)lda), lda, blk, kp);
+}
+
+/* op(B)'s columns j0..j0+size (fewer at the end: zero up to np) into panels */
+static void cc_pack_b_block(int trans, int n, int k, const float* b, int ldb, size_t j0,
+                            size_t size, uint32_t* blk, size_t kp)
+{
+    size_t cols = (size_t)n - j0 < size ? (size_t)n - j0 : size;
+    /* the panels the packing fills (all but a transposed operand's last, scattered) */
+    size_t full = trans ? cols / 16 * 16 : (cols + 15) / 16 * 16, upto = cc_up32(cols);
+    if (full < upto)
+        memset(blk + full * (kp / 2), 0, (upto - full) * kp * 2);
+    cc_pack_b(trans, (int)cols, k, b + (trans ? j0 * (size_t)ldb : j0), ldb, blk, kp);
+}
+
 static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                         const float* a, int lda, const float* b, int ldb, float beta,
                         float* c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return 0;
+    if (k <= 0) {                                   /* no products: C = beta C */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+        return 0;
+    }
     /* A transposed operand is packed by scattering: where it is the larger
      * one, C^T = op(B)^T op(A)^T scatters the other instead */
     int tc = trans_a != trans_b && (trans_a ? 4 * n <= m : 4 * m <= n);
@@ -392,26 +424,48 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
         int l = lda; lda = ldb; ldb = l;
         l = m; m = n; n = l;    /* (each operand keeps its flag: op(B)^T reads b as op(B) did) */
     }
-    size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)(k > 0 ? k : 1));
-    uint16_t* pa = (uint16_t*)aligned_alloc(64, mp * kp * 2);
-    uint32_t* pb = (uint32_t*)aligned_alloc(64, np * kp * 2);
+    size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)k);
+    /* The larger operand, where it is large (a dense layer's weights) and a
+     * block of it is one stretch of memory, is packed a block at a time, just
+     * before its blocks of C: its bf16 copy then stays in cache. */
+    int stream_b = trans_b && np >= mp && np * kp * 2 > ((size_t)1 << 20);
+    int stream_a = !trans_a && !stream_b && mp > np && mp * kp * 2 > ((size_t)1 << 20);
+    uint16_t* pa = (uint16_t*)aligned_alloc(64, (stream_a ? CC_STREAM : mp) * kp * 2);
+    uint32_t* pb = (uint32_t*)aligned_alloc(64, (stream_b ? CC_STREAM : np) * kp * 2);
     if (pa == NULL || pb == NULL) {
         free(pa);
         free(pb);
         return -1;
     }
-    /* zero what the packing leaves: the padding rows and panels, everything
-     * where it scatters (a transposed operand) */
-    memset(pa + (size_t)m * kp, 0, (mp - (size_t)m) * kp * 2);
-    if (trans_a)
-        memset(pa, 0, (size_t)m * kp * 2);
-    size_t full = trans_b ? 0 : (((size_t)n + 15) / 16) * 16;
-    memset(pb + full * kp / 2, 0, (np - full) * kp * 2);
-    if (k > 0) {
-        cc_pack_a(trans_a, m, k, a, lda, pa, kp);
-        cc_pack_b(trans_b, n, k, b, ldb, pb, kp);
+    if (!stream_a)
+        cc_pack_a_block(trans_a, m, k, a, lda, 0, (size_t)m, pa, kp);
+    if (!stream_b)
+        cc_pack_b_block(trans_b, n, k, b, ldb, 0, (size_t)n, pb, kp);
+    if (!stream_a && !stream_b) {
+        cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc,
+                            tc);
+    } else {
+        float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
+        size_t outer = stream_b ? np : mp, inner = stream_b ? mp : np;
+        if (kernel == CC_BF16_AMX)
+            cc_amx_configure();
+        for (size_t s0 = 0; s0 < outer; s0 += CC_STREAM) {
+            if (stream_b)
+                cc_pack_b_block(trans_b, n, k, b, ldb, s0, CC_STREAM, pb, kp);
+            else
+                cc_pack_a_block(trans_a, m, k, a, lda, s0, CC_STREAM, pa, kp);
+            size_t s1 = s0 + CC_STREAM < outer ? s0 + CC_STREAM : outer;
+            for (size_t u = s0; u < s1; u += CC_BLK)
+                for (size_t v = 0; v < inner; v += CC_BLK) {
+                    size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
+                    cc_block(kernel, pa + (stream_a ? i0 - s0 : i0) * kp,
+                             pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c,
+                             (size_t)ldc, (size_t)m, (size_t)n, beta, out, tc);
+                }
+        }
+        if (kernel == CC_BF16_AMX)
+            _tile_release();
     }
-    cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc, tc);
     free(pa);
     free(pb);
     return 0;
