@@ -558,7 +558,14 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"{fn}: b must have shape ({w.shape[1]},) to match w, got {b.shape}")
     bounds = _slices(fn, slices, x.shape[0])
-    _rounded(fn, precision, 0)
+    bf16 = _rounded(fn, precision, w.shape[0])[0]
+    if bf16 and len(bounds) == 2:      # the update fused into the bf16 product
+        dx = empty(x.shape) if need_dx else None
+        scratch = empty(want) if relu_y is not None else None
+        _linear.linear_backward_adam_bf16(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
+                                          float(beta1), float(beta2), float(eps), GEMM_TILES,
+                                          get_num_threads(), relu_y, scratch, bf16)
+        return dx
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     if kernels is None or precision != "fp32":
         dx, dw, db = linear_backward(x, w, dy, need_dx, relu_y, slices, precision)

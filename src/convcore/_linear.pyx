@@ -10,10 +10,11 @@ _linear_tiles.h, which also come fused with the Adam update of w and b
 (linear_backward_adam_tiles). Either way no sum is ever split across threads.
 """
 from cython.parallel cimport parallel, prange
+from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
-from convcore._memory cimport alloc64
+from convcore._memory cimport aligned_alloc, alloc64
 from convcore._bits cimport keep_where_positive
 from convcore._blas cimport gemm_tiled
 from convcore._isa cimport cc_kernel_set, kernel_set
@@ -283,3 +284,94 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
     free(db)
     if n_failed:
         raise MemoryError("linear_backward_adam: could not allocate the gradient scratch")
+
+
+# -------------------------------------------------------------- bf16 + Adam
+# precision="bf16" (_bf16_gemm.h): the weight gradient made a strip of rows
+# of w at a time in the thread's scratch and applied there (cc_adam), never
+# stored whole. Each strip's sums are those of the whole product (the same
+# packing of dy, blocks of 32x32 of C, one order a sum): the same bits as
+# linear_backward(..., bf16) then adam_update.
+
+cdef extern from "_bf16_gemm.h" nogil:
+    size_t cc_up32(size_t v)
+    void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa, size_t kp)
+    void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+    void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+
+DEF STRIP = 64   # rows of w a work item of the fused update
+
+
+cdef int _dw_adam_bf16(const float* x, Py_ssize_t N, Py_ssize_t D, const uint32_t* pdy,
+                       Py_ssize_t F, float* w, float* m, float* v, float lr_t, float a1,
+                       float a2, float eps, int kernel, int n_threads) noexcept nogil:
+    """w, m, v updated by Adam with dw = x^T @ dy (dy packed: pdy), a strip of
+    STRIP rows at a time; the strips that had no scratch."""
+    cdef size_t kp = cc_up32(N)
+    cdef Py_ssize_t it, d0, rows
+    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
+    cdef float* g = NULL       # (firstprivate in the parallel block)
+    cdef int n_failed = 0
+    with parallel(num_threads=n_threads):
+        pa = <uint16_t*>aligned_alloc(64, STRIP * kp * 2)
+        g = alloc64(STRIP * F)
+        for it in prange((D + STRIP - 1) // STRIP, schedule='static'):
+            if pa == NULL or g == NULL:
+                n_failed += 1
+                continue
+            d0 = it * STRIP
+            rows = min(STRIP, D - d0)
+            memset(pa, 0, STRIP * kp * 2)
+            cc_pack_a(1, <int>rows, <int>N, x + d0, <int>D, pa, kp)
+            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pdy, 0.0, g, F, 0)
+            cc_adam(w + d0 * F, g, m + d0 * F, v + d0 * F, rows * F, lr_t, a1, a2, eps)
+        free(pa)
+        free(g)
+    return n_failed
+
+
+def linear_backward_adam_bf16(const float[:, ::1] x, float[:, ::1] w, const float[:, ::1] dy,
+                              float[:, ::1] dx, float[::1] b, float[:, ::1] m_w,
+                              float[:, ::1] v_w, float[::1] m_b, float[::1] v_b, float lr_t,
+                              double beta1, double beta2, float eps, int n_tiles,
+                              int n_threads, const float[:, ::1] relu_y,
+                              float[:, ::1] scratch, int kernel):
+    """dx = dy @ w^T (w before the update), then Adam on w (dw = x^T @ dy) and
+    b (db = sum dy), in bf16; dy masked by relu_y > 0 first where given."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, f
+    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2), s
+    cdef const float* dyp = &dy[0, 0]
+    cdef float* sp
+    cdef int n_failed = 0
+    if N == 0:
+        return
+    if relu_y is not None:
+        sp = &scratch[0, 0]
+        for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
+            sp[r] = keep_where_positive(dyp[r], relu_y[r // F, r % F])
+        dyp = sp
+    if dx is not None:
+        n_failed += gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0],
+                               <int>F, 0.0, &dx[0, 0], <int>D, n_tiles, n_threads, kernel)
+    cdef size_t kp = cc_up32(N)
+    cdef uint32_t* pdy = <uint32_t*>aligned_alloc(64, cc_up32(F) * kp * 2)
+    cdef float* db = alloc64(F)
+    if pdy != NULL and db != NULL and not n_failed:
+        memset(pdy, 0, cc_up32(F) * kp * 2)
+        cc_pack_b(0, <int>F, <int>N, dyp, <int>F, pdy, kp)
+        n_failed = _dw_adam_bf16(&x[0, 0], N, D, pdy, F, &w[0, 0], &m_w[0, 0], &v_w[0, 0],
+                                 lr_t, a1, a2, eps, kernel, n_threads)
+        if b is not None:
+            for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
+                s = 0
+                for r in range(N):
+                    s = s + dyp[r * F + f]
+                db[f] = s
+            cc_adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
+    else:
+        n_failed += 1
+    free(pdy)
+    free(db)
+    if n_failed:
+        raise MemoryError("linear_backward_adam: could not allocate the bf16 scratch")
