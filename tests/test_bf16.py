@@ -255,6 +255,27 @@ def test_bf16_products_have_the_same_bits_on_one_and_two_threads(bf16_kernel, th
     assert runs[0] == runs[1]
 
 
+def test_bf16_fused_steps_have_the_bits_of_the_calls_one_by_one(bf16_kernel):
+    """conv2d_maxpool_forward in bf16 (the pool taken from each item's output
+    in cache) gives the bits, and the argmax, of conv2d_forward then
+    maxpool2d_forward; its backward those of maxpool2d_backward then
+    conv2d_backward."""
+    rng = np.random.default_rng(7)
+    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32) for s in ((5, 12, 12, 8), (5, 5, 8, 32),
+                                                                   (32,)))
+    y, argmax = convcore.conv2d_maxpool_forward(x, w, b, padding=2, relu=True,
+                                                return_argmax=True, precision="bf16")
+    conv = convcore.conv2d_forward(x, w, b, padding=2, relu=True, precision="bf16")
+    y2, argmax2 = convcore.maxpool2d_forward(conv, 2)
+    assert y.tobytes() == y2.tobytes() and argmax.tobytes() == argmax2.tobytes()
+    dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
+    got = convcore.conv2d_maxpool_backward(x, w, dy, argmax, padding=2, relu_y=y,
+                                           precision="bf16")
+    dconv = convcore.maxpool2d_backward(dy * (y > 0), argmax, conv.shape, 2)
+    assert _bits(got) == _bits(convcore.conv2d_backward(x, w, dconv, padding=2,
+                                                        precision="bf16"))
+
+
 def test_bf16_dense_adam_updates_the_float32_weights(bf16_kernel):
     """linear_backward_adam in bf16 is linear_backward in bf16, then Adam on
     the float32 weights: the same bits as the separate calls."""

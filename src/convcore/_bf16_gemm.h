@@ -322,26 +322,6 @@ static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int 
     }
 }
 
-/* Rows (k, of length n, n <= np) -> the VNNI panels of B (kp / 2 rows of
- * pairs): rows q and q + 1 interleaved; rows past k are zero. */
-static void cc_rows_vnni(const uint16_t* rows, size_t ld, size_t k, size_t np, size_t kp,
-                         uint32_t* pb)
-{
-    const size_t half = kp / 2;
-    const __m256i zero = _mm256_setzero_si256();
-    for (size_t j = 0; j < np; j += 16) {      /* panel by panel: sequential stores */
-        uint32_t* panel = pb + (j / 16) * half * 16;
-        for (size_t q = 0; q < kp; q += 2) {
-            const uint16_t* r0 = rows + q * ld + j;
-            __m256i lo = q < k ? _mm256_loadu_si256((const __m256i*)r0) : zero;
-            __m256i hi = q + 1 < k ? _mm256_loadu_si256((const __m256i*)(r0 + ld)) : zero;
-            _mm512_storeu_si512(panel + (q / 2) * 16,
-                                _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
-                                                _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
-        }
-    }
-}
-
 /* Two rows r0, r1 (length np, or NULL: zeros) -> row p of every panel of B */
 static void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p,
                          size_t kp, uint32_t* pb)
@@ -477,8 +457,10 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
 #pragma GCC pop_options
 #endif
 
-#else   /* no bf16 kernels in this build (not x86-64, or an older compiler) */
+#else   /* no bf16 kernels in this build (not x86-64, or an older compiler): the
+         * drivers still link; convcore refuses precision="bf16" before any call */
 #define CC_HAVE_BF16_GEMM 0
+static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                                const float* a, int lda, const float* b, int ldb, float beta,
                                float* c, int ldc)
@@ -487,6 +469,34 @@ static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int 
     (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
     return -2;
 }
+static inline void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y,
+                                  ptrdiff_t n) { (void)x; (void)relu_y; (void)y; (void)n; }
+static inline void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa,
+                             size_t kp)
+{ (void)trans; (void)m; (void)k; (void)a; (void)lda; (void)pa; (void)kp; }
+static inline void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb,
+                             size_t kp)
+{ (void)trans; (void)n; (void)k; (void)b; (void)ldb; (void)pb; (void)kp; }
+static inline void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp,
+                                       const uint16_t* pa, const uint32_t* pb, float beta,
+                                       float* c, size_t ldc, int tc)
+{
+    (void)kernel; (void)m; (void)n; (void)kp; (void)pa; (void)pb; (void)beta; (void)c;
+    (void)ldc; (void)tc;
+}
+static inline void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW,
+                                  int SH, int SW, int PT, int PL, int OW, int p0, int p1,
+                                  uint16_t* rows, size_t kp)
+{
+    (void)xb; (void)H; (void)W; (void)C; (void)KH; (void)KW; (void)SH; (void)SW; (void)PT;
+    (void)PL; (void)OW; (void)p0; (void)p1; (void)rows; (void)kp;
+}
+static inline void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p,
+                                size_t kp, uint32_t* pb)
+{ (void)r0; (void)r1; (void)np; (void)p; (void)kp; (void)pb; }
+static inline void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k,
+                                      size_t kp, uint16_t* pa)
+{ (void)rows; (void)ld; (void)m; (void)k; (void)kp; (void)pa; }
 #endif
 
 #endif
