@@ -28,8 +28,9 @@ the AVX2 kernels add.
 --precision bf16: the same settings in bf16 too: pyconv's precision "bf16"
 where the CPU and build run it, else "bf16-emulated" (the version column
 says which), TensorFlow's mixed_bfloat16 policy and PyTorch's
-autocast(bfloat16), beside the three in fp32; the ratios are then pyconv's
-bf16 over each other. On a CPU without AMX or AVX512-BF16 every framework's
+autocast(bfloat16), beside the three in fp32, at batch 50 and 256 and
+inference at batch 1,000, each on 1 and 2 threads; the ratios are then
+pyconv's bf16 over each other. On a CPU without AMX or AVX512-BF16 every framework's
 bf16 is emulated (oneDNN converts and multiplies in fp32).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_peers.py \
@@ -56,7 +57,7 @@ from _common import machine, markdown_table, tf_tutorial_model, write_json  # no
 TRAIN_MFLOP = 82.0      # per image per training step (forward 27.8 MFLOP)
 INFER_MFLOP = 27.8
 SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 2), ("infer", 1000, 2)]
-AVX2_SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 1), ("train", 256, 2),
+ALL_SETTINGS = [("train", 50, 1), ("train", 50, 2), ("train", 256, 1), ("train", 256, 2),
                  ("infer", 1000, 1), ("infer", 1000, 2)]
 AVX2_ENV = {"OPENBLAS_CORETYPE": "Haswell", "ONEDNN_MAX_CPU_ISA": "AVX2",
             "ATEN_CPU_CAPABILITY": "avx2", "CONVCORE_MAX_ISA": "avx2"}
@@ -247,10 +248,11 @@ def main():
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
     global SETTINGS, FRAMEWORKS, BASELINE_PYTHON
     if args.isa == "avx2":
-        SETTINGS = AVX2_SETTINGS
+        SETTINGS = ALL_SETTINGS
         FRAMEWORKS = ["pyconv", "pyconv-blas", "tensorflow", "torch"]
     if args.precision == "bf16":
         FRAMEWORKS = BF16_FRAMEWORKS
+        SETTINGS = ALL_SETTINGS
     if args.baseline:
         BASELINE_PYTHON = args.baseline
         FRAMEWORKS = [*FRAMEWORKS, "pyconv-baseline"]

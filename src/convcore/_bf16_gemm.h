@@ -384,6 +384,37 @@ static void cc_pack_b_block(int trans, int n, int k, const float* b, int ldb, si
     cc_pack_b(trans, (int)cols, k, b + (trans ? j0 * (size_t)ldb : j0), ldb, blk, kp);
 }
 
+/* cc_gemm_bf16 with op(B) (stream_b) or op(A) packed CC_STREAM columns or
+ * rows at a time into pb or pa (the other packed whole), each block's share
+ * of C made right after */
+static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int trans_b, int m,
+                                  int n, int k, const float* a, int lda, const float* b,
+                                  int ldb, float beta, float* c, int ldc, int tc,
+                                  uint16_t* pa, uint32_t* pb, size_t kp)
+{
+    float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
+    size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n);
+    size_t outer = stream_b ? np : mp, inner = stream_b ? mp : np;
+    if (kernel == CC_BF16_AMX)
+        cc_amx_configure();
+    for (size_t s0 = 0; s0 < outer; s0 += CC_STREAM) {
+        if (stream_b)
+            cc_pack_b_block(trans_b, n, k, b, ldb, s0, CC_STREAM, pb, kp);
+        else
+            cc_pack_a_block(trans_a, m, k, a, lda, s0, CC_STREAM, pa, kp);
+        size_t s1 = s0 + CC_STREAM < outer ? s0 + CC_STREAM : outer;
+        for (size_t u = s0; u < s1; u += CC_BLK)
+            for (size_t v = 0; v < inner; v += CC_BLK) {
+                size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
+                cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp,
+                         pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c, (size_t)ldc,
+                         (size_t)m, (size_t)n, beta, out, tc);
+            }
+    }
+    if (kernel == CC_BF16_AMX)
+        _tile_release();
+}
+
 static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                         const float* a, int lda, const float* b, int ldb, float beta,
                         float* c, int ldc)
@@ -421,31 +452,12 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
         cc_pack_a_block(trans_a, m, k, a, lda, 0, (size_t)m, pa, kp);
     if (!stream_b)
         cc_pack_b_block(trans_b, n, k, b, ldb, 0, (size_t)n, pb, kp);
-    if (!stream_a && !stream_b) {
+    if (!stream_a && !stream_b)
         cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc,
                             tc);
-    } else {
-        float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
-        size_t outer = stream_b ? np : mp, inner = stream_b ? mp : np;
-        if (kernel == CC_BF16_AMX)
-            cc_amx_configure();
-        for (size_t s0 = 0; s0 < outer; s0 += CC_STREAM) {
-            if (stream_b)
-                cc_pack_b_block(trans_b, n, k, b, ldb, s0, CC_STREAM, pb, kp);
-            else
-                cc_pack_a_block(trans_a, m, k, a, lda, s0, CC_STREAM, pa, kp);
-            size_t s1 = s0 + CC_STREAM < outer ? s0 + CC_STREAM : outer;
-            for (size_t u = s0; u < s1; u += CC_BLK)
-                for (size_t v = 0; v < inner; v += CC_BLK) {
-                    size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
-                    cc_block(kernel, pa + (stream_a ? i0 - s0 : i0) * kp,
-                             pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c,
-                             (size_t)ldc, (size_t)m, (size_t)n, beta, out, tc);
-                }
-        }
-        if (kernel == CC_BF16_AMX)
-            _tile_release();
-    }
+    else
+        cc_gemm_bf16_streamed(kernel, stream_b, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta,
+                              c, ldc, tc, pa, pb, kp);
     free(pa);
     free(pb);
     return 0;

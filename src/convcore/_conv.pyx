@@ -182,8 +182,8 @@ def conv2d_forward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 
 
 cdef int _backward_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1, bint first,
-                         float* cols, float* dcols, float* dym,       # the thread's scratch
-                         float* dw, float* db) noexcept nogil:       # the slot's gradients
+                        float* cols, float* dcols, float* dym,       # the thread's scratch
+                        float* dw, float* db) noexcept nogil:       # the slot's gradients
     """Images n0..n1 (one work item): dw (+)= cols^T @ dy (set by the slot's
     first item), db += sum dy, dx = col2im(dy @ w^T) where a.dx is given; dy
     masked by a.relu_y > 0 first where it is given. 0, or the number of
@@ -220,11 +220,9 @@ def conv2d_backward(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     const float[:, :, :, ::1] relu_y=None,   # IN (N, OH, OW, F) or None
                     int bf16=0):
     """dw = sum over items of cols^T @ dy, db = sum dy, dx = col2im(dy @ w^T),
-    the products in float32 or (bf16: _blas.gemm_prec's kernel) bf16.
-
-    With relu_y (the output of a relu=True forward), dy is first masked by
-    relu_y > 0, item by item, in the thread's scratch.
-    """
+    the products in float32 or (bf16: _blas.gemm_prec's kernel) bf16. With
+    relu_y (the output of a relu=True forward), dy is first masked by
+    relu_y > 0, item by item, in the thread's scratch."""
     cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], P = g.OH * g.OW
     cdef Py_ssize_t n_items = (N + group - 1) // group, it, sl
     # >= 1 even for an empty batch (n_items = 0), so that n_slots never divides by zero
