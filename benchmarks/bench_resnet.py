@@ -17,8 +17,15 @@ setting. Each framework and setting in its own process, in rounds that
 interleave the frameworks; each figure is the median over rounds of the
 median step time of 20 steps, each ratio the median of the ratios within a
 round. Prints a Markdown table.
+
+--precision bf16: every framework in bf16 (pyconv's precision "bf16",
+PyTorch's autocast(bfloat16), Keras' mixed_bfloat16), and pyconv in fp32
+beside them ("pyconv-fp32"): the ratios are pyconv's bf16 over each.
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_resnet.py \
+        --precision bf16 --out benchmarks/results/resnet8-bf16.json
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,6 +40,7 @@ from _common import machine, markdown_table, write_json  # noqa: E402
 
 SETTINGS = [("train", 64, 1), ("train", 64, 2), ("infer", 256, 1), ("infer", 256, 2)]
 WIDTHS = (32, 64, 128)   # --widths
+PRECISION = "fp32"       # --precision
 
 
 def _data(batch):
@@ -40,12 +48,12 @@ def _data(batch):
     return rng.random((batch, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, batch)
 
 
-def _pyconv(mode, batch, threads):
+def _pyconv(mode, batch, threads, precision=None):
     import convcore
     import pyconv
     convcore.set_num_threads(threads)
     x, y = _data(batch)
-    model = pyconv.models.resnet8(seed=0, widths=WIDTHS)
+    model = pyconv.models.resnet8(seed=0, widths=WIDTHS).set_precision(precision or PRECISION)
     opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
     if mode == "train":
         return lambda: model.train_step(x, y, opt), pyconv.__version__
@@ -86,18 +94,23 @@ def _torch(mode, batch, threads, layout="channels_last"):
     x = torch.tensor(xs.transpose(0, 3, 1, 2)).contiguous(memory_format=memory_format)
     y = torch.tensor(ys)
 
+    def cast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if PRECISION == "bf16"
+                else contextlib.nullcontext())
+
     def train():
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with cast():
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss.item()
 
     def infer():
         model.eval()
-        with torch.inference_mode():
-            return model(x).numpy()
+        with torch.inference_mode(), cast():
+            return model(x).float().numpy()
 
     return (train if mode == "train" else infer), torch.__version__
 
@@ -124,6 +137,8 @@ def _keras_resnet8(tf):
 def _tensorflow(mode, batch, threads):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+    if PRECISION == "bf16":
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.random.set_seed(0)
@@ -151,7 +166,8 @@ def _tensorflow(mode, batch, threads):
 
 def worker(framework, mode, batch, threads, steps):
     make = {"pyconv": _pyconv, "torch": _torch, "tensorflow": _tensorflow,
-            "torch-nchw": lambda *a: _torch(*a, layout="nchw")}[framework]
+            "torch-nchw": lambda *a: _torch(*a, layout="nchw"),
+            "pyconv-fp32": lambda *a: _pyconv(*a, precision="fp32")}[framework]
     fn, version = make(mode, batch, threads)
     for _ in range(5):
         fn()
@@ -167,7 +183,7 @@ def worker(framework, mode, batch, threads, steps):
 
 def run_worker(framework, mode, batch, threads, steps):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, mode, str(batch),
-           str(threads), str(steps), "--widths", *map(str, WIDTHS)]
+           str(threads), str(steps), "--widths", *map(str, WIDTHS), "--precision", PRECISION]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"framework": framework, "error": out.stderr.strip().splitlines()[-1:]}
@@ -175,7 +191,7 @@ def run_worker(framework, mode, batch, threads, steps):
 
 
 def main():
-    global WIDTHS
+    global WIDTHS, PRECISION
     ap = argparse.ArgumentParser(description="resnet8 in pyconv, PyTorch and TensorFlow")
     ap.add_argument("--worker", nargs=5, metavar=("FW", "MODE", "BATCH", "THREADS", "STEPS"))
     ap.add_argument("--steps", type=int, default=20)
@@ -183,17 +199,21 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "resnet.json"))
     ap.add_argument("--widths", nargs=3, type=int, default=list(WIDTHS),
                     help="the three stages' channels (default: 32 64 128)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: every framework in bf16, pyconv in fp32 too (see above)")
     args = ap.parse_args()
-    WIDTHS = tuple(args.widths)
+    WIDTHS, PRECISION = tuple(args.widths), args.precision
     if args.worker:
         fw, mode, batch, threads, steps = args.worker
         print(json.dumps(worker(fw, mode, int(batch), int(threads), int(steps))))
         return
     frameworks = ["pyconv", "torch", "tensorflow"]     # torch: its better layout, below
+    extra = ["pyconv-fp32"] if PRECISION == "bf16" else []
+    frameworks += extra
     rounds = []
     for r in range(args.rounds):
         for mode, batch, threads in SETTINGS:
-            for fw in ["pyconv", "torch", "torch-nchw", "tensorflow"]:
+            for fw in ["pyconv", "torch", "torch-nchw", "tensorflow", *extra]:
                 res = run_worker(fw, mode, batch, threads, args.steps)
                 res.update(round=r, setting=f"{mode} b{batch} {threads}t")
                 rounds.append(res)
@@ -217,10 +237,13 @@ def main():
                      ", ".join(f"{n} {lay}" for lay, n in sorted(
                          {lay: layouts.count(lay) for lay in layouts}.items()))])
     table = markdown_table(["setting", "pyconv img/s", "PyTorch img/s (better layout)",
-                            "TensorFlow img/s", "pyconv / PyTorch", "pyconv / TensorFlow",
+                            "TensorFlow img/s", *(["pyconv fp32 img/s"] if extra else []),
+                            "pyconv / PyTorch", "pyconv / TensorFlow",
+                            *(["pyconv / its fp32"] if extra else []),
                             "PyTorch's better layout (rounds)"], rows)
     print(table)
-    write_json(args.out, {"machine": machine(), "widths": WIDTHS, "summary": summary,
+    write_json(args.out, {"machine": machine(), "widths": WIDTHS, "precision": PRECISION,
+                          "summary": summary,
                           "runs": runs, "table": table})
 
 

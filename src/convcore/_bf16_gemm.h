@@ -294,6 +294,23 @@ static void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, ptr
 /* One image's sections (im2col) at positions p0 <= p < p1 into rows of
  * length kp (zero past KH*KW*C), from the bf16 image xb (H, W, C). Position
  * (oh, ow) reads rows oh*SH - PT + i, columns ow*SW - PL + j (_geometry.pxd). */
+/* dst[0:n] = src[0:n] (src NULL: zeros), n u16; short runs (a first
+ * layer's few channels) in masked vector moves, not a call to memcpy */
+static inline void cc_copy_u16(uint16_t* dst, const uint16_t* src, size_t n)
+{
+    while (n >= 32) {
+        _mm512_storeu_si512(dst, src ? _mm512_loadu_si512(src) : _mm512_setzero_si512());
+        dst += 32;
+        src = src ? src + 32 : NULL;
+        n -= 32;
+    }
+    if (n > 0) {
+        __mmask32 m = (__mmask32)((1ull << n) - 1);
+        _mm512_mask_storeu_epi16(dst, m, src ? _mm512_maskz_loadu_epi16(m, src)
+                                             : _mm512_setzero_si512());
+    }
+}
+
 static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
                            int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
                            size_t kp)
@@ -308,17 +325,15 @@ static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int 
             int ih = oh * SH - PT + i;
             uint16_t* dst = row + (size_t)i * run;
             if (ih < 0 || ih >= H || j0 >= j1) {
-                memset(dst, 0, run * 2);
+                cc_copy_u16(dst, NULL, run);
                 continue;
             }
-            if (j0 > 0)
-                memset(dst, 0, (size_t)j0 * C * 2);
-            memcpy(dst + (size_t)j0 * C, xb + ((size_t)ih * W + iw0 + j0) * C,
-                   (size_t)(j1 - j0) * C * 2);
-            if (j1 < KW)
-                memset(dst + (size_t)j1 * C, 0, (size_t)(KW - j1) * C * 2);
+            cc_copy_u16(dst, NULL, (size_t)j0 * C);
+            cc_copy_u16(dst + (size_t)j0 * C, xb + ((size_t)ih * W + iw0 + j0) * C,
+                        (size_t)(j1 - j0) * C);
+            cc_copy_u16(dst + (size_t)j1 * C, NULL, (size_t)(KW - j1) * C);
         }
-        memset(row + K, 0, (kp - K) * 2);
+        cc_copy_u16(row + K, NULL, kp - K);
     }
 }
 
