@@ -166,6 +166,16 @@ def using_kernels(name, winograd=True, strict=False):
         convcore.set_kernels(*before)
 
 
+def no_bf16(feature="AMX-BF16 nor AVX512-BF16"):
+    """Why a test of the native bf16 kernels skips: the CPU lacks `feature`,
+    or CONVCORE_MAX_ISA leaves it out (as on a CPU without it)."""
+    from pyconv.precision import cpu_name
+    cap = os.environ.get("CONVCORE_MAX_ISA")
+    lacks = f"neither {feature}" if " nor " in feature else f"no {feature}"
+    return (f"this CPU ({cpu_name()}) has {lacks}"
+            + (f" that convcore may use (CONVCORE_MAX_ISA={cap})" if cap else ""))
+
+
 def cpu_flags():
     """The CPU's flags as Linux lists them in /proc/cpuinfo ("flags" on x86-64,
     "Features" on ARM64)."""

@@ -22,6 +22,7 @@ from pyconv.losses import softmax_cross_entropy
 from pyconv.train import distributed
 
 from conftest import HERE, MNIST_DIR
+from helpers import no_bf16
 
 
 @given(n=st.integers(0, 500), size=st.integers(1, 40))
@@ -139,7 +140,7 @@ def test_bf16_trains_the_same_bits_on_one_and_two_ranks(tmp_path, precision):
     the gradients' sums are the slices' in the fixed tree, so 20 SGD steps of
     51 give the same weights on 1 and 2 ranks; not those of fp32."""
     if precision == "bf16" and not convcore.bf16_supported():
-        pytest.skip("this CPU has neither AMX-BF16 nor AVX512-BF16")
+        pytest.skip(no_bf16())
     one = worker(1, tmp_path / "one.npz", "sgd", 20, 51, precision=precision)
     two = worker(2, tmp_path / "two.npz", "sgd", 20, 51, precision=precision)
     fp32 = worker(1, tmp_path / "fp32.npz", "sgd", 20, 51)

@@ -14,6 +14,8 @@ state, batch-norm statistics, the loss and the softmax stay float32, as do
 the saved, checkpointed and exported weights. Keras' mixed_bfloat16 policy
 and PyTorch's autocast(bfloat16) make the same split.
 """
+import os
+
 import convcore
 
 PRECISIONS = ("fp32", "bf16", "bf16-emulated")
@@ -43,10 +45,12 @@ def checked(fn, precision):
         return precision
     have = convcore.bf16_supported()
     if not have:
+        cap = os.environ.get("CONVCORE_MAX_ISA")
         raise ValueError(
             f"{fn}: bf16 needs a CPU with AMX-BF16 or AVX512-BF16 (Xeons since "
             f"Cooper Lake and Sapphire Rapids, AMD since Zen 4); this one ({cpu_name()}) has "
-            "neither. bf16-emulated runs the same arithmetic on any CPU, slower than fp32")
+            f"neither{f' that convcore may use (CONVCORE_MAX_ISA={cap})' if cap else ''}. "
+            "bf16-emulated runs the same arithmetic on any CPU, slower than fp32")
     return precision
 
 
