@@ -72,7 +72,7 @@ def test_bf16_supported_reports_what_the_cpu_has():
     assert convcore.bf16_supported() == want
 
 
-@pytest.mark.skipif("amx_bf16" not in cpu_flags(), reason="this CPU has no AMX-BF16")
+@pytest.mark.skipif("amx_bf16" not in cpu_flags(), reason="CPU lacks AMX-BF16")
 def test_convcore_max_isa_avx512_bf16_leaves_out_amx():
     """CONVCORE_MAX_ISA=avx512_bf16 (oneDNN's spelling of the cap): the
     AVX512-BF16 kernel on an AMX CPU, and every vector set still there."""

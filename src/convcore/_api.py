@@ -165,12 +165,16 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     relu=True fuses max(y, 0) into the same pass (y >= 0 then marks the ReLU mask).
     slices: the bounds [0, ..., N] of the batch's slices (pyconv's canonical
     order, _slices.pxd); each image's output is the same with or without them.
-    precision: "fp32", or "bf16-emulated": the operands x and w (in a
-    backward pass dy too) rounded to bfloat16 (round_bf16), then multiplied by
-    the float32 kernels, which is exact (a product of two bfloat16 values fits
-    in float32), and summed in float32; the bias added in float32. The
-    arithmetic of a bf16 kernel (AMX, AVX512-BF16), at fp32's speed less the
-    rounding passes. The same for every product below.
+    precision: "fp32"; "bf16": the operands x and w (in a backward pass dy
+    too) rounded to bfloat16 (round_bf16's bits) and multiplied by the CPU's
+    bf16 kernels (AMX, else AVX512-BF16: _bf16_gemm.h), summed in float32;
+    a ValueError where the CPU has neither; or "bf16-emulated": the same
+    operands rounded, then multiplied by the float32 kernels, which is exact
+    (a product of two bfloat16 values fits in float32), and summed in
+    float32: the same arithmetic on any CPU, at fp32's speed less the
+    rounding passes. The bias is added in float32 (its gradient summed from
+    dy in float32: in bf16-emulated, the rounded dy). The same for every
+    product below.
     """
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)

@@ -20,8 +20,14 @@
  * runs which block. The caller has asked the OS for the tile state first
  * (cc_bf16_features) and checked that the CPU has the kernel.
  *
- *   cc_gemm_bf16   the product; 0, or -1 where the packing's memory could not
- *                  be allocated (C then untouched)
+ *   cc_gemm_bf16         the product of float32 operands (packs both); 0, or
+ *                        -1 where the packing's memory could not be
+ *                        allocated (C then untouched)
+ *   cc_gemm_bf16_packed  the product of operands packed already
+ *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
+ *   cc_narrow_bf16, cc_im2col_bf16, cc_pair_vnni, cc_rows_transposed
+ *                        the convolutions' packing from images in bf16
+ *                        (_conv.pyx's bf16 section)
  */
 #ifndef CC_BF16_GEMM_H
 #define CC_BF16_GEMM_H
@@ -37,7 +43,7 @@
 #define CC_HAVE_BF16_GEMM 1
 #include <immintrin.h>
 
-#if defined(__clang__)
+#if defined(__clang__)   /* (a pragma is one line) */
 #pragma clang attribute push (__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16"))), apply_to = function)
 #else
 #pragma GCC push_options
