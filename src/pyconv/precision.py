@@ -19,7 +19,6 @@ import os
 import convcore
 
 PRECISIONS = ("fp32", "bf16", "bf16-emulated")
-_FEATURES = {"amx": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 
 
 def cpu_name():
@@ -52,11 +51,4 @@ def checked(fn, precision):
             f"neither{f' that convcore may use (CONVCORE_MAX_ISA={cap})' if cap else ''}. "
             "bf16-emulated runs the same arithmetic on any CPU, slower than fp32")
     return precision
-
-
-def kernel_name():
-    """The bf16 instructions precision="bf16" runs on here ("AMX-BF16",
-    "AVX512-BF16"), or None where the CPU has neither."""
-    have = convcore.bf16_supported()
-    return _FEATURES[have[0]] if have else None
 
