@@ -18,24 +18,56 @@
 
 #ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
 
+/* One window wholly inside the image, its first cell x0 (index idx0): the
+ * max and argmax into y, am (C), as cc_pool_row's */
+static inline void cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t W,
+                                  ptrdiff_t C, ptrdiff_t KH, ptrdiff_t KW,
+                                  float* restrict y, int* restrict am)
+{
+    for (ptrdiff_t c = 0; c < C; c++) {
+        y[c] = x0[c];
+        am[c] = idx0;
+    }
+    for (ptrdiff_t i = 0; i < KH; i++)
+        for (ptrdiff_t j = i == 0; j < KW; j++) {
+            const float* restrict xp = x0 + (i * W + j) * C;
+            int idx = idx0 + (int)(i * W + j);
+            for (ptrdiff_t c = 0; c < C; c++) {
+                float v = xp[c], best = y[c];
+                int take = (v > best) | ((v != v) & (best == best));
+                y[c] = take ? v : best;
+                am[c] = take ? idx : am[c];
+            }
+        }
+}
+
 /* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
  * row oh over the image x (H, W, C). The winner is the first maximum in
  * row-major window order; padded cells never win; NaN counts as larger than
- * any number and the first NaN wins (like np.argmax). */
+ * any number and the first NaN wins (like np.argmax). Windows wholly inside
+ * the image (all of a pool that tiles it) run without bounds checks. */
 static void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
                  ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT, ptrdiff_t PL,
                  ptrdiff_t OW, ptrdiff_t oh, float* y, int* am)
 {
+    const ptrdiff_t ih0 = oh * SH - PT;
+    const int rows_inside = ih0 >= 0 && ih0 + KH <= H;
     for (ptrdiff_t ow = 0; ow < OW; ow++) {
         float* yr = y + ow * C;
         int* ar = am + ow * C;
+        const ptrdiff_t iw0 = ow * SW - PL;
+        if (rows_inside && iw0 >= 0 && iw0 + KW <= W) {
+            cc_pool_window(x + (ih0 * W + iw0) * C, (int)(ih0 * W + iw0), W, C, KH, KW, yr,
+                           ar);
+            continue;
+        }
         int first = 1;
         for (ptrdiff_t i = 0; i < KH; i++) {
-            ptrdiff_t ih = oh * SH - PT + i;
+            ptrdiff_t ih = ih0 + i;
             if (ih < 0 || ih >= H)
                 continue;
             for (ptrdiff_t j = 0; j < KW; j++) {
-                ptrdiff_t iw = ow * SW - PL + j;
+                ptrdiff_t iw = iw0 + j;
                 if (iw < 0 || iw >= W)
                     continue;
                 const float* xp = x + (ih * W + iw) * C;
