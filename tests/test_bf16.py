@@ -9,7 +9,7 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -201,16 +201,20 @@ def bf16_kernel(request, monkeypatch):
 
 
 def _native_cases(rng):
-    """Products whose sums are long enough (>= 64 terms) for the bf16
-    kernels; edges that are not multiples of the kernels' 32x32 blocks."""
+    """Products whose sums are long enough for the bf16 kernels
+    (convcore._api.BF16_MIN_DEPTH: a first layer's 5x5x1 forward, deeper
+    ones both ways); edges that are not multiples of their 32x32 blocks."""
     def a(*shape):
         return rng.uniform(-2, 2, shape).astype(np.float32)
     x, w, b, dy = a(3, 9, 9, 16), a(3, 3, 16, 24), a(24), a(3, 9, 9, 24)
     xp, wp, dyp = a(2, 8, 8, 8), a(5, 5, 8, 16), a(2, 4, 4, 16)
     argmax = convcore.conv2d_maxpool_forward(xp, wp, padding="same", return_argmax=True)[1]
     xl, wl, bl, dyl = a(37, 100), a(100, 70), a(70), a(37, 70)
+    x1, w1 = a(3, 11, 13, 1), a(5, 5, 1, 20)
     same = {"padding": "same"}
     return [
+        ("conv2d_forward", (x1, w1, b[:20]), {"padding": 2, "relu": True}),
+        ("conv2d_maxpool_forward", (x1, w1), {"padding": (2, 1)}),
         ("conv2d_forward", (x, w, b), {**same, "relu": True}),
         ("conv2d_forward", (x, w), {"stride": 2}),
         ("conv2d_backward", (x, w, dy), same),
@@ -245,6 +249,47 @@ def test_bf16_products_equal_the_reference_within_a_stated_bound(bf16_kernel):
             assert_within(g, np.asarray(exact[i] if is_db else w, np.float64), b, terms,
                           f"{name} output {i}")
         assert _bits(got) != _bits(getattr(convcore, name)(*args, **kwargs)), name
+
+
+GEOMETRY = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12),
+                     st.sampled_from([1, 2, 3, 8, 17]), st.sampled_from([1, 2, 3, 5]),
+                     st.sampled_from([1, 3, 5]), st.integers(1, 3),
+                     st.sampled_from([0, 1, 2, "same", "valid"]), st.integers(1, 40))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geometry=GEOMETRY, seed=st.integers(0, 2**16))
+def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, monkeypatch,
+                                                                 geometry, seed):
+    """The bf16 kernels' convolution, forward and backward, at any size,
+    channels, kernel, stride and padding (every depth sent to them: their
+    padded image copy and its sections, the flipped dx at stride 1): the
+    reference's bf16-emulated within the float32 sum's bound."""
+    n, h, w_, c, kh, kw, stride, padding, f = geometry
+    if padding not in ("same", "valid") and (padding >= kh or padding >= kw):
+        padding = 0
+    pads = 0 if padding in ("same", "valid") else 2 * padding
+    assume(padding == "same" or (h + pads >= kh and w_ + pads >= kw))
+    monkeypatch.setattr(convcore._api, "BF16_MIN_DEPTH", {"forward": 1, "backward": 1})
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, h, w_, c)).astype(np.float32)
+    w = rng.uniform(-2, 2, (kh, kw, c, f)).astype(np.float32)
+    b = rng.uniform(-2, 2, f).astype(np.float32)
+    kwargs = {"stride": stride, "padding": padding}
+    y = convcore.conv2d_forward(x, w, b, relu=True, **kwargs, precision="bf16")
+    x64, w64 = np.float64(x), np.float64(w)
+    assert_within(y, ref.conv2d_forward(x64, w64, b, relu=True, **kwargs,
+                                        precision="bf16-emulated"),
+                  ref.conv2d_forward(np.abs(x64), np.abs(w64), np.abs(b), **kwargs),
+                  kh * kw * c + 1, "y")
+    dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
+    got = convcore.conv2d_backward(x, w, dy, **kwargs, precision="bf16")
+    want = ref.conv2d_backward(x64, w64, np.float64(dy), **kwargs, precision="bf16-emulated")
+    absolute = ref.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(np.float64(dy)), **kwargs)
+    terms = max(kh * kw * f, n * y.shape[1] * y.shape[2])
+    for name, g, want_i, b_i in zip(("dx", "dw"), got, want, absolute):
+        assert_within(g, want_i, b_i, terms, name)
 
 
 def test_bf16_products_have_the_same_bits_on_one_and_two_threads(bf16_kernel, threads):

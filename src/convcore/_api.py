@@ -54,15 +54,19 @@ def _stacked(parts, shape):
 PRECISIONS = ("fp32", "bf16", "bf16-emulated")
 
 
-BF16_MIN_DEPTH = 64   # shorter sums (a first layer's 5x5x1) gain nothing from bf16 kernels
+# The shortest sums (kernel height x width x channels) the bf16 kernels run:
+# shorter ones gain nothing there (measured: benchmarks/README.md). Forward:
+# a first layer's 5x5x1 gains; backward: its dw, whose packing costs more
+# than the float32 kernels' whole product, does not.
+BF16_MIN_DEPTH = {"forward": 16, "backward": 64}
 
 
-def _rounded(fn, precision, depth, *arrays):
+def _rounded(fn, precision, depth, *arrays, way="backward"):
     """(bf16, *operands): the bf16 kernel that multiplies (_blas.gemm_prec's
     number; 0: the float32 ones) and the checked operands as they go to it:
     as they are ("fp32", and "bf16", whose kernels round as they pack), or
     rounded to bfloat16 ("bf16-emulated", and "bf16" where the layer's sums
-    are shorter than BF16_MIN_DEPTH: the same arithmetic, on the float32
+    are shorter than BF16_MIN_DEPTH[way]: the same arithmetic, on the float32
     kernels, which are faster there); None stays None."""
     if isinstance(precision, str) and precision == "fp32":
         return (0, *arrays)
@@ -70,7 +74,7 @@ def _rounded(fn, precision, depth, *arrays):
         raise ValueError(f"{fn}: precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bf16":
         kernel = _bf16_kernel(fn)
-        if depth >= BF16_MIN_DEPTH:
+        if depth >= BF16_MIN_DEPTH[way]:
             return (kernel, *arrays)
     return (0, *(None if a is None else round_bf16(a) for a in arrays))
 
@@ -178,7 +182,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     """
     fn = "conv2d_forward"
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
-    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2, way="forward")
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
@@ -224,7 +228,7 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding)
-    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2, way="forward")
     w = w2.reshape(w.shape)
     cout = w2.shape[1]
     kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx=False)
@@ -501,7 +505,7 @@ def linear_forward(x, w, b=None, relu=False, slices=None, precision="fp32"):
     precision: as conv2d_forward's."""
     fn = "linear_forward"
     x, w, b = _linear_checks(fn, x, w, b)
-    bf16, x, w = _rounded(fn, precision, w.shape[0], x, w)
+    bf16, x, w = _rounded(fn, precision, w.shape[0], x, w, way="forward")
     bounds = _slices(fn, slices, x.shape[0])
     kernels = None if bf16 else _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
     y = empty((x.shape[0], w.shape[1]))

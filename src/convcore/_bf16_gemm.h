@@ -25,7 +25,8 @@
  *                        allocated (C then untouched)
  *   cc_gemm_bf16_packed  the product of operands packed already
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
- *   cc_narrow_bf16, cc_im2col_bf16, cc_pair_vnni, cc_rows_transposed
+ *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_im2col_bf16, cc_pair_vnni,
+ *   cc_rows_transposed
  *                        the convolutions' packing from images in bf16
  *                        (_conv.pyx's bf16 section)
  */
@@ -166,19 +167,20 @@ static void cc_amx_configure(void)
 }
 
 /* A 32x32 block of C from A's 32 rows at a0 and B's two panels at b0: cb
- * (row stride ldb floats) := (init ? cb : 0) + its products, summed over k
- * in order. */
+ * (row stride ldb floats) := (c0 ? the 32x32 at c0, row stride ld0 : 0) +
+ * its products, summed over k in order. (c0 = cb: C's own; ld0 = 0: one
+ * row for all, a bias.) */
 static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
-                         size_t ldb, int init)
+                         size_t ldb, const float* c0, size_t ld0)
 {
     const uint16_t* a1 = a0 + 16 * kp;
     const uint32_t* b1 = b0 + (kp / 2) * 16;
-    const long stride = (long)(ldb * sizeof(float));
-    if (init) {
-        _tile_loadd(0, cb, stride);
-        _tile_loadd(1, cb + 16, stride);
-        _tile_loadd(2, cb + 16 * ldb, stride);
-        _tile_loadd(3, cb + 16 * ldb + 16, stride);
+    const long stride = (long)(ldb * sizeof(float)), stride0 = (long)(ld0 * sizeof(float));
+    if (c0 != NULL) {
+        _tile_loadd(0, c0, stride0);
+        _tile_loadd(1, c0 + 16, stride0);
+        _tile_loadd(2, c0 + 16 * ld0, stride0);
+        _tile_loadd(3, c0 + 16 * ld0 + 16, stride0);
     } else {
         _tile_zero(0);
         _tile_zero(1);
@@ -203,15 +205,15 @@ static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, floa
 
 /* the same with VDPBF16PS: 8 rows of 32 sums in 16 registers at a time */
 static void cc_avx512bf16_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
-                                size_t ldb, int init)
+                                size_t ldb, const float* c0, size_t ld0)
 {
     const uint32_t* b1 = b0 + (kp / 2) * 16;
     for (int r0 = 0; r0 < CC_BLK; r0 += 8) {
         __m512 acc[8][2];
         for (int r = 0; r < 8; r++) {
-            float* row = cb + (r0 + r) * ldb;
-            acc[r][0] = init ? _mm512_loadu_ps(row) : _mm512_setzero_ps();
-            acc[r][1] = init ? _mm512_loadu_ps(row + 16) : _mm512_setzero_ps();
+            const float* row = c0 + (r0 + r) * ld0;
+            acc[r][0] = c0 ? _mm512_loadu_ps(row) : _mm512_setzero_ps();
+            acc[r][1] = c0 ? _mm512_loadu_ps(row + 16) : _mm512_setzero_ps();
         }
         const uint16_t* a = a0 + r0 * kp;
         for (size_t p = 0; p < kp / 2; p++) {
@@ -232,37 +234,53 @@ static void cc_avx512bf16_block(const uint16_t* a0, const uint32_t* b0, size_t k
     }
 }
 
+/* What a product does past its sums (a convolution's bias and ReLU, fused):
+ * C starts from bias (a row, n long; then beta is 0) instead of beta * C,
+ * and ends as max(C, 0) (NaN kept, -0 kept: _conv.pyx's _relu) where relu */
+typedef struct {
+    const float* bias;
+    int relu;
+} cc_epilogue;
+
+static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
+
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
- * through out (beta * C, zero outside C, then copied back). tc: C is stored
- * transposed (element (i, j) at c[j * ldc + i]) */
+ * through out (beta * C or the bias, zero outside C, then copied back). tc:
+ * C is stored transposed (element (i, j) at c[j * ldc + i]); ep: NULL or the
+ * epilogue (not with tc) */
 static void cc_block(int kernel, const uint16_t* a0, const uint32_t* b0, size_t kp, size_t i0,
                      size_t j0, float* c, size_t ldc, size_t m, size_t n, float beta,
-                     float* out, int tc)
+                     float* out, int tc, const cc_epilogue* ep)
 {
-    void (*block)(const uint16_t*, const uint32_t*, size_t, float*, size_t, int) =
-        kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
+    void (*block)(const uint16_t*, const uint32_t*, size_t, float*, size_t, const float*,
+                  size_t) = kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
     size_t ie = m - i0 < CC_BLK ? m - i0 : CC_BLK, je = n - j0 < CC_BLK ? n - j0 : CC_BLK;
     float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
     size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
+    const float* bias = ep != NULL && ep->bias != NULL ? ep->bias + j0 : NULL;
+    int relu = ep != NULL && ep->relu;
     if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
-        block(a0, b0, kp, cb, ldc, beta != 0.0f);
+        block(a0, b0, kp, cb, ldc, beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
+        for (size_t i = 0; relu && i < CC_BLK; i++)
+            for (size_t j = 0; j < CC_BLK; j++)
+                cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
         return;
     }
     memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
-    if (beta != 0.0f)
-        for (size_t i = 0; i < ie; i++)
-            for (size_t j = 0; j < je; j++)
-                out[i * CC_BLK + j] = beta * cb[i * si + j * sj];
-    block(a0, b0, kp, out, CC_BLK, beta != 0.0f);
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
-            cb[i * si + j * sj] = out[i * CC_BLK + j];
+            out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
+    block(a0, b0, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL, CC_BLK);
+    for (size_t i = 0; i < ie; i++)
+        for (size_t j = 0; j < je; j++)
+            cb[i * si + j * sj] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
 }
 
 /* C (m, n) := beta * C + A @ B from the packed A (mp, kp) and B (np / 16
  * panels); tc: C stored transposed (cc_block) */
 static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
-                                const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+                                const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                                const cc_epilogue* ep)
 {
     float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
     size_t mp = cc_up32(m), np = cc_up32(n);
@@ -275,7 +293,7 @@ static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const
         {
             size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
             cc_block(kernel, pa + i0 * kp, pb + j0 * (kp / 2), kp, i0, j0, c, ldc, m, n, beta,
-                     out, tc);
+                     out, tc, ep);
         }
     if (kernel == CC_BF16_AMX)
         _tile_release();
@@ -297,49 +315,39 @@ static void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, ptr
     }
 }
 
-/* One image's sections (im2col) at positions p0 <= p < p1 into rows of
- * length kp (zero past KH*KW*C), from the bf16 image xb (H, W, C). Position
- * (oh, ow) reads rows oh*SH - PT + i, columns ow*SW - PL + j (_geometry.pxd). */
-/* dst[0:n] = src[0:n] (src NULL: zeros), n u16; short runs (a first
- * layer's few channels) in masked vector moves, not a call to memcpy */
-static inline void cc_copy_u16(uint16_t* dst, const uint16_t* src, size_t n)
+/* One image x (H, W, C) float32 (masked by relu_y > 0 where given) -> y
+ * (Hp, Wp, C) bfloat16 (cc_narrow_bf16): PT rows and PL columns of zeros
+ * before it, zeros after (Hp >= H + PT, Wp >= W + PL) */
+static void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
+                                  int PT, int PL, int Hp, int Wp, uint16_t* y)
 {
-    while (n >= 32) {
-        _mm512_storeu_si512(dst, src ? _mm512_loadu_si512(src) : _mm512_setzero_si512());
-        dst += 32;
-        src = src ? src + 32 : NULL;
-        n -= 32;
-    }
-    if (n > 0) {
-        __mmask32 m = (__mmask32)((1ull << n) - 1);
-        _mm512_mask_storeu_epi16(dst, m, src ? _mm512_maskz_loadu_epi16(m, src)
-                                             : _mm512_setzero_si512());
-    }
+    const size_t run = (size_t)W * C;
+    memset(y, 0, (size_t)Hp * Wp * C * sizeof(uint16_t));
+    for (int h = 0; h < H; h++)
+        cc_narrow_bf16(x + h * run, relu_y != NULL ? relu_y + h * run : NULL,
+                       y + ((size_t)(h + PT) * Wp + PL) * C, (ptrdiff_t)run);
 }
 
-static void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
-                           int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
-                           size_t kp)
+#define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
+
+/* Rows p0 <= p < p1 of the sections of an image padded already (Wp columns
+ * of C channels, cc_narrow_padded_bf16: no window reaches past it), each of
+ * length kp: the KH runs of KW * C values, then zeros. Whole vectors only: a
+ * run's last vector spills into the next run, the zeros into the next row,
+ * both written after; CC_SLACK u16 past the image are read, past the last
+ * row written. */
+static void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
+                           int OW, int p0, int p1, uint16_t* rows, size_t kp)
 {
-    const size_t K = (size_t)KH * KW * C, run = (size_t)KW * C;
+    const size_t run = (size_t)KW * C, K = (size_t)KH * run, line = (size_t)Wp * C;
     for (int p = p0; p < p1; p++) {
         uint16_t* row = rows + (size_t)(p - p0) * kp;
-        int oh = p / OW, ow = p % OW, iw0 = ow * SW - PL;
-        /* the kernel columns j0 <= j < j1 inside the image: one run a kernel row */
-        int j0 = iw0 < 0 ? -iw0 : 0, j1 = iw0 + KW > W ? W - iw0 : KW;
-        for (int i = 0; i < KH; i++) {
-            int ih = oh * SH - PT + i;
-            uint16_t* dst = row + (size_t)i * run;
-            if (ih < 0 || ih >= H || j0 >= j1) {
-                cc_copy_u16(dst, NULL, run);
-                continue;
-            }
-            cc_copy_u16(dst, NULL, (size_t)j0 * C);
-            cc_copy_u16(dst + (size_t)j0 * C, xb + ((size_t)ih * W + iw0 + j0) * C,
-                        (size_t)(j1 - j0) * C);
-            cc_copy_u16(dst + (size_t)j1 * C, NULL, (size_t)(KW - j1) * C);
-        }
-        cc_copy_u16(row + K, NULL, kp - K);
+        const uint16_t* src = xp + ((size_t)(p / OW) * SH * Wp + (size_t)(p % OW) * SW) * C;
+        for (int i = 0; i < KH; i++, src += line)
+            for (size_t q = 0; q < run; q += 32)
+                _mm512_storeu_si512(row + i * run + q, _mm512_loadu_si512(src + q));
+        if (K < kp)
+            _mm512_storeu_si512(row + K, _mm512_setzero_si512());
     }
 }
 
@@ -429,7 +437,7 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
                 size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
                 cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp,
                          pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c, (size_t)ldc,
-                         (size_t)m, (size_t)n, beta, out, tc);
+                         (size_t)m, (size_t)n, beta, out, tc, NULL);
             }
     }
     if (kernel == CC_BF16_AMX)
@@ -475,7 +483,7 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
         cc_pack_b_block(trans_b, n, k, b, ldb, 0, (size_t)n, pb, kp);
     if (!stream_a && !stream_b)
         cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc,
-                            tc);
+                            tc, NULL);
     else
         cc_gemm_bf16_streamed(kernel, stream_b, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta,
                               c, ldc, tc, pa, pb, kp);
@@ -510,19 +518,29 @@ static inline void cc_pack_a(int trans, int m, int k, const float* a, int lda, u
 static inline void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb,
                              size_t kp)
 { (void)trans; (void)n; (void)k; (void)b; (void)ldb; (void)pb; (void)kp; }
+typedef struct {
+    const float* bias;
+    int relu;
+} cc_epilogue;
 static inline void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp,
                                        const uint16_t* pa, const uint32_t* pb, float beta,
-                                       float* c, size_t ldc, int tc)
+                                       float* c, size_t ldc, int tc, const cc_epilogue* ep)
 {
     (void)kernel; (void)m; (void)n; (void)kp; (void)pa; (void)pb; (void)beta; (void)c;
-    (void)ldc; (void)tc;
+    (void)ldc; (void)tc; (void)ep;
 }
-static inline void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW,
-                                  int SH, int SW, int PT, int PL, int OW, int p0, int p1,
-                                  uint16_t* rows, size_t kp)
+#define CC_SLACK 32
+static inline void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W,
+                                         int C, int PT, int PL, int Hp, int Wp, uint16_t* y)
 {
-    (void)xb; (void)H; (void)W; (void)C; (void)KH; (void)KW; (void)SH; (void)SW; (void)PT;
-    (void)PL; (void)OW; (void)p0; (void)p1; (void)rows; (void)kp;
+    (void)x; (void)relu_y; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp;
+    (void)y;
+}
+static inline void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH,
+                                  int SW, int OW, int p0, int p1, uint16_t* rows, size_t kp)
+{
+    (void)xp; (void)Wp; (void)C; (void)KH; (void)KW; (void)SH; (void)SW; (void)OW; (void)p0;
+    (void)p1; (void)rows; (void)kp;
 }
 static inline void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p,
                                 size_t kp, uint32_t* pb)

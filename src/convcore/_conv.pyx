@@ -727,7 +727,8 @@ def conv2d_maxpool_backward_direct(
 
 # ------------------------------------------------------------ bf16 kernels
 # precision="bf16" on AMX or AVX512-BF16 (_bf16_gemm.h): the images rounded
-# to bfloat16 once, their sections packed straight into the kernels' layout.
+# to bfloat16 once into a padded copy (no window reaches past its edge, so
+# sections are whole-vector copies), packed straight into the kernels' layout.
 #   forward:  y = sections(xb) @ w (+ b), items of `group` images
 #   backward: dw^T = sum over items of dy^T @ sections(xb) (slots: as above);
 #             db = sum dy in float32; dx = the forward of dy (stride 1) with
@@ -737,11 +738,17 @@ cdef extern from "_bf16_gemm.h" nogil:
     size_t cc_up32(size_t v)
     void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, Py_ssize_t n)
     void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+    ctypedef struct cc_epilogue:
+        const float* bias   # NULL, or C's first value: a row, n long
+        int relu            # C := max(C, 0) after
     void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
-                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
-    void cc_im2col_bf16(const uint16_t* xb, int H, int W, int C, int KH, int KW, int SH,
-                        int SW, int PT, int PL, int OW, int p0, int p1, uint16_t* rows,
-                        size_t kp)
+                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                             const cc_epilogue* ep)
+    void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
+                               int PT, int PL, int Hp, int Wp, uint16_t* y)
+    void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
+                        int OW, int p0, int p1, uint16_t* rows, size_t kp)
+    enum: CC_SLACK
     void cc_pair_vnni(const uint16_t* r0, const uint16_t* r1, size_t np, size_t p, size_t kp,
                       uint32_t* pb)
     void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k, size_t kp,
@@ -764,6 +771,34 @@ cdef uint16_t* _narrowed(const float* x, const float* relu_y, Py_ssize_t n,
     return y
 
 
+cdef Window _grown(Window g) noexcept nogil:
+    """g over its image padded (cc_narrow_padded_bf16): no padding, the image
+    grown to hold every window."""
+    cdef Window p = g
+    p.H = max(g.H + g.PT, (g.OH - 1) * g.SH + g.KH)
+    p.W = max(g.W + g.PL, (g.OW - 1) * g.SW + g.KW)
+    p.PT = 0
+    p.PL = 0
+    return p
+
+
+cdef uint16_t* _narrowed_padded(const float* x, const float* relu_y, Window g, Py_ssize_t N,
+                                int n_threads) noexcept nogil:
+    """N images x (window g's; masked by relu_y > 0 where given) in bfloat16,
+    padded (window _grown(g)), CC_SLACK zeros after; or NULL: no memory."""
+    cdef Window p = _grown(g)
+    cdef Py_ssize_t n, size = p.H * p.W * p.C, src = g.H * g.W * g.C
+    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + CC_SLACK) * 2 + 63) // 64 * 64)
+    if y == NULL:
+        return NULL
+    for n in prange(N, schedule='static', num_threads=n_threads):
+        cc_narrow_padded_bf16(x + n * src, relu_y + n * src if relu_y else NULL, <int>g.H,
+                              <int>g.W, <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
+                              y + n * size)
+    memset(y + N * size, 0, CC_SLACK * 2)
+    return y
+
+
 cdef uint32_t* _packed_kernels(const float* w, Py_ssize_t K, Py_ssize_t F) noexcept nogil:
     """w (K, F) as the kernels' B operand, or NULL: no memory."""
     cdef size_t kp = cc_up32(K), np = cc_up32(F)
@@ -774,14 +809,18 @@ cdef uint32_t* _packed_kernels(const float* w, Py_ssize_t K, Py_ssize_t F) noexc
     return pw
 
 
-cdef void _sections(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t n1,
-                    uint16_t* rows, size_t ld) noexcept nogil:
-    """Images n0..n1's sections, rows of length ld, one after another."""
+cdef void _sections(const uint16_t* xp, Window g, Py_ssize_t n0, Py_ssize_t n1,
+                    uint16_t* rows, size_t ld, Py_ssize_t p0=0, Py_ssize_t p1=-1) noexcept nogil:
+    """Images n0..n1's sections (of rows p0..p1 of each; all by default), rows
+    of length ld, one after another; xp padded (_narrowed_padded), g its
+    window (_grown)."""
     cdef Py_ssize_t n, P = g.OH * g.OW
+    if p1 < 0:
+        p1 = P
     for n in range(n0, n1):
-        cc_im2col_bf16(xb + n * g.H * g.W * g.C, <int>g.H, <int>g.W, <int>g.C, <int>g.KH,
-                       <int>g.KW, <int>g.SH, <int>g.SW, <int>g.PT, <int>g.PL, <int>g.OW, 0,
-                       <int>P, rows + (n - n0) * P * ld, ld)
+        cc_im2col_bf16(xp + n * g.H * g.W * g.C, <int>g.W, <int>g.C, <int>g.KH, <int>g.KW,
+                       <int>g.SH, <int>g.SW, <int>g.OW, <int>p0, <int>p1,
+                       rows + (n - n0) * (p1 - p0) * ld, ld)
 
 
 cdef void _sections_vnni(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t n1,
@@ -794,10 +833,7 @@ cdef void _sections_vnni(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t
         for i in range(2):
             if q + i < rows:
                 n = n0 + (q + i) // P
-                cc_im2col_bf16(xb + n * g.H * g.W * g.C, <int>g.H, <int>g.W, <int>g.C,
-                               <int>g.KH, <int>g.KW, <int>g.SH, <int>g.SW, <int>g.PT,
-                               <int>g.PL, <int>g.OW, <int>((q + i) % P),
-                               <int>((q + i) % P + 1), pair + i * ld, ld)
+                _sections(xb, g, n, n + 1, pair + i * ld, ld, (q + i) % P, (q + i) % P + 1)
         cc_pair_vnni(pair if q < rows else NULL, pair + ld if q + 1 < rows else NULL, ld,
                      q // 2, kr, pb)
 
@@ -810,7 +846,7 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
     is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
     convolution's output staying in the thread's scratch. The items that had
     no scratch."""
-    cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows, r
+    cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
     cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
@@ -818,8 +854,11 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
     cdef int* am = NULL        # (firstprivate: a pooled row's argmax, where none is kept)
     cdef float* yp
     cdef int n_failed = 0
+    cdef cc_epilogue ep
+    ep.bias = b
+    ep.relu = relu
     with parallel(num_threads=n_threads):
-        pa = <uint16_t*>aligned_alloc(64, cc_up32(group * P) * kp * 2)
+        pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
         yc = alloc64(group * P * F) if pk != NULL else NULL
         am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
@@ -833,13 +872,7 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
             _sections(xb, g, n0, n1, pa, kp)
             memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
             yp = yc if pk != NULL else y + n0 * P * F
-            if b != NULL:
-                for r in range(rows):
-                    memcpy(yp + r * F, b, F * sizeof(float))
-            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pw, 1.0 if b != NULL else 0.0, yp,
-                                F, 0)
-            if relu:
-                _relu(yp, rows * F)
+            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pw, 0.0, yp, F, 0, &ep)
             if pk != NULL:
                 for n in range(n0, n1):
                     for oh in range(pg.OH):
@@ -870,10 +903,10 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const cc_kernel_set* pk = kernel_set(pool_kernels) if pool_kernels >= 0 else NULL
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
-    cdef uint16_t* xb = _narrowed(&x[0, 0, 0, 0], NULL, N * g.H * g.W * g.C, n_threads)
+    cdef uint16_t* xb = _narrowed_padded(&x[0, 0, 0, 0], NULL, g, N, n_threads)
     cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
     if xb != NULL and pw != NULL:
-        n_failed = _forward_bf16(kernel, xb, g, pw, N, F, bp, relu, &y[0, 0, 0, 0], group,
+        n_failed = _forward_bf16(kernel, xb, _grown(g), pw, N, F, bp, relu, &y[0, 0, 0, 0], group,
                                  n_threads, pk, &pg, am)
     free(xb)
     free(pw)
@@ -895,9 +928,9 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb
     cdef Py_ssize_t rows = (n1 - n0) * P, r
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
     cdef const float* dyp = a.dy + n0 * P * F
-    _sections_vnni(xb, g, n0, n1, rows_s, ld, kr, pb)
+    _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
     cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
-    cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0)
+    cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
     if a.relu_y != NULL:
         _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
         dyp = dym
@@ -920,7 +953,7 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb, Py_s
     cdef float* part
     cdef int n_failed = 0
     with parallel(num_threads=n_threads):
-        rows_s = <uint16_t*>aligned_alloc(64, 2 * ld * 2)
+        rows_s = <uint16_t*>aligned_alloc(64, (2 * ld + CC_SLACK) * 2)
         pb = <uint32_t*>aligned_alloc(64, kr * ld * 2)
         pa = <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
         dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
@@ -966,15 +999,17 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     a.bf16 = kernel
     cdef float* parts = alloc64(n_slots * (K * F + F))
     cdef float* dwt = alloc64(K * F)
-    cdef uint16_t* xb = _narrowed(a.x, NULL, N * g.H * g.W * g.C, n_threads)
+    cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads)
     cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads)
+    cdef uint16_t* dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads) \
+        if wt is not None else NULL
     cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
         if wt is not None else NULL
     if parts != NULL and dwt != NULL and xb != NULL and dyb != NULL \
-            and (wt is None or pwt != NULL):
+            and (wt is None or (pwt != NULL and dyp != NULL)):
         n_failed = _dw_bf16(&a, xb, dyb, N, group, per_slot, n_slots, parts, n_threads)
         if wt is not None and not n_failed:
-            n_failed = _forward_bf16(kernel, dyb, gt, pwt, N, g.C, NULL, False,
+            n_failed = _forward_bf16(kernel, dyp, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:
         memset(dwt, 0, K * F * sizeof(float))
@@ -986,6 +1021,7 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     free(dwt)
     free(xb)
     free(dyb)
+    free(dyp)
     free(pwt)
     if n_failed:
         raise MemoryError("conv2d_backward: could not allocate the bf16 scratch")

@@ -297,8 +297,12 @@ cdef extern from "_bf16_gemm.h" nogil:
     size_t cc_up32(size_t v)
     void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa, size_t kp)
     void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+    ctypedef struct cc_epilogue:
+        const float* bias   # NULL, or C's first value: a row, n long
+        int relu            # C := max(C, 0) after
     void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
-                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+                             const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                             const cc_epilogue* ep)
 
 DEF STRIP = 64   # rows of w a work item of the fused update
 
@@ -324,7 +328,7 @@ cdef int _dw_adam_bf16(const float* x, Py_ssize_t N, Py_ssize_t D, const uint32_
             rows = min(STRIP, D - d0)
             memset(pa, 0, STRIP * kp * 2)
             cc_pack_a(1, <int>rows, <int>N, x + d0, <int>D, pa, kp)
-            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pdy, 0.0, g, F, 0)
+            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pdy, 0.0, g, F, 0, NULL)
             cc_adam(w + d0 * F, g, m + d0 * F, v + d0 * F, rows * F, lr_t, a1, a2, eps)
         free(pa)
         free(g)
