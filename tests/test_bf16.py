@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 import convcore
 import convcore.reference as ref
 import pyconv
-from convcore import _isa
+from convcore import _conv, _isa
 from pyconv.fusion import FUSIONS
 from pyconv.precision import cpu_name
 
@@ -252,7 +252,7 @@ def test_bf16_products_equal_the_reference_within_a_stated_bound(bf16_kernel):
 
 
 GEOMETRY = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12),
-                     st.sampled_from([1, 2, 3, 8, 17]), st.sampled_from([1, 2, 3, 5]),
+                     st.sampled_from([1, 2, 3, 8, 17, 32, 64]), st.sampled_from([1, 2, 3, 5]),
                      st.sampled_from([1, 3, 5]), st.integers(1, 3),
                      st.sampled_from([0, 1, 2, "same", "valid"]), st.integers(1, 40))
 
@@ -265,7 +265,9 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     """The bf16 kernels' convolution, forward and backward, at any size,
     channels, kernel, stride and padding (every depth sent to them: their
     padded image copy and its sections, the flipped dx at stride 1): the
-    reference's bf16-emulated within the float32 sum's bound."""
+    reference's bf16-emulated within the float32 sum's bound; sections read
+    in place (stride 1, kernel rows of 32k values) give the bits of sections
+    made."""
     n, h, w_, c, kh, kw, stride, padding, f = geometry
     if padding not in ("same", "valid") and (padding >= kh or padding >= kw):
         padding = 0
@@ -290,6 +292,13 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     terms = max(kh * kw * f, n * y.shape[1] * y.shape[2])
     for name, g, want_i, b_i in zip(("dx", "dw"), got, want, absolute):
         assert_within(g, want_i, b_i, terms, name)
+    _conv.use_sections_in_place(False)
+    try:
+        made = (convcore.conv2d_forward(x, w, b, relu=True, **kwargs, precision="bf16"),
+                convcore.conv2d_backward(x, w, dy, **kwargs, precision="bf16")[0])
+    finally:
+        _conv.use_sections_in_place(True)
+    assert _bits((y, got[0])) == _bits(made)
 
 
 def test_bf16_products_have_the_same_bits_on_one_and_two_threads(bf16_kernel, threads):

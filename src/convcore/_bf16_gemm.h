@@ -24,6 +24,8 @@
  *                        -1 where the packing's memory could not be
  *                        allocated (C then untouched)
  *   cc_gemm_bf16_packed  the product of operands packed already
+ *   cc_gemm_bf16_rows    the same with A's rows read where they are (a
+ *                        convolution's sections, from the padded image)
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
  *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_im2col_bf16, cc_pair_vnni,
  *   cc_rows_transposed
@@ -166,14 +168,21 @@ static void cc_amx_configure(void)
     _tile_loadconfig(&cfg);
 }
 
-/* A 32x32 block of C from A's 32 rows at a0 and B's two panels at b0: cb
- * (row stride ldb floats) := (c0 ? the 32x32 at c0, row stride ld0 : 0) +
- * its products, summed over k in order. (c0 = cb: C's own; ld0 = 0: one
- * row for all, a bias.) */
-static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
-                         size_t ldb, const float* c0, size_t ld0)
+/* k-slice t (32 values) of A's row i: a0 + i * lda + CC_AOFF(aoff, t). The
+ * packed A: lda = kp, aoff NULL (slice t at 32 t); an image's sections read
+ * where they are (cc_gemm_bf16_rows): lda its channels, aoff the slices'
+ * places in the window */
+#define CC_AOFF(aoff, t) ((aoff) != NULL ? (aoff)[t] : (size_t)(t) * 32)
+
+/* A 32x32 block of C from A's 32 rows at a0 (row stride lda, slices aoff)
+ * and B's two panels at b0: cb (row stride ldb floats) := (c0 ? the 32x32
+ * at c0, row stride ld0 : 0) + its products, summed over k in order. (c0 =
+ * cb: C's own; ld0 = 0: one row for all, a bias.) */
+static void cc_amx_block(const uint16_t* a0, size_t lda, const size_t* aoff,
+                         const uint32_t* b0, size_t kp, float* cb, size_t ldb, const float* c0,
+                         size_t ld0)
 {
-    const uint16_t* a1 = a0 + 16 * kp;
+    const uint16_t* a1 = a0 + 16 * lda;
     const uint32_t* b1 = b0 + (kp / 2) * 16;
     const long stride = (long)(ldb * sizeof(float)), stride0 = (long)(ld0 * sizeof(float));
     if (c0 != NULL) {
@@ -188,8 +197,8 @@ static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, floa
         _tile_zero(3);
     }
     for (size_t q = 0; q < kp; q += 32) {
-        _tile_loadd(4, a0 + q, (long)(kp * 2));
-        _tile_loadd(5, a1 + q, (long)(kp * 2));
+        _tile_loadd(4, a0 + CC_AOFF(aoff, q / 32), (long)(lda * 2));
+        _tile_loadd(5, a1 + CC_AOFF(aoff, q / 32), (long)(lda * 2));
         _tile_loadd(6, b0 + q * 8, 64);
         _tile_loadd(7, b1 + q * 8, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -204,8 +213,9 @@ static void cc_amx_block(const uint16_t* a0, const uint32_t* b0, size_t kp, floa
 }
 
 /* the same with VDPBF16PS: 8 rows of 32 sums in 16 registers at a time */
-static void cc_avx512bf16_block(const uint16_t* a0, const uint32_t* b0, size_t kp, float* cb,
-                                size_t ldb, const float* c0, size_t ld0)
+static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* aoff,
+                                const uint32_t* b0, size_t kp, float* cb, size_t ldb,
+                                const float* c0, size_t ld0)
 {
     const uint32_t* b1 = b0 + (kp / 2) * 16;
     for (int r0 = 0; r0 < CC_BLK; r0 += 8) {
@@ -215,13 +225,14 @@ static void cc_avx512bf16_block(const uint16_t* a0, const uint32_t* b0, size_t k
             acc[r][0] = c0 ? _mm512_loadu_ps(row) : _mm512_setzero_ps();
             acc[r][1] = c0 ? _mm512_loadu_ps(row + 16) : _mm512_setzero_ps();
         }
-        const uint16_t* a = a0 + r0 * kp;
+        const uint16_t* a = a0 + r0 * lda;
         for (size_t p = 0; p < kp / 2; p++) {
             __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + p * 16);
             __m512bh v1 = (__m512bh)_mm512_loadu_si512(b1 + p * 16);
+            const uint16_t* ap = a + CC_AOFF(aoff, p / 16) + 2 * (p % 16);
             for (int r = 0; r < 8; r++) {
                 uint32_t pair;
-                memcpy(&pair, a + r * kp + 2 * p, 4);
+                memcpy(&pair, ap + r * lda, 4);
                 __m512bh u = (__m512bh)_mm512_set1_epi32((int)pair);
                 acc[r][0] = _mm512_dpbf16_ps(acc[r][0], u, v0);
                 acc[r][1] = _mm512_dpbf16_ps(acc[r][1], u, v1);
@@ -248,19 +259,20 @@ static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
  * through out (beta * C or the bias, zero outside C, then copied back). tc:
  * C is stored transposed (element (i, j) at c[j * ldc + i]); ep: NULL or the
  * epilogue (not with tc) */
-static void cc_block(int kernel, const uint16_t* a0, const uint32_t* b0, size_t kp, size_t i0,
-                     size_t j0, float* c, size_t ldc, size_t m, size_t n, float beta,
-                     float* out, int tc, const cc_epilogue* ep)
+static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* aoff,
+                     const uint32_t* b0, size_t kp, size_t i0, size_t j0, float* c, size_t ldc,
+                     size_t m, size_t n, float beta, float* out, int tc, const cc_epilogue* ep)
 {
-    void (*block)(const uint16_t*, const uint32_t*, size_t, float*, size_t, const float*,
-                  size_t) = kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
+    void (*block)(const uint16_t*, size_t, const size_t*, const uint32_t*, size_t, float*,
+                  size_t, const float*, size_t) =
+        kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
     size_t ie = m - i0 < CC_BLK ? m - i0 : CC_BLK, je = n - j0 < CC_BLK ? n - j0 : CC_BLK;
     float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
     size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
     const float* bias = ep != NULL && ep->bias != NULL ? ep->bias + j0 : NULL;
     int relu = ep != NULL && ep->relu;
     if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
-        block(a0, b0, kp, cb, ldc, beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
+        block(a0, lda, aoff, b0, kp, cb, ldc, beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
         for (size_t i = 0; relu && i < CC_BLK; i++)
             for (size_t j = 0; j < CC_BLK; j++)
                 cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
@@ -270,17 +282,18 @@ static void cc_block(int kernel, const uint16_t* a0, const uint32_t* b0, size_t 
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
-    block(a0, b0, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL, CC_BLK);
+    block(a0, lda, aoff, b0, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL, CC_BLK);
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             cb[i * si + j * sj] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
 }
 
-/* C (m, n) := beta * C + A @ B from the packed A (mp, kp) and B (np / 16
- * panels); tc: C stored transposed (cc_block) */
-static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
-                                const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
-                                const cc_epilogue* ep)
+/* C (m, n) := beta * C + A @ B from A's rows (row i at a + i * lda, its
+ * slices at aoff: CC_AOFF; rows up to m rounded up to 32 are read) and the
+ * packed B (np / 16 panels); tc: C stored transposed (cc_block) */
+static void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const uint16_t* a,
+                              size_t lda, const size_t* aoff, const uint32_t* pb, float beta,
+                              float* c, size_t ldc, int tc, const cc_epilogue* ep)
 {
     float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
     size_t mp = cc_up32(m), np = cc_up32(n);
@@ -292,11 +305,19 @@ static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const
         for (size_t v = 0; v < inner; v += CC_BLK)
         {
             size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
-            cc_block(kernel, pa + i0 * kp, pb + j0 * (kp / 2), kp, i0, j0, c, ldc, m, n, beta,
-                     out, tc, ep);
+            cc_block(kernel, a + i0 * lda, lda, aoff, pb + j0 * (kp / 2), kp, i0, j0, c, ldc,
+                     m, n, beta, out, tc, ep);
         }
     if (kernel == CC_BF16_AMX)
         _tile_release();
+}
+
+/* the same from the packed A (mp, kp) */
+static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                                const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                                const cc_epilogue* ep)
+{
+    cc_gemm_bf16_rows(kernel, m, n, kp, pa, kp, NULL, pb, beta, c, ldc, tc, ep);
 }
 
 /* ---- the convolutions' packing, from images already in bfloat16 ---- */
@@ -435,7 +456,7 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
         for (size_t u = s0; u < s1; u += CC_BLK)
             for (size_t v = 0; v < inner; v += CC_BLK) {
                 size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
-                cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp,
+                cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp, kp, NULL,
                          pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c, (size_t)ldc,
                          (size_t)m, (size_t)n, beta, out, tc, NULL);
             }
@@ -528,6 +549,14 @@ static inline void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp
 {
     (void)kernel; (void)m; (void)n; (void)kp; (void)pa; (void)pb; (void)beta; (void)c;
     (void)ldc; (void)tc; (void)ep;
+}
+static inline void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp,
+                                     const uint16_t* a, size_t lda, const size_t* aoff,
+                                     const uint32_t* pb, float beta, float* c, size_t ldc,
+                                     int tc, const cc_epilogue* ep)
+{
+    (void)kernel; (void)m; (void)n; (void)kp; (void)a; (void)lda; (void)aoff; (void)pb;
+    (void)beta; (void)c; (void)ldc; (void)tc; (void)ep;
 }
 #define CC_SLACK 32
 static inline void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W,

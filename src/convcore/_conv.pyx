@@ -17,7 +17,7 @@ bounded slot memory at any batch size.
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 from convcore._memory cimport aligned_alloc, alloc64
 from convcore._bits cimport keep_where_positive
@@ -744,6 +744,9 @@ cdef extern from "_bf16_gemm.h" nogil:
     void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
                              const cc_epilogue* ep)
+    void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const uint16_t* a,
+                           size_t lda, const size_t* aoff, const uint32_t* pb, float beta,
+                           float* c, size_t ldc, int tc, const cc_epilogue* ep)
     void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                int PT, int PL, int Hp, int Wp, uint16_t* y)
     void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
@@ -785,17 +788,19 @@ cdef Window _grown(Window g) noexcept nogil:
 cdef uint16_t* _narrowed_padded(const float* x, const float* relu_y, Window g, Py_ssize_t N,
                                 int n_threads) noexcept nogil:
     """N images x (window g's; masked by relu_y > 0 where given) in bfloat16,
-    padded (window _grown(g)), CC_SLACK zeros after; or NULL: no memory."""
+    padded (window _grown(g)), zeros after: as many as the sections read past
+    the last image (cc_im2col_bf16; _forward_in_place); or NULL: no memory."""
     cdef Window p = _grown(g)
     cdef Py_ssize_t n, size = p.H * p.W * p.C, src = g.H * g.W * g.C
-    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + CC_SLACK) * 2 + 63) // 64 * 64)
+    cdef Py_ssize_t slack = CC_SLACK + 32 * g.C + g.KW * g.C
+    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + slack) * 2 + 63) // 64 * 64)
     if y == NULL:
         return NULL
     for n in prange(N, schedule='static', num_threads=n_threads):
         cc_narrow_padded_bf16(x + n * src, relu_y + n * src if relu_y else NULL, <int>g.H,
                               <int>g.W, <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
                               y + n * size)
-    memset(y + N * size, 0, CC_SLACK * 2)
+    memset(y + N * size, 0, slack * 2)
     return y
 
 
@@ -838,6 +843,68 @@ cdef void _sections_vnni(const uint16_t* xb, Window g, Py_ssize_t n0, Py_ssize_t
                      q // 2, kr, pb)
 
 
+cdef bint _in_place = True   # _forward_in_place where it applies (off: for tests)
+
+
+def use_sections_in_place(bint on):
+    """Whether the bf16 forward reads sections in place where it can (the
+    default) or always makes them; for the tests (the same bits either way)
+    and benchmarks."""
+    global _in_place
+    _in_place = on
+
+
+cdef size_t* _slices_in_place(Window g) noexcept nogil:
+    """Where each 32-value slice of a section (k = (i, j, c)) starts, from the
+    window's first cell, in the padded image (g: _grown) when kernel rows are
+    whole slices (KW * C a multiple of 32); or NULL: not so, or no memory."""
+    cdef size_t run = g.KW * g.C, t
+    cdef size_t* aoff = NULL
+    if not _in_place or g.SH != 1 or g.SW != 1 or run % 32 != 0:
+        return NULL
+    aoff = <size_t*>malloc(g.KH * (run // 32) * sizeof(size_t))
+    if aoff != NULL:
+        for t in range(g.KH * (run // 32)):
+            aoff[t] = (t * 32 // run) * g.W * g.C + (t * 32) % run
+    return aoff
+
+
+cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
+                           const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
+                           const cc_epilogue* ep, float* y, int n_threads,
+                           const cc_kernel_set* pk, Window* pg, int* argmax) noexcept nogil:
+    """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
+    _slices_in_place): no sections made; an image's outputs at every column of
+    the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
+    the first OW of each row kept. The same sums in the same order as
+    _forward_bf16's: the same bits. The images that had no scratch."""
+    cdef Py_ssize_t P = g.OH * g.OW, rows = g.OH * g.W, n, oh
+    cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
+    cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
+    cdef float* yc = NULL   # (firstprivate in the parallel block)
+    cdef int* am = NULL     # (firstprivate: a pooled row's argmax, where none is kept)
+    cdef int n_failed = 0
+    with parallel(num_threads=n_threads):
+        yc = alloc64(cc_up32(rows) * F)
+        am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
+        for n in prange(N, schedule='dynamic'):
+            if yc == NULL or (pk != NULL and argmax == NULL and am == NULL):
+                n_failed += 1
+                continue
+            cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, pw,
+                              0.0, yc, F, 0, ep)
+            for oh in range(g.OH):
+                memmove(yc + oh * g.OW * F if pk != NULL else y + n * P * F + oh * g.OW * F,
+                        yc + oh * g.W * F, g.OW * F * sizeof(float))
+            if pk != NULL:
+                for oh in range(pg.OH):
+                    pool_row(pk, yc, pg[0], oh, y + n * ps + oh * pg.OW * F,
+                             argmax + n * ps + oh * pg.OW * F if argmax != NULL else am)
+        free(yc)
+        free(am)
+    return n_failed
+
+
 cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
                        Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
                        Py_ssize_t group, int n_threads, const cc_kernel_set* pk=NULL,
@@ -857,6 +924,12 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
     cdef cc_epilogue ep
     ep.bias = b
     ep.relu = relu
+    cdef size_t* aoff = _slices_in_place(g)
+    if aoff != NULL:
+        n_failed = _forward_in_place(kernel, xb, g, pw, aoff, N, F, &ep, y, n_threads, pk, pg,
+                                     argmax)
+        free(aoff)
+        return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
         yc = alloc64(group * P * F) if pk != NULL else NULL
