@@ -301,6 +301,26 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     assert _bits((y, got[0])) == _bits(made)
 
 
+def test_bf16_dw_in_place_leaves_x_that_is_not_finite_to_made_sections(bf16_kernel):
+    """dw in place multiplies dy's zero rows (past each output row) by cells
+    no window of that kernel cell reads: an infinity there would make NaN
+    where the true sum has none. With such an x, conv2d_backward in bf16
+    gives the bits of sections made (and finite sums stay finite)."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-2, 2, (2, 6, 6, 32)).astype(np.float32)
+    w = rng.uniform(-2, 2, (5, 5, 32, 32)).astype(np.float32)
+    dy = rng.uniform(-2, 2, (2, 6, 6, 32)).astype(np.float32)
+    x[0, 2, 5, 3] = np.inf   # read by kernel column 0 only past the output row
+    got = convcore.conv2d_backward(x, w, dy, padding=2, need_dx=False, precision="bf16")
+    _conv.use_sections_in_place(False)
+    try:
+        made = convcore.conv2d_backward(x, w, dy, padding=2, need_dx=False, precision="bf16")
+    finally:
+        _conv.use_sections_in_place(True)
+    assert _bits(got) == _bits(made)
+    assert np.isfinite(got[1][:, 0]).all()
+
+
 def test_bf16_products_have_the_same_bits_on_one_and_two_threads(bf16_kernel, threads):
     runs = []
     for n in (1, 2):

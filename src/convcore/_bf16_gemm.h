@@ -54,6 +54,7 @@
 #endif
 
 #define CC_BLK 32   /* C's blocks: 32x32, four 16x16 tiles */
+#define CC_BF16_KC 256   /* k a pass over C's blocks (cc_gemm_bf16_rows) */
 
 static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 
@@ -175,15 +176,16 @@ static void cc_amx_configure(void)
 #define CC_AOFF(aoff, t) ((aoff) != NULL ? (aoff)[t] : (size_t)(t) * 32)
 
 /* A 32x32 block of C from A's 32 rows at a0 (row stride lda, slices aoff)
- * and B's two panels at b0: cb (row stride ldb floats) := (c0 ? the 32x32
- * at c0, row stride ld0 : 0) + its products, summed over k in order. (c0 =
- * cb: C's own; ld0 = 0: one row for all, a bias.) */
+ * and B's two panels at b0 (ldp deep), over kp of k: cb (row stride ldb
+ * floats) := (c0 ? the 32x32 at c0, row stride ld0 : 0) + its products,
+ * summed over k in order. (c0 = cb: C's own; ld0 = 0: one row for all, a
+ * bias.) */
 static void cc_amx_block(const uint16_t* a0, size_t lda, const size_t* aoff,
-                         const uint32_t* b0, size_t kp, float* cb, size_t ldb, const float* c0,
-                         size_t ld0)
+                         const uint32_t* b0, size_t ldp, size_t kp, float* cb, size_t ldb,
+                         const float* c0, size_t ld0)
 {
     const uint16_t* a1 = a0 + 16 * lda;
-    const uint32_t* b1 = b0 + (kp / 2) * 16;
+    const uint32_t* b1 = b0 + (ldp / 2) * 16;
     const long stride = (long)(ldb * sizeof(float)), stride0 = (long)(ld0 * sizeof(float));
     if (c0 != NULL) {
         _tile_loadd(0, c0, stride0);
@@ -214,10 +216,10 @@ static void cc_amx_block(const uint16_t* a0, size_t lda, const size_t* aoff,
 
 /* the same with VDPBF16PS: 8 rows of 32 sums in 16 registers at a time */
 static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* aoff,
-                                const uint32_t* b0, size_t kp, float* cb, size_t ldb,
-                                const float* c0, size_t ld0)
+                                const uint32_t* b0, size_t ldp, size_t kp, float* cb,
+                                size_t ldb, const float* c0, size_t ld0)
 {
-    const uint32_t* b1 = b0 + (kp / 2) * 16;
+    const uint32_t* b1 = b0 + (ldp / 2) * 16;
     for (int r0 = 0; r0 < CC_BLK; r0 += 8) {
         __m512 acc[8][2];
         for (int r = 0; r < 8; r++) {
@@ -260,11 +262,12 @@ static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
  * C is stored transposed (element (i, j) at c[j * ldc + i]); ep: NULL or the
  * epilogue (not with tc) */
 static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* aoff,
-                     const uint32_t* b0, size_t kp, size_t i0, size_t j0, float* c, size_t ldc,
-                     size_t m, size_t n, float beta, float* out, int tc, const cc_epilogue* ep)
+                     const uint32_t* b0, size_t ldp, size_t kp, size_t i0, size_t j0, float* c,
+                     size_t ldc, size_t m, size_t n, float beta, float* out, int tc,
+                     const cc_epilogue* ep)
 {
-    void (*block)(const uint16_t*, size_t, const size_t*, const uint32_t*, size_t, float*,
-                  size_t, const float*, size_t) =
+    void (*block)(const uint16_t*, size_t, const size_t*, const uint32_t*, size_t, size_t,
+                  float*, size_t, const float*, size_t) =
         kernel == CC_BF16_AMX ? cc_amx_block : cc_avx512bf16_block;
     size_t ie = m - i0 < CC_BLK ? m - i0 : CC_BLK, je = n - j0 < CC_BLK ? n - j0 : CC_BLK;
     float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
@@ -272,7 +275,8 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
     const float* bias = ep != NULL && ep->bias != NULL ? ep->bias + j0 : NULL;
     int relu = ep != NULL && ep->relu;
     if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
-        block(a0, lda, aoff, b0, kp, cb, ldc, beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
+        block(a0, lda, aoff, b0, ldp, kp, cb, ldc, beta != 0.0f ? cb : bias,
+              beta != 0.0f ? ldc : 0);
         for (size_t i = 0; relu && i < CC_BLK; i++)
             for (size_t j = 0; j < CC_BLK; j++)
                 cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
@@ -282,32 +286,45 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
-    block(a0, lda, aoff, b0, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL, CC_BLK);
+    block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL,
+          CC_BLK);
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             cb[i * si + j * sj] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
 }
 
-/* C (m, n) := beta * C + A @ B from A's rows (row i at a + i * lda, its
- * slices at aoff: CC_AOFF; rows up to m rounded up to 32 are read) and the
- * packed B (np / 16 panels); tc: C stored transposed (cc_block) */
+/* C (m, n) := beta * C + A @ B from A's rows (row i0 + r of the 32 of a
+ * block at a + (roff ? roff[i0 / 32] : i0 * lda) + r * lda, its slices at
+ * aoff: CC_AOFF; rows up to m rounded up to 32 are read) and the packed B
+ * (np / 16 panels); tc: C stored transposed (cc_block) */
 static void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const uint16_t* a,
-                              size_t lda, const size_t* aoff, const uint32_t* pb, float beta,
-                              float* c, size_t ldc, int tc, const cc_epilogue* ep)
+                              size_t lda, const size_t* aoff, const size_t* roff,
+                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                              const cc_epilogue* ep)
 {
     float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
     size_t mp = cc_up32(m), np = cc_up32(n);
     if (kernel == CC_BF16_AMX)
         cc_amx_configure();
-    /* the inner loop re-reads the smaller packed operand (it stays in cache) */
+    /* k in slices of CC_BF16_KC: the inner loop re-reads the smaller
+     * operand's slice, which stays in cache; C is carried from slice to
+     * slice in float32 (the same sums, the same bits) */
     size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
-    for (size_t u = 0; u < outer; u += CC_BLK)
-        for (size_t v = 0; v < inner; v += CC_BLK)
-        {
-            size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
-            cc_block(kernel, a + i0 * lda, lda, aoff, pb + j0 * (kp / 2), kp, i0, j0, c, ldc,
-                     m, n, beta, out, tc, ep);
-        }
+    cc_epilogue first = {ep != NULL ? ep->bias : NULL, 0}, last = {NULL, ep != NULL && ep->relu};
+    for (size_t k0 = 0; k0 < kp; k0 += CC_BF16_KC) {
+        size_t kc = kp - k0 < CC_BF16_KC ? kp - k0 : CC_BF16_KC;
+        const cc_epilogue* e = k0 == 0 ? (k0 + kc == kp ? ep : &first)
+                                       : (k0 + kc == kp ? &last : NULL);
+        const size_t* ao = aoff != NULL ? aoff + k0 / 32 : NULL;
+        for (size_t u = 0; u < outer; u += CC_BLK)
+            for (size_t v = 0; v < inner; v += CC_BLK) {
+                size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
+                const uint16_t* ab = a + (roff != NULL ? roff[i0 / CC_BLK] : i0 * lda);
+                cc_block(kernel, aoff != NULL ? ab : ab + k0, lda, ao,
+                         pb + j0 * (kp / 2) + k0 * 8, kp, kc, i0, j0, c, ldc, m, n,
+                         k0 == 0 ? beta : 1.0f, out, tc, e);
+            }
+    }
     if (kernel == CC_BF16_AMX)
         _tile_release();
 }
@@ -317,7 +334,7 @@ static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const
                                 const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
                                 const cc_epilogue* ep)
 {
-    cc_gemm_bf16_rows(kernel, m, n, kp, pa, kp, NULL, pb, beta, c, ldc, tc, ep);
+    cc_gemm_bf16_rows(kernel, m, n, kp, pa, kp, NULL, NULL, pb, beta, c, ldc, tc, ep);
 }
 
 /* ---- the convolutions' packing, from images already in bfloat16 ---- */
@@ -350,6 +367,34 @@ static void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, in
 }
 
 #define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
+
+/* One image x (H, W, C) float32 -> y (C, Hp, Wp) bfloat16 (cc_bf16_bits),
+ * channels first, each plane padded as cc_narrow_padded_bf16's image; 1
+ * where x holds an infinity or NaN, else 0 */
+static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT, int PL,
+                                     int Hp, int Wp, uint16_t* y)
+{
+    const __m512i lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(C));
+    const __m512i exp_bits = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w += 16) {
+            __mmask16 in = cc_first(W - w);
+            const float* src = x + ((size_t)h * W + w) * C;
+            for (int c = 0; c < C; c++) {
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, lanes, src + c, 4);
+                __m512i e = _mm512_and_si512(_mm512_castps_si512(v), exp_bits);
+                bad |= _mm512_cmpeq_epi32_mask(e, exp_bits);   /* infinity or NaN */
+                _mm256_mask_storeu_epi16(
+                    y + ((size_t)c * Hp + h + PT) * Wp + PL + w, in,
+                    _mm512_cvtepi32_epi16(_mm512_srli_epi32(cc_bf16_bits16(v), 16)));
+            }
+        }
+    return bad != 0;
+}
 
 /* Rows p0 <= p < p1 of the sections of an image padded already (Wp columns
  * of C channels, cc_narrow_padded_bf16: no window reaches past it), each of
@@ -457,7 +502,8 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
             for (size_t v = 0; v < inner; v += CC_BLK) {
                 size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
                 cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp, kp, NULL,
-                         pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, i0, j0, c, (size_t)ldc,
+                         pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, kp, i0, j0, c,
+                         (size_t)ldc,
                          (size_t)m, (size_t)n, beta, out, tc, NULL);
             }
     }
@@ -552,11 +598,17 @@ static inline void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp
 }
 static inline void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp,
                                      const uint16_t* a, size_t lda, const size_t* aoff,
-                                     const uint32_t* pb, float beta, float* c, size_t ldc,
-                                     int tc, const cc_epilogue* ep)
+                                     const size_t* roff, const uint32_t* pb, float beta,
+                                     float* c, size_t ldc, int tc, const cc_epilogue* ep)
 {
-    (void)kernel; (void)m; (void)n; (void)kp; (void)a; (void)lda; (void)aoff; (void)pb;
-    (void)beta; (void)c; (void)ldc; (void)tc; (void)ep;
+    (void)kernel; (void)m; (void)n; (void)kp; (void)a; (void)lda; (void)aoff; (void)roff;
+    (void)pb; (void)beta; (void)c; (void)ldc; (void)tc; (void)ep;
+}
+static inline int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT,
+                                            int PL, int Hp, int Wp, uint16_t* y)
+{
+    (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
+    return 0;
 }
 #define CC_SLACK 32
 static inline void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W,

@@ -745,8 +745,11 @@ cdef extern from "_bf16_gemm.h" nogil:
                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
                              const cc_epilogue* ep)
     void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const uint16_t* a,
-                           size_t lda, const size_t* aoff, const uint32_t* pb, float beta,
-                           float* c, size_t ldc, int tc, const cc_epilogue* ep)
+                           size_t lda, const size_t* aoff, const size_t* roff,
+                           const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
+                           const cc_epilogue* ep)
+    int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT, int PL, int Hp,
+                                  int Wp, uint16_t* y)
     void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                int PT, int PL, int Hp, int Wp, uint16_t* y)
     void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
@@ -891,8 +894,8 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
             if yc == NULL or (pk != NULL and argmax == NULL and am == NULL):
                 n_failed += 1
                 continue
-            cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, pw,
-                              0.0, yc, F, 0, ep)
+            cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, NULL,
+                              pw, 0.0, yc, F, 0, ep)
             for oh in range(g.OH):
                 memmove(yc + oh * g.OW * F if pk != NULL else y + n * P * F + oh * g.OW * F,
                         yc + oh * g.W * F, g.OW * F * sizeof(float))
@@ -987,23 +990,99 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")
 
 
+# dw in place (stride 1, channels a multiple of 32): dw (K, F) = S^T @ dy with
+# A = S^T read where it is in a channels-first padded copy xt (C, Hp, Wp) of
+# each image: row k = (i, j, c) of S^T, over the positions p = oh * Wp + ow
+# of the padded width, is plane c from cell (i, j) on, contiguous; dy's rows
+# at those positions (zero at ow >= OW and past the image) are B's. Products
+# at the zero rows vanish where x is finite (checked; else sections are made).
+
+cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
+                                    int n_threads) noexcept nogil:
+    """The images x channels first in bfloat16 (N, C, Hp, Wp; window
+    _grown(g)), zeros after; NULL where x is not all finite, g not of the
+    kind, or no memory."""
+    cdef Window p = _grown(g)
+    cdef Py_ssize_t n, size = p.C * p.H * p.W, slack = 2 * CC_SLACK + g.KW
+    cdef int bad = 0
+    cdef uint16_t* y = NULL
+    if not _in_place or g.SH != 1 or g.SW != 1 or g.C % 32 != 0:
+        return NULL
+    y = <uint16_t*>aligned_alloc(64, ((N * size + slack) * 2 + 63) // 64 * 64)
+    if y == NULL:
+        return NULL
+    for n in prange(N, schedule='static', num_threads=n_threads):
+        bad += cc_narrow_transposed_bf16(x + n * g.H * g.W * g.C, <int>g.H, <int>g.W,
+                                         <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
+                                         y + n * size)
+    memset(y + N * size, 0, slack * 2)
+    if bad:
+        free(y)
+        return NULL
+    return y
+
+
+cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t* dyb,
+                            Py_ssize_t n0, Py_ssize_t n1, bint first, uint32_t* pb,
+                            size_t* aoff, const size_t* roff, float* dw) noexcept nogil:
+    """Images n0..n1: dw (K, F) (+)= S^T @ dy, S^T from xt
+    (_narrowed_transposed), set by the slot's first item. Scratch: pb, dy's
+    rows as B (group * up32(OH * Wp) deep); aoff, its slices' places in xt."""
+    cdef Window g = _grown(a.g)
+    cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, plane = g.H * g.W
+    cdef size_t per = cc_up32(g.OH * g.W), kr = (n1 - n0) * per, q, t, i
+    cdef Py_ssize_t n, pos, oh, ow
+    cdef const uint16_t* r[2]
+    for q in range(0, kr, 2):
+        for i in range(2):
+            n = n0 + (q + i) // per
+            pos = (q + i) % per
+            oh = pos // g.W
+            ow = pos % g.W
+            r[i] = dyb + (n * a.g.OH * a.g.OW + oh * a.g.OW + ow) * F \
+                if oh < a.g.OH and ow < a.g.OW else NULL
+        cc_pair_vnni(r[0], r[1], F, q // 2, kr, pb)
+    for t in range(kr // 32):
+        aoff[t] = (t * 32 // per) * g.C * plane + (t * 32) % per
+    cc_gemm_bf16_rows(a.bf16, K, F, kr, xt + n0 * g.C * plane, plane, aoff, roff, pb,
+                      0.0 if first else 1.0, dw, F, 0, NULL)
+
+
+cdef size_t* _rows_in_place(Window g) noexcept nogil:
+    """Where each 32-row block of S^T (k = (i, j, c), C a multiple of 32)
+    starts in an image's xt (g: _grown); NULL: no memory."""
+    cdef size_t* roff = <size_t*>malloc((g.KH * g.KW * g.C // 32) * sizeof(size_t))
+    cdef size_t blk, k0
+    if roff != NULL:
+        for blk in range(g.KH * g.KW * g.C // 32):
+            k0 = blk * 32
+            roff[blk] = (k0 % g.C) * g.H * g.W + (k0 // g.C // g.KW) * g.W + (k0 // g.C) % g.KW
+    return roff
+
+
 cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
+                        const uint16_t* xt, const size_t* roff,
                         Py_ssize_t n0, Py_ssize_t n1, bint first,
                         uint16_t* rows_s, uint32_t* pb, uint16_t* pa, float* dym,  # scratch
-                        float* dwt, float* db) noexcept nogil:
-    """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (set by the slot's
-    first item), db += sum dy (through the ReLU where a.relu_y is given). The
-    thread's scratch: rows_s (2, up32(K)), a pair of sections; pb, the item's
-    sections as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A;
-    dym (group*OH*OW, F), dy through the ReLU for db, where relu_y is given."""
+                        size_t* aoff, float* dwt, float* db) noexcept nogil:
+    """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb), or with xt
+    (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
+    (_dw_item_in_place), set by the slot's first item; db += sum dy (through
+    the ReLU where a.relu_y is given). The thread's scratch: rows_s (2,
+    up32(K)), a pair of sections; pb, the item's sections (or dy) as the
+    kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A; dym
+    (group*OH*OW, F), dy through the ReLU for db, where relu_y is given; aoff."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
     cdef Py_ssize_t rows = (n1 - n0) * P, r
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
     cdef const float* dyp = a.dy + n0 * P * F
-    _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
-    cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
-    cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
+    if xt != NULL:
+        _dw_item_in_place(a, xt, dyb, n0, n1, first, pb, aoff, roff, dwt)
+    else:
+        _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
+        cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
+        cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
     if a.relu_y != NULL:
         _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
         dyp = dym
@@ -1011,38 +1090,45 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb
         _add_into(db, dyp + r * F, F)
 
 
-cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb, Py_ssize_t N,
-                  Py_ssize_t group, Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
+cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
+                  const uint16_t* xt, const size_t* roff, Py_ssize_t N, Py_ssize_t group,
+                  Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
                   int n_threads) noexcept nogil:
-    """Each slot's dw^T and db (parts: n_slots x (F*K + F)); the items that had
-    no scratch."""
+    """Each slot's dw^T (or with xt, in place: dw) and db (parts: n_slots x
+    (F*K + F)); the items that had no scratch."""
     cdef Py_ssize_t F = a.F, K = a.g.KH * a.g.KW * a.g.C, P = a.g.OH * a.g.OW
     cdef Py_ssize_t n_items = (N + group - 1) // group, sl, it
     cdef size_t ld = cc_up32(K), kr = cc_up32(group * P)
-    cdef uint16_t* rows_s = NULL   # (firstprivate in the parallel block, as the next three)
+    cdef size_t kr_in_place = group * cc_up32(a.g.OH * _grown(a.g).W)
+    cdef uint16_t* rows_s = NULL   # (firstprivate in the parallel block, as the next four)
     cdef uint32_t* pb = NULL
     cdef uint16_t* pa = NULL
     cdef float* dym = NULL
+    cdef size_t* aoff = NULL
     cdef float* part
     cdef int n_failed = 0
     with parallel(num_threads=n_threads):
         rows_s = <uint16_t*>aligned_alloc(64, (2 * ld + CC_SLACK) * 2)
-        pb = <uint32_t*>aligned_alloc(64, kr * ld * 2)
+        pb = <uint32_t*>aligned_alloc(64, max(kr * ld, kr_in_place * cc_up32(F)) * 2)
         pa = <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
         dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
+        aoff = <size_t*>malloc((kr_in_place // 32 + 1) * sizeof(size_t))
         for sl in prange(n_slots, schedule='dynamic'):
-            if rows_s == NULL or pb == NULL or pa == NULL or (a.relu_y != NULL and dym == NULL):
+            if rows_s == NULL or pb == NULL or pa == NULL or aoff == NULL \
+                    or (a.relu_y != NULL and dym == NULL):
                 n_failed += 1
                 continue
             part = parts + sl * (K * F + F)
             memset(part + K * F, 0, F * sizeof(float))
             for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
-                _dw_item_bf16(a, xb, dyb, it * group, min(N, (it + 1) * group),
-                              it == sl * per_slot, rows_s, pb, pa, dym, part, part + K * F)
+                _dw_item_bf16(a, xb, dyb, xt, roff, it * group, min(N, (it + 1) * group),
+                              it == sl * per_slot, rows_s, pb, pa, dym, aoff, part,
+                              part + K * F)
         free(rows_s)
         free(pb)
         free(pa)
         free(dym)
+        free(aoff)
     return n_failed
 
 
@@ -1072,15 +1158,21 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     a.bf16 = kernel
     cdef float* parts = alloc64(n_slots * (K * F + F))
     cdef float* dwt = alloc64(K * F)
-    cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads)
+    cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
+    cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
+    if roff == NULL:
+        free(xt)
+        xt = NULL
+    cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
     cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads)
     cdef uint16_t* dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads) \
         if wt is not None else NULL
     cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
         if wt is not None else NULL
-    if parts != NULL and dwt != NULL and xb != NULL and dyb != NULL \
+    if parts != NULL and dwt != NULL and (xb != NULL or xt != NULL) and dyb != NULL \
             and (wt is None or (pwt != NULL and dyp != NULL)):
-        n_failed = _dw_bf16(&a, xb, dyb, N, group, per_slot, n_slots, parts, n_threads)
+        n_failed = _dw_bf16(&a, xb, dyb, xt, roff, N, group, per_slot, n_slots, parts,
+                            n_threads)
         if wt is not None and not n_failed:
             n_failed = _forward_bf16(kernel, dyp, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
@@ -1089,9 +1181,11 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         _sum_slots(parts, n_slots, K * F, F, dwt, &db[0], n_threads)
         for k in range(K):
             for f in range(F):
-                dw[k, f] = dwt[f * K + k]
+                dw[k, f] = dwt[k * F + f] if xt != NULL else dwt[f * K + k]
     free(parts)
     free(dwt)
+    free(xt)
+    free(roff)
     free(xb)
     free(dyb)
     free(dyp)
