@@ -729,8 +729,11 @@ def conv2d_maxpool_backward_direct(
 # precision="bf16" on AMX or AVX512-BF16 (_bf16_gemm.h): the images rounded
 # to bfloat16 once into a padded copy (no window reaches past its edge, so
 # sections are whole-vector copies), packed straight into the kernels' layout.
-#   forward:  y = sections(xb) @ w (+ b), items of `group` images
-#   backward: dw^T = sum over items of dy^T @ sections(xb) (slots: as above);
+#   forward:  y = sections(xb) @ w (+ b), items of `group` images; at stride
+#             1 with kernel rows of whole 32-value slices, sections read in
+#             place (_forward_in_place)
+#   backward: dw^T = sum over items of dy^T @ sections(xb) (slots: as above),
+#             or in place dw = S^T @ dy (stride 1, channels a multiple of 32);
 #             db = sum dy in float32; dx = the forward of dy (stride 1) with
 #             the flipped kernels wt over the window gt (_api.py makes both)
 
@@ -914,8 +917,8 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
                        Window* pg=NULL, int* argmax=NULL) noexcept nogil:
     """y (N, OH, OW, F) = sections(xb) @ w (+ b); with the pool kernels pk, y
     is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
-    convolution's output staying in the thread's scratch. The items that had
-    no scratch."""
+    convolution's output staying in the thread's scratch; _forward_in_place
+    where it applies. The items that had no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
     cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
