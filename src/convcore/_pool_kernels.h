@@ -19,26 +19,42 @@
 #ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
 
 /* One window wholly inside the image, its first cell x0 (index idx0): the
- * max and argmax into y, am (C), as cc_pool_row's */
+ * max and argmax into y, am (C), as cc_pool_row's. In the vector sets
+ * (_simd.h) CC_W channels at a time, their running max and argmax held in
+ * registers across the window's cells; the channels left one at a time. */
 static inline void cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t W,
                                   ptrdiff_t C, ptrdiff_t KH, ptrdiff_t KW,
                                   float* restrict y, int* restrict am)
 {
-    for (ptrdiff_t c = 0; c < C; c++) {
-        y[c] = x0[c];
-        am[c] = idx0;
-    }
-    for (ptrdiff_t i = 0; i < KH; i++)
-        for (ptrdiff_t j = i == 0; j < KW; j++) {
-            const float* restrict xp = x0 + (i * W + j) * C;
-            int idx = idx0 + (int)(i * W + j);
-            for (ptrdiff_t c = 0; c < C; c++) {
-                float v = xp[c], best = y[c];
-                int take = (v > best) | ((v != v) & (best == best));
-                y[c] = take ? v : best;
-                am[c] = take ? idx : am[c];
+    ptrdiff_t c0 = 0;
+#ifdef CC_W
+    for (; c0 + CC_W <= C; c0 += CC_W) {
+        cc_vf best = cc_load(x0 + c0);
+        cc_vi arg = (cc_vi){0} + idx0;
+        for (ptrdiff_t i = 0; i < KH; i++)
+            for (ptrdiff_t j = i == 0; j < KW; j++) {
+                cc_vf v = cc_load(x0 + (i * W + j) * C + c0);
+                cc_vi take = (v > best) | ((v != v) & (best == best));
+                best = (cc_vf)(((cc_vi)v & take) | ((cc_vi)best & ~take));
+                arg = (((cc_vi){0} + (idx0 + (int)(i * W + j))) & take) | (arg & ~take);
             }
-        }
+        cc_store(y + c0, best);
+        memcpy(am + c0, &arg, sizeof arg);
+    }
+#endif
+    for (ptrdiff_t c = c0; c < C; c++) {
+        float best = x0[c];
+        int arg = idx0;
+        for (ptrdiff_t i = 0; i < KH; i++)
+            for (ptrdiff_t j = i == 0; j < KW; j++) {
+                float v = x0[(i * W + j) * C + c];
+                int take = (v > best) | ((v != v) & (best == best));
+                best = take ? v : best;
+                arg = take ? idx0 + (int)(i * W + j) : arg;
+            }
+        y[c] = best;
+        am[c] = arg;
+    }
 }
 
 /* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
