@@ -41,6 +41,18 @@
 #include <string.h>
 #include "_bf16_kernels.h"
 
+/* What a product does past its sums (a convolution's bias and ReLU, fused):
+ * C starts from bias (a row, n long; then beta is 0) instead of beta * C,
+ * and ends as max(C, 0) (NaN kept, -0 kept: _conv.pyx's _relu) where relu */
+typedef struct {
+    const float* bias;
+    int relu;
+} cc_epilogue;
+
+static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
+
+#define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
+
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) \
                             || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #define CC_HAVE_BF16_GEMM 1
@@ -55,8 +67,6 @@
 
 #define CC_BLK 32   /* C's blocks: 32x32, four 16x16 tiles */
 #define CC_BF16_KC 256   /* k a pass over C's blocks (cc_gemm_bf16_rows) */
-
-static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 
 /* 16 floats -> their bfloat16 bits in the top half of each lane (cc_bf16_bits) */
 static inline __m512i cc_bf16_bits16(__m512 x)
@@ -247,13 +257,6 @@ static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* ao
     }
 }
 
-/* What a product does past its sums (a convolution's bias and ReLU, fused):
- * C starts from bias (a row, n long; then beta is 0) instead of beta * C,
- * and ends as max(C, 0) (NaN kept, -0 kept: _conv.pyx's _relu) where relu */
-typedef struct {
-    const float* bias;
-    int relu;
-} cc_epilogue;
 
 static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
@@ -359,14 +362,17 @@ static void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, ptr
 static void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                   int PT, int PL, int Hp, int Wp, uint16_t* y)
 {
-    const size_t run = (size_t)W * C;
-    memset(y, 0, (size_t)Hp * Wp * C * sizeof(uint16_t));
-    for (int h = 0; h < H; h++)
-        cc_narrow_bf16(x + h * run, relu_y != NULL ? relu_y + h * run : NULL,
-                       y + ((size_t)(h + PT) * Wp + PL) * C, (ptrdiff_t)run);
+    const size_t run = (size_t)W * C, line = (size_t)Wp * C, left = (size_t)PL * C;
+    memset(y, 0, PT * line * sizeof(uint16_t));   /* only the border is zeroed */
+    for (int h = 0; h < H; h++) {
+        uint16_t* row = y + (size_t)(h + PT) * line;
+        memset(row, 0, left * sizeof(uint16_t));
+        cc_narrow_bf16(x + h * run, relu_y != NULL ? relu_y + h * run : NULL, row + left,
+                       (ptrdiff_t)run);
+        memset(row + left + run, 0, (line - left - run) * sizeof(uint16_t));
+    }
+    memset(y + (size_t)(H + PT) * line, 0, (size_t)(Hp - H - PT) * line * sizeof(uint16_t));
 }
-
-#define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
 
 /* One image x (H, W, C) float32 -> y (C, Hp, Wp) bfloat16 (cc_bf16_bits),
  * channels first, each plane padded as cc_narrow_padded_bf16's image; 1
@@ -568,7 +574,6 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
 #else   /* no bf16 kernels in this build (not x86-64, or an older compiler): the
          * drivers still link; convcore refuses precision="bf16" before any call */
 #define CC_HAVE_BF16_GEMM 0
-static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                                const float* a, int lda, const float* b, int ldb, float beta,
                                float* c, int ldc)
@@ -585,10 +590,6 @@ static inline void cc_pack_a(int trans, int m, int k, const float* a, int lda, u
 static inline void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb,
                              size_t kp)
 { (void)trans; (void)n; (void)k; (void)b; (void)ldb; (void)pb; (void)kp; }
-typedef struct {
-    const float* bias;
-    int relu;
-} cc_epilogue;
 static inline void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp,
                                        const uint16_t* pa, const uint32_t* pb, float beta,
                                        float* c, size_t ldc, int tc, const cc_epilogue* ep)
@@ -610,7 +611,6 @@ static inline int cc_narrow_transposed_bf16(const float* x, int H, int W, int C,
     (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
     return 0;
 }
-#define CC_SLACK 32
 static inline void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W,
                                          int C, int PT, int PL, int Hp, int Wp, uint16_t* y)
 {

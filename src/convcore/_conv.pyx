@@ -1027,13 +1027,14 @@ cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
 
 cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t* dyb,
                             Py_ssize_t n0, Py_ssize_t n1, bint first, uint32_t* pb,
-                            size_t* aoff, const size_t* roff, float* dw) noexcept nogil:
+                            const size_t* aoff, const size_t* roff, float* dw) noexcept nogil:
     """Images n0..n1: dw (K, F) (+)= S^T @ dy, S^T from xt
-    (_narrowed_transposed), set by the slot's first item. Scratch: pb, dy's
-    rows as B (group * up32(OH * Wp) deep); aoff, its slices' places in xt."""
+    (_narrowed_transposed), set by the slot's first item; aoff: the slices'
+    places in xt (_dy_slices). Scratch: pb, dy's rows as B (group *
+    up32(OH * Wp) deep)."""
     cdef Window g = _grown(a.g)
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, plane = g.H * g.W
-    cdef size_t per = cc_up32(g.OH * g.W), kr = (n1 - n0) * per, q, t, i
+    cdef size_t per = cc_up32(g.OH * g.W), kr = (n1 - n0) * per, q, i
     cdef Py_ssize_t n, pos, oh, ow
     cdef const uint16_t* r[2]
     for q in range(0, kr, 2):
@@ -1045,8 +1046,6 @@ cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t*
             r[i] = dyb + (n * a.g.OH * a.g.OW + oh * a.g.OW + ow) * F \
                 if oh < a.g.OH and ow < a.g.OW else NULL
         cc_pair_vnni(r[0], r[1], F, q // 2, kr, pb)
-    for t in range(kr // 32):
-        aoff[t] = (t * 32 // per) * g.C * plane + (t * 32) % per
     cc_gemm_bf16_rows(a.bf16, K, F, kr, xt + n0 * g.C * plane, plane, aoff, roff, pb,
                       0.0 if first else 1.0, dw, F, 0, NULL)
 
@@ -1063,18 +1062,31 @@ cdef size_t* _rows_in_place(Window g) noexcept nogil:
     return roff
 
 
+cdef size_t* _dy_slices(Window g, size_t kr) noexcept nogil:
+    """Where each 32-value slice of dy's kr rows (group images of up32(OH *
+    W) rows each; g: _grown) is read in an item's xt, for _dw_item_in_place:
+    the same for every item. NULL: no memory."""
+    cdef size_t per = cc_up32(g.OH * g.W), plane = g.H * g.W, t
+    cdef size_t* aoff = <size_t*>malloc((kr // 32 + 1) * sizeof(size_t))
+    if aoff != NULL:
+        for t in range(kr // 32):
+            aoff[t] = (t * 32 // per) * g.C * plane + (t * 32) % per
+    return aoff
+
+
 cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
                         const uint16_t* xt, const size_t* roff,
                         Py_ssize_t n0, Py_ssize_t n1, bint first,
                         uint16_t* rows_s, uint32_t* pb, uint16_t* pa, float* dym,  # scratch
-                        size_t* aoff, float* dwt, float* db) noexcept nogil:
+                        const size_t* aoff, float* dwt, float* db) noexcept nogil:
     """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb), or with xt
     (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
     (_dw_item_in_place), set by the slot's first item; db += sum dy (through
     the ReLU where a.relu_y is given). The thread's scratch: rows_s (2,
     up32(K)), a pair of sections; pb, the item's sections (or dy) as the
-    kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A; dym
-    (group*OH*OW, F), dy through the ReLU for db, where relu_y is given; aoff."""
+    kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A (rows_s
+    and pa NULL in place); dym (group*OH*OW, F), dy through the ReLU for db,
+    where relu_y is given. aoff: _dy_slices, in place."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
     cdef Py_ssize_t rows = (n1 - n0) * P, r
@@ -1103,21 +1115,24 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
     cdef Py_ssize_t n_items = (N + group - 1) // group, sl, it
     cdef size_t ld = cc_up32(K), kr = cc_up32(group * P)
     cdef size_t kr_in_place = group * cc_up32(a.g.OH * _grown(a.g).W)
-    cdef uint16_t* rows_s = NULL   # (firstprivate in the parallel block, as the next four)
+    cdef bint in_place = xt != NULL
+    cdef size_t* aoff = _dy_slices(_grown(a.g), kr_in_place) if in_place else NULL
+    cdef uint16_t* rows_s = NULL   # (firstprivate in the parallel block, as the next three)
     cdef uint32_t* pb = NULL
     cdef uint16_t* pa = NULL
     cdef float* dym = NULL
-    cdef size_t* aoff = NULL
     cdef float* part
     cdef int n_failed = 0
+    if in_place and aoff == NULL:
+        return n_items
     with parallel(num_threads=n_threads):
-        rows_s = <uint16_t*>aligned_alloc(64, (2 * ld + CC_SLACK) * 2)
-        pb = <uint32_t*>aligned_alloc(64, max(kr * ld, kr_in_place * cc_up32(F)) * 2)
-        pa = <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
+        rows_s = NULL if in_place else <uint16_t*>aligned_alloc(64, (2 * ld + CC_SLACK) * 2)
+        pb = <uint32_t*>aligned_alloc(64, (kr_in_place * cc_up32(F) if in_place
+                                           else kr * ld) * 2)
+        pa = NULL if in_place else <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
         dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
-        aoff = <size_t*>malloc((kr_in_place // 32 + 1) * sizeof(size_t))
         for sl in prange(n_slots, schedule='dynamic'):
-            if rows_s == NULL or pb == NULL or pa == NULL or aoff == NULL \
+            if pb == NULL or (not in_place and (rows_s == NULL or pa == NULL)) \
                     or (a.relu_y != NULL and dym == NULL):
                 n_failed += 1
                 continue
@@ -1131,7 +1146,7 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
         free(pb)
         free(pa)
         free(dym)
-        free(aoff)
+    free(aoff)
     return n_failed
 
 
