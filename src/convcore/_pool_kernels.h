@@ -6,8 +6,10 @@
  * the windows do not overlap, else by a scatter. The first two are compiled
  * once per kernel set (_kernel_set_body.h: the baseline, AVX2, AVX-512, NEON)
  * and their channel loops are branch-free, so that the compiler vectorises
- * them for each (16 channels a step on AVX-512); the same bits on every set,
- * since max and select do not round. The scatter serves _pool.pyx as it is.
+ * them for each (16 channels a step on AVX-512; a window inside the image
+ * keeps its running max in a vector register, _simd.h's cc_vf); the same
+ * bits on every set, since max and select do not round. The scatter serves
+ * _pool.pyx as it is.
  */
 #ifndef CONVCORE_POOL_KERNELS_H
 #define CONVCORE_POOL_KERNELS_H
