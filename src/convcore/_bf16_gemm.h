@@ -257,7 +257,6 @@ static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* ao
     }
 }
 
-
 static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else

@@ -44,19 +44,21 @@ static inline void cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t 
         memcpy(am + c0, &arg, sizeof arg);
     }
 #endif
-    for (ptrdiff_t c = c0; c < C; c++) {
-        float best = x0[c];
-        int arg = idx0;
-        for (ptrdiff_t i = 0; i < KH; i++)
-            for (ptrdiff_t j = i == 0; j < KW; j++) {
-                float v = x0[(i * W + j) * C + c];
-                int take = (v > best) | ((v != v) & (best == best));
-                best = take ? v : best;
-                arg = take ? idx0 + (int)(i * W + j) : arg;
-            }
-        y[c] = best;
-        am[c] = arg;
+    for (ptrdiff_t c = c0; c < C; c++) {   /* the rest: cell by cell, y and am in memory */
+        y[c] = x0[c];
+        am[c] = idx0;
     }
+    for (ptrdiff_t i = 0; i < KH && c0 < C; i++)
+        for (ptrdiff_t j = i == 0; j < KW; j++) {
+            const float* restrict xp = x0 + (i * W + j) * C;
+            int idx = idx0 + (int)(i * W + j);
+            for (ptrdiff_t c = c0; c < C; c++) {
+                float v = xp[c], best = y[c];
+                int take = (v > best) | ((v != v) & (best == best));
+                y[c] = take ? v : best;
+                am[c] = take ? idx : am[c];
+            }
+        }
 }
 
 /* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
