@@ -741,8 +741,9 @@ def test_batchnorm_equals_reference(data, relu, eps):
 @given(st.data(), st.booleans(), st.integers(1, 2))
 def test_batchnorm_is_the_same_bits_on_every_kernel_set(data, relu, threads):
     """The passes over the rows (_norm_kernels.h) on the baseline and each
-    vector set: the same bits (no fused multiply-adds; channels past the last
-    chunk of 16, 32 or 64 one at a time), NaN, infinities and -0 among x."""
+    vector set: the same bits (no fused multiply-adds; whole vectors of 4, 8
+    or 16 channels in groups of one to four, the channels past the last
+    whole vector one at a time), NaN, infinities and -0 among x."""
     from convcore import _isa, _norm
     n, h, w = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 7)), data.draw(
         st.integers(2, 7))

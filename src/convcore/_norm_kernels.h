@@ -13,10 +13,10 @@
  * arithmetic is the same IEEE operations in the same order on every set,
  * vector or not, and never a fused multiply-add (the compiler may not
  * contract here), so every set gives the bits of the scalar loop. The sets
- * differ only in how many channels an instruction takes: a chunk of four
- * vectors of channels stays in registers for the whole block (the set's
- * vectors; 4 floats in the baseline's), the channels past the last chunk
- * one at a time.
+ * differ only in how many channels an instruction takes: a group of up to
+ * four vectors of channels stays in registers for the whole block (the
+ * set's vectors; 4 floats in the baseline's), the channels past the last
+ * whole vector one at a time.
  */
 #ifndef CONVCORE_NORM_KERNELS_H
 #define CONVCORE_NORM_KERNELS_H
@@ -28,9 +28,11 @@
 
 #if defined(__clang__)
 #define CC_BN_FN static
+#define CC_BN_INLINE static inline __attribute__((always_inline))
 #define CC_BN_EXACT _Pragma("clang fp contract(off)")
 #else
 #define CC_BN_FN static __attribute__((optimize("fp-contract=off")))
+#define CC_BN_INLINE static inline __attribute__((always_inline, optimize("fp-contract=off")))
 #define CC_BN_EXACT
 #endif
 
@@ -48,44 +50,77 @@ static inline void cc_bn_store(float* p, cc_bn_v v) { memcpy(p, &v, sizeof v); }
 /* v where m holds, else +0 (a mask of a comparison: NaN compares false) */
 static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_bn_vi)v & m); }
 
+/* The kernels below run each group of nv <= CC_BN_V whole vectors of channels
+ * in registers over the block (cc_bn_groups: 4 at a time, then the rest of the
+ * whole vectors, so that C = 32 on AVX-512 is two vectors, not 32 strided
+ * channels), then the channels past the last whole vector one at a time. nv is
+ * a constant in each inlined copy (CC_BN_NV), so the registers stay registers. */
+#define CC_BN_NV(call) do {                                       \
+        switch (nv) {                                             \
+        case 4: { enum { NV = 4 }; call; break; }                 \
+        case 3: { enum { NV = 3 }; call; break; }                 \
+        case 2: { enum { NV = 2 }; call; break; }                 \
+        default: { enum { NV = 1 }; call; break; }                \
+        }                                                         \
+    } while (0)
+
+/* the channel groups' (c0, nv) in order: nv vectors from c0 */
+static inline int cc_bn_groups(ptrdiff_t C, ptrdiff_t* c0, int* nv)
+{
+    ptrdiff_t left = (C - *c0) / CC_BN_W;
+    if (left <= 0)
+        return 0;
+    *nv = left < CC_BN_V ? (int)left : CC_BN_V;
+    return 1;
+}
+
+CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float* relu_y,
+                                   const double* centre, ptrdiff_t r0, ptrdiff_t r1,
+                                   ptrdiff_t C, ptrdiff_t c0, const int nv, double* s1,
+                                   double* s2)
+{
+    CC_BN_EXACT
+    cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V];
+    for (int v = 0; v < nv; v++) {
+        a1[v] = a2[v] = (cc_bn_v){0};
+        for (int l = 0; l < CC_BN_W; l++)
+            cf[v][l] = (float)centre[c0 + CC_BN_W * v + l];
+    }
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const float* xr = x + r * C + c0;
+        if (dy == NULL) {
+            for (int v = 0; v < nv; v++) {
+                cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
+                a1[v] = a1[v] + d;
+                a2[v] = a2[v] + d * d;
+            }
+            continue;
+        }
+        for (int v = 0; v < nv; v++) {
+            cc_bn_v g = cc_bn_load(dy + r * C + c0 + CC_BN_W * v);
+            if (relu_y != NULL)
+                g = cc_bn_keep(g, cc_bn_load(relu_y + r * C + c0 + CC_BN_W * v) > 0);
+            a1[v] = a1[v] + g;
+            a2[v] = a2[v] + g * (cc_bn_load(xr + CC_BN_W * v) - cf[v]);
+        }
+    }
+    for (int v = 0; v < nv; v++)
+        for (int l = 0; l < CC_BN_W; l++) {
+            s1[c0 + CC_BN_W * v + l] = a1[v][l];
+            s2[c0 + CC_BN_W * v + l] = a2[v][l];
+        }
+}
+
 CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_y,
                          const double* centre, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
                          double* s1, double* s2)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
-    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
-        cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V];
-        for (int v = 0; v < CC_BN_V; v++) {
-            a1[v] = a2[v] = (cc_bn_v){0};
-            for (int l = 0; l < CC_BN_W; l++)
-                cf[v][l] = (float)centre[c0 + CC_BN_W * v + l];
-        }
-        for (ptrdiff_t r = r0; r < r1; r++) {
-            const float* xr = x + r * C + c0;
-            if (dy == NULL) {
-                for (int v = 0; v < CC_BN_V; v++) {
-                    cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
-                    a1[v] = a1[v] + d;
-                    a2[v] = a2[v] + d * d;
-                }
-                continue;
-            }
-            for (int v = 0; v < CC_BN_V; v++) {
-                cc_bn_v g = cc_bn_load(dy + r * C + c0 + CC_BN_W * v);
-                if (relu_y != NULL)
-                    g = cc_bn_keep(g, cc_bn_load(relu_y + r * C + c0 + CC_BN_W * v) > 0);
-                a1[v] = a1[v] + g;
-                a2[v] = a2[v] + g * (cc_bn_load(xr + CC_BN_W * v) - cf[v]);
-            }
-        }
-        for (int v = 0; v < CC_BN_V; v++)
-            for (int l = 0; l < CC_BN_W; l++) {
-                s1[c0 + CC_BN_W * v + l] = a1[v][l];
-                s2[c0 + CC_BN_W * v + l] = a2[v][l];
-            }
-    }
-    for (; c0 < C; c0++) {      /* the channels past the last chunk */
+    int nv;
+    for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
+        CC_BN_NV(cc_bn_sums_group(x, dy, relu_y, centre, r0, r1, C, c0, NV, s1, s2));
+    for (; c0 < C; c0++) {      /* the channels past the last whole vector */
         float a1 = 0, a2 = 0, cf = (float)centre[c0];
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
@@ -104,26 +139,35 @@ CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_y,
     }
 }
 
+CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const float* scale,
+                                     const float* beta, ptrdiff_t r0, ptrdiff_t r1,
+                                     ptrdiff_t C, ptrdiff_t c0, const int nv, int relu,
+                                     float* y)
+{
+    CC_BN_EXACT
+    cc_bn_v m[CC_BN_V], s[CC_BN_V], b[CC_BN_V];
+    for (int v = 0; v < nv; v++) {
+        m[v] = cc_bn_load(mean + c0 + CC_BN_W * v);
+        s[v] = cc_bn_load(scale + c0 + CC_BN_W * v);
+        b[v] = cc_bn_load(beta + c0 + CC_BN_W * v);
+    }
+    for (ptrdiff_t r = r0; r < r1; r++)
+        for (int v = 0; v < nv; v++) {
+            ptrdiff_t e = r * C + c0 + CC_BN_W * v;
+            cc_bn_v o = (cc_bn_load(x + e) - m[v]) * s[v] + b[v];
+            cc_bn_store(y + e, relu ? cc_bn_keep(o, o > 0) : o);
+        }
+}
+
 CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale,
                            const float* beta, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
                            int relu, float* y)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
-    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
-        cc_bn_v m[CC_BN_V], s[CC_BN_V], b[CC_BN_V];
-        for (int v = 0; v < CC_BN_V; v++) {
-            m[v] = cc_bn_load(mean + c0 + CC_BN_W * v);
-            s[v] = cc_bn_load(scale + c0 + CC_BN_W * v);
-            b[v] = cc_bn_load(beta + c0 + CC_BN_W * v);
-        }
-        for (ptrdiff_t r = r0; r < r1; r++)
-            for (int v = 0; v < CC_BN_V; v++) {
-                ptrdiff_t e = r * C + c0 + CC_BN_W * v;
-                cc_bn_v o = (cc_bn_load(x + e) - m[v]) * s[v] + b[v];
-                cc_bn_store(y + e, relu ? cc_bn_keep(o, o > 0) : o);
-            }
-    }
+    int nv;
+    for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
+        CC_BN_NV(cc_bn_affine_group(x, mean, scale, beta, r0, r1, C, c0, NV, relu, y));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
@@ -132,32 +176,44 @@ CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale
         }
 }
 
+/* dx's per-channel constants: mean, k, inv, cb, cg (cc_bn_dx) */
+typedef struct { const float *mean, *k, *inv, *cb, *cg; } cc_bn_dx_consts;
+
+CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const float* relu_y,
+                                 const cc_bn_dx_consts* q, ptrdiff_t r0, ptrdiff_t r1,
+                                 ptrdiff_t C, ptrdiff_t c0, const int nv, float* dx)
+{
+    CC_BN_EXACT
+    cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
+    for (int v = 0; v < nv; v++) {
+        ptrdiff_t c = c0 + CC_BN_W * v;
+        m[v] = cc_bn_load(q->mean + c);
+        kk[v] = cc_bn_load(q->k + c);
+        iv[v] = cc_bn_load(q->inv + c);
+        b[v] = cc_bn_load(q->cb + c);
+        gg[v] = cc_bn_load(q->cg + c);
+    }
+    for (ptrdiff_t r = r0; r < r1; r++)
+        for (int v = 0; v < nv; v++) {
+            ptrdiff_t e = r * C + c0 + CC_BN_W * v;
+            cc_bn_v g = cc_bn_load(dy + e);
+            if (relu_y != NULL)
+                g = cc_bn_keep(g, cc_bn_load(relu_y + e) > 0);
+            cc_bn_store(dx + e, kk[v] * ((g - b[v]) - ((cc_bn_load(x + e) - m[v]) * iv[v])
+                                         * gg[v]));
+        }
+}
+
 CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_y,
                        const float* mean, const float* k, const float* inv, const float* cb,
                        const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, float* dx)
 {
     CC_BN_EXACT
+    const cc_bn_dx_consts q = {mean, k, inv, cb, cg};
     ptrdiff_t c0 = 0;
-    for (; c0 + CC_BN_CH <= C; c0 += CC_BN_CH) {
-        cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
-        for (int v = 0; v < CC_BN_V; v++) {
-            ptrdiff_t c = c0 + CC_BN_W * v;
-            m[v] = cc_bn_load(mean + c);
-            kk[v] = cc_bn_load(k + c);
-            iv[v] = cc_bn_load(inv + c);
-            b[v] = cc_bn_load(cb + c);
-            gg[v] = cc_bn_load(cg + c);
-        }
-        for (ptrdiff_t r = r0; r < r1; r++)
-            for (int v = 0; v < CC_BN_V; v++) {
-                ptrdiff_t e = r * C + c0 + CC_BN_W * v;
-                cc_bn_v g = cc_bn_load(dy + e);
-                if (relu_y != NULL)
-                    g = cc_bn_keep(g, cc_bn_load(relu_y + e) > 0);
-                cc_bn_store(dx + e, kk[v] * ((g - b[v]) - ((cc_bn_load(x + e) - m[v]) * iv[v])
-                                             * gg[v]));
-            }
-    }
+    int nv;
+    for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
+        CC_BN_NV(cc_bn_dx_group(x, dy, relu_y, &q, r0, r1, C, c0, NV, dx));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
