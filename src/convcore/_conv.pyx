@@ -1035,16 +1035,19 @@ cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t*
     cdef Window g = _grown(a.g)
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, plane = g.H * g.W
     cdef size_t per = cc_up32(g.OH * g.W), kr = (n1 - n0) * per, q, i
-    cdef Py_ssize_t n, pos, oh, ow
+    cdef Py_ssize_t n = n0, pos = 0, oh = 0, ow = 0   # row q's place, counted along
     cdef const uint16_t* r[2]
     for q in range(0, kr, 2):
         for i in range(2):
-            n = n0 + (q + i) // per
-            pos = (q + i) % per
-            oh = pos // g.W
-            ow = pos % g.W
             r[i] = dyb + (n * a.g.OH * a.g.OW + oh * a.g.OW + ow) * F \
                 if oh < a.g.OH and ow < a.g.OW else NULL
+            pos += 1
+            ow += 1
+            if ow == g.W:
+                ow = 0
+                oh += 1
+            if pos == per:
+                n, pos, oh, ow = n + 1, 0, 0, 0
         cc_pair_vnni(r[0], r[1], F, q // 2, kr, pb)
     cc_gemm_bf16_rows(a.bf16, K, F, kr, xt + n0 * g.C * plane, plane, aoff, roff, pb,
                       0.0 if first else 1.0, dw, F, 0, NULL)
