@@ -1025,12 +1025,17 @@ cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
     return y
 
 
-cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t* dyb,
+cdef struct DyRows:     # dy in bfloat16: its row (n, oh, ow) of F values at
+    const uint16_t* at  # at + n * image + (oh * row + ow) * F (as _narrowed made it,
+    Py_ssize_t image, row   # or inside _narrowed_padded's border)
+
+
+cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, DyRows d,
                             Py_ssize_t n0, Py_ssize_t n1, bint first, uint32_t* pb,
                             const size_t* aoff, const size_t* roff, float* dw) noexcept nogil:
     """Images n0..n1: dw (K, F) (+)= S^T @ dy, S^T from xt
     (_narrowed_transposed), set by the slot's first item; aoff: the slices'
-    places in xt (_dy_slices). Scratch: pb, dy's rows as B (group *
+    places in xt (_dy_slices). Scratch: pb, dy's rows (d) as B (group *
     up32(OH * Wp) deep)."""
     cdef Window g = _grown(a.g)
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, plane = g.H * g.W
@@ -1039,7 +1044,7 @@ cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, const uint16_t*
     cdef const uint16_t* r[2]
     for q in range(0, kr, 2):
         for i in range(2):
-            r[i] = dyb + (n * a.g.OH * a.g.OW + oh * a.g.OW + ow) * F \
+            r[i] = d.at + n * d.image + (oh * d.row + ow) * F \
                 if oh < a.g.OH and ow < a.g.OW else NULL
             pos += 1
             ow += 1
@@ -1077,13 +1082,13 @@ cdef size_t* _dy_slices(Window g, size_t kr) noexcept nogil:
     return aoff
 
 
-cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
-                        const uint16_t* xt, const size_t* roff,
+cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t* xt,
+                        const size_t* roff,
                         Py_ssize_t n0, Py_ssize_t n1, bint first,
                         uint16_t* rows_s, uint32_t* pb, uint16_t* pa, float* dym,  # scratch
                         const size_t* aoff, float* dwt, float* db) noexcept nogil:
-    """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb), or with xt
-    (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
+    """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (d: as _narrowed
+    made it), or with xt (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
     (_dw_item_in_place), set by the slot's first item; db += sum dy (through
     the ReLU where a.relu_y is given). The thread's scratch: rows_s (2,
     up32(K)), a pair of sections; pb, the item's sections (or dy) as the
@@ -1096,10 +1101,10 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
     cdef const float* dyp = a.dy + n0 * P * F
     if xt != NULL:
-        _dw_item_in_place(a, xt, dyb, n0, n1, first, pb, aoff, roff, dwt)
+        _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dwt)
     else:
         _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
-        cc_rows_transposed(dyb + n0 * P * F, F, F, rows, kr, pa)
+        cc_rows_transposed(d.at + n0 * P * F, F, F, rows, kr, pa)
         cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
     if a.relu_y != NULL:
         _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
@@ -1108,8 +1113,8 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb
         _add_into(db, dyp + r * F, F)
 
 
-cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
-                  const uint16_t* xt, const size_t* roff, Py_ssize_t N, Py_ssize_t group,
+cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t* xt,
+                  const size_t* roff, Py_ssize_t N, Py_ssize_t group,
                   Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
                   int n_threads) noexcept nogil:
     """Each slot's dw^T (or with xt, in place: dw) and db (parts: n_slots x
@@ -1142,7 +1147,7 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
             part = parts + sl * (K * F + F)
             memset(part + K * F, 0, F * sizeof(float))
             for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
-                _dw_item_bf16(a, xb, dyb, xt, roff, it * group, min(N, (it + 1) * group),
+                _dw_item_bf16(a, xb, d, xt, roff, it * group, min(N, (it + 1) * group),
                               it == sl * per_slot, rows_s, pb, pa, dym, aoff, part,
                               part + K * F)
         free(rows_s)
@@ -1151,6 +1156,20 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, const uint16_t* dyb,
         free(dym)
     free(aoff)
     return n_failed
+
+
+cdef DyRows _dy_rows(const uint16_t* dyb, const uint16_t* dyp, Window g, Window gt,
+                     Py_ssize_t F) noexcept nogil:
+    """dy's rows (F values each) in dyb (_narrowed) where it was made, else in
+    dyp (_narrowed_padded over the window gt, whose image is dy: inside its
+    border); g: the convolution's window."""
+    cdef DyRows d
+    cdef Window p = _grown(gt)
+    if dyb != NULL or dyp == NULL:
+        d.at, d.image, d.row = dyb, g.OH * g.OW * F, g.OW
+    else:
+        d.at, d.image, d.row = dyp + (gt.PT * p.W + gt.PL) * p.C, p.H * p.W * p.C, p.W
+    return d
 
 
 def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -1185,14 +1204,16 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
         free(xt)
         xt = NULL
     cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
-    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads)
     cdef uint16_t* dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads) \
         if wt is not None else NULL
+    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads) \
+        if xt == NULL or dyp == NULL else NULL   # in place, dw reads dy's rows in dyp
+    cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
     cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
         if wt is not None else NULL
-    if parts != NULL and dwt != NULL and (xb != NULL or xt != NULL) and dyb != NULL \
+    if parts != NULL and dwt != NULL and (xb != NULL or xt != NULL) and d.at != NULL \
             and (wt is None or (pwt != NULL and dyp != NULL)):
-        n_failed = _dw_bf16(&a, xb, dyb, xt, roff, N, group, per_slot, n_slots, parts,
+        n_failed = _dw_bf16(&a, xb, d, xt, roff, N, group, per_slot, n_slots, parts,
                             n_threads)
         if wt is not None and not n_failed:
             n_failed = _forward_bf16(kernel, dyp, _grown(gt), pwt, N, g.C, NULL, False,
