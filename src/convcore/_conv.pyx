@@ -1172,6 +1172,18 @@ cdef DyRows _dy_rows(const uint16_t* dyb, const uint16_t* dyp, Window g, Window 
     return d
 
 
+cdef void _slots_into(const float* parts, Py_ssize_t n_slots, float* dwt, bint transposed,
+                      float[:, ::1] dw, float[::1] db, int n_threads) noexcept nogil:
+    """dw (K, F) and db: the slots' sums (_dw_bf16's parts), each slot's dw
+    transposed (F, K) or not; dwt: scratch (K * F)."""
+    cdef Py_ssize_t K = dw.shape[0], F = dw.shape[1], k, f
+    memset(dwt, 0, K * F * sizeof(float))
+    _sum_slots(parts, n_slots, K * F, F, dwt, &db[0], n_threads)
+    for k in range(K):
+        for f in range(F):
+            dw[k, f] = dwt[f * K + k] if transposed else dwt[k * F + f]
+
+
 def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          const float[:, ::1] w,          # IN  (KH*KW*C, F)
                          const float[:, ::1] wt,         # IN  (KH*KW*F, C): flipped, or None
@@ -1183,7 +1195,7 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          Py_ssize_t max_slots, int n_threads,
                          const float[:, :, :, ::1] relu_y, int kernel):
     """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16."""
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0], f, k
+    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
     cdef Py_ssize_t n_items = (N + group - 1) // group
     cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
@@ -1219,11 +1231,7 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
             n_failed = _forward_bf16(kernel, dyp, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:
-        memset(dwt, 0, K * F * sizeof(float))
-        _sum_slots(parts, n_slots, K * F, F, dwt, &db[0], n_threads)
-        for k in range(K):
-            for f in range(F):
-                dw[k, f] = dwt[k * F + f] if xt != NULL else dwt[f * K + k]
+        _slots_into(parts, n_slots, dwt, xt == NULL, dw, db, n_threads)
     free(parts)
     free(dwt)
     free(xt)
