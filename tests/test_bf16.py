@@ -210,7 +210,8 @@ def _native_cases(rng):
     xp, wp, dyp = a(2, 8, 8, 8), a(5, 5, 8, 16), a(2, 4, 4, 16)
     argmax = convcore.conv2d_maxpool_forward(xp, wp, padding="same", return_argmax=True)[1]
     xl, wl, bl, dyl = a(37, 100), a(100, 70), a(70), a(37, 70)
-    x1, w1 = a(3, 11, 13, 1), a(5, 5, 1, 20)
+    xs, ws, xb, wb = a(150, 70), a(70, 200), a(600, 960), a(960, 700)   # A packed once for
+    x1, w1 = a(3, 11, 13, 1), a(5, 5, 1, 20)                       # the tiles of C's columns
     same = {"padding": "same"}
     return [
         ("conv2d_forward", (x1, w1, b[:20]), {"padding": 2, "relu": True}),
@@ -224,6 +225,8 @@ def _native_cases(rng):
         ("conv2d_maxpool_backward", (xp, wp, dyp, argmax), same),
         ("linear_forward", (xl, wl, bl), {"relu": True}),
         ("linear_backward", (xl, wl, dyl), {"relu_y": dyl}),
+        ("linear_forward", (xs, ws, wb[0, :200]), {"relu": True}),   # B packed whole
+        ("linear_forward", (xb, wb), {}),                           # B packed in strips
     ]
 
 

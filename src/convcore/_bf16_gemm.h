@@ -52,6 +52,8 @@ typedef struct {
 static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 
 #define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
+#define CC_STREAM 128   /* rows or columns of a streamed operand packed at a time */
+#define CC_SHARED_N 1024   /* C's columns a tile of cc_gemm_bf16_shared_a at most */
 
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) \
                             || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
@@ -459,7 +461,6 @@ static void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t
     }
 }
 
-#define CC_STREAM 128   /* rows or columns of a streamed operand packed at a time */
 
 /* op(A)'s rows i0..i0+size (fewer at the end: zero up to mp) into a block */
 static void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, size_t i0,
@@ -514,6 +515,27 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
     }
     if (kernel == CC_BF16_AMX)
         _tile_release();
+}
+
+/* cc_gemm_bf16 (neither operand transposed) for one tile of C's columns
+ * (n <= CC_SHARED_N of them, from b and c on) when op(A) is packed already,
+ * once for every tile (pa: cc_pack_a_block's, up32(m) x up32(k)); op(B)
+ * packed into pb (CC_SHARED_N x up32(k), the caller's): whole, or CC_STREAM
+ * columns at a time where cc_gemm_bf16 would have streamed A (A the larger)
+ * and so made each block from the whole k. The same blocks: the same bits. */
+static void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
+                                  const float* b, int ldb, float beta, float* c, int ldc,
+                                  uint32_t* pb)
+{
+    size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)k);
+    if (mp > np && mp * kp * 2 > ((size_t)1 << 20)) {
+        cc_gemm_bf16_streamed(kernel, 1, 0, 0, m, n, k, NULL, 0, b, ldb, beta, c, ldc, 0,
+                              (uint16_t*)pa, pb, kp);
+        return;
+    }
+    cc_pack_b_block(0, n, k, b, ldb, 0, (size_t)n, pb, kp);
+    cc_gemm_bf16_packed(kernel, (size_t)m, (size_t)n, kp, pa, pb, beta, c, (size_t)ldc, 0,
+                        NULL);
 }
 
 static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
@@ -583,6 +605,16 @@ static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int 
 }
 static inline void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y,
                                   ptrdiff_t n) { (void)x; (void)relu_y; (void)y; (void)n; }
+static inline void cc_pack_a_block(int trans, int m, int k, const float* a, int lda,
+                                   size_t i0, size_t size, uint16_t* blk, size_t kp)
+{ (void)trans; (void)m; (void)k; (void)a; (void)lda; (void)i0; (void)size; (void)blk; (void)kp; }
+static inline void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
+                                         const float* b, int ldb, float beta, float* c,
+                                         int ldc, uint32_t* pb)
+{
+    (void)kernel; (void)m; (void)n; (void)k; (void)pa; (void)b; (void)ldb; (void)beta;
+    (void)c; (void)ldc; (void)pb;
+}
 static inline void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa,
                              size_t kp)
 { (void)trans; (void)m; (void)k; (void)a; (void)lda; (void)pa; (void)kp; }

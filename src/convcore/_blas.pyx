@@ -5,14 +5,27 @@ Everything in convcore is row-major; BLAS is column-major. A row-major
 C = op(A) @ op(B) is the column-major C^T = op(B)^T @ op(A)^T, so the wrapper
 swaps the operands and passes each one's row length as its leading dimension.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport uint16_t, uint32_t
+from libc.stdlib cimport free
 from scipy.linalg.cython_blas cimport sgemm
+
+from convcore._memory cimport aligned_alloc
 
 cdef extern from "_bf16_gemm.h" nogil:
     int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int k,
                      const float* a, int lda, const float* b, int ldb, float beta,
                      float* c, int ldc)
     int CC_HAVE_BF16_GEMM
+    void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, size_t i0,
+                         size_t size, uint16_t* blk, size_t kp)
+    void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
+                               const float* b, int ldb, float beta, float* c, int ldc,
+                               uint32_t* pb)
+    enum: CC_STREAM
+    enum: CC_SHARED_N
+
+DEF SHARED_A = 128   # rows of A from which bf16 tiles of C's columns share its packing
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -69,6 +82,10 @@ cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
     step = (size + n_tiles - 1) // n_tiles
     step = max(16, ((step + 15) // 16) * 16)
     count = (size + step - 1) // step
+    if bf16 and not along_m and not trans_a and not trans_b and count > 1 and m >= SHARED_A \
+            and k > 0 and step <= CC_SHARED_N:
+        return _gemm_tiled_shared_a(bf16, m, n, k, a, lda, b, ldb, beta, c, ldc, step, count,
+                                    n_threads)
     for t in prange(count, nogil=True, schedule='dynamic', num_threads=n_threads):
         i0 = t * step if along_m else 0
         j0 = 0 if along_m else t * step
@@ -78,4 +95,35 @@ cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
                             a + (<Py_ssize_t>i0 if trans_a else <Py_ssize_t>i0 * lda), lda,
                             b + (<Py_ssize_t>j0 * ldb if trans_b else <Py_ssize_t>j0), ldb,
                             beta, c + <Py_ssize_t>i0 * ldc + j0, ldc) != 0
+    return failed
+
+
+cdef int _gemm_tiled_shared_a(int bf16, int m, int n, int k, const float* a, int lda,
+                              const float* b, int ldb, float beta, float* c, int ldc,
+                              int step, int count, int n_threads) noexcept nogil:
+    """gemm_tiled's bf16 tiles of C's columns (step wide, count of them) with
+    A packed once, in parallel, for all of them (each tile would pack the
+    whole of A); the same blocks from the same packed operands: the same
+    bits. The number of tiles whose memory was not there, as gemm_tiled's."""
+    cdef size_t kp = (<size_t>k + 31) // 32 * 32, mp = (<size_t>m + 31) // 32 * 32
+    cdef uint16_t* pa = <uint16_t*>aligned_alloc(64, mp * kp * 2)
+    cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
+    cdef int t, j0, failed = 0
+    if pa == NULL:
+        return count
+    for t in prange((m + CC_STREAM - 1) // CC_STREAM, schedule='static',
+                    num_threads=n_threads):
+        cc_pack_a_block(0, m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
+                        pa + <size_t>t * CC_STREAM * kp, kp)
+    with parallel(num_threads=n_threads):
+        pb = <uint32_t*>aligned_alloc(64, CC_SHARED_N * kp * 2)
+        for t in prange(count, schedule='dynamic'):
+            if pb == NULL:
+                failed += 1
+                continue
+            j0 = t * step
+            cc_gemm_bf16_shared_a(bf16, m, min(step, n - j0), k, pa, b + j0, ldb, beta,
+                                  c + j0, ldc, pb)
+        free(pb)
+    free(pa)
     return failed
