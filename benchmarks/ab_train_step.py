@@ -8,7 +8,8 @@ and its peak memory.
     done
 
 Arguments: threads (default 2), batch (default 50), the network (tutorial,
-the default, or resnet8: bench_resnet.py's, Adam). Prints images/s (the
+the default, or resnet8: bench_resnet.py's, Adam), the precision (fp32, the
+default, or bf16: bench_peers.py's and bench_resnet.py's). Prints images/s (the
 median of 40 steps, after 5) and the process's max RSS in MB. Each
 measurement a fresh process, alternating the installs: on a noisy machine
 the pairs say more than a table of medians over rounds.
@@ -29,9 +30,15 @@ def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     network = sys.argv[3] if len(sys.argv) > 3 else "tutorial"
+    precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
     if network not in ("tutorial", "resnet8"):
         sys.exit(f"ab_train_step.py: the network must be tutorial or resnet8, got {network!r}")
-    step, _ = (_pyconv if network == "tutorial" else _resnet8)("train", batch, threads)
+    if precision not in ("fp32", "bf16"):
+        sys.exit(f"ab_train_step.py: the precision must be fp32 or bf16, got {precision!r}")
+    if network == "tutorial":
+        step, _ = _pyconv("train", batch, threads, bf16=precision == "bf16")
+    else:
+        step, _ = _resnet8("train", batch, threads, precision)
     for _ in range(5):
         step()
     times = []
