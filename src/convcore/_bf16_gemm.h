@@ -53,7 +53,14 @@ static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 
 #define CC_SLACK 32   /* u16 past an image or a row buffer that cc_im2col_bf16 may touch */
 #define CC_STREAM 128   /* rows or columns of a streamed operand packed at a time */
-#define CC_SHARED_N 1024   /* C's columns a tile of cc_gemm_bf16_shared_a at most */
+
+/* Whether cc_gemm_bf16 packs A (mp x kp, the larger operand and large) a
+ * block of CC_STREAM rows at a time, each block's share of C made from the
+ * whole k right after */
+static inline int cc_streams_a(size_t mp, size_t np, size_t kp)
+{
+    return mp > np && mp * kp * 2 > ((size_t)1 << 20);
+}
 
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) \
                             || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
@@ -518,17 +525,17 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
 }
 
 /* cc_gemm_bf16 (neither operand transposed) for one tile of C's columns
- * (n <= CC_SHARED_N of them, from b and c on) when op(A) is packed already,
- * once for every tile (pa: cc_pack_a_block's, up32(m) x up32(k)); op(B)
- * packed into pb (CC_SHARED_N x up32(k), the caller's): whole, or CC_STREAM
- * columns at a time where cc_gemm_bf16 would have streamed A (A the larger)
+ * (n of them, from b and c on) when op(A) is packed already, once for every
+ * tile (pa: cc_pack_a_block's, up32(m) x up32(k)); op(B) packed into pb
+ * (max(up32(n), CC_STREAM) x up32(k), the caller's): whole, or CC_STREAM
+ * columns at a time where cc_gemm_bf16 would have streamed A (cc_streams_a)
  * and so made each block from the whole k. The same blocks: the same bits. */
 static void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
                                   const float* b, int ldb, float beta, float* c, int ldc,
                                   uint32_t* pb)
 {
     size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)k);
-    if (mp > np && mp * kp * 2 > ((size_t)1 << 20)) {
+    if (cc_streams_a(mp, np, kp)) {
         cc_gemm_bf16_streamed(kernel, 1, 0, 0, m, n, k, NULL, 0, b, ldb, beta, c, ldc, 0,
                               (uint16_t*)pa, pb, kp);
         return;
@@ -563,7 +570,7 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
      * block of it is one stretch of memory, is packed a block at a time, just
      * before its blocks of C: its bf16 copy then stays in cache. */
     int stream_b = trans_b && np >= mp && np * kp * 2 > ((size_t)1 << 20);
-    int stream_a = !trans_a && !stream_b && mp > np && mp * kp * 2 > ((size_t)1 << 20);
+    int stream_a = !trans_a && !stream_b && cc_streams_a(mp, np, kp);
     uint16_t* pa = (uint16_t*)aligned_alloc(64, (stream_a ? CC_STREAM : mp) * kp * 2);
     uint32_t* pb = (uint32_t*)aligned_alloc(64, (stream_b ? CC_STREAM : np) * kp * 2);
     if (pa == NULL || pb == NULL) {

@@ -22,8 +22,8 @@ cdef extern from "_bf16_gemm.h" nogil:
     void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
                                const float* b, int ldb, float beta, float* c, int ldc,
                                uint32_t* pb)
+    size_t cc_up32(size_t v)
     enum: CC_STREAM
-    enum: CC_SHARED_N
 
 DEF SHARED_A = 128   # rows of A from which bf16 tiles of C's columns share its packing
 
@@ -83,7 +83,7 @@ cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
     step = max(16, ((step + 15) // 16) * 16)
     count = (size + step - 1) // step
     if bf16 and not along_m and not trans_a and not trans_b and count > 1 and m >= SHARED_A \
-            and k > 0 and step <= CC_SHARED_N:
+            and k > 0:
         return _gemm_tiled_shared_a(bf16, m, n, k, a, lda, b, ldb, beta, c, ldc, step, count,
                                     n_threads)
     for t in prange(count, nogil=True, schedule='dynamic', num_threads=n_threads):
@@ -105,8 +105,8 @@ cdef int _gemm_tiled_shared_a(int bf16, int m, int n, int k, const float* a, int
     A packed once, in parallel, for all of them (each tile would pack the
     whole of A); the same blocks from the same packed operands: the same
     bits. The number of tiles whose memory was not there, as gemm_tiled's."""
-    cdef size_t kp = (<size_t>k + 31) // 32 * 32, mp = (<size_t>m + 31) // 32 * 32
-    cdef uint16_t* pa = <uint16_t*>aligned_alloc(64, mp * kp * 2)
+    cdef size_t kp = cc_up32(k)
+    cdef uint16_t* pa = <uint16_t*>aligned_alloc(64, cc_up32(m) * kp * 2)
     cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
     cdef int t, j0, failed = 0
     if pa == NULL:
@@ -116,7 +116,7 @@ cdef int _gemm_tiled_shared_a(int bf16, int m, int n, int k, const float* a, int
         cc_pack_a_block(0, m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
                         pa + <size_t>t * CC_STREAM * kp, kp)
     with parallel(num_threads=n_threads):
-        pb = <uint32_t*>aligned_alloc(64, CC_SHARED_N * kp * 2)
+        pb = <uint32_t*>aligned_alloc(64, max(cc_up32(step), CC_STREAM) * kp * 2)
         for t in prange(count, schedule='dynamic'):
             if pb == NULL:
                 failed += 1
