@@ -592,6 +592,30 @@ def test_adam_update_equals_reference(data, n, lr, t):
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@given(st.data(), st.integers(1, 300), st.floats(1e-5, 1e-1), st.integers(1, 2))
+def test_adam_update_is_the_float32_twin_on_every_kernel_set(data, n, lr_t, threads):
+    """Each kernel set's Adam (_adam.h, vectorised for the set) gives the bits
+    of the same operations in float32, one rounding each, never a fused
+    multiply-add: the NumPy twin below; 1 to 300 parameters (whole vectors
+    and a remainder), with NaN, infinities and -0 among them."""
+    from convcore import _isa, _optim
+    arrays = [data.draw(f32((n,), lo, hi)) for lo, hi in ((-2, 2), (-2, 2), (-2, 2), (0, 2))]
+    arrays[data.draw(st.integers(0, 3))][data.draw(st.integers(0, n - 1))] = data.draw(
+        st.sampled_from([np.nan, np.inf, -np.inf, -0.0, 1e30]))
+    p, g, m, v = (a.copy() for a in arrays)
+    f = np.float32
+    a1, a2, lr = f(1.0 - 0.9), f(1.0 - 0.999), f(lr_t)
+    with np.errstate(all="ignore"):
+        m += (g - m) * a1
+        v += (g * g - v) * a2
+        p -= lr * m / (np.sqrt(v) + f(1e-8))
+    want = b"".join(a.tobytes() for a in (p, m, v))
+    for name in ("baseline", *convcore.simd_supported()):
+        p, g, m, v = (a.copy() for a in arrays)
+        _optim.adam_update(p, g, m, v, lr_t, 0.9, 0.999, 1e-8, 0.0, threads, _isa.SETS[name])
+        assert b"".join(a.tobytes() for a in (p, m, v)) == want, name
+
+
 @given(st.data(), st.integers(1, 300), st.floats(1e-4, 1.0), st.sampled_from([0.0, 0.9]))
 def test_sgd_update_equals_reference(data, n, lr, momentum):
     p, g, buf = data.draw(f32((n,))), data.draw(f32((n,))), data.draw(f32((n,)))

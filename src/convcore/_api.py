@@ -573,7 +573,7 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
         scratch = empty(want) if relu_y is not None else None
         _linear.linear_backward_adam_bf16(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
                                           float(beta1), float(beta2), float(eps), GEMM_TILES,
-                                          get_num_threads(), relu_y, scratch, bf16)
+                                          get_num_threads(), relu_y, scratch, bf16, _pool_set())
         return dx
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])
     if kernels is None or precision != "fp32":
@@ -662,7 +662,8 @@ def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-8, decay=0.0):
     g = _update_checks("adam_update", p, g, {"m": m, "v": v})
     _optim.adam_update(p.reshape(-1), g, m.reshape(-1), v.reshape(-1), float(lr_t),
                        float(beta1), float(beta2), float(eps), _unit("adam_update", "decay",
-                                                                     decay), get_num_threads())
+                                                                     decay), get_num_threads(),
+                       _pool_set())
 
 
 def sgd_update(p, g, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0):

@@ -56,6 +56,8 @@ cdef extern from "_kernel_set.h" nogil:
         void (*bn_dx)(const float* x, const float* dy, const float* relu_y, const float* mean,
                       const float* k, const float* inv, const float* cb, const float* cg,
                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, float* dx) noexcept nogil
+        void (*adam)(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
+                     float a1, float a2, float eps) noexcept nogil
 
 
 cdef const cc_kernel_set* kernel_set(int number) except NULL

@@ -1,11 +1,11 @@
 """The kernel sets compiled into convcore and which of them this CPU runs.
 
 A kernel set is convcore's vector kernels (direct convolution, Winograd, the
-dense tiles, max-pool, dropout's generator, batch normalisation's passes)
-compiled for one instruction set from the same width-generic source
+dense tiles, max-pool, dropout's generator, batch normalisation's passes,
+Adam) compiled for one instruction set from the same width-generic source
 (_kernel_set.h): "avx512", "avx2", "neon", and "baseline" (the compiler's
-default target: max-pool, dropout and batch normalisation only). The Python
-layer names a set by its number in SETS.
+default target: max-pool, dropout, batch normalisation and Adam only). The
+Python layer names a set by its number in SETS.
 """
 from convcore._isa cimport cc_kernel_set
 

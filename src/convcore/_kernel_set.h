@@ -5,8 +5,8 @@
  *   _set_avx512.c   AVX-512F + FMA: 16 floats a vector, 32 registers
  *   _set_avx2.c     AVX2 + FMA: 8 floats, 16 registers
  *   _set_neon.c     ARM64 Advanced SIMD (NEON): 4 floats, 32 registers
- *   _set_baseline.c the compiler's default target: max-pool, dropout and batch
- *                   normalisation only
+ *   _set_baseline.c the compiler's default target: max-pool, dropout, batch
+ *                   normalisation and Adam only
  *
  * so one build serves every CPU of its architecture: cc_kernel_set_get
  * (_set_baseline.c) returns a set only where it was compiled in and the CPU
@@ -42,7 +42,7 @@ enum { CC_SET_BASELINE = 0, CC_SET_AVX2 = 1, CC_SET_AVX512 = 2, CC_SET_NEON = 3,
 typedef struct {
     const char* name;
     int lanes;                  /* floats a vector; 1: the baseline */
-    /* _conv_direct.h (NULL in the baseline set, as are all but the last six) */
+    /* _conv_direct.h (NULL in the baseline set, as are all but the last seven) */
     void (*conv_forward_image)(const float* xp, int Wp, int C, int KH, int KW, int SH,
                                int SW, int OH, int OW, const float* w, int F,
                                const float* b, float* y, int relu);
@@ -84,6 +84,9 @@ typedef struct {
     void (*bn_dx)(const float* x, const float* dy, const float* relu_y, const float* mean,
                   const float* k, const float* inv, const float* cb, const float* cg,
                   ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, float* dx);
+    /* _adam.h */
+    void (*adam)(float* p, const float* g, float* m, float* v, ptrdiff_t n, float lr_t,
+                 float a1, float a2, float eps);
 } cc_kernel_set;
 
 /* The set with that number (CC_SET_*), or NULL where it was not compiled in

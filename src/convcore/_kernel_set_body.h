@@ -36,6 +36,7 @@ CC_GCC_TARGET(CC_TARGET)
 #include "_pool_kernels.h"
 #include "_dropout_kernels.h"
 #include "_norm_kernels.h"
+#include "_adam.h"
 
 const cc_kernel_set CC_KERNEL_SET = {
     .name = CC_SET_NAME,
@@ -61,6 +62,7 @@ const cc_kernel_set CC_KERNEL_SET = {
     .bn_sums = cc_bn_sums,
     .bn_affine = cc_bn_affine,
     .bn_dx = cc_bn_dx,
+    .adam = cc_adam,
 };
 
 #if defined(CC_TARGET) && defined(__clang__)

@@ -105,7 +105,7 @@ def set_kernels(name, winograd=True, strict=False):
     stride 1 and C_in a multiple of 16; a dense layer a batch of at most 256
     (forward) or 96 (backward).
 
-    Max-pool, dropout and batch normalisation run on the vector set named,
+    Max-pool, dropout, batch normalisation and Adam run on the vector set named,
     else on the best one (else the baseline build): their results are the
     same bits on every set.
 
@@ -169,9 +169,9 @@ def vector_set():
 
 
 def pool_set():
-    """The number of the kernel set for max-pool, dropout and batch
-    normalisation (whose results are the same bits on every set): the vector
-    set named, else the best this CPU runs, else the baseline."""
+    """The number of the kernel set for max-pool, dropout, batch
+    normalisation and Adam (whose results are the same bits on every set): the
+    vector set named, else the best this CPU runs, else the baseline."""
     name = _kernels if _kernels in VECTOR_SETS else (simd_supported() or ("baseline",))[0]
     return _isa.SETS[name]
 

@@ -113,11 +113,6 @@ def linear_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:,
 # where D_out is a multiple of 16, in a vector kernel set (_linear_tiles.h,
 # _isa.pxd): no packing, the weight panel read straight from w.
 
-cdef extern from "_adam.h" nogil:
-    void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
-                 float a1, float a2, float eps)
-
-
 cdef extern from "_linear_tiles.h" nogil:
     int CC_MC
     int CC_MC_FWD
@@ -235,7 +230,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
                                const int[::1] bounds, const float[:, ::1] relu_y=None):
     """linear_backward_tiles, then Adam on w and b, fused: per block of 48 rows
     of w, dx uses the old rows, their gradient goes to a cache-sized scratch
-    and cc_adam (_adam.h, the code of adam_update) updates the rows at once.
+    and the set's adam (_adam.h, the code of adam_update) updates the rows at once.
     The gradient of w never reaches memory and w is read once. b may be None."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], NP = dyT.shape[1]
     cdef Py_ssize_t it, n_items = (D + ROWS - 1) // ROWS
@@ -276,11 +271,11 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
                 k.linear_dw_block(xp, bp, n_slices, <int>D, mp, <int>F, g, d0, d1)
             else:
                 memset(g, 0, (d1 - d0) * F * sizeof(float))
-            cc_adam(wp + d0 * F, g, mwp + d0 * F, vwp + d0 * F, (d1 - d0) * F, lr_t, a1, a2,
-                    eps)
+            k.adam(wp + d0 * F, g, mwp + d0 * F, vwp + d0 * F, (d1 - d0) * F, lr_t, a1, a2,
+                   eps)
         free(g)
     if n_failed == 0 and b is not None:
-        cc_adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
+        k.adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
     free(db)
     if n_failed:
         raise MemoryError("linear_backward_adam: could not allocate the gradient scratch")
@@ -288,7 +283,7 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
 
 # -------------------------------------------------------------- bf16 + Adam
 # precision="bf16" (_bf16_gemm.h): the weight gradient made a strip of rows
-# of w at a time in the thread's scratch and applied there (cc_adam), never
+# of w at a time in the thread's scratch and applied there (_adam.h), never
 # stored whole. Each strip's sums are those of the whole product (the same
 # packing of dy, blocks of 32x32 of C, one order a sum): the same bits as
 # linear_backward(..., bf16) then adam_update.
@@ -309,9 +304,10 @@ DEF STRIP = 64   # rows of w a work item of the fused update
 
 cdef int _dw_adam_bf16(const float* x, Py_ssize_t N, Py_ssize_t D, const uint32_t* pdy,
                        Py_ssize_t F, float* w, float* m, float* v, float lr_t, float a1,
-                       float a2, float eps, int kernel, int n_threads) noexcept nogil:
-    """w, m, v updated by Adam with dw = x^T @ dy (dy packed: pdy), a strip of
-    STRIP rows at a time; the strips that had no scratch."""
+                       float a2, float eps, int kernel, const cc_kernel_set* k,
+                       int n_threads) noexcept nogil:
+    """w, m, v updated by Adam (k's) with dw = x^T @ dy (dy packed: pdy), a
+    strip of STRIP rows at a time; the strips that had no scratch."""
     cdef size_t kp = cc_up32(N)
     cdef Py_ssize_t it, d0, rows
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
@@ -329,7 +325,7 @@ cdef int _dw_adam_bf16(const float* x, Py_ssize_t N, Py_ssize_t D, const uint32_
             memset(pa, 0, STRIP * kp * 2)
             cc_pack_a(1, <int>rows, <int>N, x + d0, <int>D, pa, kp)
             cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pdy, 0.0, g, F, 0, NULL)
-            cc_adam(w + d0 * F, g, m + d0 * F, v + d0 * F, rows * F, lr_t, a1, a2, eps)
+            k.adam(w + d0 * F, g, m + d0 * F, v + d0 * F, rows * F, lr_t, a1, a2, eps)
         free(pa)
         free(g)
     return n_failed
@@ -340,14 +336,16 @@ def linear_backward_adam_bf16(const float[:, ::1] x, float[:, ::1] w, const floa
                               float[:, ::1] v_w, float[::1] m_b, float[::1] v_b, float lr_t,
                               double beta1, double beta2, float eps, int n_tiles,
                               int n_threads, const float[:, ::1] relu_y,
-                              float[:, ::1] scratch, int kernel):
-    """dx = dy @ w^T (w before the update), then Adam on w (dw = x^T @ dy) and
-    b (db = sum dy), in bf16; dy masked by relu_y > 0 first where given."""
+                              float[:, ::1] scratch, int kernel, int kernels):
+    """dx = dy @ w^T (w before the update), then Adam (kernel set number
+    kernels) on w (dw = x^T @ dy) and b (db = sum dy), in bf16; dy masked by
+    relu_y > 0 first where given."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, f
     cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2), s
     cdef const float* dyp = &dy[0, 0]
     cdef float* sp
     cdef int n_failed = 0
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     if N == 0:
         return
     if relu_y is not None:
@@ -365,14 +363,14 @@ def linear_backward_adam_bf16(const float[:, ::1] x, float[:, ::1] w, const floa
         memset(pdy, 0, cc_up32(F) * kp * 2)
         cc_pack_b(0, <int>F, <int>N, dyp, <int>F, pdy, kp)
         n_failed = _dw_adam_bf16(&x[0, 0], N, D, pdy, F, &w[0, 0], &m_w[0, 0], &v_w[0, 0],
-                                 lr_t, a1, a2, eps, kernel, n_threads)
+                                 lr_t, a1, a2, eps, kernel, k, n_threads)
         if b is not None:
             for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
                 s = 0
                 for r in range(N):
                     s = s + dyp[r * F + f]
                 db[f] = s
-            cc_adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
+            k.adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
     else:
         n_failed += 1
     free(pdy)

@@ -9,20 +9,20 @@ Element-wise, so any split over threads gives the same bits.
 """
 from cython.parallel cimport prange
 
-
-cdef extern from "_adam.h" nogil:
-    void cc_adam(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
-                 float a1, float a2, float eps)
+from convcore._isa cimport cc_kernel_set, kernel_set
 
 DEF CHUNK = 4096   # parameters per work item
 
 
 def adam_update(float[::1] p, const float[::1] g, float[::1] m, float[::1] v,
-                float lr_t, double beta1, double beta2, float eps, float decay, int n_threads):
+                float lr_t, double beta1, double beta2, float eps, float decay, int n_threads,
+                int kernels):
+    """Adam on kernel set number kernels (_adam.h: the same bits on every set)."""
     cdef Py_ssize_t c, i0, i, n = p.shape[0]
     cdef float keep = 1 - decay
     # 1 - beta in double: float32(0.999) alone is off by 1.3e-5 relative in 1 - beta2
     cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2)
+    cdef const cc_kernel_set* k = kernel_set(kernels)
     if n == 0:
         return
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
@@ -31,7 +31,7 @@ def adam_update(float[::1] p, const float[::1] g, float[::1] m, float[::1] v,
         if decay != 0:
             for i in range(i0, min(n, i0 + CHUNK)):
                 p[i] = p[i] * keep
-        cc_adam(&p[i0], &g[i0], &m[i0], &v[i0], min(CHUNK, n - i0), lr_t, a1, a2, eps)
+        k.adam(&p[i0], &g[i0], &m[i0], &v[i0], min(CHUNK, n - i0), lr_t, a1, a2, eps)
 
 
 def sgd_update(float[::1] p, const float[::1] g, float[::1] buf, float lr, float momentum,

@@ -1,8 +1,8 @@
 /* Every kernel set compiled into this binary against plain scalar loops: the
  * direct convolution (forward, weight gradient), Winograd (forward, weight
  * gradient), the dense tiles (forward, weight and input gradients), the
- * masked sum, max-pool (forward, gather), Philox, and batch normalisation's
- * passes (the baseline set's bits). Built natively by
+ * masked sum, max-pool (forward, gather), Philox, batch normalisation's
+ * passes (the baseline set's bits) and Adam (its operations' bits). Built natively by
  * tests/test_kernel_sets.py, and for ARM64 with gcc-aarch64-linux-gnu and run
  * under qemu-user, since no ARM machine is at hand: the NEON set's check.
  *
@@ -329,6 +329,31 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
     free(x), free(dy), free(ry), free(p), free(centre);
 }
 
+/* Adam (_adam.h) of n parameters: the bits of its operations one rounding
+ * each (volatile: this file may be compiled to contract them), never fused */
+static void test_adam(const cc_kernel_set* k, int n)
+{
+    float *p = fill(n), *g = fill(n), *m = fill(n), *v = fill(n);
+    float* want = malloc(3 * sizeof(float) * n);
+    const float lr_t = 1e-3f, a1 = 0.1f, a2 = 1e-3f, eps = 1e-8f;
+    p[1] = NAN, g[2] = INFINITY, m[3] = -0.0f;
+    for (int i = 0; i < n; i++) {
+        v[i] = fabsf(v[i]);
+        volatile float d = g[i] - m[i], dm = d * a1, gg = g[i] * g[i], e = gg - v[i], dv = e * a2;
+        volatile float mi = m[i] + dm, vi = v[i] + dv, r = sqrtf(vi), s = r + eps, t = lr_t * mi;
+        volatile float u = t / s;
+        want[i] = p[i] - u, want[n + i] = mi, want[2 * n + i] = vi;
+    }
+    k->adam(p, g, m, v, n, lr_t, a1, a2, eps);
+    n_checks++;
+    if (memcmp(p, want, sizeof(float) * n) || memcmp(m, want + n, sizeof(float) * n)
+        || memcmp(v, want + 2 * n, sizeof(float) * n)) {
+        printf("  adam (n %d): not the bits of its operations one rounding each\n", n);
+        n_failed++;
+    }
+    free(p), free(g), free(m), free(v), free(want);
+}
+
 static void test_set(const cc_kernel_set* k)
 {
     test_pool(k, 12, 10, 48, 2);
@@ -336,6 +361,7 @@ static void test_set(const cc_kernel_set* k)
     test_philox(k);
     test_bn(k, 70, 100);      /* every chunk width's remainder, AVX-512's 64 included */
     test_bn(k, 9, 7);
+    test_adam(k, 301);
     if (k->lanes == 1)
         return;
     int shapes[][7] = {/* C, F, KH, KW, stride, OH, OW: every tile width and remainder */
