@@ -80,6 +80,17 @@ def _rounded(fn, precision, depth, *arrays, way="backward"):
     return (0, *(None if a is None else round_bf16(a) for a in arrays))
 
 
+def _dy_rounded(precision, bf16, dy, in_kernel):
+    """(dy, round_dy): the output gradient of a backward whose other operands
+    _rounded has prepared, rounded as they are (bf16-emulated, and bf16 on the
+    float32 kernels), or where the direct kernels take it (in_kernel) as it is,
+    with round_dy True: they round each image's as they read it (the same
+    values, one pass over dy less)."""
+    if precision == "fp32" or bf16:
+        return dy, False
+    return (dy, True) if in_kernel else (round_bf16(dy), False)
+
+
 def _inner(bf16):
     """The precision of a call made on operands _rounded has prepared."""
     return "bf16" if bf16 else "fp32"
@@ -274,10 +285,11 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     argmax = chk.array(fn, "argmax", argmax, 4, "(N, PH, PW, C_out)", dtype=np.int32)
     if argmax.shape != want:
         raise ValueError(f"{fn}: argmax must have the shape of dy {want}, got {argmax.shape}")
-    bf16, x, w2, dy = _rounded(fn, precision, w2.shape[0], x, w2, dy)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx)
+    dy, round_dy = _dy_rounded(precision, bf16, dy, kernels is not None)
     if kernels is None:   # the pool's backward (through the ReLU), then BLAS
         chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
@@ -292,7 +304,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     db = empty(cout)
     n_bad = _conv.conv2d_maxpool_backward_direct(x, w2, dy, argmax, dx, dw, db, g, pg,
                                                  _direct_slots(slices), get_num_threads(), kernels,
-                                                 bounds, relu_y, _winograd(g))
+                                                 bounds, relu_y, _winograd(g), round_dy)
     if n_bad:
         raise ValueError(_argmax_window_message(fn, n_bad))
     return dx, dw.reshape(w.shape), db
@@ -314,10 +326,11 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
-    bf16, x, w2, dy = _rounded(fn, precision, w2.shape[0], x, w2, dy)
+    bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, x.shape[0])
     kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx)
+    dy, round_dy = _dy_rounded(precision, bf16, dy, kernels is not None)
     if kernels is None and len(bounds) > 2:
         parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
             xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16)), x, dy, relu_y)
@@ -329,7 +342,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     if kernels is not None:
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, _direct_slots(slices),
                                      get_num_threads(),
-                                     kernels, bounds, relu_y, _winograd(g))
+                                     kernels, bounds, relu_y, _winograd(g), round_dy)
         return dx, dw.reshape(w.shape), db
     flipped = _flipped(g, w) if bf16 and need_dx else None
     if bf16 and (flipped is not None or not need_dx):

@@ -84,6 +84,7 @@ cdef struct Images:             # what every image's pass reads and writes
     int F, Hp, Wp, Hd, Wd       # channels out; padded image; padded dy (dx)
     int group                   # images a Winograd call (forward or dx; _wino_group), else 1
     bint winograd, relu
+    bint round_dy               # dy rounded to bfloat16 as it is read (direct backward)
     int bf16                    # the im2col path's product: 0 float32, else gemm_prec's kernel
 
 
@@ -283,6 +284,10 @@ cdef extern from "_conv_direct.h" nogil:
     void cc_flip_kernels(const float* w, int KH, int KW, int C, int F, float* wt)
 
 
+cdef extern from "_bf16_kernels.h" nogil:
+    void cc_round_bf16(const float* x, float* y, Py_ssize_t n)
+
+
 cdef extern from "_conv_winograd.h" nogil:
     size_t cc_wino_scratch_floats(int C)
     size_t cc_wino_dw_scratch_floats(int C, int F)
@@ -301,6 +306,7 @@ cdef struct Scratch:            # one thread's
     float* yc                   # one image's convolution output (fused forward)
     int* am                     # one row of argmax (fused inference)
     float* dym                  # one image's dy through the pool and ReLU
+    float* dyr                  # one image's pooled dy rounded (round_dy), or NULL
     float* dy_pad               # dym padded for the dx convolution (Hd, Wd, F)
     float* wino                 # Winograd's tile scratch (the forward's, dx's)
     float* wino_dw              # Winograd's block of the weight gradient's tiles
@@ -311,6 +317,7 @@ cdef void _scratch_free(Scratch* s) noexcept nogil:
     free(s.yc)
     free(s.am)
     free(s.dym)
+    free(s.dyr)
     free(s.dy_pad)
     free(s.wino)
     free(s.wino_dw)
@@ -324,7 +331,9 @@ cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
     s.xp = alloc64(<Py_ssize_t>a.Hp * a.Wp * C * (1 if backward else a.group))
     s.yc = alloc64(P * F) if pooled and not backward else NULL
     s.am = <int*>malloc(a.pg.OW * F * sizeof(int)) if pooled and not backward else NULL
-    s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL) else NULL
+    s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL or a.round_dy) else NULL
+    s.dyr = (alloc64(a.pg.OH * a.pg.OW * F) if backward and pooled and a.round_dy
+             else NULL)
     s.dy_pad = (alloc64(<Py_ssize_t>a.Hd * a.Wd * F * a.group) if backward and a.dx != NULL
                 else NULL)
     s.wino = s.wino_dw = NULL
@@ -340,7 +349,8 @@ cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept
     """Whether every buffer the pass needs was allocated."""
     cdef bint pooled = a.pg.OH > 0
     return not (s.xp == NULL or (pooled and not backward and (s.yc == NULL or s.am == NULL))
-                or (s.dym == NULL and backward and (pooled or a.relu_y != NULL))
+                or (s.dym == NULL and backward and (pooled or a.relu_y != NULL or a.round_dy))
+                or (s.dyr == NULL and backward and pooled and a.round_dy)
                 or (s.dy_pad == NULL and backward and a.dx != NULL)
                 or (s.wino == NULL and a.winograd and (not backward or a.dx != NULL))
                 or (s.wino_dw == NULL and a.winograd and backward))
@@ -473,19 +483,28 @@ def conv2d_maxpool_forward_direct(const float[:, :, :, ::1] x,   # IN  (N, H, W,
 
 cdef const float* _image_dy(const Images* a, Scratch* s, Py_ssize_t n, float* db,
                             Py_ssize_t* n_bad) noexcept nogil:
-    """Image n's gradient of the convolution output: dy sent through the pool
-    (a.argmax) and the ReLU (a.relu_y) into s.dym (or dy itself, if neither);
-    db += its sum. Counts argmax entries outside their windows into n_bad."""
+    """Image n's gradient of the convolution output: dy rounded to bfloat16
+    (a.round_dy: the pool's dy, into s.dyr), sent through the pool (a.argmax)
+    and the ReLU (a.relu_y) into s.dym (or dy itself, if none of them); db +=
+    its sum. Counts argmax entries outside their windows into n_bad."""
     cdef Py_ssize_t F = a.F, P = a.g.OH * a.g.OW, Q = a.pg.OH * a.pg.OW * F
+    cdef const float* dy = a.dy + n * P * F
     if a.argmax != NULL:
-        n_bad[0] += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
+        dy = a.dy + n * Q
+        if a.round_dy:
+            cc_round_bf16(dy, s.dyr, Q)
+            dy = s.dyr
+        n_bad[0] += unpool_image(a.k, dy, a.argmax + n * Q,
                                  a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, s.dym)
         a.k.mask_sum(s.dym, NULL, <int>P, <int>F, NULL, db)
         return s.dym
+    if a.round_dy:
+        cc_round_bf16(dy, s.dym, P * F)
+        dy = s.dym
     if a.relu_y == NULL:
-        a.k.mask_sum(a.dy + n * P * F, NULL, <int>P, <int>F, s.dym, db)
-        return a.dy + n * P * F
-    a.k.mask_sum(a.dy + n * P * F, a.relu_y + n * P * F, <int>P, <int>F, s.dym, db)
+        a.k.mask_sum(dy, NULL, <int>P, <int>F, NULL, db)
+        return dy
+    a.k.mask_sum(dy, a.relu_y + n * P * F, <int>P, <int>F, s.dym, db)
     return s.dym
 
 
@@ -683,19 +702,20 @@ def conv2d_backward_direct(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                            Window g, Py_ssize_t max_slots, int n_threads, int kernels,
                            const int[::1] bounds,          # IN  the batch's slices (_slices.pxd)
                            const float[:, :, :, ::1] relu_y=None,  # IN (N, OH, OW, F) or None
-                           bint winograd=False):
+                           bint winograd=False, bint round_dy=False):
     """dw, db and dx of conv2d_forward_direct, image by image, in the slots of
     each slice (_backward_images). dx of an image is the forward kernel run on its
     (masked) dy with the flipped kernels. With winograd (5x5 or 3x3 kernels,
     stride 1, C % 16 == 0) both run as Winograd F(2x2, 5x5) or F(4x4, 3x3):
     dx as the forward, dw as its transpose, the slots holding the transformed
-    gradient M (36, C, F)."""
+    gradient M (36, C, F). round_dy: dy taken as rounded to bfloat16
+    (_image_dy), as a bf16 product's operand on the float32 kernels."""
     dw[:, :] = 0
     db[:] = 0
     if x.shape[0] == 0:
         return
     cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
-    a.dy = &dy[0, 0, 0, 0]
+    a.dy, a.round_dy = &dy[0, 0, 0, 0], round_dy
     _backward_images(&a, w, dw, db, bounds, max_slots, n_threads)
 
 
@@ -710,18 +730,18 @@ def conv2d_maxpool_backward_direct(
         Window g, Window pg, Py_ssize_t max_slots, int n_threads, int kernels,
         const int[::1] bounds,               # IN  the batch's slices (_slices.pxd)
         const float[:, :, :, ::1] relu_y=None,   # IN the pooled output (N, PH, PW, F) or None
-        bint winograd=False):
+        bint winograd=False, bint round_dy=False):
     """conv2d_backward_direct of the fused convolution + max-pool: each image's
     dy of the convolution is first sent from the pool's dy, argmax and (ReLU)
     relu_y into the thread's scratch (unpool_image: a gather where the pool
     window pg does not overlap), never stored. Returns how many argmax entries
-    lie outside their own window."""
+    lie outside their own window. round_dy: as conv2d_backward_direct's."""
     dw[:, :] = 0
     db[:] = 0
     if x.shape[0] == 0:
         return 0
     cdef Images a = _backward_setup(x, w, dx, g, kernels, winograd, relu_y)
-    a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
+    a.dy, a.argmax, a.pg, a.round_dy = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg, round_dy
     return _backward_images(&a, w, dw, db, bounds, max_slots, n_threads)
 
 
