@@ -354,6 +354,44 @@ def test_bf16_fused_steps_have_the_bits_of_the_calls_one_by_one(bf16_kernel):
                                                         precision="bf16"))
 
 
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 7), c=st.sampled_from([8, 32, 64]),
+       pool=st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]), relu=st.booleans(),
+       inf=st.booleans(), n_threads=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_bf16_maxpool_backward_has_the_bits_of_unpooling_first(bf16_kernel, threads, n, c,
+                                                               pool, relu, inf, n_threads,
+                                                               seed):
+    """conv2d_maxpool_backward in bf16 sends the pool's dy into each work
+    item's scratch (dw in place: channels a multiple of 32, x finite) or, else,
+    into the whole convolution-sized gradient first: either way the bits of
+    maxpool2d_backward then conv2d_backward, for windows that tile, overlap or
+    slide by one, any batch (work items of two images, the last one short), 1
+    and 2 threads; an argmax entry outside its window is an error."""
+    threads(n_threads)
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
+               for s in ((n, 9, 11, c), (5, 5, c, 32), (32,)))
+    if inf:
+        x[0, 4, 5, 1] = np.inf
+    size, stride, pad = pool
+    kw = {"pool_size": size, "pool_stride": stride, "pool_padding": pad}
+    y, argmax = convcore.conv2d_maxpool_forward(x, w, b, padding=2, relu=relu, **kw,
+                                                return_argmax=True, precision="bf16")
+    dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
+    relu_y = y if relu else None
+    got = convcore.conv2d_maxpool_backward(x, w, dy, argmax, padding=2, relu_y=relu_y, **kw,
+                                           precision="bf16")
+    dconv = convcore.maxpool2d_backward(dy * (y > 0) if relu else dy, argmax,
+                                        (n, 9, 11, 32), size, stride, pad)
+    assert _bits(got) == _bits(convcore.conv2d_backward(x, w, dconv, padding=2,
+                                                        precision="bf16"))
+    argmax[-1, 0, 0, 3] = 9 * 11 - 1           # the image's last cell: in no first window
+    with pytest.raises(ValueError, match="outside"):
+        convcore.conv2d_maxpool_backward(x, w, dy, argmax, padding=2, relu_y=relu_y, **kw,
+                                         precision="bf16")
+
+
 def test_bf16_dense_adam_updates_the_float32_weights(bf16_kernel):
     """linear_backward_adam in bf16 is linear_backward in bf16, then Adam on
     the float32 weights: the same bits as the separate calls."""

@@ -85,6 +85,8 @@ cdef struct Images:             # what every image's pass reads and writes
     int group                   # images a Winograd call (forward or dx; _wino_group), else 1
     bint winograd, relu
     bint round_dy               # dy rounded to bfloat16 as it is read (direct backward)
+    uint16_t* dy_narrow         # bf16 pooled backward: dy's padded copy, made item by item
+    Window gt                   # ... over the window of the dx convolution (_grown(gt))
     int bf16                    # the im2col path's product: 0 float32, else gemm_prec's kernel
 
 
@@ -814,19 +816,28 @@ cdef Window _grown(Window g) noexcept nogil:
 cdef uint16_t* _narrowed_padded(const float* x, const float* relu_y, Window g, Py_ssize_t N,
                                 int n_threads) noexcept nogil:
     """N images x (window g's; masked by relu_y > 0 where given) in bfloat16,
-    padded (window _grown(g)), zeros after: as many as the sections read past
-    the last image (cc_im2col_bf16; _forward_in_place); or NULL: no memory."""
+    padded (window _grown(g)), zeros after (_padded_images); or NULL: no memory."""
     cdef Window p = _grown(g)
     cdef Py_ssize_t n, size = p.H * p.W * p.C, src = g.H * g.W * g.C
-    cdef Py_ssize_t slack = CC_SLACK + 32 * g.C + g.KW * g.C
-    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + slack) * 2 + 63) // 64 * 64)
+    cdef uint16_t* y = _padded_images(g, N)
     if y == NULL:
         return NULL
     for n in prange(N, schedule='static', num_threads=n_threads):
         cc_narrow_padded_bf16(x + n * src, relu_y + n * src if relu_y else NULL, <int>g.H,
                               <int>g.W, <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
                               y + n * size)
-    memset(y + N * size, 0, slack * 2)
+    return y
+
+
+cdef uint16_t* _padded_images(Window g, Py_ssize_t N) noexcept nogil:
+    """Room for N padded bf16 images (window _grown(g)), and after them zeros:
+    as many as the sections read past the last image (cc_im2col_bf16;
+    _forward_in_place); or NULL: no memory."""
+    cdef Window p = _grown(g)
+    cdef Py_ssize_t size = p.H * p.W * p.C, slack = CC_SLACK + 32 * g.C + g.KW * g.C
+    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + slack) * 2 + 63) // 64 * 64)
+    if y != NULL:
+        memset(y + N * size, 0, slack * 2)
     return y
 
 
@@ -1102,11 +1113,31 @@ cdef size_t* _dy_slices(Window g, size_t kr) noexcept nogil:
     return aoff
 
 
-cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t* xt,
-                        const size_t* roff,
-                        Py_ssize_t n0, Py_ssize_t n1, bint first,
-                        uint16_t* rows_s, uint32_t* pb, uint16_t* pa, float* dym,  # scratch
-                        const size_t* aoff, float* dwt, float* db) noexcept nogil:
+cdef Py_ssize_t _unpool_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1,
+                             float* dym) noexcept nogil:
+    """Images n0..n1's dy of the convolution sent from the pool's (a.dy,
+    a.argmax, a.relu_y: unpool_image) into dym, n1 - n0 images, and narrowed
+    into their places in a.dy_narrow (_narrowed_padded's over the window
+    a.gt); the argmax entries out of place."""
+    cdef Window p = _grown(a.gt)
+    cdef Py_ssize_t P = a.g.OH * a.g.OW * a.F, Q = a.pg.OH * a.pg.OW * a.F
+    cdef Py_ssize_t n, n_bad = 0, size = p.H * p.W * p.C
+    for n in range(n0, n1):
+        n_bad += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
+                              a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg,
+                              dym + (n - n0) * P)
+        cc_narrow_padded_bf16(dym + (n - n0) * P, NULL, <int>a.gt.H, <int>a.gt.W,
+                              <int>a.gt.C, <int>a.gt.PT, <int>a.gt.PL, <int>p.H, <int>p.W,
+                              a.dy_narrow + n * size)
+    return n_bad
+
+
+cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
+                              const uint16_t* xt, const size_t* roff,
+                              Py_ssize_t n0, Py_ssize_t n1, bint first,
+                              uint16_t* rows_s, uint32_t* pb, uint16_t* pa,  # scratch
+                              float* dym, const size_t* aoff, float* dwt,
+                              float* db) noexcept nogil:
     """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (d: as _narrowed
     made it), or with xt (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
     (_dw_item_in_place), set by the slot's first item; db += sum dy (through
@@ -1114,31 +1145,40 @@ cdef void _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d, const uin
     up32(K)), a pair of sections; pb, the item's sections (or dy) as the
     kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A (rows_s
     and pa NULL in place); dym (group*OH*OW, F), dy through the ReLU for db,
-    where relu_y is given. aoff: _dy_slices, in place."""
+    where relu_y is given, or through the pool. aoff: _dy_slices, in place.
+    With a pool (a.argmax: in place only), the items' dy is first sent from
+    the pool's into dym and its padded bf16 copy (_unpool_item). Returns the
+    argmax entries out of place."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
-    cdef Py_ssize_t rows = (n1 - n0) * P, r
+    cdef Py_ssize_t rows = (n1 - n0) * P, r, n_bad = 0
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
-    cdef const float* dyp = a.dy + n0 * P * F
+    cdef const float* dyp = dym
+    if a.argmax != NULL:
+        n_bad = _unpool_item(a, n0, n1, dym)
+    else:
+        dyp = a.dy + n0 * P * F
     if xt != NULL:
         _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dwt)
     else:
         _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
         cc_rows_transposed(d.at + n0 * P * F, F, F, rows, kr, pa)
         cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
-    if a.relu_y != NULL:
+    if a.relu_y != NULL and a.argmax == NULL:
         _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
         dyp = dym
     for r in range(rows):
         _add_into(db, dyp + r * F, F)
+    return n_bad
 
 
 cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t* xt,
                   const size_t* roff, Py_ssize_t N, Py_ssize_t group,
                   Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
-                  int n_threads) noexcept nogil:
+                  int n_threads, Py_ssize_t* n_bad) noexcept nogil:
     """Each slot's dw^T (or with xt, in place: dw) and db (parts: n_slots x
-    (F*K + F)); the items that had no scratch."""
+    (F*K + F)); the items that had no scratch. n_bad: the argmax entries out
+    of place (with a pool)."""
     cdef Py_ssize_t F = a.F, K = a.g.KH * a.g.KW * a.g.C, P = a.g.OH * a.g.OW
     cdef Py_ssize_t n_items = (N + group - 1) // group, sl, it
     cdef size_t ld = cc_up32(K), kr = cc_up32(group * P)
@@ -1151,6 +1191,8 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t*
     cdef float* dym = NULL
     cdef float* part
     cdef int n_failed = 0
+    cdef bint need_dym = a.relu_y != NULL or a.argmax != NULL
+    cdef Py_ssize_t bad = 0
     if in_place and aoff == NULL:
         return n_items
     with parallel(num_threads=n_threads):
@@ -1158,23 +1200,24 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t*
         pb = <uint32_t*>aligned_alloc(64, (kr_in_place * cc_up32(F) if in_place
                                            else kr * ld) * 2)
         pa = NULL if in_place else <uint16_t*>aligned_alloc(64, cc_up32(F) * kr * 2)
-        dym = alloc64(group * P * F) if a.relu_y != NULL else NULL
+        dym = alloc64(group * P * F) if need_dym else NULL
         for sl in prange(n_slots, schedule='dynamic'):
             if pb == NULL or (not in_place and (rows_s == NULL or pa == NULL)) \
-                    or (a.relu_y != NULL and dym == NULL):
+                    or (need_dym and dym == NULL):
                 n_failed += 1
                 continue
             part = parts + sl * (K * F + F)
             memset(part + K * F, 0, F * sizeof(float))
             for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
-                _dw_item_bf16(a, xb, d, xt, roff, it * group, min(N, (it + 1) * group),
-                              it == sl * per_slot, rows_s, pb, pa, dym, aoff, part,
-                              part + K * F)
+                bad += _dw_item_bf16(a, xb, d, xt, roff, it * group, min(N, (it + 1) * group),
+                                     it == sl * per_slot, rows_s, pb, pa, dym, aoff, part,
+                                     part + K * F)
         free(rows_s)
         free(pb)
         free(pa)
         free(dym)
     free(aoff)
+    n_bad[0] = bad
     return n_failed
 
 
@@ -1215,45 +1258,116 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          Py_ssize_t max_slots, int n_threads,
                          const float[:, :, :, ::1] relu_y, int kernel):
     """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16."""
-    cdef Py_ssize_t N = x.shape[0], F = w.shape[1], K = w.shape[0]
-    cdef Py_ssize_t n_items = (N + group - 1) // group
-    cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
-    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
-    cdef int n_failed = 1
     dw[:, :] = 0
     db[:] = 0
-    if N == 0:
+    if x.shape[0] == 0:
         return
     cdef Images a = _images(x, w, g, -1, False)
     a.dy = &dy[0, 0, 0, 0]
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
-    a.bf16 = kernel
+    a.bf16, a.gt = kernel, gt
+    _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots, n_threads)
+
+
+def conv2d_maxpool_backward_bf16(
+        const float[:, :, :, ::1] x,         # IN  (N, H, W, C)
+        const float[:, ::1] w,               # IN  (KH*KW*C, F)
+        const float[:, ::1] wt,              # IN  (KH*KW*F, C): flipped
+        const float[:, :, :, ::1] dy,        # IN  the pool's (N, PH, PW, F)
+        const int[:, :, :, ::1] argmax,      # IN  the pool's (N, PH, PW, F)
+        float[:, :, :, ::1] dx,              # OUT (N, H, W, C)
+        float[:, ::1] dw,                    # OUT (KH*KW*C, F)
+        float[::1] db,                       # OUT (F,)
+        Window g, Window gt, Window pg, Py_ssize_t group, Py_ssize_t group_t,
+        Py_ssize_t max_slots, int n_threads,
+        const float[:, :, :, ::1] relu_y,    # IN  the pooled output (N, PH, PW, F) or None
+        int kernel, int pool_kernels):
+    """conv2d_backward_bf16 of the fused convolution + max-pool (stride 1):
+    each work item's dy of the convolution is sent from the pool's dy, argmax
+    and relu_y (unpool_image, by the kernel set pool_kernels) into the
+    thread's scratch, where db sums it and from where it is narrowed into its
+    place in the padded bf16 copy that dw and dx read (_unpool_item): the
+    convolution-sized gradient is never stored whole (it is, first, where dw
+    cannot run in place). The same bits as unpooling first. Returns the
+    argmax entries out of place."""
+    dw[:, :] = 0
+    db[:] = 0
+    if x.shape[0] == 0:
+        return 0
+    cdef Images a = _images(x, w, g, pool_kernels, False)
+    a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
+    a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
+    a.bf16, a.gt = kernel, gt
+    return _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots,
+                          n_threads)
+
+
+cdef float* _unpooled(Images* a, Py_ssize_t N, int n_threads,
+                      Py_ssize_t* n_bad) noexcept nogil:
+    """The convolution's dy, whole (N, OH, OW, F), sent from the pool's (a.dy,
+    a.argmax, through a.relu_y); a then reads it as dy, without a pool; NULL
+    where there is no memory."""
+    cdef Py_ssize_t P = a.g.OH * a.g.OW * a.F, Q = a.pg.OH * a.pg.OW * a.F, n, bad = 0
+    cdef float* dyc = alloc64(N * P)
+    if dyc == NULL:
+        return NULL
+    for n in prange(N, schedule='static', num_threads=n_threads):
+        bad += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
+                            a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, dyc + n * P)
+    n_bad[0] = bad
+    a.dy, a.argmax, a.relu_y = dyc, NULL, NULL
+    return dyc
+
+
+cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
+                               float[:, :, :, ::1] dx, float[:, ::1] dw, float[::1] db,
+                               Py_ssize_t group, Py_ssize_t group_t, Py_ssize_t max_slots,
+                               int n_threads) except -1:
+    """conv2d_backward_bf16 and conv2d_maxpool_backward_bf16 (a.argmax) of
+    N images: the images narrowed, dw and db made a slot at a time (_dw_bf16),
+    dx with wt (_forward_bf16 of dy's padded copy); the argmax entries out of
+    place."""
+    cdef Window g = a.g, gt = a.gt
+    cdef Py_ssize_t F = a.F, K = dw.shape[0], n_bad = 0, bad = 0
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
+    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
+    cdef int n_failed = 1
     cdef float* parts = alloc64(n_slots * (K * F + F))
     cdef float* dwt = alloc64(K * F)
+    cdef float* dyc = NULL
+    cdef uint16_t* dyp = NULL
     cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
     cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
     if roff == NULL:
         free(xt)
         xt = NULL
+    if a.argmax != NULL and xt == NULL:   # _unpool_item serves dw in place only
+        dyc = _unpooled(a, N, n_threads, &n_bad)
     cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
-    cdef uint16_t* dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads) \
-        if wt is not None else NULL
+    if a.argmax != NULL:
+        dyp = a.dy_narrow = _padded_images(gt, N)   # filled item by item (_unpool_item)
+    elif wt is not None:
+        dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads)
     cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads) \
-        if xt == NULL or dyp == NULL else NULL   # in place, dw reads dy's rows in dyp
+        if (xt == NULL or dyp == NULL) and a.argmax == NULL else NULL   # in place: dy in dyp
     cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
     cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
         if wt is not None else NULL
     if parts != NULL and dwt != NULL and (xb != NULL or xt != NULL) and d.at != NULL \
-            and (wt is None or (pwt != NULL and dyp != NULL)):
-        n_failed = _dw_bf16(&a, xb, d, xt, roff, N, group, per_slot, n_slots, parts,
-                            n_threads)
+            and (wt is None or (pwt != NULL and dyp != NULL)) \
+            and not (a.argmax != NULL and xt == NULL):
+        n_failed = _dw_bf16(a, xb, d, xt, roff, N, group, per_slot, n_slots, parts,
+                            n_threads, &bad)
+        n_bad += bad
         if wt is not None and not n_failed:
-            n_failed = _forward_bf16(kernel, dyp, _grown(gt), pwt, N, g.C, NULL, False,
+            n_failed = _forward_bf16(a.bf16, dyp, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:
         _slots_into(parts, n_slots, dwt, xt == NULL, dw, db, n_threads)
     free(parts)
     free(dwt)
+    free(dyc)
     free(xt)
     free(roff)
     free(xb)
@@ -1262,3 +1376,4 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     free(pwt)
     if n_failed:
         raise MemoryError("conv2d_backward: could not allocate the bf16 scratch")
+    return n_bad
