@@ -392,18 +392,37 @@ def test_bf16_maxpool_backward_has_the_bits_of_unpooling_first(bf16_kernel, thre
                                          precision="bf16")
 
 
-def test_bf16_dense_adam_updates_the_float32_weights(bf16_kernel):
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 300), d_in=st.integers(1, 200), d_out=st.integers(1, 90),
+       bias=st.booleans(), relu=st.booleans(), need_dx=st.booleans(),
+       n_threads=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_bf16_dense_adam_updates_the_float32_weights(bf16_kernel, threads, n, d_in, d_out,
+                                                     bias, relu, need_dx, n_threads, seed):
     """linear_backward_adam in bf16 is linear_backward in bf16, then Adam on
-    the float32 weights: the same bits as the separate calls."""
-    rng = np.random.default_rng(6)
-    x, w, dy = (rng.uniform(-2, 2, s).astype(np.float32) for s in ((20, 96), (96, 32), (20, 32)))
-    state, w2, state2 = [np.zeros_like(w), np.zeros_like(w)], w.copy(), [np.zeros_like(w),
-                                                                     np.zeros_like(w)]
-    dx = convcore.linear_backward_adam(x, w, dy, None, *state, None, None, 1e-3,
-                                       precision="bf16")
-    dx2, dw, _ = convcore.linear_backward(x, w2, dy, precision="bf16")
-    convcore.adam_update(w2, dw, *state2, 1e-3)
-    assert dx.tobytes() == dx2.tobytes() and w.tobytes() == w2.tobytes()
+    the float32 weights: the same bits as the separate calls, dx made strip
+    by strip of w with the update (its transposed product, C^T = w dy^T,
+    against linear_backward's dy w^T where the batch is over a quarter of
+    D_in), strips of 32 rows and a remainder, 1 and 2 threads."""
+    threads(n_threads)
+    rng = np.random.default_rng(seed)
+    x, w, dy, y = (rng.uniform(-2, 2, s).astype(np.float32)
+                   for s in ((n, d_in), (d_in, d_out), (n, d_out), (n, d_out)))
+    b = rng.uniform(-1, 1, d_out).astype(np.float32) if bias else None
+    state = [rng.uniform(0, 1, a.shape).astype(np.float32) for a in (w, w, w[0], w[0])]
+    w2, b2, state2 = w.copy(), None if b is None else b.copy(), [a.copy() for a in state]
+    relu_y = y if relu else None
+    dx = convcore.linear_backward_adam(x, w, dy, b, *(state[:2] + (state[2:] if bias else
+                                                                   [None, None])),
+                                       1e-3, need_dx=need_dx, relu_y=relu_y, precision="bf16")
+    dx2, dw, db = convcore.linear_backward(x, w2, dy, need_dx=need_dx, relu_y=relu_y,
+                                           precision="bf16")
+    convcore.adam_update(w2, dw, *state2[:2], 1e-3)
+    if bias:
+        convcore.adam_update(b2, db, *state2[2:], 1e-3)
+        assert b.tobytes() == b2.tobytes()
+    assert _bits(dx) == _bits(dx2) and w.tobytes() == w2.tobytes()
+    assert b"".join(a.tobytes() for a in state) == b"".join(a.tobytes() for a in state2)
     assert not np.array_equal(R(w), w)
 
 

@@ -595,7 +595,7 @@ def linear_backward_adam(x, w, dy, b, m_w, v_w, m_b, v_b, lr_t, beta1=0.9, beta2
         dx = empty(x.shape) if need_dx else None
         scratch = empty(want) if relu_y is not None else None
         _linear.linear_backward_adam_bf16(x, w, dy, dx, b, m_w, v_w, m_b, v_b, float(lr_t),
-                                          float(beta1), float(beta2), float(eps), GEMM_TILES,
+                                          float(beta1), float(beta2), float(eps),
                                           get_num_threads(), relu_y, scratch, bf16, _pool_set())
         return dx
     kernels = _linear_simd(fn, _largest(bounds), w.shape[1])

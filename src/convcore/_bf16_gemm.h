@@ -24,6 +24,7 @@
  *                        -1 where the packing's memory could not be
  *                        allocated (C then untouched)
  *   cc_gemm_bf16_packed  the product of operands packed already
+ *   cc_gemm_bf16_whole_k the same, C never reloaded (C stored transposed)
  *   cc_gemm_bf16_rows    the same with A's rows read where they are (a
  *                        convolution's sections, from the padded image)
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
@@ -293,12 +294,14 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
                 cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
         return;
     }
-    memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
-    for (size_t i = 0; i < ie; i++)
-        for (size_t j = 0; j < je; j++)
-            out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
-    block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, beta != 0.0f || bias != NULL ? out : NULL,
-          CC_BLK);
+    int from_c = beta != 0.0f || bias != NULL;   /* else the block starts from zeros */
+    if (from_c) {
+        memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
+        for (size_t i = 0; i < ie; i++)
+            for (size_t j = 0; j < je; j++)
+                out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
+    }
+    block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, from_c ? out : NULL, CC_BLK);
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
             cb[i * si + j * sj] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
@@ -346,6 +349,23 @@ static void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const
                                 const cc_epilogue* ep)
 {
     cc_gemm_bf16_rows(kernel, m, n, kp, pa, kp, NULL, NULL, pb, beta, c, ldc, tc, ep);
+}
+
+/* the same with each 32x32 block of C summed over the whole kp in one call,
+ * C never reloaded (as cc_gemm_bf16_streamed makes its blocks): for C
+ * stored transposed, which each reload would copy in and out */
+static void cc_gemm_bf16_whole_k(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                                 const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
+{
+    float out[CC_BLK * CC_BLK] __attribute__((aligned(64)));
+    if (kernel == CC_BF16_AMX)
+        cc_amx_configure();
+    for (size_t i0 = 0; i0 < m; i0 += CC_BLK)
+        for (size_t j0 = 0; j0 < n; j0 += CC_BLK)
+            cc_block(kernel, pa + i0 * kp, kp, NULL, pb + j0 * (kp / 2), kp, kp, i0, j0, c,
+                     ldc, m, n, beta, out, tc, NULL);
+    if (kernel == CC_BF16_AMX)
+        _tile_release();
 }
 
 /* ---- the convolutions' packing, from images already in bfloat16 ---- */

@@ -292,6 +292,10 @@ cdef extern from "_bf16_gemm.h" nogil:
     size_t cc_up32(size_t v)
     void cc_pack_a(int trans, int m, int k, const float* a, int lda, uint16_t* pa, size_t kp)
     void cc_pack_b(int trans, int n, int k, const float* b, int ldb, uint32_t* pb, size_t kp)
+    void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, size_t i0,
+                         size_t size, uint16_t* blk, size_t kp)
+    void cc_gemm_bf16_whole_k(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
+                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc)
     ctypedef struct cc_epilogue:
         const float* bias   # NULL, or C's first value: a row, n long
         int relu            # C := max(C, 0) after
@@ -299,53 +303,91 @@ cdef extern from "_bf16_gemm.h" nogil:
                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
                              const cc_epilogue* ep)
 
-DEF STRIP = 64   # rows of w a work item of the fused update
+DEF STRIP = 32   # rows of w a work item of the fused update
 
 
-cdef int _dw_adam_bf16(const float* x, Py_ssize_t N, Py_ssize_t D, const uint32_t* pdy,
-                       Py_ssize_t F, float* w, float* m, float* v, float lr_t, float a1,
-                       float a2, float eps, int kernel, const cc_kernel_set* k,
-                       int n_threads) noexcept nogil:
-    """w, m, v updated by Adam (k's) with dw = x^T @ dy (dy packed: pdy), a
-    strip of STRIP rows at a time; the strips that had no scratch."""
-    cdef size_t kp = cc_up32(N)
-    cdef Py_ssize_t it, d0, rows
-    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
-    cdef float* g = NULL       # (firstprivate in the parallel block)
+cdef struct Strips:          # what the fused update's strips of w read and write
+    const float* x           # IN  (N, D)
+    float* w                 # INOUT (D, F), and Adam's state m, v (D, F)
+    float* m
+    float* v
+    float* dx                # OUT (N, D), or NULL: no input gradient
+    const uint32_t* pdy      # dy packed as the B of dw = x^T @ dy (k = N)
+    const uint32_t* pdyt     # dy^T packed as the B of dx^T = w @ dy^T (k = F), or NULL
+    Py_ssize_t N, D, F
+    float lr_t, a1, a2, eps
+    int kernel               # the bf16 product's (_blas.gemm_prec's number)
+    const cc_kernel_set* k   # Adam's kernel set
+
+
+cdef void _strip(const Strips* s, Py_ssize_t d0, Py_ssize_t rows, uint16_t* pa, uint16_t* pw,
+                 float* g) noexcept nogil:
+    """Rows d0..d0+rows of w: their columns of dx (w as it was) while they are
+    in cache, their gradient into g, then Adam. Scratch: pa (STRIP, up32(N)),
+    pw (STRIP, up32(F)) bf16."""
+    cdef size_t kp = cc_up32(s.N), fp = cc_up32(s.F)
+    if s.dx != NULL:
+        cc_pack_a_block(0, <int>rows, <int>s.F, s.w + d0 * s.F, <int>s.F, 0, rows, pw, fp)
+        cc_gemm_bf16_whole_k(s.kernel, rows, s.N, fp, pw, s.pdyt, 0.0, s.dx + d0, s.D, 1)
+    memset(pa, 0, STRIP * kp * 2)
+    cc_pack_a(1, <int>rows, <int>s.N, s.x + d0, <int>s.D, pa, kp)
+    cc_gemm_bf16_packed(s.kernel, rows, s.F, kp, pa, s.pdy, 0.0, g, s.F, 0, NULL)
+    s.k.adam(s.w + d0 * s.F, g, s.m + d0 * s.F, s.v + d0 * s.F, rows * s.F, s.lr_t, s.a1,
+             s.a2, s.eps)
+
+
+cdef int _dw_adam_bf16(const Strips* s, int n_threads) noexcept nogil:
+    """w, m, v updated by Adam with dw = x^T @ dy, and dx = dy @ w^T (of w
+    before the update), a strip of STRIP rows of w at a time (_strip): w read
+    from memory once for both. The same blocks of 32x32, each summed over the
+    whole k, as linear_backward's products: the same bits. The strips that
+    had no scratch."""
+    cdef Py_ssize_t it, d0
+    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block, as the next two)
+    cdef uint16_t* pw = NULL
+    cdef float* g = NULL
     cdef int n_failed = 0
     with parallel(num_threads=n_threads):
-        pa = <uint16_t*>aligned_alloc(64, STRIP * kp * 2)
-        g = alloc64(STRIP * F)
-        for it in prange((D + STRIP - 1) // STRIP, schedule='static'):
-            if pa == NULL or g == NULL:
+        pa = <uint16_t*>aligned_alloc(64, STRIP * cc_up32(s.N) * 2)
+        pw = <uint16_t*>aligned_alloc(64, STRIP * cc_up32(s.F) * 2) if s.dx != NULL else NULL
+        g = alloc64(STRIP * s.F)
+        for it in prange((s.D + STRIP - 1) // STRIP, schedule='static'):
+            if pa == NULL or g == NULL or (s.dx != NULL and pw == NULL):
                 n_failed += 1
                 continue
             d0 = it * STRIP
-            rows = min(STRIP, D - d0)
-            memset(pa, 0, STRIP * kp * 2)
-            cc_pack_a(1, <int>rows, <int>N, x + d0, <int>D, pa, kp)
-            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pdy, 0.0, g, F, 0, NULL)
-            k.adam(w + d0 * F, g, m + d0 * F, v + d0 * F, rows * F, lr_t, a1, a2, eps)
+            _strip(s, d0, min(STRIP, s.D - d0), pa, pw, g)
         free(pa)
+        free(pw)
         free(g)
     return n_failed
+
+
+cdef uint32_t* _packed_b(bint trans, const float* b, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """op(B) (k, n) of the float32 b (trans: b is (n, k), else (k, n)) packed
+    (cc_pack_b, zeros past it), or NULL: no memory."""
+    cdef size_t size = cc_up32(n) * cc_up32(k) * 2
+    cdef uint32_t* pb = <uint32_t*>aligned_alloc(64, size)
+    if pb != NULL:
+        memset(pb, 0, size)
+        cc_pack_b(trans, <int>n, <int>k, b, <int>(k if trans else n), pb, cc_up32(k))
+    return pb
 
 
 def linear_backward_adam_bf16(const float[:, ::1] x, float[:, ::1] w, const float[:, ::1] dy,
                               float[:, ::1] dx, float[::1] b, float[:, ::1] m_w,
                               float[:, ::1] v_w, float[::1] m_b, float[::1] v_b, float lr_t,
-                              double beta1, double beta2, float eps, int n_tiles,
+                              double beta1, double beta2, float eps,
                               int n_threads, const float[:, ::1] relu_y,
                               float[:, ::1] scratch, int kernel, int kernels):
-    """dx = dy @ w^T (w before the update), then Adam (kernel set number
-    kernels) on w (dw = x^T @ dy) and b (db = sum dy), in bf16; dy masked by
-    relu_y > 0 first where given."""
+    """dx = dy @ w^T (w before the update) and Adam (kernel set number
+    kernels) on w (dw = x^T @ dy), strip by strip (_dw_adam_bf16), and b (db
+    = sum dy), in bf16; dy masked by relu_y > 0 first where given."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, f
-    cdef float a1 = <float>(1.0 - beta1), a2 = <float>(1.0 - beta2), s
     cdef const float* dyp = &dy[0, 0]
     cdef float* sp
     cdef int n_failed = 0
-    cdef const cc_kernel_set* k = kernel_set(kernels)
+    cdef Strips s
     if N == 0:
         return
     if relu_y is not None:
@@ -353,27 +395,25 @@ def linear_backward_adam_bf16(const float[:, ::1] x, float[:, ::1] w, const floa
         for r in prange(N * F, nogil=True, schedule='static', num_threads=n_threads):
             sp[r] = keep_where_positive(dyp[r], relu_y[r // F, r % F])
         dyp = sp
-    if dx is not None:
-        n_failed += gemm_tiled(False, True, <int>N, <int>D, <int>F, dyp, <int>F, &w[0, 0],
-                               <int>F, 0.0, &dx[0, 0], <int>D, n_tiles, n_threads, kernel)
-    cdef size_t kp = cc_up32(N)
-    cdef uint32_t* pdy = <uint32_t*>aligned_alloc(64, cc_up32(F) * kp * 2)
+    s.x, s.w, s.m, s.v = &x[0, 0], &w[0, 0], &m_w[0, 0], &v_w[0, 0]
+    s.dx = &dx[0, 0] if dx is not None else NULL
+    s.N, s.D, s.F, s.kernel, s.k = N, D, F, kernel, kernel_set(kernels)
+    s.lr_t, s.a1, s.a2, s.eps = lr_t, <float>(1.0 - beta1), <float>(1.0 - beta2), eps
+    s.pdy = _packed_b(False, dyp, F, N)
+    s.pdyt = _packed_b(True, dyp, N, F) if dx is not None else NULL
     cdef float* db = alloc64(F)
-    if pdy != NULL and db != NULL and not n_failed:
-        memset(pdy, 0, cc_up32(F) * kp * 2)
-        cc_pack_b(0, <int>F, <int>N, dyp, <int>F, pdy, kp)
-        n_failed = _dw_adam_bf16(&x[0, 0], N, D, pdy, F, &w[0, 0], &m_w[0, 0], &v_w[0, 0],
-                                 lr_t, a1, a2, eps, kernel, k, n_threads)
+    if s.pdy != NULL and db != NULL and (dx is None or s.pdyt != NULL):
+        n_failed = _dw_adam_bf16(&s, n_threads)
         if b is not None:
             for f in prange(F, nogil=True, schedule='static', num_threads=n_threads):
-                s = 0
+                db[f] = 0
                 for r in range(N):
-                    s = s + dyp[r * F + f]
-                db[f] = s
-            k.adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, a1, a2, eps)
+                    db[f] = db[f] + dyp[r * F + f]
+            s.k.adam(&b[0], db, &m_b[0], &v_b[0], F, lr_t, s.a1, s.a2, eps)
     else:
         n_failed += 1
-    free(pdy)
+    free(<uint32_t*>s.pdy)
+    free(<uint32_t*>s.pdyt)
     free(db)
     if n_failed:
         raise MemoryError("linear_backward_adam: could not allocate the bf16 scratch")
