@@ -212,6 +212,7 @@ def _native_cases(rng):
     xl, wl, bl, dyl = a(37, 100), a(100, 70), a(70), a(37, 70)
     xs, ws, xb, wb = a(150, 70), a(70, 200), a(600, 960), a(960, 700)   # A packed once for
     x1, w1 = a(3, 11, 13, 1), a(5, 5, 1, 20)                       # the tiles of C's columns
+    xn, wn = a(24, 3000), a(3000, 1100)        # B streamed (its tiles' bf16 copies > 1 MB)
     same = {"padding": "same"}
     return [
         ("conv2d_forward", (x1, w1, b[:20]), {"padding": 2, "relu": True}),
@@ -227,6 +228,7 @@ def _native_cases(rng):
         ("linear_backward", (xl, wl, dyl), {"relu_y": dyl}),
         ("linear_forward", (xs, ws, wb[0, :200]), {"relu": True}),   # B packed whole
         ("linear_forward", (xb, wb), {}),                           # B packed in strips
+        ("linear_forward", (xn, wn), {}),
     ]
 
 

@@ -589,7 +589,7 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
     /* The larger operand, where it is large (a dense layer's weights) and a
      * block of it is one stretch of memory, is packed a block at a time, just
      * before its blocks of C: its bf16 copy then stays in cache. */
-    int stream_b = trans_b && np >= mp && np * kp * 2 > ((size_t)1 << 20);
+    int stream_b = np >= mp && np * kp * 2 > ((size_t)1 << 20);
     int stream_a = !trans_a && !stream_b && cc_streams_a(mp, np, kp);
     uint16_t* pa = (uint16_t*)aligned_alloc(64, (stream_a ? CC_STREAM : mp) * kp * 2);
     uint32_t* pb = (uint32_t*)aligned_alloc(64, (stream_b ? CC_STREAM : np) * kp * 2);
