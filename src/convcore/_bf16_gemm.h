@@ -586,9 +586,10 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
         l = m; m = n; n = l;    /* (each operand keeps its flag: op(B)^T reads b as op(B) did) */
     }
     size_t mp = cc_up32((size_t)m), np = cc_up32((size_t)n), kp = cc_up32((size_t)k);
-    /* The larger operand, where it is large (a dense layer's weights) and a
-     * block of it is one stretch of memory, is packed a block at a time, just
-     * before its blocks of C: its bf16 copy then stays in cache. */
+    /* The larger operand, where it is large (a dense layer's weights), is
+     * packed a block at a time (B: its columns; A: its rows, where not
+     * transposed), just before its blocks of C: its bf16 copy then stays in
+     * cache, and each block of C is summed over the whole k at once. */
     int stream_b = np >= mp && np * kp * 2 > ((size_t)1 << 20);
     int stream_a = !trans_a && !stream_b && cc_streams_a(mp, np, kp);
     uint16_t* pa = (uint16_t*)aligned_alloc(64, (stream_a ? CC_STREAM : mp) * kp * 2);
