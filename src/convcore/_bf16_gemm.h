@@ -531,8 +531,8 @@ static void cc_gemm_bf16_streamed(int kernel, int stream_b, int trans_a, int tra
         else
             cc_pack_a_block(trans_a, m, k, a, lda, s0, CC_STREAM, pa, kp);
         size_t s1 = s0 + CC_STREAM < outer ? s0 + CC_STREAM : outer;
-        for (size_t u = s0; u < s1; u += CC_BLK)
-            for (size_t v = 0; v < inner; v += CC_BLK) {
+        for (size_t v = 0; v < inner; v += CC_BLK)
+            for (size_t u = s0; u < s1; u += CC_BLK) {
                 size_t i0 = stream_b ? v : u, j0 = stream_b ? u : v;
                 cc_block(kernel, pa + (stream_b ? i0 : i0 - s0) * kp, kp, NULL,
                          pb + (stream_b ? j0 - s0 : j0) * (kp / 2), kp, kp, i0, j0, c,
