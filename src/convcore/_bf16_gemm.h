@@ -302,9 +302,15 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
                 out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
     }
     block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, from_c ? out : NULL, CC_BLK);
+    if (tc) {   /* C's rows j, each written along (no epilogue with tc) */
+        for (size_t j = 0; j < je; j++)
+            for (size_t i = 0; i < ie; i++)
+                cb[j * sj + i] = out[i * CC_BLK + j];
+        return;
+    }
     for (size_t i = 0; i < ie; i++)
         for (size_t j = 0; j < je; j++)
-            cb[i * si + j * sj] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
+            cb[i * si + j] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
 }
 
 /* C (m, n) := beta * C + A @ B from A's rows (row i0 + r of the 32 of a
