@@ -361,15 +361,18 @@ def test_bf16_fused_steps_have_the_bits_of_the_calls_one_by_one(bf16_kernel):
 @given(n=st.integers(1, 7), c=st.sampled_from([8, 32, 64]),
        pool=st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]), relu=st.booleans(),
        inf=st.booleans(), n_threads=st.integers(1, 2), seed=st.integers(0, 2**16))
-def test_bf16_maxpool_backward_has_the_bits_of_unpooling_first(bf16_kernel, threads, n, c,
-                                                               pool, relu, inf, n_threads,
-                                                               seed):
-    """conv2d_maxpool_backward in bf16 sends the pool's dy into each work
-    item's scratch (dw in place: channels a multiple of 32, x finite) or, else,
-    into the whole convolution-sized gradient first: either way the bits of
-    maxpool2d_backward then conv2d_backward, for windows that tile, overlap or
-    slide by one, any batch (work items of two images, the last one short), 1
-    and 2 threads; an argmax entry outside its window is an error."""
+def test_bf16_conv_maxpool_has_the_bits_of_the_steps_one_by_one(bf16_kernel, threads, n, c,
+                                                                pool, relu, inf, n_threads,
+                                                                seed):
+    """The fused convolution + max-pool in bf16, for windows that tile,
+    overlap or slide by one, any batch (work items of two images, the last
+    one short), 1 and 2 threads. The forward without argmax (inference: the
+    pool reads the convolution's rows in place where its windows allow) has
+    the training forward's bits. The backward sends the pool's dy into each
+    work item's scratch (dw in place: channels a multiple of 32, x finite) or,
+    else, into the whole convolution-sized gradient first: either way the
+    bits of maxpool2d_backward then conv2d_backward; an argmax entry outside
+    its window is an error."""
     threads(n_threads)
     rng = np.random.default_rng(seed)
     x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
@@ -380,6 +383,9 @@ def test_bf16_maxpool_backward_has_the_bits_of_unpooling_first(bf16_kernel, thre
     kw = {"pool_size": size, "pool_stride": stride, "pool_padding": pad}
     y, argmax = convcore.conv2d_maxpool_forward(x, w, b, padding=2, relu=relu, **kw,
                                                 return_argmax=True, precision="bf16")
+    inference = convcore.conv2d_maxpool_forward(x, w, b, padding=2, relu=relu, **kw,
+                                                precision="bf16")   # pooled in place
+    assert inference.tobytes() == y.tobytes()
     dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
     relu_y = y if relu else None
     got = convcore.conv2d_maxpool_backward(x, w, dy, argmax, padding=2, relu_y=relu_y, **kw,

@@ -914,13 +914,22 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
     _slices_in_place): no sections made; an image's outputs at every column of
     the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
     the first OW of each row kept. The same sums in the same order as
-    _forward_bf16's: the same bits. The images that had no scratch."""
+    _forward_bf16's: the same bits. Where no argmax is kept and no pool
+    window reaches past column OW, the pool reads the rows where they are
+    (its window over rows of W columns), else from the first OW of each row
+    moved together. The images that had no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, rows = g.OH * g.W, n, oh
     cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef float* yc = NULL   # (firstprivate in the parallel block)
     cdef int* am = NULL     # (firstprivate: a pooled row's argmax, where none is kept)
     cdef int n_failed = 0
+    cdef Window wide
+    cdef bint pool_wide = pk != NULL and argmax == NULL \
+        and (pg.OW - 1) * pg.SW - pg.PL + pg.KW <= g.OW
+    if pool_wide:
+        wide = pg[0]
+        wide.W = g.W
     with parallel(num_threads=n_threads):
         yc = alloc64(cc_up32(rows) * F)
         am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
@@ -930,6 +939,10 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
                 continue
             cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, NULL,
                               pw, 0.0, yc, F, 0, ep)
+            if pool_wide:
+                for oh in range(pg.OH):
+                    pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, am)
+                continue
             for oh in range(g.OH):
                 memmove(yc + oh * g.OW * F if pk != NULL else y + n * P * F + oh * g.OW * F,
                         yc + oh * g.W * F, g.OW * F * sizeof(float))
