@@ -290,9 +290,9 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
     bounds = _slices(fn, slices, x.shape[0])
     kernels = None if bf16 else _conv_simd(fn, g, cout, need_dx)
     dy, round_dy = _dy_rounded(precision, bf16, dy, kernels is not None)
-    chk.size(fn, "the convolution's output", *y_shape)
     flipped = _flipped(g, w) if bf16 and need_dx and len(bounds) == 2 else None
     if flipped is not None:   # the pool's backward inside the bf16 kernels' work items
+        chk.size(fn, "the convolution's output", *y_shape)   # (its bf16 copy)
         dx, dw, db = empty(x.shape), empty(w2.shape), empty(cout)
         n_bad = _conv.conv2d_maxpool_backward_bf16(
             x, w2, flipped[0], dy, argmax, dx, dw, db, g, flipped[1], pg,
@@ -302,6 +302,7 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
             raise ValueError(_argmax_window_message(fn, n_bad))
         return dx, dw.reshape(w.shape), db
     if kernels is None:   # the pool's backward (through the ReLU), then BLAS
+        chk.size(fn, "the convolution's output", *y_shape)
         dy_conv = empty(y_shape)
         n_bad = _pool.maxpool2d_backward(dy, argmax, dy_conv, pg, get_num_threads(), _pool_set(),
                                          relu_y)

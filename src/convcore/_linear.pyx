@@ -282,11 +282,12 @@ def linear_backward_adam_tiles(const float[:, ::1] x, float[:, ::1] w, const flo
 
 
 # -------------------------------------------------------------- bf16 + Adam
-# precision="bf16" (_bf16_gemm.h): the weight gradient made a strip of rows
-# of w at a time in the thread's scratch and applied there (_adam.h), never
-# stored whole. Each strip's sums are those of the whole product (the same
-# packing of dy, blocks of 32x32 of C, one order a sum): the same bits as
-# linear_backward(..., bf16) then adam_update.
+# precision="bf16" (_bf16_gemm.h): a strip of rows of w at a time, in the
+# thread's scratch, makes its columns of dx (from w as it was), its rows of
+# the weight gradient, never stored whole, and applies Adam (_adam.h): w is
+# read from memory once. Each strip's sums are those of the whole products
+# (the same packing of dy, blocks of 32x32 of C, one order a sum): the same
+# bits as linear_backward(..., bf16) then adam_update.
 
 cdef extern from "_bf16_gemm.h" nogil:
     size_t cc_up32(size_t v)
