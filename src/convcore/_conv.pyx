@@ -25,7 +25,7 @@ from convcore._blas cimport gemm_prec
 from convcore._geometry cimport Window
 from convcore._im2col cimport col2im_image, im2col_image
 from convcore._isa cimport cc_kernel_set, kernel_set
-from convcore._pool cimport pool_row, unpool_image
+from convcore._pool cimport pool_row, unpool_image, unpool_images
 from convcore._slices cimport tree_sum
 
 
@@ -823,10 +823,16 @@ cdef uint16_t* _narrowed_padded(const float* x, const float* relu_y, Window g, P
     if y == NULL:
         return NULL
     for n in prange(N, schedule='static', num_threads=n_threads):
-        cc_narrow_padded_bf16(x + n * src, relu_y + n * src if relu_y else NULL, <int>g.H,
-                              <int>g.W, <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
-                              y + n * size)
+        _narrow_image(x + n * src, relu_y + n * src if relu_y else NULL, g, y + n * size)
     return y
+
+
+cdef inline void _narrow_image(const float* x, const float* relu_y, Window g,
+                               uint16_t* y) noexcept nogil:
+    """One image x (window g's) into its padded bf16 place y (cc_narrow_padded_bf16)."""
+    cdef Window p = _grown(g)
+    cc_narrow_padded_bf16(x, relu_y, <int>g.H, <int>g.W, <int>g.C, <int>g.PT, <int>g.PL,
+                          <int>p.H, <int>p.W, y)
 
 
 cdef uint16_t* _padded_images(Window g, Py_ssize_t N) noexcept nogil:
@@ -1139,9 +1145,7 @@ cdef Py_ssize_t _unpool_item(const Images* a, Py_ssize_t n0, Py_ssize_t n1,
         n_bad += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
                               a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg,
                               dym + (n - n0) * P)
-        cc_narrow_padded_bf16(dym + (n - n0) * P, NULL, <int>a.gt.H, <int>a.gt.W,
-                              <int>a.gt.C, <int>a.gt.PT, <int>a.gt.PL, <int>p.H, <int>p.W,
-                              a.dy_narrow + n * size)
+        _narrow_image(dym + (n - n0) * P, NULL, a.gt, a.dy_narrow + n * size)
     return n_bad
 
 
@@ -1320,14 +1324,10 @@ cdef float* _unpooled(Images* a, Py_ssize_t N, int n_threads,
     """The convolution's dy, whole (N, OH, OW, F), sent from the pool's (a.dy,
     a.argmax, through a.relu_y); a then reads it as dy, without a pool; NULL
     where there is no memory."""
-    cdef Py_ssize_t P = a.g.OH * a.g.OW * a.F, Q = a.pg.OH * a.pg.OW * a.F, n, bad = 0
-    cdef float* dyc = alloc64(N * P)
+    cdef float* dyc = alloc64(N * a.g.OH * a.g.OW * a.F)
     if dyc == NULL:
         return NULL
-    for n in prange(N, schedule='static', num_threads=n_threads):
-        bad += unpool_image(a.k, a.dy + n * Q, a.argmax + n * Q,
-                            a.relu_y + n * Q if a.relu_y != NULL else NULL, a.pg, dyc + n * P)
-    n_bad[0] = bad
+    n_bad[0] = unpool_images(a.k, a.dy, a.argmax, a.relu_y, a.pg, N, n_threads, dyc)
     a.dy, a.argmax, a.relu_y = dyc, NULL, NULL
     return dyc
 

@@ -5,3 +5,6 @@ cdef void pool_row(const cc_kernel_set* k, const float* x, Window g, Py_ssize_t 
                    int* am) noexcept nogil
 cdef Py_ssize_t unpool_image(const cc_kernel_set* k, const float* dy, const int* am,
                              const float* relu_y, Window g, float* dx) noexcept nogil
+cdef Py_ssize_t unpool_images(const cc_kernel_set* k, const float* dy, const int* am,
+                              const float* relu_y, Window g, Py_ssize_t N,
+                              int n_threads, float* dx) noexcept nogil

@@ -74,18 +74,22 @@ def maxpool2d_backward(const float[:, :, :, ::1] dy,    # IN  (N, OH, OW, C)
     """dx[n, argmax[n, o, c], c] += dy[n, o, c] (where relu_y > 0, if given: the
     pooled output of a fused ReLU); returns how many argmax entries lie
     outside their own window. Non-overlapping windows run as a gather."""
-    cdef Py_ssize_t N = dx.shape[0], xs = g.H * g.W * g.C, ys = g.OH * g.OW * g.C, n
-    cdef Py_ssize_t n_bad = 0
-    if N == 0:
+    if dx.shape[0] == 0:
         return 0
-    cdef const cc_kernel_set* k = kernel_set(kernels)
-    cdef const float* dyp = &dy[0, 0, 0, 0]
-    cdef const int* ap = &argmax[0, 0, 0, 0]
-    cdef float* dxp = &dx[0, 0, 0, 0]
-    cdef const float* yp = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
-    for n in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        n_bad += unpool_image(k, dyp + n * ys, ap + n * ys, yp + n * ys if yp != NULL else NULL,
-                              g, dxp + n * xs)
+    return unpool_images(kernel_set(kernels), &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0],
+                         &relu_y[0, 0, 0, 0] if relu_y is not None else NULL, g, dx.shape[0],
+                         n_threads, &dx[0, 0, 0, 0])
+
+
+cdef Py_ssize_t unpool_images(const cc_kernel_set* k, const float* dy, const int* am,
+                              const float* relu_y, Window g, Py_ssize_t N,
+                              int n_threads, float* dx) noexcept nogil:
+    """unpool_image of N images (dy, am, relu_y: (N, OH, OW, C); dx: (N, H,
+    W, C)), in parallel; the argmax entries out of place."""
+    cdef Py_ssize_t xs = g.H * g.W * g.C, ys = g.OH * g.OW * g.C, n, n_bad = 0
+    for n in prange(N, schedule='static', num_threads=n_threads):
+        n_bad += unpool_image(k, dy + n * ys, am + n * ys,
+                              relu_y + n * ys if relu_y != NULL else NULL, g, dx + n * xs)
     return n_bad
 
 
