@@ -306,7 +306,6 @@ cdef extern from "_conv_winograd.h" nogil:
 cdef struct Scratch:            # one thread's
     float* xp                   # a padded image (Hp, Wp, C)
     float* yc                   # one image's convolution output (fused forward)
-    int* am                     # one row of argmax (fused inference)
     float* dym                  # one image's dy through the pool and ReLU
     float* dyr                  # one image's pooled dy rounded (round_dy), or NULL
     float* dy_pad               # dym padded for the dx convolution (Hd, Wd, F)
@@ -317,7 +316,6 @@ cdef struct Scratch:            # one thread's
 cdef void _scratch_free(Scratch* s) noexcept nogil:
     free(s.xp)
     free(s.yc)
-    free(s.am)
     free(s.dym)
     free(s.dyr)
     free(s.dy_pad)
@@ -332,7 +330,6 @@ cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
     cdef bint pooled = a.pg.OH > 0
     s.xp = alloc64(<Py_ssize_t>a.Hp * a.Wp * C * (1 if backward else a.group))
     s.yc = alloc64(P * F) if pooled and not backward else NULL
-    s.am = <int*>malloc(a.pg.OW * F * sizeof(int)) if pooled and not backward else NULL
     s.dym = alloc64(P * F) if backward and (pooled or a.relu_y != NULL or a.round_dy) else NULL
     s.dyr = (alloc64(a.pg.OH * a.pg.OW * F) if backward and pooled and a.round_dy
              else NULL)
@@ -350,7 +347,7 @@ cdef Scratch _scratch_new(const Images* a, bint backward) noexcept nogil:
 cdef bint _scratch_ok(const Scratch* s, const Images* a, bint backward) noexcept nogil:
     """Whether every buffer the pass needs was allocated."""
     cdef bint pooled = a.pg.OH > 0
-    return not (s.xp == NULL or (pooled and not backward and (s.yc == NULL or s.am == NULL))
+    return not (s.xp == NULL or (pooled and not backward and s.yc == NULL)
                 or (s.dym == NULL and backward and (pooled or a.relu_y != NULL or a.round_dy))
                 or (s.dyr == NULL and backward and pooled and a.round_dy)
                 or (s.dy_pad == NULL and backward and a.dx != NULL)
@@ -399,7 +396,7 @@ cdef void _forward_pooled(const Images* a, Scratch* s, Py_ssize_t n) noexcept no
               a.relu, s.wino)
     for oh in range(pg.OH):
         pool_row(a.k, s.yc, pg, oh, a.y + n * ps + oh * rs,
-                 a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else s.am)
+                 a.argmax_out + n * ps + oh * rs if a.argmax_out != NULL else NULL)
 
 
 cdef void _forward_group(const Images* a, Scratch* s, Py_ssize_t n0,
@@ -915,7 +912,8 @@ cdef size_t* _slices_in_place(Window g) noexcept nogil:
 cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
                            const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
                            const cc_epilogue* ep, float* y, int n_threads,
-                           const cc_kernel_set* pk, Window* pg, int* argmax) noexcept nogil:
+                           const cc_kernel_set* pk, Window* pg, int* argmax,
+                           bint pool_relu) noexcept nogil:
     """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
     _slices_in_place): no sections made; an image's outputs at every column of
     the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
@@ -923,12 +921,12 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
     _forward_bf16's: the same bits. Where no argmax is kept and no pool
     window reaches past column OW, the pool reads the rows where they are
     (its window over rows of W columns), else from the first OW of each row
-    moved together. The images that had no scratch."""
+    moved together; pool_relu: the pool applies the ReLU (ep has none). The
+    images that had no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, rows = g.OH * g.W, n, oh
     cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef float* yc = NULL   # (firstprivate in the parallel block)
-    cdef int* am = NULL     # (firstprivate: a pooled row's argmax, where none is kept)
     cdef int n_failed = 0
     cdef Window wide
     cdef bint pool_wide = pk != NULL and argmax == NULL \
@@ -938,16 +936,15 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
         wide.W = g.W
     with parallel(num_threads=n_threads):
         yc = alloc64(cc_up32(rows) * F)
-        am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
         for n in prange(N, schedule='dynamic'):
-            if yc == NULL or (pk != NULL and argmax == NULL and am == NULL):
+            if yc == NULL:
                 n_failed += 1
                 continue
             cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, NULL,
                               pw, 0.0, yc, F, 0, ep)
             if pool_wide:
                 for oh in range(pg.OH):
-                    pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, am)
+                    pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, NULL, pool_relu)
                 continue
             for oh in range(g.OH):
                 memmove(yc + oh * g.OW * F if pk != NULL else y + n * P * F + oh * g.OW * F,
@@ -955,9 +952,9 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
             if pk != NULL:
                 for oh in range(pg.OH):
                     pool_row(pk, yc, pg[0], oh, y + n * ps + oh * pg.OW * F,
-                             argmax + n * ps + oh * pg.OW * F if argmax != NULL else am)
+                             argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL,
+                             pool_relu)
         free(yc)
-        free(am)
     return n_failed
 
 
@@ -967,32 +964,31 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
                        Window* pg=NULL, int* argmax=NULL) noexcept nogil:
     """y (N, OH, OW, F) = sections(xb) @ w (+ b); with the pool kernels pk, y
     is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
-    convolution's output staying in the thread's scratch; _forward_in_place
+    convolution's output staying in the thread's scratch (where no argmax is
+    kept, stored before its ReLU, which the pool applies); _forward_in_place
     where it applies. The items that had no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
     cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
     cdef float* yc = NULL      # (firstprivate in the parallel block)
-    cdef int* am = NULL        # (firstprivate: a pooled row's argmax, where none is kept)
     cdef float* yp
     cdef int n_failed = 0
+    cdef bint pool_relu = relu and pk != NULL and argmax == NULL
     cdef cc_epilogue ep
     ep.bias = b
-    ep.relu = relu
+    ep.relu = relu and not pool_relu
     cdef size_t* aoff = _slices_in_place(g)
     if aoff != NULL:
         n_failed = _forward_in_place(kernel, xb, g, pw, aoff, N, F, &ep, y, n_threads, pk, pg,
-                                     argmax)
+                                     argmax, pool_relu)
         free(aoff)
         return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
         yc = alloc64(group * P * F) if pk != NULL else NULL
-        am = <int*>alloc64(pg.OW * F) if pk != NULL and argmax == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
-            if pa == NULL or (pk != NULL and yc == NULL) \
-                    or (pk != NULL and argmax == NULL and am == NULL):
+            if pa == NULL or (pk != NULL and yc == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
@@ -1007,10 +1003,10 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
                     for oh in range(pg.OH):
                         pool_row(pk, yc + (n - n0) * P * F, pg[0], oh,
                                  y + n * ps + oh * pg.OW * F,
-                                 argmax + n * ps + oh * pg.OW * F if argmax != NULL else am)
+                                 argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL,
+                                 pool_relu)
         free(pa)
         free(yc)
-        free(am)
     return n_failed
 
 

@@ -41,7 +41,7 @@ cdef extern from "_kernel_set.h" nogil:
         void (*pool_row)(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                          Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW,
                          Py_ssize_t PT, Py_ssize_t PL, Py_ssize_t OW, Py_ssize_t oh,
-                         float* y, int* am) noexcept nogil
+                         int relu, float* y, int* am) noexcept nogil
         Py_ssize_t (*unpool_tiled)(const float* dy, const int* am, const float* relu_y,
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t KH,
                                    Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL,

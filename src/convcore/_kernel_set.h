@@ -69,7 +69,7 @@ typedef struct {
     /* _pool_kernels.h */
     void (*pool_row)(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
                      ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT, ptrdiff_t PL,
-                     ptrdiff_t OW, ptrdiff_t oh, float* y, int* am);
+                     ptrdiff_t OW, ptrdiff_t oh, int relu, float* y, int* am);
     ptrdiff_t (*unpool_tiled)(const float* dy, const int* am, const float* relu_y,
                               ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
                               ptrdiff_t KW, ptrdiff_t PT, ptrdiff_t PL, ptrdiff_t OH,

@@ -24,9 +24,11 @@ cdef extern from "_pool_kernels.h" nogil:
 
 cdef void pool_row(const cc_kernel_set* k,                      # the kernel set
                    const float* x, Window g, Py_ssize_t oh,     # IN  image (H, W, C)
-                   float* y, int* am) noexcept nogil:           # OUT row (OW, C)
-    """Output row oh of one image: the max and argmax of each window (_pool_kernels.h)."""
-    k.pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, y, am)
+                   float* y, int* am,                           # OUT row (OW, C), or am NULL
+                   bint relu=False) noexcept nogil:             # (without am) x through ReLU
+    """Output row oh of one image: the max and argmax of each window; am
+    NULL: the max alone, of max(x, 0) where relu (_pool_kernels.h)."""
+    k.pool_row(x, g.H, g.W, g.C, g.KH, g.KW, g.SH, g.SW, g.PT, g.PL, g.OW, oh, relu, y, am)
 
 
 cdef Py_ssize_t unpool_image(const cc_kernel_set* k,               # the kernel set

@@ -20,33 +20,50 @@
 
 #ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
 
+/* Max-pool forward's one body, for its three uses (cc_pool_row): keep_am,
+ * the argmax written to am; else the max alone, of the inputs through ReLU
+ * where relu. The flags are constants where it is inlined, so that each use
+ * compiles to its own branch-free loops. The ReLU is applied to a window's
+ * first cell only: max(relu(a), b, ...) = max(relu(a), relu(b), ...), the
+ * sign of a zero and NaN included, since a cell the ReLU would change (one
+ * below 0, made +0) wins against a running max of relu(a) or more (or NaN)
+ * neither before the ReLU nor after it (v > best fails either way). */
+#define CC_POOL_BODY static inline __attribute__((always_inline)) void
+
+/* v, or max(v, 0) where relu (-0 and NaN kept, as cc_relu1 and cc_relu) */
+static inline float cc_pool_in(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
+
 /* One window wholly inside the image, its first cell x0 (index idx0): the
- * max and argmax into y, am (C), as cc_pool_row's. In the vector sets
- * (_simd.h) CC_W channels at a time, their running max and argmax held in
- * registers across the window's cells; the channels left one at a time. */
-static inline void cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t W,
-                                  ptrdiff_t C, ptrdiff_t KH, ptrdiff_t KW,
-                                  float* restrict y, int* restrict am)
+ * max (and argmax) into y, am (C). In the vector sets (_simd.h) CC_W
+ * channels at a time, their running max and argmax held in registers across
+ * the window's cells; the channels left one at a time. */
+CC_POOL_BODY cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t W, ptrdiff_t C,
+                            ptrdiff_t KH, ptrdiff_t KW, float* restrict y, int* restrict am,
+                            const int keep_am, const int relu)
 {
     ptrdiff_t c0 = 0;
 #ifdef CC_W
     for (; c0 + CC_W <= C; c0 += CC_W) {
         cc_vf best = cc_load(x0 + c0);
+        best = relu ? cc_relu(best) : best;
         cc_vi arg = (cc_vi){0} + idx0;
         for (ptrdiff_t i = 0; i < KH; i++)
             for (ptrdiff_t j = i == 0; j < KW; j++) {
                 cc_vf v = cc_load(x0 + (i * W + j) * C + c0);
                 cc_vi take = (v > best) | ((v != v) & (best == best));
                 best = (cc_vf)(((cc_vi)v & take) | ((cc_vi)best & ~take));
-                arg = (((cc_vi){0} + (idx0 + (int)(i * W + j))) & take) | (arg & ~take);
+                if (keep_am)
+                    arg = (((cc_vi){0} + (idx0 + (int)(i * W + j))) & take) | (arg & ~take);
             }
         cc_store(y + c0, best);
-        memcpy(am + c0, &arg, sizeof arg);
+        if (keep_am)
+            memcpy(am + c0, &arg, sizeof arg);
     }
 #endif
     for (ptrdiff_t c = c0; c < C; c++) {   /* the rest: cell by cell, y and am in memory */
-        y[c] = x0[c];
-        am[c] = idx0;
+        y[c] = cc_pool_in(x0[c], relu);
+        if (keep_am)
+            am[c] = idx0;
     }
     for (ptrdiff_t i = 0; i < KH && c0 < C; i++)
         for (ptrdiff_t j = i == 0; j < KW; j++) {
@@ -56,58 +73,76 @@ static inline void cc_pool_window(const float* restrict x0, int idx0, ptrdiff_t 
                 float v = xp[c], best = y[c];
                 int take = (v > best) | ((v != v) & (best == best));
                 y[c] = take ? v : best;
-                am[c] = take ? idx : am[c];
+                if (keep_am)
+                    am[c] = take ? idx : am[c];
             }
         }
 }
 
-/* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
- * row oh over the image x (H, W, C). The winner is the first maximum in
- * row-major window order; padded cells never win; NaN counts as larger than
- * any number and the first NaN wins (like np.argmax). Windows wholly inside
- * the image (all of a pool that tiles it) run without bounds checks. */
-static void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
-                 ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT, ptrdiff_t PL,
-                 ptrdiff_t OW, ptrdiff_t oh, float* y, int* am)
+/* A window that reaches past the image: its cells inside, bounds checked */
+CC_POOL_BODY cc_pool_edge(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
+                          ptrdiff_t KW, ptrdiff_t ih0, ptrdiff_t iw0, float* yr, int* ar,
+                          const int keep_am, const int relu)
+{
+    int first = 1;
+    for (ptrdiff_t i = 0; i < KH; i++) {
+        ptrdiff_t ih = ih0 + i;
+        if (ih < 0 || ih >= H)
+            continue;
+        for (ptrdiff_t j = 0; j < KW; j++) {
+            ptrdiff_t iw = iw0 + j;
+            if (iw < 0 || iw >= W)
+                continue;
+            const float* xp = x + (ih * W + iw) * C;
+            int idx = (int)(ih * W + iw);
+            for (ptrdiff_t c = 0; c < C; c++) {
+                float v = first ? cc_pool_in(xp[c], relu) : xp[c], best = first ? v : yr[c];
+                int take = first | (v > best) | ((v != v) & (best == best));
+                yr[c] = take ? v : best;
+                if (keep_am)
+                    ar[c] = take ? idx : ar[c];
+            }
+            first = 0;
+        }
+    }
+}
+
+CC_POOL_BODY cc_pool_row_body(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
+                              ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW,
+                              ptrdiff_t PT, ptrdiff_t PL, ptrdiff_t OW, ptrdiff_t oh, float* y,
+                              int* am, const int keep_am, const int relu)
 {
     const ptrdiff_t ih0 = oh * SH - PT;
     const int rows_inside = ih0 >= 0 && ih0 + KH <= H;
     for (ptrdiff_t ow = 0; ow < OW; ow++) {
-        float* yr = y + ow * C;
-        int* ar = am + ow * C;
         const ptrdiff_t iw0 = ow * SW - PL;
-        if (rows_inside && iw0 >= 0 && iw0 + KW <= W) {
-            cc_pool_window(x + (ih0 * W + iw0) * C, (int)(ih0 * W + iw0), W, C, KH, KW, yr,
-                           ar);
-            continue;
-        }
-        int first = 1;
-        for (ptrdiff_t i = 0; i < KH; i++) {
-            ptrdiff_t ih = ih0 + i;
-            if (ih < 0 || ih >= H)
-                continue;
-            for (ptrdiff_t j = 0; j < KW; j++) {
-                ptrdiff_t iw = iw0 + j;
-                if (iw < 0 || iw >= W)
-                    continue;
-                const float* xp = x + (ih * W + iw) * C;
-                int idx = (int)(ih * W + iw);
-                if (first) {
-                    memcpy(yr, xp, sizeof(float) * (size_t)C);
-                    for (ptrdiff_t c = 0; c < C; c++)
-                        ar[c] = idx;
-                    first = 0;
-                    continue;
-                }
-                for (ptrdiff_t c = 0; c < C; c++) {
-                    float v = xp[c], best = yr[c];
-                    int take = (v > best) | ((v != v) & (best == best));
-                    yr[c] = take ? v : best;
-                    ar[c] = take ? idx : ar[c];
-                }
-            }
-        }
+        int* ar = keep_am ? am + ow * C : NULL;
+        if (rows_inside && iw0 >= 0 && iw0 + KW <= W)
+            cc_pool_window(x + (ih0 * W + iw0) * C, (int)(ih0 * W + iw0), W, C, KH, KW,
+                           y + ow * C, ar, keep_am, relu);
+        else
+            cc_pool_edge(x, H, W, C, KH, KW, ih0, iw0, y + ow * C, ar, keep_am, relu);
     }
+}
+
+/* y (OW, C), am (OW, C) = the max and argmax (ih * W + iw) of each window of
+ * row oh over the image x (H, W, C); am NULL: the max alone, of the inputs
+ * through ReLU (max(v, 0), -0 and NaN kept) where relu (inference: the
+ * convolution's output is then never stored through its ReLU); with am,
+ * relu must be 0. The winner is the first maximum in row-major window
+ * order; padded cells never win; NaN counts as larger than any number and
+ * the first NaN wins (like np.argmax). Windows wholly inside the image (all
+ * of a pool that tiles it) run without bounds checks. */
+static void cc_pool_row(const float* x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t KH,
+                        ptrdiff_t KW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PT, ptrdiff_t PL,
+                        ptrdiff_t OW, ptrdiff_t oh, int relu, float* y, int* am)
+{
+    if (am != NULL)
+        cc_pool_row_body(x, H, W, C, KH, KW, SH, SW, PT, PL, OW, oh, y, am, 1, 0);
+    else if (relu)
+        cc_pool_row_body(x, H, W, C, KH, KW, SH, SW, PT, PL, OW, oh, y, NULL, 0, 1);
+    else
+        cc_pool_row_body(x, H, W, C, KH, KW, SH, SW, PT, PL, OW, oh, y, NULL, 0, 0);
 }
 
 /* dy sent to the winners where windows do not overlap (stride = size; the

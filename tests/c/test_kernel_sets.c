@@ -211,8 +211,26 @@ static void test_mask_sum(const cc_kernel_set* k, int P, int F)
     free(dy), free(y), free(out), free(db), free(want), free(bound);
 }
 
+/* The max alone (no argmax) of each window, of max(x, 0) where relu, as
+ * doubles: checked against y, which the argmax's pass has written */
+static void check_pool_max(const cc_kernel_set* k, const float* x, int H, int W, int C, int K,
+                           int relu, const float* y)
+{
+    int OH = H / K, OW = W / K;
+    float* got = fill((size_t)OH * OW * C);
+    double *want = malloc(sizeof(double) * OH * OW * C), *bound = calloc(OH * OW * C, 8);
+    for (int oh = 0; oh < OH; oh++)
+        k->pool_row(x, H, W, C, K, K, K, K, 0, 0, OW, oh, relu, got + (size_t)oh * OW * C, NULL);
+    for (int i = 0; i < OH * OW * C; i++)
+        want[i] = relu && y[i] < 0 ? 0.0 : y[i];
+    check(relu ? "max-pool with ReLU, no argmax" : "max-pool, no argmax", got, want, bound,
+          (size_t)OH * OW * C, 0);
+    free(got), free(want), free(bound);
+}
+
 /* max-pool of windows K x K at stride K (padding 0) with its argmax, then the
- * gather of dy back to the winners; ties broken by the first maximum */
+ * gather of dy back to the winners; ties broken by the first maximum; the
+ * max alone, with and without a ReLU before it (check_pool_max) */
 static void test_pool(const cc_kernel_set* k, int H, int W, int C, int K)
 {
     int OH = H / K, OW = W / K;
@@ -223,8 +241,10 @@ static void test_pool(const cc_kernel_set* k, int H, int W, int C, int K)
     for (int i = 0; i < H * W * C; i += 7)
         x[i] = x[i > C ? i - C : i];   /* ties */
     for (int oh = 0; oh < OH; oh++)
-        k->pool_row(x, H, W, C, K, K, K, K, 0, 0, OW, oh, y + (size_t)oh * OW * C,
+        k->pool_row(x, H, W, C, K, K, K, K, 0, 0, OW, oh, 0, y + (size_t)oh * OW * C,
                     am + (size_t)oh * OW * C);
+    check_pool_max(k, x, H, W, C, K, 0, y);
+    check_pool_max(k, x, H, W, C, K, 1, y);
     for (int i = 0; i < H * W * C; i++)
         want[i] = 0;
     for (int o = 0; o < OH * OW; o++)
