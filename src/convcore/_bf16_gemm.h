@@ -77,6 +77,7 @@ static inline int cc_streams_a(size_t mp, size_t np, size_t kp)
 
 #define CC_BLK 32   /* C's blocks: 32x32, four 16x16 tiles */
 #define CC_BF16_KC 256   /* k a pass over C's blocks (cc_gemm_bf16_rows) */
+#define CC_BF16_KC_IN_PLACE 448   /* the same, A read in place: 28 KB of B's column block */
 
 /* 16 floats -> their bfloat16 bits in the top half of each lane (cc_bf16_bits) */
 static inline __m512i cc_bf16_bits16(__m512 x)
@@ -328,17 +329,28 @@ static void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const u
         cc_amx_configure();
     /* k in slices of CC_BF16_KC: the inner loop re-reads the smaller
      * operand's slice, which stays in cache; C is carried from slice to
-     * slice in float32 (the same sums, the same bits) */
-    size_t outer = mp <= np ? np : mp, inner = mp <= np ? mp : np;
+     * slice in float32 (the same sums, the same bits). A read in place
+     * (aoff without roff: a convolution over its padded image) has rows
+     * that overlap, all of it a few KB: there the columns go outer, one
+     * column block's B slice staying in L1 across the row blocks, and k is
+     * cut in as few slices of at most CC_BF16_KC_IN_PLACE as it takes (C
+     * reloaded less often) */
+    int in_place = aoff != NULL && roff == NULL;
+    int rows_outer = in_place ? 0 : mp > np;
+    size_t outer = rows_outer ? mp : np, inner = rows_outer ? np : mp, step = CC_BF16_KC;
+    if (in_place) {
+        size_t slices = (kp + CC_BF16_KC_IN_PLACE - 1) / CC_BF16_KC_IN_PLACE;
+        step = cc_up32((kp + slices - 1) / slices);
+    }
     cc_epilogue first = {ep != NULL ? ep->bias : NULL, 0}, last = {NULL, ep != NULL && ep->relu};
-    for (size_t k0 = 0; k0 < kp; k0 += CC_BF16_KC) {
-        size_t kc = kp - k0 < CC_BF16_KC ? kp - k0 : CC_BF16_KC;
+    for (size_t k0 = 0; k0 < kp; k0 += step) {
+        size_t kc = kp - k0 < step ? kp - k0 : step;
         const cc_epilogue* e = k0 == 0 ? (k0 + kc == kp ? ep : &first)
                                        : (k0 + kc == kp ? &last : NULL);
         const size_t* ao = aoff != NULL ? aoff + k0 / 32 : NULL;
         for (size_t u = 0; u < outer; u += CC_BLK)
             for (size_t v = 0; v < inner; v += CC_BLK) {
-                size_t i0 = mp <= np ? v : u, j0 = mp <= np ? u : v;
+                size_t i0 = rows_outer ? u : v, j0 = rows_outer ? v : u;
                 const uint16_t* ab = a + (roff != NULL ? roff[i0 / CC_BLK] : i0 * lda);
                 cc_block(kernel, aoff != NULL ? ab : ab + k0, lda, ao,
                          pb + j0 * (kp / 2) + k0 * 8, kp, kc, i0, j0, c, ldc, m, n,
