@@ -458,6 +458,18 @@ static void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, in
                            int OW, int p0, int p1, uint16_t* rows, size_t kp)
 {
     const size_t run = (size_t)KW * C, K = (size_t)KH * run, line = (size_t)Wp * C;
+    if (K <= 32) {   /* a whole section in one vector: run i by a masked load into its place */
+        for (int p = p0; p < p1; p++) {
+            const uint16_t* src = xp + ((size_t)(p / OW) * SH * Wp + (size_t)(p % OW) * SW) * C;
+            __m512i row = _mm512_setzero_si512();
+            for (int i = 0; i < KH; i++, src += line) {   /* (masked lanes are not read) */
+                __mmask32 in = (__mmask32)(((1ull << run) - 1) << (i * run));
+                row = _mm512_mask_loadu_epi16(row, in, src - i * run);
+            }
+            _mm512_storeu_si512(rows + (size_t)(p - p0) * kp, row);
+        }
+        return;
+    }
     for (int p = p0; p < p1; p++) {
         uint16_t* row = rows + (size_t)(p - p0) * kp;
         const uint16_t* src = xp + ((size_t)(p / OW) * SH * Wp + (size_t)(p % OW) * SW) * C;
