@@ -453,20 +453,30 @@ static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT
  * length kp: the KH runs of KW * C values, then zeros. Whole vectors only: a
  * run's last vector spills into the next run, the zeros into the next row,
  * both written after; CC_SLACK u16 past the image are read, past the last
- * row written. */
+ * row written. A section of at most 32 values is made in one vector, each
+ * run put in its place by a masked load into it: a chain of KH loads, so
+ * CC_IM2COL_ROWS sections side by side. */
+#define CC_IM2COL_ROWS 8
 static void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
                            int OW, int p0, int p1, uint16_t* rows, size_t kp)
 {
     const size_t run = (size_t)KW * C, K = (size_t)KH * run, line = (size_t)Wp * C;
     if (K <= 32) {   /* a whole section in one vector: run i by a masked load into its place */
-        for (int p = p0; p < p1; p++) {
-            const uint16_t* src = xp + ((size_t)(p / OW) * SH * Wp + (size_t)(p % OW) * SW) * C;
-            __m512i row = _mm512_setzero_si512();
-            for (int i = 0; i < KH; i++, src += line) {   /* (masked lanes are not read) */
-                __mmask32 in = (__mmask32)(((1ull << run) - 1) << (i * run));
-                row = _mm512_mask_loadu_epi16(row, in, src - i * run);
+        for (int p = p0; p < p1; p += CC_IM2COL_ROWS) {   /* independent chains of loads */
+            const uint16_t* src[CC_IM2COL_ROWS];
+            __m512i row[CC_IM2COL_ROWS];
+            for (int r = 0; r < CC_IM2COL_ROWS; r++) {
+                int q = p + r < p1 ? p + r : p;
+                src[r] = xp + ((size_t)(q / OW) * SH * Wp + (size_t)(q % OW) * SW) * C;
+                row[r] = _mm512_setzero_si512();
             }
-            _mm512_storeu_si512(rows + (size_t)(p - p0) * kp, row);
+            for (int i = 0; i < KH; i++) {   /* (masked lanes are not read) */
+                __mmask32 in = (__mmask32)(((1ull << run) - 1) << (i * run));
+                for (int r = 0; r < CC_IM2COL_ROWS; r++)
+                    row[r] = _mm512_mask_loadu_epi16(row[r], in, src[r] + i * (line - run));
+            }
+            for (int r = 0; r < CC_IM2COL_ROWS && p + r < p1; r++)
+                _mm512_storeu_si512(rows + (size_t)(p + r - p0) * kp, row[r]);
         }
         return;
     }
