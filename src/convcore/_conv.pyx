@@ -909,7 +909,26 @@ cdef size_t* _slices_in_place(Window g) noexcept nogil:
     return aoff
 
 
-cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
+cdef struct Source:     # where a bf16 forward's images are, padded (window _grown(g0))
+    const uint16_t* xb  # all of them (_narrowed_padded), or NULL: each item narrows
+    const float* x      # its own from x (window g0) into the thread's scratch
+    Window g0           # (_padded_images(g0, its images)), in cache when read
+
+
+cdef const uint16_t* _item_images(const Source* s, Py_ssize_t n0, Py_ssize_t n1,
+                                  uint16_t* xs) noexcept nogil:
+    """Images n0..n1 of s padded in bf16, one after another: where s.xb holds
+    them, else narrowed now into xs."""
+    cdef Window p = _grown(s.g0)
+    cdef Py_ssize_t n, size = p.H * p.W * p.C, src = s.g0.H * s.g0.W * s.g0.C
+    if s.xb != NULL:
+        return s.xb + n0 * size
+    for n in range(n0, n1):
+        _narrow_image(s.x + n * src, NULL, s.g0, xs + (n - n0) * size)
+    return xs
+
+
+cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32_t* pw,
                            const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
                            const cc_epilogue* ep, float* y, int n_threads,
                            const cc_kernel_set* pk, Window* pg, int* argmax,
@@ -926,7 +945,8 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
     cdef Py_ssize_t P = g.OH * g.OW, rows = g.OH * g.W, n, oh
     cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
-    cdef float* yc = NULL   # (firstprivate in the parallel block)
+    cdef float* yc = NULL   # (firstprivate in the parallel block, as xs)
+    cdef uint16_t* xs = NULL
     cdef int n_failed = 0
     cdef Window wide
     cdef bint pool_wide = pk != NULL and argmax == NULL \
@@ -936,12 +956,13 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
         wide.W = g.W
     with parallel(num_threads=n_threads):
         yc = alloc64(cc_up32(rows) * F)
+        xs = _padded_images(src.g0, 1) if src.xb == NULL else NULL
         for n in prange(N, schedule='dynamic'):
-            if yc == NULL:
+            if yc == NULL or (src.xb == NULL and xs == NULL):
                 n_failed += 1
                 continue
-            cc_gemm_bf16_rows(kernel, rows, F, kp, xb + n * g.H * g.W * g.C, g.C, aoff, NULL,
-                              pw, 0.0, yc, F, 0, ep)
+            cc_gemm_bf16_rows(kernel, rows, F, kp, _item_images(src, n, n + 1, xs), g.C, aoff,
+                              NULL, pw, 0.0, yc, F, 0, ep)
             if pool_wide:
                 for oh in range(pg.OH):
                     pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, NULL, pool_relu)
@@ -955,14 +976,15 @@ cdef int _forward_in_place(int kernel, const uint16_t* xb, Window g, const uint3
                              argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL,
                              pool_relu)
         free(yc)
+        free(xs)
     return n_failed
 
 
-cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t* pw,
+cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* pw,
                        Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
                        Py_ssize_t group, int n_threads, const cc_kernel_set* pk=NULL,
                        Window* pg=NULL, int* argmax=NULL) noexcept nogil:
-    """y (N, OH, OW, F) = sections(xb) @ w (+ b); with the pool kernels pk, y
+    """y (N, OH, OW, F) = sections(src) @ w (+ b); with the pool kernels pk, y
     is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
     convolution's output staying in the thread's scratch (where no argmax is
     kept, stored before its ReLU, which the pool applies); _forward_in_place
@@ -970,8 +992,9 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
     cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
-    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block)
-    cdef float* yc = NULL      # (firstprivate in the parallel block)
+    cdef uint16_t* pa = NULL   # (firstprivate in the parallel block, as yc and xs)
+    cdef float* yc = NULL
+    cdef uint16_t* xs = NULL
     cdef float* yp
     cdef int n_failed = 0
     cdef bint pool_relu = relu and pk != NULL and argmax == NULL
@@ -980,21 +1003,22 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
     ep.relu = relu and not pool_relu
     cdef size_t* aoff = _slices_in_place(g)
     if aoff != NULL:
-        n_failed = _forward_in_place(kernel, xb, g, pw, aoff, N, F, &ep, y, n_threads, pk, pg,
-                                     argmax, pool_relu)
+        n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, n_threads, pk,
+                                     pg, argmax, pool_relu)
         free(aoff)
         return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
         yc = alloc64(group * P * F) if pk != NULL else NULL
+        xs = _padded_images(src.g0, group) if src.xb == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
-            if pa == NULL or (pk != NULL and yc == NULL):
+            if pa == NULL or (pk != NULL and yc == NULL) or (src.xb == NULL and xs == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
             n1 = min(N, n0 + group)
             rows = (n1 - n0) * P
-            _sections(xb, g, n0, n1, pa, kp)
+            _sections(_item_images(src, n0, n1, xs), g, 0, n1 - n0, pa, kp)
             memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
             yp = yc if pk != NULL else y + n0 * P * F
             cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pw, 0.0, yp, F, 0, &ep)
@@ -1007,6 +1031,7 @@ cdef int _forward_bf16(int kernel, const uint16_t* xb, Window g, const uint32_t*
                                  pool_relu)
         free(pa)
         free(yc)
+        free(xs)
     return n_failed
 
 
@@ -1028,12 +1053,14 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const cc_kernel_set* pk = kernel_set(pool_kernels) if pool_kernels >= 0 else NULL
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
-    cdef uint16_t* xb = _narrowed_padded(&x[0, 0, 0, 0], NULL, g, N, n_threads)
+    cdef Source src
+    src.xb = NULL   # (each item narrows its images)
+    src.x = &x[0, 0, 0, 0]
+    src.g0 = g
     cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
-    if xb != NULL and pw != NULL:
-        n_failed = _forward_bf16(kernel, xb, _grown(g), pw, N, F, bp, relu, &y[0, 0, 0, 0], group,
-                                 n_threads, pk, &pg, am)
-    free(xb)
+    if pw != NULL:
+        n_failed = _forward_bf16(kernel, &src, _grown(g), pw, N, F, bp, relu, &y[0, 0, 0, 0],
+                                 group, n_threads, pk, &pg, am)
     free(pw)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")
@@ -1346,6 +1373,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     cdef float* dwt = alloc64(K * F)
     cdef float* dyc = NULL
     cdef uint16_t* dyp = NULL
+    cdef Source src         # dx's: dy's padded copy
     cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
     cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
     if roff == NULL:
@@ -1370,7 +1398,8 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
                             n_threads, &bad)
         n_bad += bad
         if wt is not None and not n_failed:
-            n_failed = _forward_bf16(a.bf16, dyp, _grown(gt), pwt, N, g.C, NULL, False,
+            src.xb, src.x, src.g0 = dyp, NULL, gt
+            n_failed = _forward_bf16(a.bf16, &src, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:
         _slots_into(parts, n_slots, dwt, xt == NULL, dw, db, n_threads)
