@@ -961,8 +961,8 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
             if yc == NULL or (src.xb == NULL and xs == NULL):
                 n_failed += 1
                 continue
-            cc_gemm_bf16_rows(kernel, rows, F, kp, _item_images(src, n, n + 1, xs), g.C, aoff,
-                              NULL, pw, 0.0, yc, F, 0, ep)
+            cc_gemm_bf16_rows(kernel, cc_up32(rows), F, kp, _item_images(src, n, n + 1, xs),
+                              g.C, aoff, NULL, pw, 0.0, yc, F, 0, ep)   # (whole blocks)
             if pool_wide:
                 for oh in range(pg.OH):
                     pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, NULL, pool_relu)
@@ -1009,7 +1009,7 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
         return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
-        yc = alloc64(group * P * F) if pk != NULL else NULL
+        yc = alloc64(cc_up32(group * P) * F) if pk != NULL else NULL
         xs = _padded_images(src.g0, group) if src.xb == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
             if pa == NULL or (pk != NULL and yc == NULL) or (src.xb == NULL and xs == NULL):
@@ -1020,8 +1020,9 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
             rows = (n1 - n0) * P
             _sections(_item_images(src, n0, n1, xs), g, 0, n1 - n0, pa, kp)
             memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
-            yp = yc if pk != NULL else y + n0 * P * F
-            cc_gemm_bf16_packed(kernel, rows, F, kp, pa, pw, 0.0, yp, F, 0, &ep)
+            yp = yc if pk != NULL else y + n0 * P * F   # (yc: whole blocks)
+            cc_gemm_bf16_packed(kernel, cc_up32(rows) if pk != NULL else rows, F, kp, pa, pw,
+                                0.0, yp, F, 0, &ep)
             if pk != NULL:
                 for n in range(n0, n1):
                     for oh in range(pg.OH):
