@@ -220,7 +220,9 @@ def _native_cases(rng):
         ("conv2d_forward", (x, w, b), {**same, "relu": True}),
         ("conv2d_forward", (x, w), {"stride": 2}),
         ("conv2d_backward", (x, w, dy), same),
-        ("conv2d_backward", (x, w, dy[:, :4, :4]), {"stride": 2}),   # dx: the im2col path
+        ("conv2d_backward", (x, w, dy[:, :4, :4]), {"stride": 2}),   # dx: a convolution a
+        ("conv2d_backward", (x, w, dy[:, :4, :4]), {"stride": 2, "relu_y": dy[:, :4, :4]}),
+        ("conv2d_backward", (x, w[:2, :2], dy[:, :3, :3]), {"stride": 3}),   # phase (one: 0)
         ("conv2d_backward", (x, w, dy), {**same, "relu_y": dy}),
         ("conv2d_maxpool_forward", (xp, wp, b[:16]), same),
         ("conv2d_maxpool_backward", (xp, wp, dyp, argmax), same),

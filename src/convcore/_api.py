@@ -356,11 +356,15 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
                                      kernels, bounds, relu_y, _winograd(g), round_dy)
         return dx, dw.reshape(w.shape), db
     flipped = _flipped(g, w) if bf16 and need_dx else None
-    if bf16 and (flipped is not None or not need_dx):
+    phases = _phases(g, w) if bf16 and need_dx and flipped is None else None
+    if bf16 and (flipped is not None or phases is not None or not need_dx):
         wt, gt = flipped or (None, g)
-        _conv.conv2d_backward_bf16(x, w2, wt, dy, dx, dw, db, g, gt, group,
-                                   _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
+        _conv.conv2d_backward_bf16(x, w2, wt, dy, None if phases else dx, dw, db, g, gt,
+                                   group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
                                    get_num_threads(), relu_y, bf16)
+        if phases is not None:
+            dy = dy if relu_y is None else np.where(relu_y > 0, dy, np.float32(0))
+            _phase_dx(phases, g, dy, dx, bf16)
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
@@ -382,6 +386,63 @@ def _flipped(g, w):
     gt = {"H": g["OH"], "W": g["OW"], "C": w.shape[3], "KH": kh, "KW": kw, "SH": 1, "SW": 1,
           "PT": kh - 1 - g["PT"], "PL": kw - 1 - g["PL"], "OH": g["H"], "OW": g["W"]}
     return wt, gt
+
+
+def _phase_taps(size, k, s, pad, out, a):
+    """One axis of a phase (_phases): (taps, gt's padding, its output length) of
+    the input positions a, a + s, ...: the taps k0 > k1 > ... of the kernel that
+    reach them (a + pad = tap mod s), as a stride-1 convolution over dy's
+    `out` positions; None where its padding would be negative or as wide as
+    its kernel (the general path then)."""
+    r, c = (a + pad) % s, (a + pad) // s
+    taps = list(range(r, k, s))[::-1]
+    q = len(range(a, size, s))
+    top = len(taps) - 1 - c
+    bottom = q - 1 + len(taps) - out - top
+    if taps and not (0 <= top < len(taps) and 0 <= bottom < len(taps)):
+        return None
+    return taps, top, q
+
+
+def _phases(g, w):
+    """The input gradient of a strided convolution as one stride-1 convolution
+    of dy per phase (a, b) of the input's rows and columns (those at a, a + SH,
+    ... and b, b + SW, ...): [(a, b, wt, gt)], wt the taps that reach the
+    phase, flipped, (taps_h * taps_w * C_out, C_in) (None: no tap reaches it,
+    its dx is 0), over the window gt; None where a phase does not fit a
+    forward window or its sums would be too short for the bf16 kernels, and
+    for a 1x1 kernel (the general path's product is all there is to its dx)."""
+    cout = w.shape[3]
+    if cout < BF16_MIN_DEPTH["forward"] or g["KH"] * g["KW"] == 1:
+        return None
+    out = []
+    for a in range(min(g["SH"], g["H"])):
+        rows = _phase_taps(g["H"], g["KH"], g["SH"], g["PT"], g["OH"], a)
+        for b in range(min(g["SW"], g["W"])):
+            cols = _phase_taps(g["W"], g["KW"], g["SW"], g["PL"], g["OW"], b)
+            if rows is None or cols is None:
+                return None
+            (th, top, qh), (tw, left, qw) = rows, cols
+            if not th or not tw:
+                out.append((a, b, None, None))
+                continue
+            wt = np.ascontiguousarray(w[th][:, tw].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
+            gt = {"H": g["OH"], "W": g["OW"], "C": cout, "KH": len(th), "KW": len(tw),
+                  "SH": 1, "SW": 1, "PT": top, "PL": left, "OH": qh, "OW": qw}
+            out.append((a, b, wt, gt))
+    return out
+
+
+def _phase_dx(phases, g, dy, dx, bf16):
+    """dx of a strided convolution (window g) from _phases: each phase's
+    convolution of dy (bf16's forward kernel) into its rows and columns of dx."""
+    sh, sw = g["SH"], g["SW"]
+    for a, b, wt, gt in phases:
+        if wt is None:
+            dx[:, a::sh, b::sw] = 0
+            continue
+        _conv.conv2d_forward_bf16(dy, wt, None, dx, gt, _group(gt["OH"] * gt["OW"]),
+                                  get_num_threads(), False, bf16, gt, phase=(a, b, sh, sw))
 
 
 def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):

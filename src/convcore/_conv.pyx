@@ -928,21 +928,44 @@ cdef const uint16_t* _item_images(const Source* s, Py_ssize_t n0, Py_ssize_t n1,
     return xs
 
 
+cdef struct Out:        # where a bf16 forward's output (unpooled) goes: position (n, oh, ow)'s
+    float* y            # F values at y + n * image + oh * row + ow * col (dense: _dense;
+    Py_ssize_t image, row, col   # a phase of a strided convolution's dx: _phase_dx)
+
+
+cdef inline Out _dense(float* y, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t F) noexcept nogil:
+    cdef Out o
+    o.y, o.image, o.row, o.col = y, OH * OW * F, OW * F, F
+    return o
+
+
+cdef inline void _put_row(const Out* o, const float* yr, Py_ssize_t n, Py_ssize_t oh,
+                          Py_ssize_t OW, Py_ssize_t F) noexcept nogil:
+    """Output row oh of image n (OW positions of F values at yr) to its place."""
+    cdef float* dst = o.y + n * o.image + oh * o.row
+    cdef Py_ssize_t ow
+    if o.col == F:
+        memcpy(dst, yr, OW * F * sizeof(float))
+        return
+    for ow in range(OW):
+        memcpy(dst + ow * o.col, yr + ow * F, F * sizeof(float))
+
+
 cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32_t* pw,
                            const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
-                           const cc_epilogue* ep, float* y, int n_threads,
+                           const cc_epilogue* ep, float* y, const Out* o, int n_threads,
                            const cc_kernel_set* pk, Window* pg, int* argmax,
                            bint pool_relu) noexcept nogil:
     """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
     _slices_in_place): no sections made; an image's outputs at every column of
     the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
     the first OW of each row kept. The same sums in the same order as
-    _forward_bf16's: the same bits. Where no argmax is kept and no pool
+    _forward_bf16's: the same bits. Unpooled, the rows go to o. Where no argmax is kept and no pool
     window reaches past column OW, the pool reads the rows where they are
     (its window over rows of W columns), else from the first OW of each row
     moved together; pool_relu: the pool applies the ReLU (ep has none). The
     images that had no scratch."""
-    cdef Py_ssize_t P = g.OH * g.OW, rows = g.OH * g.W, n, oh
+    cdef Py_ssize_t rows = g.OH * g.W, n, oh
     cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef float* yc = NULL   # (firstprivate in the parallel block, as xs)
@@ -968,8 +991,10 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
                     pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, NULL, pool_relu)
                 continue
             for oh in range(g.OH):
-                memmove(yc + oh * g.OW * F if pk != NULL else y + n * P * F + oh * g.OW * F,
-                        yc + oh * g.W * F, g.OW * F * sizeof(float))
+                if pk == NULL:
+                    _put_row(o, yc + oh * g.W * F, n, oh, g.OW, F)
+                else:
+                    memmove(yc + oh * g.OW * F, yc + oh * g.W * F, g.OW * F * sizeof(float))
             if pk != NULL:
                 for oh in range(pg.OH):
                     pool_row(pk, yc, pg[0], oh, y + n * ps + oh * pg.OW * F,
@@ -980,17 +1005,33 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     return n_failed
 
 
+cdef void _from_scratch(const float* yc, Py_ssize_t n0, Py_ssize_t n1, Window g, Py_ssize_t F,
+                        const Out* o, const cc_kernel_set* pk, Window* pg, float* y,
+                        int* argmax, bint pool_relu) noexcept nogil:
+    """Images n0..n1's output in the thread's scratch yc (P rows each) to where
+    it goes: pooled (pk, window pg) into y (and argmax), else to o's places."""
+    cdef Py_ssize_t P = g.OH * g.OW, ps = 0 if pg == NULL else pg.OH * pg.OW * F, n, oh
+    for n in range(n0, n1):
+        if pk == NULL:
+            for oh in range(g.OH):
+                _put_row(o, yc + ((n - n0) * P + oh * g.OW) * F, n, oh, g.OW, F)
+            continue
+        for oh in range(pg.OH):
+            pool_row(pk, yc + (n - n0) * P * F, pg[0], oh, y + n * ps + oh * pg.OW * F,
+                     argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL, pool_relu)
+
+
 cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* pw,
                        Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
                        Py_ssize_t group, int n_threads, const cc_kernel_set* pk=NULL,
-                       Window* pg=NULL, int* argmax=NULL) noexcept nogil:
-    """y (N, OH, OW, F) = sections(src) @ w (+ b); with the pool kernels pk, y
+                       Window* pg=NULL, int* argmax=NULL, const Out* out=NULL) noexcept nogil:
+    """y (N, OH, OW, F) = sections(src) @ w (+ b) (or to out's places where
+    given: through the thread's scratch); with the pool kernels pk, y
     is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
     convolution's output staying in the thread's scratch (where no argmax is
     kept, stored before its ReLU, which the pool applies); _forward_in_place
     where it applies. The items that had no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
-    cdef Py_ssize_t n, oh, ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block, as yc and xs)
     cdef float* yc = NULL
@@ -998,21 +1039,24 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
     cdef float* yp
     cdef int n_failed = 0
     cdef bint pool_relu = relu and pk != NULL and argmax == NULL
+    cdef Out o = out[0] if out != NULL else _dense(y, g.OH, g.OW, F)
+    cdef bint scattered = out != NULL and pk == NULL   # the output through yc to o
     cdef cc_epilogue ep
     ep.bias = b
     ep.relu = relu and not pool_relu
     cdef size_t* aoff = _slices_in_place(g)
     if aoff != NULL:
-        n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, n_threads, pk,
+        n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, &o, n_threads, pk,
                                      pg, argmax, pool_relu)
         free(aoff)
         return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
-        yc = alloc64(cc_up32(group * P) * F) if pk != NULL else NULL
+        yc = alloc64(cc_up32(group * P) * F) if pk != NULL or scattered else NULL
         xs = _padded_images(src.g0, group) if src.xb == NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
-            if pa == NULL or (pk != NULL and yc == NULL) or (src.xb == NULL and xs == NULL):
+            if pa == NULL or ((pk != NULL or scattered) and yc == NULL) \
+                    or (src.xb == NULL and xs == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
@@ -1020,16 +1064,11 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
             rows = (n1 - n0) * P
             _sections(_item_images(src, n0, n1, xs), g, 0, n1 - n0, pa, kp)
             memset(pa + rows * kp, 0, (cc_up32(rows) - rows) * kp * 2)
-            yp = yc if pk != NULL else y + n0 * P * F   # (yc: whole blocks)
-            cc_gemm_bf16_packed(kernel, cc_up32(rows) if pk != NULL else rows, F, kp, pa, pw,
+            yp = yc if pk != NULL or scattered else y + n0 * P * F   # (yc: whole blocks)
+            cc_gemm_bf16_packed(kernel, rows if yp != yc else cc_up32(rows), F, kp, pa, pw,
                                 0.0, yp, F, 0, &ep)
-            if pk != NULL:
-                for n in range(n0, n1):
-                    for oh in range(pg.OH):
-                        pool_row(pk, yc + (n - n0) * P * F, pg[0], oh,
-                                 y + n * ps + oh * pg.OW * F,
-                                 argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL,
-                                 pool_relu)
+            if yp == yc:
+                _from_scratch(yc, n0, n1, g, F, &o, pk, pg, y, argmax, pool_relu)
         free(pa)
         free(yc)
         free(xs)
@@ -1042,15 +1081,24 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                         float[:, :, :, ::1] y,          # OUT (N, OH, OW, F), or pooled
                         Window g, Py_ssize_t group, int n_threads, bint relu, int kernel,
                         Window pg, int pool_kernels=-1,
-                        int[:, :, :, ::1] argmax=None):  # OUT (N, PH, PW, F) or None
+                        int[:, :, :, ::1] argmax=None,   # OUT (N, PH, PW, F) or None
+                        tuple phase=None):
     """y = sections(x) @ w (+ b) (then max(y, 0) if relu) in bf16 (kernel:
     _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512); with pool_kernels (a
     kernel set's number), y = its max-pool over the window pg (the argmax
-    written where given: training), the convolution's output never stored."""
+    written where given: training), the convolution's output never stored.
+    phase (a, b, SH, SW): y is a strided convolution's input gradient (N, H,
+    W, F), this output its rows a, a + SH, ... and columns b, b + SW, ...
+    (the rest of y untouched)."""
     cdef Py_ssize_t N = x.shape[0], K = w.shape[0], F = w.shape[1]
     cdef int n_failed = 1
+    cdef Out o
     if N == 0:
         return
+    if phase is not None:
+        o.y = &y[0, phase[0], phase[1], 0]
+        o.image, o.row = y.shape[1] * y.shape[2] * F, phase[2] * y.shape[2] * F
+        o.col = phase[3] * F
     cdef const cc_kernel_set* pk = kernel_set(pool_kernels) if pool_kernels >= 0 else NULL
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
@@ -1061,7 +1109,7 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
     if pw != NULL:
         n_failed = _forward_bf16(kernel, &src, _grown(g), pw, N, F, bp, relu, &y[0, 0, 0, 0],
-                                 group, n_threads, pk, &pg, am)
+                                 group, n_threads, pk, &pg, am, &o if phase is not None else NULL)
     free(pw)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")
