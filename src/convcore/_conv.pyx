@@ -959,12 +959,12 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
     _slices_in_place): no sections made; an image's outputs at every column of
     the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
-    the first OW of each row kept. The same sums in the same order as
-    _forward_bf16's: the same bits. Unpooled, the rows go to o. Where no argmax is kept and no pool
-    window reaches past column OW, the pool reads the rows where they are
-    (its window over rows of W columns), else from the first OW of each row
-    moved together; pool_relu: the pool applies the ReLU (ep has none). The
-    images that had no scratch."""
+    the first OW of each row kept (unpooled: to o's places). The same sums in
+    the same order as _forward_bf16's: the same bits. Where no argmax is kept
+    and no pool window reaches past column OW, the pool reads the rows where
+    they are (its window over rows of W columns), else from the first OW of
+    each row moved together; pool_relu: the pool applies the ReLU (ep has
+    none). The images that had no scratch."""
     cdef Py_ssize_t rows = g.OH * g.W, n, oh
     cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
