@@ -359,8 +359,8 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     phases = _phases(g, w) if bf16 and need_dx and flipped is None else None
     if bf16 and (flipped is not None or phases is not None or not need_dx):
         wt, gt = flipped or (None, g)
-        _conv.conv2d_backward_bf16(x, w2, wt, dy, None if phases else dx, dw, db, g, gt,
-                                   group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
+        _conv.conv2d_backward_bf16(x, w2, wt, dy, dx if phases is None else None, dw, db,
+                                   g, gt, group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
                                    get_num_threads(), relu_y, bf16)
         if phases is not None:
             dy = dy if relu_y is None else np.where(relu_y > 0, dy, np.float32(0))
@@ -375,21 +375,13 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
 def _flipped(g, w):
     """(wt, gt): the input gradient of a stride-1 convolution as a forward one,
     dy convolved with the flipped kernels wt (kh*kw*C_out, C_in) over the
-    window gt; None where the stride or a padding wider than the kernel does
-    not allow it."""
-    kh, kw = g["KH"], g["KW"]
-    bottom = g["OH"] - 1 + kh - g["H"] - g["PT"]
-    right = g["OW"] - 1 + kw - g["W"] - g["PL"]
-    if (g["SH"], g["SW"]) != (1, 1) or max(g["PT"], bottom) >= kh or max(g["PL"], right) >= kw:
-        return None
-    wt = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
-    gt = {"H": g["OH"], "W": g["OW"], "C": w.shape[3], "KH": kh, "KW": kw, "SH": 1, "SW": 1,
-          "PT": kh - 1 - g["PT"], "PL": kw - 1 - g["PL"], "OH": g["H"], "OW": g["W"]}
-    return wt, gt
+    window gt (its one phase, _phase); None where the stride or a padding
+    wider than the kernel does not allow it."""
+    return _phase(g, w, 0, 0) if (g["SH"], g["SW"]) == (1, 1) else None
 
 
 def _phase_taps(size, k, s, pad, out, a):
-    """One axis of a phase (_phases): (taps, gt's padding, its output length) of
+    """One axis of a phase (_phase): (taps, gt's padding, its output length) of
     the input positions a, a + s, ...: the taps k0 > k1 > ... of the kernel that
     reach them (a + pad = tap mod s), as a stride-1 convolution over dy's
     `out` positions; None where its padding would be negative or as wide as
@@ -404,32 +396,40 @@ def _phase_taps(size, k, s, pad, out, a):
     return taps, top, q
 
 
+def _phase(g, w, a, b):
+    """(wt, gt): the input gradient at the input's rows a, a + SH, ... and
+    columns b, b + SW, ... as a stride-1 forward convolution of dy with the
+    taps that reach them, flipped, wt (taps_h * taps_w * C_out, C_in), over
+    the window gt; (None, None) where no tap reaches them (their dx is 0);
+    None where the phase does not fit a forward window."""
+    rows = _phase_taps(g["H"], g["KH"], g["SH"], g["PT"], g["OH"], a)
+    cols = _phase_taps(g["W"], g["KW"], g["SW"], g["PL"], g["OW"], b)
+    if rows is None or cols is None:
+        return None
+    (th, top, qh), (tw, left, qw) = rows, cols
+    if not th or not tw:
+        return None, None
+    wt = np.ascontiguousarray(w[th][:, tw].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
+    gt = {"H": g["OH"], "W": g["OW"], "C": w.shape[3], "KH": len(th), "KW": len(tw),
+          "SH": 1, "SW": 1, "PT": top, "PL": left, "OH": qh, "OW": qw}
+    return wt, gt
+
+
 def _phases(g, w):
     """The input gradient of a strided convolution as one stride-1 convolution
-    of dy per phase (a, b) of the input's rows and columns (those at a, a + SH,
-    ... and b, b + SW, ...): [(a, b, wt, gt)], wt the taps that reach the
-    phase, flipped, (taps_h * taps_w * C_out, C_in) (None: no tap reaches it,
-    its dx is 0), over the window gt; None where a phase does not fit a
-    forward window or its sums would be too short for the bf16 kernels, and
-    for a 1x1 kernel (the general path's product is all there is to its dx)."""
-    cout = w.shape[3]
-    if cout < BF16_MIN_DEPTH["forward"] or g["KH"] * g["KW"] == 1:
+    of dy per phase (a, b) of the input's rows and columns (_phase): [(a, b,
+    wt, gt)]; None where a phase does not fit a forward window or its sums
+    would be too short for the bf16 kernels, and for a 1x1 kernel (the
+    general path's product is all there is to its dx)."""
+    if w.shape[3] < BF16_MIN_DEPTH["forward"] or g["KH"] * g["KW"] == 1:
         return None
     out = []
     for a in range(min(g["SH"], g["H"])):
-        rows = _phase_taps(g["H"], g["KH"], g["SH"], g["PT"], g["OH"], a)
         for b in range(min(g["SW"], g["W"])):
-            cols = _phase_taps(g["W"], g["KW"], g["SW"], g["PL"], g["OW"], b)
-            if rows is None or cols is None:
+            p = _phase(g, w, a, b)
+            if p is None:
                 return None
-            (th, top, qh), (tw, left, qw) = rows, cols
-            if not th or not tw:
-                out.append((a, b, None, None))
-                continue
-            wt = np.ascontiguousarray(w[th][:, tw].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
-            gt = {"H": g["OH"], "W": g["OW"], "C": cout, "KH": len(th), "KW": len(tw),
-                  "SH": 1, "SW": 1, "PT": top, "PL": left, "OH": qh, "OW": qw}
-            out.append((a, b, wt, gt))
+            out.append((a, b, *p))
     return out
 
 
