@@ -402,6 +402,108 @@ def test_bf16_conv_maxpool_has_the_bits_of_the_steps_one_by_one(bf16_kernel, thr
                                          precision="bf16")
 
 
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 7), c=st.sampled_from([1, 8, 32, 64]),
+       pool=st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]), relu=st.booleans(),
+       inf=st.booleans(), n_threads=st.integers(1, 2), seed=st.integers(0, 2**16),
+       rows=st.integers(1, 300), d_in=st.integers(16, 200))
+def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
+        bf16_kernel, threads, n, c, pool, relu, inf, n_threads, seed, rows, d_in):
+    """Inference in bf16 hands a layer's output to the next in bfloat16 (uint16
+    bits): the fused convolution + max-pool writes round_bf16 of its float32
+    output (out_bf16; both of its paths: sections made, c 1 and 8, and read in
+    place, c 32 and 64), and a convolution or dense layer given bits computes
+    what it computes on their float32 values (each image padded from the
+    bits; a dense layer's A packed from them: any rows and features)."""
+    threads(n_threads)
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
+               for s in ((n, 9, 11, c), (5, 5, c, 32), (32,)))
+    if inf:
+        x[0, 4, 5, 0] = np.inf
+    size, stride, pad = pool
+    kw = {"padding": 2, "relu": relu, "pool_size": size, "pool_stride": stride,
+          "pool_padding": pad, "precision": "bf16"}
+    y = convcore.conv2d_maxpool_forward(x, w, b, **kw)
+    bits = convcore.conv2d_maxpool_forward(x, w, b, **kw, out_bf16=True)
+    assert bits.dtype == np.uint16 and bits.tobytes() == ref.narrow_bits(y).tobytes()
+    xh = ref.narrow_bits(x)
+    for fn, more in ((convcore.conv2d_maxpool_forward, {}),
+                     (convcore.conv2d_forward, {"relu": relu, "stride": (1, 2)[seed % 2]})):
+        args = {**kw, **more} if fn is convcore.conv2d_maxpool_forward else \
+            {"padding": 2, "precision": "bf16", **more}
+        assert _bits(fn(xh, w, b, **args)) == _bits(fn(ref.widen_bits(xh), w, b, **args))
+    xl = ref.narrow_bits(rng.uniform(-2, 2, (rows, d_in)).astype(np.float32))
+    wl, bl = rng.uniform(-1, 1, (d_in, 40)).astype(np.float32), b[:40 % 32 + 1]
+    wl = wl[:, :bl.shape[0]].copy()
+    assert _bits(convcore.linear_forward(xl, wl, bl, relu=relu, precision="bf16")) == \
+        _bits(convcore.linear_forward(ref.widen_bits(xl), wl, bl, relu=relu, precision="bf16"))
+
+
+def test_bfloat16_bits_are_refused_where_they_would_be_misread():
+    """uint16 is taken as bfloat16 bits with precision bf16 or bf16-emulated
+    only (with fp32, raw 16-bit pixels would be misread: a TypeError naming
+    x); out_bf16 needs one of them and no argmax; a backward takes float32."""
+    x = np.zeros((1, 6, 6, 2), np.uint16)
+    w = np.zeros((3, 3, 2, 16), np.float32)
+    with pytest.raises(TypeError, match="conv2d_forward: x must be float32, got uint16"):
+        convcore.conv2d_forward(x, w)
+    with pytest.raises(TypeError, match="linear_forward: x must be float32, got uint16"):
+        convcore.linear_forward(x[0, 0], w[0, 0])
+    with pytest.raises(ValueError, match="out_bf16=True needs precision"):
+        convcore.conv2d_maxpool_forward(x.view(np.float16).astype(np.float32), w,
+                                        out_bf16=True)
+    with pytest.raises(ValueError, match="out_bf16=True needs precision"):
+        convcore.conv2d_maxpool_forward(x, w, out_bf16=True, return_argmax=True,
+                                        precision="bf16-emulated")
+    with pytest.raises(TypeError, match="conv2d_backward: x must be float32"):
+        convcore.conv2d_backward(x, w, np.zeros((1, 4, 4, 16), np.float32),
+                                 precision="bf16-emulated")
+    got = convcore.conv2d_maxpool_forward(x, w, padding=1, out_bf16=True,
+                                          precision="bf16-emulated")   # (the float32 kernels)
+    assert got.dtype == np.uint16 and got.shape == (1, 3, 3, 16) and not got.any()
+
+
+def test_bf16_inference_hands_bits_only_to_layers_that_multiply_them(bf16_kernel,
+                                                                      monkeypatch):
+    """The inference plan hands a conv + pool's output over in bfloat16 where
+    only convolutions and dense layers read it (through Flatten and
+    Dropout): both of the tutorial's; not where anything else does (the
+    model's output, a global pool), nor in fp32, nor in training. predict
+    gives the bits of the layers run one by one in float32 between them."""
+    calls = []
+    real = convcore.conv2d_maxpool_forward
+    monkeypatch.setattr(convcore, "conv2d_maxpool_forward",
+                        lambda *a, **k: calls.append(k.get("out_bf16")) or real(*a, **k))
+    x = np.random.default_rng(3).random((37, 28, 28, 1), dtype=np.float32)
+    model = pyconv.models.tutorial_cnn(seed=3).set_precision("bf16")
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=False)[0]
+    assert model.predict(x).tobytes() == h.tobytes() and calls == [True, True]
+    calls.clear()
+    model.train_step(x[:8], np.arange(8), pyconv.optim.Adam(model.parameters()))
+    model.set_precision("fp32").predict(x[:2])
+    assert calls == [False, False, False, False]
+    L = pyconv.layers
+    other = pyconv.Sequential([L.Conv2D(16, 3, activation="relu"), L.MaxPool2D(2),
+                               L.Conv2D(16, 3), L.MaxPool2D(2), L.GlobalAveragePooling2D(),
+                               L.Dense(10)], seed=0)
+    other.build((12, 12, 1))
+    calls.clear()
+    other.set_precision("bf16").predict(x[:3, :12, :12])
+    assert calls == [True, False]
+    inp = pyconv.Input((12, 12, 1))          # read by a convolution and by a global pool
+    h = L.MaxPool2D(2)(L.Conv2D(16, 3, activation="relu")(inp))
+    out = L.Dense(4)(L.Concatenate()([L.GlobalAveragePooling2D()(h),
+                                      L.GlobalAveragePooling2D()(L.Conv2D(16, 3)(h))]))
+    branched = pyconv.Model(inp, out, seed=0).set_precision("bf16")
+    calls.clear()
+    branched.predict(x[:3, :12, :12])
+    assert calls == [False]
+
+
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 300), d_in=st.integers(1, 200), d_out=st.integers(1, 90),

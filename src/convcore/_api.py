@@ -96,6 +96,42 @@ def _inner(bf16):
     return "bf16" if bf16 else "fp32"
 
 
+# A layer's input or output in bfloat16 (inference in bf16: the next layer
+# rounds its input so anyway) is a uint16 array of the values' top 16 bits.
+
+def _input(fn, x, ndim, layout, bits):
+    """x float32, or where bits (a forward's input) also uint16: bfloat16
+    bits (_widened); C-contiguous (chk.array's checks)."""
+    if bits and isinstance(x, np.ndarray) and x.dtype == np.uint16:
+        return chk.array(fn, "x", x, ndim, layout, dtype=np.uint16)
+    return chk.array(fn, "x", x, ndim, layout)
+
+
+def _widened(fn, x, precision, depth, way="forward"):
+    """(x, xh): float32 x as it is, (x, None); x's bfloat16 bits (uint16, with
+    precision bf16 or bf16-emulated only) as they are, (None, x), where the
+    bf16 kernels take them (_rounded's choice), else widened to float32."""
+    if x.dtype != np.uint16:
+        return x, None
+    if not isinstance(precision, str) or precision not in ("bf16", "bf16-emulated"):
+        raise TypeError(f"{fn}: x must be float32, got uint16 {x.shape} (uint16 is taken as "
+                        f"bfloat16 bits with precision 'bf16' or 'bf16-emulated' only, "
+                        f"got precision {precision!r})")
+    if precision == "bf16" and depth >= BF16_MIN_DEPTH[way]:
+        return None, x
+    return widen_bits(x), None
+
+
+def widen_bits(h):
+    """bfloat16 bits (uint16) -> their values as float32 (exact)."""
+    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def narrow_bits(x):
+    """float32 -> the bfloat16 bits (uint16) of round_bf16(x)."""
+    return (round_bf16(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+
+
 def _dy_checks(fn, dy, relu_y, want, desc):
     """An output gradient dy and the optional ReLU output relu_y, both of shape want."""
     dy = chk.array(fn, "dy", dy, len(want), desc)
@@ -116,8 +152,8 @@ def _group(positions):
     return max(1, -(-256 // max(positions, 1)))
 
 
-def _conv_checks(fn, x, w, stride, padding, b=None):
-    x = chk.array(fn, "x", x, 4, _X)
+def _conv_checks(fn, x, w, stride, padding, b=None, bits=False):
+    x = _input(fn, x, 4, _X, bits)
     w = chk.array(fn, "w", w, 4, _W)
     kh, kw, cin, cout = w.shape
     if kh < 1 or kw < 1 or cin < 1 or cout < 1:
@@ -190,18 +226,23 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     float32: the same arithmetic on any CPU, at fp32's speed less the
     rounding passes. The bias is added in float32 (its gradient summed from
     dy in float32: in bf16-emulated, the rounded dy). The same for every
-    product below.
+    product below. With precision bf16 or bf16-emulated, x may also be given
+    as bfloat16 bits (uint16: what conv2d_maxpool_forward's out_bf16 makes),
+    the same as their values in float32.
     """
     fn = "conv2d_forward"
-    x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b)
+    x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b, bits=True)
+    n = x.shape[0]
+    x, xh = _widened(fn, x, precision, w2.shape[0])
     bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2, way="forward")
     w = w2.reshape(w.shape)
-    bounds = _slices(fn, slices, x.shape[0])
-    y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
+    bounds = _slices(fn, slices, n)
+    y_shape = (n, g["OH"], g["OW"], w2.shape[1])
     kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx=False)
     if kernels is None and len(bounds) > 2:   # BLAS: the same calls on every process
         return _stacked(_slice_by_slice(bounds, lambda xs: conv2d_forward(
-            xs, w, b, stride, padding, relu, precision=_inner(bf16)), x), y_shape)
+            xs, w, b, stride, padding, relu, precision=_inner(bf16)), x if xh is None else xh),
+            y_shape)
     y = empty(y_shape)
     if kernels is not None:
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
@@ -209,17 +250,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
         return y
     if bf16:
         _conv.conv2d_forward_bf16(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16,
-                                  g)
+                                  g, xh=xh)
         return y
     with blas_single_thread():
         _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
     return y
 
 
-def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool_padding):
+def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool_padding,
+                      bits=False):
     """_conv_checks, then the pool's window over the convolution's output:
     (x, w2, b, g, pg, pool_stride), pool_stride defaulting to pool_size."""
-    x, w2, b, g, _ = _conv_checks(fn, x, w, stride, padding, b)
+    x, w2, b, g, _ = _conv_checks(fn, x, w, stride, padding, b, bits)
     if pool_stride is None:
         pool_stride = pool_size
     y_shape = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
@@ -230,16 +272,25 @@ def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
                            pool_stride=None, pool_padding=0, return_argmax=False, slices=None,
-                           precision="fp32"):
+                           precision="fp32", out_bf16=False):
     """maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu), pool_size,
     pool_stride, pool_padding) in one pass: with the vector kernels each image's
     convolution output stays in cache and only the pooled result is written.
     The same bits as the two calls. Returns y, or (y, argmax) with
     return_argmax=True (for training: conv2d_maxpool_backward takes it).
-    slices, precision: as conv2d_forward's."""
+    slices, precision, x as bfloat16 bits: as conv2d_forward's. out_bf16
+    (precision bf16 or bf16-emulated, no argmax): y as the bfloat16 bits of
+    round_bf16(y) (uint16), written so by the kernels: for a next layer that
+    rounds its input to bfloat16 anyway (inference in bf16)."""
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
-                                                     pool_stride, pool_padding)
+                                                     pool_stride, pool_padding, bits=True)
+    if out_bf16 and (return_argmax or precision not in ("bf16", "bf16-emulated")):
+        raise ValueError(f"{fn}: out_bf16=True needs precision 'bf16' or 'bf16-emulated' and "
+                         f"no argmax, got precision {precision!r}, "
+                         f"return_argmax={return_argmax!r}")
+    n = x.shape[0]
+    x, xh = _widened(fn, x, precision, w2.shape[0])
     bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2, way="forward")
     w = w2.reshape(w.shape)
     cout = w2.shape[1]
@@ -247,19 +298,20 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     if kernels is None and not bf16:
         y = conv2d_forward(x, w, b, stride, padding, relu, slices)
         y, argmax = maxpool2d_forward(y, pool_size, pool_stride, pool_padding)
-        return (y, argmax) if return_argmax else y
-    _slices(fn, slices, x.shape[0])
-    chk.size(fn, "the pooled output", x.shape[0], pg["OH"], pg["OW"], cout)
-    out_shape = (x.shape[0], pg["OH"], pg["OW"], cout)
-    out = empty(out_shape)
+        return (y, argmax) if return_argmax else narrow_bits(y) if out_bf16 else y
+    _slices(fn, slices, n)
+    chk.size(fn, "the pooled output", n, pg["OH"], pg["OW"], cout)
+    out_shape = (n, pg["OH"], pg["OW"], cout)
+    out = empty(out_shape, np.uint16) if out_bf16 and bf16 else empty(out_shape)
     argmax = empty(out_shape, np.int32) if return_argmax else None
     if bf16:
-        _conv.conv2d_forward_bf16(x, w2, b, out, g, _group(g["OH"] * g["OW"]),
-                                  get_num_threads(), bool(relu), bf16, pg, _pool_set(), argmax)
+        _conv.conv2d_forward_bf16(x, w2, b, None if out_bf16 else out, g,
+                                  _group(g["OH"] * g["OW"]), get_num_threads(), bool(relu), bf16,
+                                  pg, _pool_set(), argmax, xh=xh, yb=out if out_bf16 else None)
         return (out, argmax) if return_argmax else out
     _conv.conv2d_maxpool_forward_direct(x, w2, b, out, g, pg, get_num_threads(), kernels,
                                         bool(relu), _winograd(g), argmax)
-    return (out, argmax) if return_argmax else out
+    return (out, argmax) if return_argmax else narrow_bits(out) if out_bf16 else out
 
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
@@ -568,8 +620,8 @@ def add_backward(dy, relu_y=None):
     return dx
 
 
-def _linear_checks(fn, x, w, b=None):
-    x = chk.array(fn, "x", x, 2, "(N, D_in)")
+def _linear_checks(fn, x, w, b=None, bits=False):
+    x = _input(fn, x, 2, "(N, D_in)", bits)
     w = chk.array(fn, "w", w, 2, "(D_in, D_out)")
     if w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"{fn}: w must have both dimensions >= 1, got shape {w.shape}")
@@ -588,19 +640,21 @@ def _linear_checks(fn, x, w, b=None):
 def linear_forward(x, w, b=None, relu=False, slices=None, precision="fp32"):
     """y = x @ w + b: (N, D_in) @ (D_in, D_out) -> (N, D_out); relu=True fuses max(y, 0).
     slices: as conv2d_forward's (the kernels are picked by the largest slice);
-    precision: as conv2d_forward's."""
+    precision, x as bfloat16 bits: as conv2d_forward's."""
     fn = "linear_forward"
-    x, w, b = _linear_checks(fn, x, w, b)
+    x, w, b = _linear_checks(fn, x, w, b, bits=True)
+    n = x.shape[0]
+    x, xh = _widened(fn, x, precision, w.shape[0])
     bf16, x, w = _rounded(fn, precision, w.shape[0], x, w, way="forward")
-    bounds = _slices(fn, slices, x.shape[0])
+    bounds = _slices(fn, slices, n)
     kernels = None if bf16 else _linear_simd(fn, _largest(bounds), w.shape[1], forward=True)
-    y = empty((x.shape[0], w.shape[1]))
+    y = empty((n, w.shape[1]))
     if kernels is not None:
         _linear.linear_forward_tiles(x, w, b, y, get_num_threads(), kernels, bool(relu))
         return y
     with blas_single_thread():
         _linear.linear_forward(x, w, b, y, GEMM_TILES, get_num_threads(), bounds, bool(relu),
-                               bf16)
+                               bf16, xh)
     return y
 
 

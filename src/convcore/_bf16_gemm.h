@@ -28,8 +28,9 @@
  *   cc_gemm_bf16_rows    the same with A's rows read where they are (a
  *                        convolution's sections, from the padded image)
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
- *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_im2col_bf16, cc_pair_vnni,
- *   cc_rows_transposed
+ *   cc_pack_a_bf16_block an A in bfloat16 already (a layer's bf16 input)
+ *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_pad_bf16, cc_im2col_bf16,
+ *   cc_pair_vnni, cc_rows_transposed
  *                        the convolutions' packing from images in bf16
  *                        (_conv.pyx's bf16 section)
  */
@@ -420,6 +421,22 @@ static void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, in
     memset(y + (size_t)(H + PT) * line, 0, (size_t)(Hp - H - PT) * line * sizeof(uint16_t));
 }
 
+/* cc_narrow_padded_bf16 for an image in bfloat16 already (x: its bits):
+ * copied into its padded place */
+static void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL, int Hp, int Wp,
+                        uint16_t* y)
+{
+    const size_t run = (size_t)W * C, line = (size_t)Wp * C, left = (size_t)PL * C;
+    memset(y, 0, PT * line * sizeof(uint16_t));
+    for (int h = 0; h < H; h++) {
+        uint16_t* row = y + (size_t)(h + PT) * line;
+        memset(row, 0, left * sizeof(uint16_t));
+        memcpy(row + left, x + h * run, run * sizeof(uint16_t));
+        memset(row + left + run, 0, (line - left - run) * sizeof(uint16_t));
+    }
+    memset(y + (size_t)(H + PT) * line, 0, (size_t)(Hp - H - PT) * line * sizeof(uint16_t));
+}
+
 /* One image x (H, W, C) float32 -> y (C, Hp, Wp) bfloat16 (cc_bf16_bits),
  * channels first, each plane padded as cc_narrow_padded_bf16's image; 1
  * where x holds an infinity or NaN, else 0 */
@@ -538,6 +555,22 @@ static void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, si
     if (rows < upto)
         memset(blk + rows * kp, 0, (upto - rows) * kp * 2);
     cc_pack_a(trans, (int)rows, k, a + (trans ? i0 : i0 * (size_t)lda), lda, blk, kp);
+}
+
+/* cc_pack_a_block (not transposed) for an A in bfloat16 already (a: its
+ * bits, row length lda): rows i0..i0+size copied, zero past k up to kp and
+ * past m up to a multiple of 32 */
+static void cc_pack_a_bf16_block(int m, int k, const uint16_t* a, int lda, size_t i0,
+                                 size_t size, uint16_t* blk, size_t kp)
+{
+    size_t rows = (size_t)m - i0 < size ? (size_t)m - i0 : size;
+    size_t upto = cc_up32(rows);
+    for (size_t i = 0; i < rows; i++) {
+        memcpy(blk + i * kp, a + (i0 + i) * (size_t)lda, (size_t)k * 2);
+        memset(blk + i * kp + k, 0, (kp - (size_t)k) * 2);
+    }
+    if (rows < upto)
+        memset(blk + rows * kp, 0, (upto - rows) * kp * 2);
 }
 
 /* op(B)'s columns j0..j0+size (fewer at the end: zero up to np) into panels */
@@ -716,6 +749,14 @@ static inline void cc_narrow_padded_bf16(const float* x, const float* relu_y, in
     (void)x; (void)relu_y; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp;
     (void)y;
 }
+static inline void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL,
+                               int Hp, int Wp, uint16_t* y)
+{
+    (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
+}
+static inline void cc_pack_a_bf16_block(int m, int k, const uint16_t* a, int lda, size_t i0,
+                                        size_t size, uint16_t* blk, size_t kp)
+{ (void)m; (void)k; (void)a; (void)lda; (void)i0; (void)size; (void)blk; (void)kp; }
 static inline void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH,
                                   int SW, int OW, int p0, int p1, uint16_t* rows, size_t kp)
 {

@@ -8,6 +8,7 @@ swaps the operands and passes each one's row length as its leading dimension.
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
 from convcore._memory cimport aligned_alloc
@@ -19,6 +20,8 @@ cdef extern from "_bf16_gemm.h" nogil:
     int CC_HAVE_BF16_GEMM
     void cc_pack_a_block(int trans, int m, int k, const float* a, int lda, size_t i0,
                          size_t size, uint16_t* blk, size_t kp)
+    void cc_pack_a_bf16_block(int m, int k, const uint16_t* a, int lda, size_t i0,
+                              size_t size, uint16_t* blk, size_t kp)
     void cc_gemm_bf16_shared_a(int kernel, int m, int n, int k, const uint16_t* pa,
                                const float* b, int ldb, float beta, float* c, int ldc,
                                uint32_t* pb)
@@ -124,6 +127,52 @@ cdef int _gemm_tiled_shared_a(int bf16, int m, int n, int k, const float* a, int
             j0 = t * step
             cc_gemm_bf16_shared_a(bf16, m, min(step, n - j0), k, pa, b + j0, ldb, beta,
                                   c + j0, ldc, pb)
+        free(pb)
+    free(pa)
+    return failed
+
+
+cdef int gemm_tiled_bf16_a(int m, int n, int k, const uint16_t* a, int lda,
+                           const float* b, int ldb, float beta, float* c, int ldc,
+                           int n_tiles, int n_threads, int bf16) noexcept nogil:
+    """gemm_tiled (neither operand transposed) in bf16 for an A given in
+    bfloat16 already (a: its bits; a layer's bf16 input): A packed once, in
+    parallel, then gemm_tiled's tiles of C, each from its rows of the packed A
+    (cc_gemm_bf16_shared_a). Each block of C the same sums in the same order
+    as gemm_tiled's on A widened to float32: the same bits. The number of
+    tiles whose memory was not there, as gemm_tiled's."""
+    cdef size_t kp = cc_up32(k)
+    cdef bint along_m = m >= n
+    cdef int t, size, step, count, i0, j0, failed = 0
+    cdef uint16_t* pa
+    cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
+    if m <= 0 or n <= 0:
+        return 0
+    size = m if along_m else n
+    step = (size + n_tiles - 1) // n_tiles
+    step = max(16, ((step + 15) // 16) * 16)
+    count = (size + step - 1) // step
+    pa = <uint16_t*>aligned_alloc(64, (cc_up32(m) + 32) * kp * 2)   # (a tile's rows past m)
+    if pa == NULL:
+        return count
+    memset(pa + cc_up32(m) * kp, 0, 32 * kp * 2)
+    for t in prange((m + CC_STREAM - 1) // CC_STREAM, schedule='static',
+                    num_threads=n_threads):
+        cc_pack_a_bf16_block(m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
+                             pa + <size_t>t * CC_STREAM * kp, kp)
+    with parallel(num_threads=n_threads):
+        pb = <uint32_t*>aligned_alloc(64, max(cc_up32(n if along_m else step), CC_STREAM)
+                                      * kp * 2)
+        for t in prange(count, schedule='dynamic'):
+            if pb == NULL:
+                failed += 1
+                continue
+            i0 = t * step if along_m else 0
+            j0 = 0 if along_m else t * step
+            cc_gemm_bf16_shared_a(bf16, min(step, m - i0) if along_m else m,
+                                  n if along_m else min(step, n - j0), k,
+                                  pa + <size_t>i0 * kp, b + j0, ldb, beta,
+                                  c + <size_t>i0 * ldc + j0, ldc, pb)
         free(pb)
     free(pa)
     return failed

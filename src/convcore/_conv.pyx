@@ -774,6 +774,8 @@ cdef extern from "_bf16_gemm.h" nogil:
                                   int Wp, uint16_t* y)
     void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                int PT, int PL, int Hp, int Wp, uint16_t* y)
+    void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL, int Hp, int Wp,
+                     uint16_t* y)
     void cc_im2col_bf16(const uint16_t* xp, int Wp, int C, int KH, int KW, int SH, int SW,
                         int OW, int p0, int p1, uint16_t* rows, size_t kp)
     enum: CC_SLACK
@@ -912,7 +914,8 @@ cdef size_t* _slices_in_place(Window g) noexcept nogil:
 cdef struct Source:     # where a bf16 forward's images are, padded (window _grown(g0))
     const uint16_t* xb  # all of them (_narrowed_padded), or NULL: each item narrows
     const float* x      # its own from x (window g0) into the thread's scratch
-    Window g0           # (_padded_images(g0, its images)), in cache when read
+    Window g0           # (_padded_images(g0, its images)), in cache when read;
+    const uint16_t* xh  # or, where not NULL, pads its own from xh (x in bfloat16)
 
 
 cdef const uint16_t* _item_images(const Source* s, Py_ssize_t n0, Py_ssize_t n1,
@@ -924,7 +927,11 @@ cdef const uint16_t* _item_images(const Source* s, Py_ssize_t n0, Py_ssize_t n1,
     if s.xb != NULL:
         return s.xb + n0 * size
     for n in range(n0, n1):
-        _narrow_image(s.x + n * src, NULL, s.g0, xs + (n - n0) * size)
+        if s.xh != NULL:
+            cc_pad_bf16(s.xh + n * src, <int>s.g0.H, <int>s.g0.W, <int>s.g0.C, <int>s.g0.PT,
+                        <int>s.g0.PL, <int>p.H, <int>p.W, xs + (n - n0) * size)
+        else:
+            _narrow_image(s.x + n * src, NULL, s.g0, xs + (n - n0) * size)
     return xs
 
 
@@ -951,10 +958,24 @@ cdef inline void _put_row(const Out* o, const float* yr, Py_ssize_t n, Py_ssize_
         memcpy(dst + ow * o.col, yr + ow * F, F * sizeof(float))
 
 
+cdef inline void _pool_to(const cc_kernel_set* pk, const float* yc, Window pg, Py_ssize_t oh,
+                          Py_ssize_t n, float* y, uint16_t* yb, float* pr, int* argmax,
+                          bint pool_relu) noexcept nogil:
+    """Pool row oh of image n's output yc (window pg) into y (and argmax), or
+    where yb is given, its bfloat16 bits into yb (through pr, the thread's
+    row of pg.OW x pg.C floats)."""
+    cdef Py_ssize_t at = (n * pg.OH + oh) * pg.OW * pg.C
+    if yb == NULL:
+        pool_row(pk, yc, pg, oh, y + at, argmax + at if argmax != NULL else NULL, pool_relu)
+        return
+    pool_row(pk, yc, pg, oh, pr, NULL, pool_relu)
+    cc_narrow_bf16(pr, NULL, yb + at, pg.OW * pg.C)
+
+
 cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32_t* pw,
                            const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
-                           const cc_epilogue* ep, float* y, const Out* o, int n_threads,
-                           const cc_kernel_set* pk, Window* pg, int* argmax,
+                           const cc_epilogue* ep, float* y, uint16_t* yb, const Out* o,
+                           int n_threads, const cc_kernel_set* pk, Window* pg, int* argmax,
                            bint pool_relu) noexcept nogil:
     """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
     _slices_in_place): no sections made; an image's outputs at every column of
@@ -964,12 +985,13 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     and no pool window reaches past column OW, the pool reads the rows where
     they are (its window over rows of W columns), else from the first OW of
     each row moved together; pool_relu: the pool applies the ReLU (ep has
-    none). The images that had no scratch."""
+    none); yb: the pooled output in bfloat16 instead of y. The images that
+    had no scratch."""
     cdef Py_ssize_t rows = g.OH * g.W, n, oh
-    cdef Py_ssize_t ps = 0 if pg == NULL else pg.OH * pg.OW * F
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
-    cdef float* yc = NULL   # (firstprivate in the parallel block, as xs)
+    cdef float* yc = NULL   # (firstprivate in the parallel block, as xs and pr)
     cdef uint16_t* xs = NULL
+    cdef float* pr = NULL
     cdef int n_failed = 0
     cdef Window wide
     cdef bint pool_wide = pk != NULL and argmax == NULL \
@@ -980,15 +1002,16 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     with parallel(num_threads=n_threads):
         yc = alloc64(cc_up32(rows) * F)
         xs = _padded_images(src.g0, 1) if src.xb == NULL else NULL
+        pr = alloc64(pg.OW * F) if yb != NULL else NULL
         for n in prange(N, schedule='dynamic'):
-            if yc == NULL or (src.xb == NULL and xs == NULL):
+            if yc == NULL or (src.xb == NULL and xs == NULL) or (yb != NULL and pr == NULL):
                 n_failed += 1
                 continue
             cc_gemm_bf16_rows(kernel, cc_up32(rows), F, kp, _item_images(src, n, n + 1, xs),
                               g.C, aoff, NULL, pw, 0.0, yc, F, 0, ep)   # (whole blocks)
             if pool_wide:
                 for oh in range(pg.OH):
-                    pool_row(pk, yc, wide, oh, y + n * ps + oh * pg.OW * F, NULL, pool_relu)
+                    _pool_to(pk, yc, wide, oh, n, y, yb, pr, NULL, pool_relu)
                 continue
             for oh in range(g.OH):
                 if pk == NULL:
@@ -997,45 +1020,47 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
                     memmove(yc + oh * g.OW * F, yc + oh * g.W * F, g.OW * F * sizeof(float))
             if pk != NULL:
                 for oh in range(pg.OH):
-                    pool_row(pk, yc, pg[0], oh, y + n * ps + oh * pg.OW * F,
-                             argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL,
-                             pool_relu)
+                    _pool_to(pk, yc, pg[0], oh, n, y, yb, pr, argmax, pool_relu)
         free(yc)
         free(xs)
+        free(pr)
     return n_failed
 
 
 cdef void _from_scratch(const float* yc, Py_ssize_t n0, Py_ssize_t n1, Window g, Py_ssize_t F,
                         const Out* o, const cc_kernel_set* pk, Window* pg, float* y,
-                        int* argmax, bint pool_relu) noexcept nogil:
+                        uint16_t* yb, float* pr, int* argmax, bint pool_relu) noexcept nogil:
     """Images n0..n1's output in the thread's scratch yc (P rows each) to where
-    it goes: pooled (pk, window pg) into y (and argmax), else to o's places."""
-    cdef Py_ssize_t P = g.OH * g.OW, ps = 0 if pg == NULL else pg.OH * pg.OW * F, n, oh
+    it goes: pooled (pk, window pg) into y (and argmax; or yb: _pool_to), else
+    to o's places."""
+    cdef Py_ssize_t P = g.OH * g.OW, n, oh
     for n in range(n0, n1):
         if pk == NULL:
             for oh in range(g.OH):
                 _put_row(o, yc + ((n - n0) * P + oh * g.OW) * F, n, oh, g.OW, F)
             continue
         for oh in range(pg.OH):
-            pool_row(pk, yc + (n - n0) * P * F, pg[0], oh, y + n * ps + oh * pg.OW * F,
-                     argmax + n * ps + oh * pg.OW * F if argmax != NULL else NULL, pool_relu)
+            _pool_to(pk, yc + (n - n0) * P * F, pg[0], oh, n, y, yb, pr, argmax, pool_relu)
 
 
 cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* pw,
                        Py_ssize_t N, Py_ssize_t F, const float* b, bint relu, float* y,
                        Py_ssize_t group, int n_threads, const cc_kernel_set* pk=NULL,
-                       Window* pg=NULL, int* argmax=NULL, const Out* out=NULL) noexcept nogil:
+                       Window* pg=NULL, int* argmax=NULL, const Out* out=NULL,
+                       uint16_t* yb=NULL) noexcept nogil:
     """y (N, OH, OW, F) = sections(src) @ w (+ b) (or to out's places where
     given: through the thread's scratch); with the pool kernels pk, y
-    is the pooled (N, PH, PW, F) (window pg; and argmax where given), the
-    convolution's output staying in the thread's scratch (where no argmax is
-    kept, stored before its ReLU, which the pool applies); _forward_in_place
-    where it applies. The items that had no scratch."""
+    is the pooled (N, PH, PW, F) (window pg; and argmax where given; or, yb
+    given, its bfloat16 bits there), the convolution's output staying in the
+    thread's scratch (where no argmax is kept, stored before its ReLU, which
+    the pool applies); _forward_in_place where it applies. The items that had
+    no scratch."""
     cdef Py_ssize_t P = g.OH * g.OW, n_items = (N + group - 1) // group, it, n0, n1, rows
     cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef uint16_t* pa = NULL   # (firstprivate in the parallel block, as yc and xs)
     cdef float* yc = NULL
     cdef uint16_t* xs = NULL
+    cdef float* pr = NULL
     cdef float* yp
     cdef int n_failed = 0
     cdef bint pool_relu = relu and pk != NULL and argmax == NULL
@@ -1046,17 +1071,18 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
     ep.relu = relu and not pool_relu
     cdef size_t* aoff = _slices_in_place(g)
     if aoff != NULL:
-        n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, &o, n_threads, pk,
-                                     pg, argmax, pool_relu)
+        n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, yb, &o, n_threads,
+                                     pk, pg, argmax, pool_relu)
         free(aoff)
         return n_failed
     with parallel(num_threads=n_threads):
         pa = <uint16_t*>aligned_alloc(64, (cc_up32(group * P) * kp + CC_SLACK) * 2)
         yc = alloc64(cc_up32(group * P) * F) if pk != NULL or scattered else NULL
         xs = _padded_images(src.g0, group) if src.xb == NULL else NULL
+        pr = alloc64(pg.OW * F) if yb != NULL else NULL
         for it in prange(n_items, schedule='dynamic'):
             if pa == NULL or ((pk != NULL or scattered) and yc == NULL) \
-                    or (src.xb == NULL and xs == NULL):
+                    or (src.xb == NULL and xs == NULL) or (yb != NULL and pr == NULL):
                 n_failed += 1
                 continue
             n0 = it * group
@@ -1068,10 +1094,11 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
             cc_gemm_bf16_packed(kernel, rows if yp != yc else cc_up32(rows), F, kp, pa, pw,
                                 0.0, yp, F, 0, &ep)
             if yp == yc:
-                _from_scratch(yc, n0, n1, g, F, &o, pk, pg, y, argmax, pool_relu)
+                _from_scratch(yc, n0, n1, g, F, &o, pk, pg, y, yb, pr, argmax, pool_relu)
         free(pa)
         free(yc)
         free(xs)
+        free(pr)
     return n_failed
 
 
@@ -1082,15 +1109,18 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                         Window g, Py_ssize_t group, int n_threads, bint relu, int kernel,
                         Window pg, int pool_kernels=-1,
                         int[:, :, :, ::1] argmax=None,   # OUT (N, PH, PW, F) or None
-                        tuple phase=None):
+                        tuple phase=None,
+                        const uint16_t[:, :, :, ::1] xh=None,   # IN  x's bf16 bits (x None)
+                        uint16_t[:, :, :, ::1] yb=None):        # OUT y's bf16 bits (y None)
     """y = sections(x) @ w (+ b) (then max(y, 0) if relu) in bf16 (kernel:
     _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512); with pool_kernels (a
     kernel set's number), y = its max-pool over the window pg (the argmax
-    written where given: training), the convolution's output never stored.
-    phase (a, b, SH, SW): y is a strided convolution's input gradient (N, H,
-    W, F), this output its rows a, a + SH, ... and columns b, b + SW, ...
-    (the rest of y untouched)."""
-    cdef Py_ssize_t N = x.shape[0], K = w.shape[0], F = w.shape[1]
+    written where given: training), the convolution's output never stored;
+    pooled without argmax, yb (y None) takes the output's bfloat16 bits.
+    xh (x None): the images' bfloat16 bits. phase (a, b, SH, SW): y is a
+    strided convolution's input gradient (N, H, W, F), this output its rows
+    a, a + SH, ... and columns b, b + SW, ... (the rest of y untouched)."""
+    cdef Py_ssize_t N = xh.shape[0] if x is None else x.shape[0], K = w.shape[0], F = w.shape[1]
     cdef int n_failed = 1
     cdef Out o
     if N == 0:
@@ -1103,13 +1133,16 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
     cdef Source src
-    src.xb = NULL   # (each item narrows its images)
-    src.x = &x[0, 0, 0, 0]
+    src.xb = NULL   # (each item narrows, or pads, its images)
+    src.x = &x[0, 0, 0, 0] if x is not None else NULL
+    src.xh = &xh[0, 0, 0, 0] if x is None else NULL
     src.g0 = g
     cdef uint32_t* pw = _packed_kernels(&w[0, 0], K, F)
     if pw != NULL:
-        n_failed = _forward_bf16(kernel, &src, _grown(g), pw, N, F, bp, relu, &y[0, 0, 0, 0],
-                                 group, n_threads, pk, &pg, am, &o if phase is not None else NULL)
+        n_failed = _forward_bf16(kernel, &src, _grown(g), pw, N, F, bp, relu,
+                                 &y[0, 0, 0, 0] if y is not None else NULL, group, n_threads, pk,
+                                 &pg, am, &o if phase is not None else NULL,
+                                 &yb[0, 0, 0, 0] if y is None else NULL)
     free(pw)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")
@@ -1447,7 +1480,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
                             n_threads, &bad)
         n_bad += bad
         if wt is not None and not n_failed:
-            src.xb, src.x, src.g0 = dyp, NULL, gt
+            src.xb, src.x, src.g0, src.xh = dyp, NULL, gt, NULL
             n_failed = _forward_bf16(a.bf16, &src, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:

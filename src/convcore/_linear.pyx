@@ -16,17 +16,18 @@ from libc.string cimport memcpy, memset
 
 from convcore._memory cimport aligned_alloc, alloc64
 from convcore._bits cimport keep_where_positive
-from convcore._blas cimport gemm_tiled
+from convcore._blas cimport gemm_tiled, gemm_tiled_bf16_a
 from convcore._isa cimport cc_kernel_set, kernel_set
 from convcore._slices cimport tree_sum
 
 
 def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
                    float[:, ::1] y, int n_tiles, int n_threads, const int[::1] bounds,
-                   bint relu=False, int bf16=0):
+                   bint relu=False, int bf16=0, const uint16_t[:, ::1] xh=None):
     """y = x @ w (+ b), one gemm_tiled a slice of rows (bounds: [0, N] for one),
-    in float32 or (bf16: _blas.gemm_prec's kernel) bf16."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], F = w.shape[1], r, sl, n0, n1
+    in float32 or (bf16: _blas.gemm_prec's kernel) bf16; xh (x None): x's
+    bfloat16 bits (gemm_tiled_bf16_a: the bits of x widened)."""
+    cdef Py_ssize_t N = y.shape[0], D = w.shape[0], F = w.shape[1], r, sl, n0, n1
     cdef float beta = 0.0
     cdef int failed = 0
     if N == 0:
@@ -38,6 +39,12 @@ def linear_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1
             memcpy(yp + r * F, &b[0], F * sizeof(float))
     for sl in range(bounds.shape[0] - 1):
         n0, n1 = bounds[sl], bounds[sl + 1]
+        if xh is not None:
+            failed += gemm_tiled_bf16_a(<int>(n1 - n0), <int>F, <int>D,
+                                        &xh[n0, 0] if n1 > n0 else NULL, <int>D, &w[0, 0],
+                                        <int>F, beta, yp + n0 * F, <int>F, n_tiles, n_threads,
+                                        bf16)
+            continue
         failed += gemm_tiled(False, False, <int>(n1 - n0), <int>F, <int>D,
                              &x[n0, 0] if n1 > n0 else NULL, <int>D, &w[0, 0], <int>F, beta,
                              yp + n0 * F, <int>F, n_tiles, n_threads, bf16)

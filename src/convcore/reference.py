@@ -50,10 +50,22 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 
 def _multiplied(precision, *arrays):
     """The operands as `precision` multiplies them: bf16-emulated rounds each
-    to bfloat16 (their products are then exact in float32)."""
+    to bfloat16 (their products are then exact in float32); an operand given
+    as bfloat16 bits (uint16) is their values."""
     if precision == "fp32":
         return arrays
-    return tuple(round_bf16(a).astype(np.asarray(a).dtype) for a in arrays)   # (float64 stays)
+    return tuple(widen_bits(a) if np.asarray(a).dtype == np.uint16
+                 else round_bf16(a).astype(np.asarray(a).dtype) for a in arrays)   # (float64 stays)
+
+
+def widen_bits(h):
+    """bfloat16 bits (uint16) -> their values, float32."""
+    return (np.asarray(h).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def narrow_bits(x):
+    """x -> the bfloat16 bits (uint16) of round_bf16(x)."""
+    return (round_bf16(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
@@ -128,12 +140,12 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, padding=0)
 
 def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_size=2,
                            pool_stride=None, pool_padding=0, return_argmax=False, slices=None,
-                           precision="fp32"):
+                           precision="fp32", out_bf16=False):
     x, w = _multiplied(precision, x, w)
     y, argmax = maxpool2d_forward(conv2d_forward(x, w, b, stride, padding, relu, slices),
                                   pool_size,
                                   pool_stride, pool_padding)
-    return (y, argmax) if return_argmax else y
+    return (y, argmax) if return_argmax else narrow_bits(y) if out_bf16 else y
 
 
 def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,

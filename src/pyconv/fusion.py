@@ -26,6 +26,8 @@ from .layers import (
     BatchNormalization,
     Conv2D,
     Dense,
+    Dropout,
+    Flatten,
     MaxPool2D,
     ReLU,
     add_all,
@@ -34,14 +36,20 @@ from .layers import (
 )
 from .optim import Adam
 
+BF16 = ("bf16", "bf16-emulated")   # the precisions whose products take bfloat16 bits
+
 
 class ConvPool:
     """A Conv2D and the MaxPool2D after it: convcore's conv2d_maxpool_forward
     and conv2d_maxpool_backward, the same bits as the two layers one after the
-    other, without writing the convolution-sized output or its gradient."""
+    other, without writing the convolution-sized output or its gradient.
 
-    def __init__(self, conv, pool):
-        self.conv, self.pool = conv, pool
+    bits_for: the layers that multiply its output (an inference plan's,
+    _with_handoffs): where they and it run in bf16, the output is handed to
+    them in bfloat16 (out_bf16: what they would round it to; half the bytes)."""
+
+    def __init__(self, conv, pool, bits_for=()):
+        self.conv, self.pool, self.bits_for = conv, pool, tuple(bits_for)
         c, p = conv, pool
         self._args = dict(stride=c.stride, padding=c.padding, pool_size=p.pool_size,
                           pool_stride=p.stride, pool_padding=p.padding)
@@ -50,10 +58,13 @@ class ConvPool:
         c = self.conv
         b = c.params["b"].value if c.use_bias else None
         slices = slices_of(training)
+        bits = (not training and bool(self.bits_for) and c.precision == "bf16"
+                and all(layer.precision in BF16 for layer in self.bits_for))
         out = convcore.conv2d_maxpool_forward(x, c.params["w"].value, b,
                                               relu=c.activation == "relu",
                                               return_argmax=bool(training), slices=slices,
-                                              precision=c.precision, **self._args)
+                                              precision=c.precision, out_bf16=bits,
+                                              **self._args)
         if not training:
             return out, None
         y, argmax = out         # the pooled output: the ReLU's mask at the winners
@@ -280,7 +291,42 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS, training=True):
         done.update(r.name for r in run)
         steps.append(Step(op, node.inputs, run[-1].name,
                           any(name != "input" for name in node.inputs)))
-    return _with_drops(steps)
+    return _with_drops(steps if training else _with_handoffs(steps, output))
+
+
+_PASS_ON = (Flatten, Dropout)   # hand their input on as it is (at inference)
+
+
+def _multipliers(name, readers):
+    """The Conv2D and Dense layers that read the value `name`, directly or
+    through steps that hand it on as it is (_PASS_ON); None where anything
+    else reads it (another step, the model's output)."""
+    found = []
+    for step in readers.get(name, ()):
+        op = None if step is None else step.op
+        more = (_multipliers(step.output, readers) if isinstance(op, _PASS_ON)
+                else [op.conv] if isinstance(op, ConvPool)
+                else [op] if isinstance(op, (Conv2D, Dense)) else None)
+        if more is None:
+            return None
+        found += more
+    return found
+
+
+def _with_handoffs(steps, output):
+    """An inference plan's steps, each ConvPool whose output only Conv2D and
+    Dense layers read (through Flatten, Dropout) knowing them: it hands them
+    its output in bfloat16 where all run in bf16 (ConvPool.bits_for)."""
+    readers = {output: [None]}
+    for step in steps:
+        for name in step.inputs:
+            readers.setdefault(name, []).append(step)
+    out = []
+    for step in steps:
+        found = _multipliers(step.output, readers) if isinstance(step.op, ConvPool) else None
+        out.append(replace(step, op=ConvPool(step.op.conv, step.op.pool, found))
+                   if found else step)
+    return out
 
 
 def _with_drops(steps):
