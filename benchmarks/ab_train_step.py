@@ -9,7 +9,8 @@ and its peak memory.
 
 Arguments: threads (default 2), batch (default 50), the network (tutorial,
 the default, or resnet8: bench_resnet.py's, Adam), the precision (fp32, the
-default, or bf16: bench_peers.py's and bench_resnet.py's). Prints images/s (the
+default, or bf16: bench_peers.py's and bench_resnet.py's), what runs (train,
+the default: a train_step; or infer: predict on the batch). Prints images/s (the
 median of 40 steps, after 5) and the process's max RSS in MB. Each
 measurement a fresh process, alternating the installs: on a noisy machine
 the pairs say more than a table of medians over rounds.
@@ -31,14 +32,17 @@ def main():
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     network = sys.argv[3] if len(sys.argv) > 3 else "tutorial"
     precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
+    mode = sys.argv[5] if len(sys.argv) > 5 else "train"
     if network not in ("tutorial", "resnet8"):
         sys.exit(f"ab_train_step.py: the network must be tutorial or resnet8, got {network!r}")
     if precision not in ("fp32", "bf16"):
         sys.exit(f"ab_train_step.py: the precision must be fp32 or bf16, got {precision!r}")
+    if mode not in ("train", "infer"):
+        sys.exit(f"ab_train_step.py: what runs must be train or infer, got {mode!r}")
     if network == "tutorial":
-        step, _ = _pyconv("train", batch, threads, bf16=precision == "bf16")
+        step, _ = _pyconv(mode, batch, threads, bf16=precision == "bf16")
     else:
-        step, _ = _resnet8("train", batch, threads, precision)
+        step, _ = _resnet8(mode, batch, threads, precision)
     for _ in range(5):
         step()
     times = []
