@@ -411,9 +411,10 @@ def test_bf16_conv_maxpool_has_the_bits_of_the_steps_one_by_one(bf16_kernel, thr
 def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
         bf16_kernel, threads, n, c, pool, relu, inf, n_threads, seed, rows, d_in):
     """Inference in bf16 hands a layer's output to the next in bfloat16 (uint16
-    bits): the fused convolution + max-pool writes round_bf16 of its float32
-    output (out_bf16; both of its paths: sections made, c 1 and 8, and read in
-    place, c 32 and 64), and a convolution or dense layer given bits computes
+    bits): the fused convolution + max-pool, and a convolution, write
+    round_bf16 of their float32 output (out_bf16; both paths: sections made,
+    c 1 and 8 or stride 2, and read in place, c 32 and 64), and a
+    convolution or dense layer given bits computes
     what it computes on their float32 values (each image padded from the
     bits; a dense layer's A packed from them: any rows and features)."""
     threads(n_threads)
@@ -428,6 +429,10 @@ def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
     y = convcore.conv2d_maxpool_forward(x, w, b, **kw)
     bits = convcore.conv2d_maxpool_forward(x, w, b, **kw, out_bf16=True)
     assert bits.dtype == np.uint16 and bits.tobytes() == ref.narrow_bits(y).tobytes()
+    for s in (1, 2):                                  # unpooled: in place, sections made
+        conv = {"padding": 2, "relu": relu, "stride": s, "precision": "bf16"}
+        bits = convcore.conv2d_forward(x, w, b, **conv, out_bf16=True)
+        assert bits.tobytes() == ref.narrow_bits(convcore.conv2d_forward(x, w, b, **conv)).tobytes()
     xh = ref.narrow_bits(x)
     for fn, more in ((convcore.conv2d_maxpool_forward, {}),
                      (convcore.conv2d_forward, {"relu": relu, "stride": (1, 2)[seed % 2]})):
@@ -502,6 +507,29 @@ def test_bf16_inference_hands_bits_only_to_layers_that_multiply_them(bf16_kernel
     calls.clear()
     branched.predict(x[:3, :12, :12])
     assert calls == [False]
+
+
+def test_bf16_inference_hands_bits_from_a_folded_conv_to_the_next(bf16_kernel, monkeypatch,
+                                                                   threads):
+    """resnet8 at inference: each block's first convolution (batch norm and
+    ReLU folded in) hands its output to the second in bfloat16, the others
+    meet a residual add and do not; predict gives the bits of the same plan
+    handing over float32 (1 and 2 threads)."""
+    from pyconv import fusion
+    calls = []
+    real = convcore.conv2d_forward
+    monkeypatch.setattr(convcore, "conv2d_forward",
+                        lambda *a, **k: calls.append(k.get("out_bf16")) or real(*a, **k))
+    x = np.random.default_rng(4).random((21, 28, 28, 1), dtype=np.float32)
+    model = pyconv.models.resnet8(seed=1).set_precision("bf16")
+    got = model.predict(x)
+    assert calls.count(True) == 3 and len(calls) == 9     # the stem, 3 blocks of 2, 2 shortcuts
+    with monkeypatch.context() as m:
+        m.setattr(fusion, "_with_handoffs", lambda steps, output: steps)
+        plain = pyconv.models.resnet8(seed=1).set_precision("bf16")
+    for n in (1, 2):
+        threads(n)
+        assert model.predict(x).tobytes() == got.tobytes() == plain.predict(x).tobytes()
 
 
 @settings(max_examples=30, deadline=None,

@@ -211,7 +211,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
-                   precision="fp32"):
+                   precision="fp32", out_bf16=False):
     """y = conv(x, w) + b, NHWC: (N, H, W, C_in) * (kh, kw, C_in, C_out) -> (N, OH, OW, C_out).
 
     relu=True fuses max(y, 0) into the same pass (y >= 0 then marks the ReLU mask).
@@ -227,10 +227,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     rounding passes. The bias is added in float32 (its gradient summed from
     dy in float32: in bf16-emulated, the rounded dy). The same for every
     product below. With precision bf16 or bf16-emulated, x may also be given
-    as bfloat16 bits (uint16: what conv2d_maxpool_forward's out_bf16 makes),
-    the same as their values in float32.
+    as bfloat16 bits (uint16: what out_bf16 makes), the same as their values
+    in float32. out_bf16 (precision bf16 or bf16-emulated): y as the bfloat16
+    bits of round_bf16(y) (uint16), written so by the kernels: for a next
+    layer that rounds its input to bfloat16 anyway (inference in bf16).
     """
     fn = "conv2d_forward"
+    _bits_out(fn, out_bf16, precision)
     x, w2, b, g, group = _conv_checks(fn, x, w, stride, padding, b, bits=True)
     n = x.shape[0]
     x, xh = _widened(fn, x, precision, w2.shape[0])
@@ -240,21 +243,32 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
     y_shape = (n, g["OH"], g["OW"], w2.shape[1])
     kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx=False)
     if kernels is None and len(bounds) > 2:   # BLAS: the same calls on every process
-        return _stacked(_slice_by_slice(bounds, lambda xs: conv2d_forward(
+        y = _stacked(_slice_by_slice(bounds, lambda xs: conv2d_forward(
             xs, w, b, stride, padding, relu, precision=_inner(bf16)), x if xh is None else xh),
             y_shape)
+        return narrow_bits(y) if out_bf16 else y
+    if bf16:
+        y = empty(y_shape, np.uint16 if out_bf16 else np.float32)
+        _conv.conv2d_forward_bf16(x, w2, b, None if out_bf16 else y, g, group,
+                                  get_num_threads(), bool(relu), bf16, g, xh=xh,
+                                  yb=y if out_bf16 else None)
+        return y
     y = empty(y_shape)
     if kernels is not None:
         _conv.conv2d_forward_direct(x, w2, b, y, g, get_num_threads(), kernels, bool(relu),
                                     _winograd(g))
-        return y
-    if bf16:
-        _conv.conv2d_forward_bf16(x, w2, b, y, g, group, get_num_threads(), bool(relu), bf16,
-                                  g, xh=xh)
-        return y
-    with blas_single_thread():
-        _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
-    return y
+    else:
+        with blas_single_thread():
+            _conv.conv2d_forward(x, w2, b, y, g, group, get_num_threads(), bool(relu))
+    return narrow_bits(y) if out_bf16 else y
+
+
+def _bits_out(fn, out_bf16, precision, return_argmax=False):
+    """Refuse out_bf16 outside the bf16 precisions, or with an argmax."""
+    if out_bf16 and (return_argmax or precision not in ("bf16", "bf16-emulated")):
+        raise ValueError(f"{fn}: out_bf16=True needs precision 'bf16' or 'bf16-emulated' and "
+                         f"no argmax, got precision {precision!r}, "
+                         f"return_argmax={return_argmax!r}")
 
 
 def _conv_pool_checks(fn, x, w, stride, padding, b, pool_size, pool_stride, pool_padding,
@@ -285,10 +299,7 @@ def conv2d_maxpool_forward(x, w, b=None, stride=1, padding=0, relu=False, pool_s
     fn = "conv2d_maxpool_forward"
     x, w2, b, g, pg, pool_stride = _conv_pool_checks(fn, x, w, stride, padding, b, pool_size,
                                                      pool_stride, pool_padding, bits=True)
-    if out_bf16 and (return_argmax or precision not in ("bf16", "bf16-emulated")):
-        raise ValueError(f"{fn}: out_bf16=True needs precision 'bf16' or 'bf16-emulated' and "
-                         f"no argmax, got precision {precision!r}, "
-                         f"return_argmax={return_argmax!r}")
+    _bits_out(fn, out_bf16, precision, return_argmax)
     n = x.shape[0]
     x, xh = _widened(fn, x, precision, w2.shape[0])
     bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2, way="forward")

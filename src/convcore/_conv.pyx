@@ -937,12 +937,13 @@ cdef const uint16_t* _item_images(const Source* s, Py_ssize_t n0, Py_ssize_t n1,
 
 cdef struct Out:        # where a bf16 forward's output (unpooled) goes: position (n, oh, ow)'s
     float* y            # F values at y + n * image + oh * row + ow * col (dense: _dense;
-    Py_ssize_t image, row, col   # a phase of a strided convolution's dx: _phase_dx)
+    Py_ssize_t image, row, col   # a phase of a strided convolution's dx: _phase_dx),
+    uint16_t* yb        # or where not NULL, their bfloat16 bits there in yb (dense)
 
 
 cdef inline Out _dense(float* y, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t F) noexcept nogil:
     cdef Out o
-    o.y, o.image, o.row, o.col = y, OH * OW * F, OW * F, F
+    o.y, o.image, o.row, o.col, o.yb = y, OH * OW * F, OW * F, F, NULL
     return o
 
 
@@ -951,6 +952,9 @@ cdef inline void _put_row(const Out* o, const float* yr, Py_ssize_t n, Py_ssize_
     """Output row oh of image n (OW positions of F values at yr) to its place."""
     cdef float* dst = o.y + n * o.image + oh * o.row
     cdef Py_ssize_t ow
+    if o.yb != NULL:
+        cc_narrow_bf16(yr, NULL, o.yb + n * o.image + oh * o.row, OW * F)
+        return
     if o.col == F:
         memcpy(dst, yr, OW * F * sizeof(float))
         return
@@ -1116,19 +1120,21 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     _bf16_gemm.h's CC_BF16_AMX or CC_BF16_AVX512); with pool_kernels (a
     kernel set's number), y = its max-pool over the window pg (the argmax
     written where given: training), the convolution's output never stored;
-    pooled without argmax, yb (y None) takes the output's bfloat16 bits.
+    yb (y None) takes the output's bfloat16 bits (pooled: without argmax).
     xh (x None): the images' bfloat16 bits. phase (a, b, SH, SW): y is a
     strided convolution's input gradient (N, H, W, F), this output its rows
     a, a + SH, ... and columns b, b + SW, ... (the rest of y untouched)."""
     cdef Py_ssize_t N = xh.shape[0] if x is None else x.shape[0], K = w.shape[0], F = w.shape[1]
     cdef int n_failed = 1
-    cdef Out o
+    cdef Out o = _dense(NULL, g.OH, g.OW, F)   # (unused but for a phase, or bits unpooled)
     if N == 0:
         return
     if phase is not None:
         o.y = &y[0, phase[0], phase[1], 0]
         o.image, o.row = y.shape[1] * y.shape[2] * F, phase[2] * y.shape[2] * F
         o.col = phase[3] * F
+    elif y is None and pool_kernels < 0:    # unpooled, in bfloat16
+        o.yb = &yb[0, 0, 0, 0]
     cdef const cc_kernel_set* pk = kernel_set(pool_kernels) if pool_kernels >= 0 else NULL
     cdef const float* bp = &b[0] if b is not None else NULL
     cdef int* am = &argmax[0, 0, 0, 0] if argmax is not None else NULL
@@ -1141,8 +1147,8 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     if pw != NULL:
         n_failed = _forward_bf16(kernel, &src, _grown(g), pw, N, F, bp, relu,
                                  &y[0, 0, 0, 0] if y is not None else NULL, group, n_threads, pk,
-                                 &pg, am, &o if phase is not None else NULL,
-                                 &yb[0, 0, 0, 0] if y is None else NULL)
+                                 &pg, am, &o if phase is not None or o.yb != NULL else NULL,
+                                 &yb[0, 0, 0, 0] if y is None and pk != NULL else NULL)
     free(pw)
     if n_failed:
         raise MemoryError("conv2d_forward: could not allocate the bf16 scratch")

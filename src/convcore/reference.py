@@ -69,14 +69,15 @@ def narrow_bits(x):
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
-                   precision="fp32"):
+                   precision="fp32", out_bf16=False):
     checked_bounds("conv2d_forward", slices, len(x))
     x, w = _multiplied(precision, x, w)
     cols = im2col(x, w.shape[:2], stride, padding)
     y = cols @ w.reshape(-1, w.shape[3])
     if b is not None:
         y = y + b
-    return np.maximum(y, 0) if relu else y
+    y = np.maximum(y, 0) if relu else y
+    return narrow_bits(y) if out_bf16 else y
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None,

@@ -58,12 +58,11 @@ class ConvPool:
         c = self.conv
         b = c.params["b"].value if c.use_bias else None
         slices = slices_of(training)
-        bits = (not training and bool(self.bits_for) and c.precision == "bf16"
-                and all(layer.precision in BF16 for layer in self.bits_for))
         out = convcore.conv2d_maxpool_forward(x, c.params["w"].value, b,
                                               relu=c.activation == "relu",
                                               return_argmax=bool(training), slices=slices,
-                                              precision=c.precision, out_bf16=bits,
+                                              precision=c.precision,
+                                              out_bf16=not training and _in_bits(self),
                                               **self._args)
         if not training:
             return out, None
@@ -83,8 +82,19 @@ class ConvPool:
     def ready_params(self):
         return self.conv.ready_params()
 
+    def handing_bits_to(self, layers):
+        return ConvPool(self.conv, self.pool, layers)
+
     def __repr__(self):
         return f"ConvPool({self.conv!r}, {self.pool!r})"
+
+
+def _in_bits(op):
+    """Whether op (a ConvPool or ConvNorm of an inference plan) hands its
+    output over in bfloat16: it and the layers that multiply it (bits_for)
+    all run in bf16."""
+    return (bool(op.bits_for) and op.conv.precision == "bf16"
+            and all(layer.precision in BF16 for layer in op.bits_for))
 
 
 class DenseAdam:
@@ -173,10 +183,11 @@ class ConvNorm:
     they are at each call (so training in between is seen). Not the same bits
     as the layers one by one: each w' and b' is rounded once more, so the
     output moves by at most 2 float32 ulps of |scale| * sum |w x| per output
-    (measured on resnet8 through 6 training steps: 6.7e-7 of the largest logit)."""
+    (measured on resnet8 through 6 training steps: 6.7e-7 of the largest logit).
+    bits_for: as ConvPool's."""
 
-    def __init__(self, conv, norm, relu=None):
-        self.conv, self.norm, self.relu = conv, norm, relu
+    def __init__(self, conv, norm, relu=None, bits_for=()):
+        self.conv, self.norm, self.relu, self.bits_for = conv, norm, relu, tuple(bits_for)
 
     def forward(self, x, training=False):
         c, n = self.conv, self.norm
@@ -186,10 +197,14 @@ class ConvNorm:
         w = (c.params["w"].value * scale).astype(np.float32)
         bias = ((b - n.buffers["mean"]) * scale + n.params["beta"].value).astype(np.float32)
         return convcore.conv2d_forward(x, w, bias, c.stride, c.padding,
-                                       relu=self.relu is not None, precision=c.precision), None
+                                       relu=self.relu is not None, precision=c.precision,
+                                       out_bf16=_in_bits(self)), None
 
     def ready_params(self):
         return []
+
+    def handing_bits_to(self, layers):
+        return ConvNorm(self.conv, self.norm, self.relu, layers)
 
     def __repr__(self):
         return f"ConvNorm({self.conv!r}, {self.norm!r}" + (
@@ -305,7 +320,7 @@ def _multipliers(name, readers):
     for step in readers.get(name, ()):
         op = None if step is None else step.op
         more = (_multipliers(step.output, readers) if isinstance(op, _PASS_ON)
-                else [op.conv] if isinstance(op, ConvPool)
+                else [op.conv] if isinstance(op, (ConvPool, ConvNorm))
                 else [op] if isinstance(op, (Conv2D, Dense)) else None)
         if more is None:
             return None
@@ -314,18 +329,18 @@ def _multipliers(name, readers):
 
 
 def _with_handoffs(steps, output):
-    """An inference plan's steps, each ConvPool whose output only Conv2D and
-    Dense layers read (through Flatten, Dropout) knowing them: it hands them
-    its output in bfloat16 where all run in bf16 (ConvPool.bits_for)."""
+    """An inference plan's steps, each ConvPool and ConvNorm whose output only
+    Conv2D and Dense layers read (through Flatten, Dropout) knowing them: it
+    hands them its output in bfloat16 where all run in bf16 (bits_for)."""
     readers = {output: [None]}
     for step in steps:
         for name in step.inputs:
             readers.setdefault(name, []).append(step)
     out = []
     for step in steps:
-        found = _multipliers(step.output, readers) if isinstance(step.op, ConvPool) else None
-        out.append(replace(step, op=ConvPool(step.op.conv, step.op.pool, found))
-                   if found else step)
+        found = (_multipliers(step.output, readers)
+                 if isinstance(step.op, (ConvPool, ConvNorm)) else None)
+        out.append(replace(step, op=step.op.handing_bits_to(found)) if found else step)
     return out
 
 
