@@ -358,6 +358,16 @@ def test_bf16_fused_steps_have_the_bits_of_the_calls_one_by_one(bf16_kernel):
                                                         precision="bf16"))
 
 
+def _conv_operands(rng, n, c, inf):
+    """x (n, 9, 11, c), w (5, 5, c, 32), b (32,) uniform in [-2, 2); with inf,
+    one infinity in the first image (x[0, 4, 5, 0])."""
+    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
+               for s in ((n, 9, 11, c), (5, 5, c, 32), (32,)))
+    if inf:
+        x[0, 4, 5, 0] = np.inf
+    return x, w, b
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 7), c=st.sampled_from([8, 32, 64]),
@@ -377,10 +387,7 @@ def test_bf16_conv_maxpool_has_the_bits_of_the_steps_one_by_one(bf16_kernel, thr
     its window is an error."""
     threads(n_threads)
     rng = np.random.default_rng(seed)
-    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
-               for s in ((n, 9, 11, c), (5, 5, c, 32), (32,)))
-    if inf:
-        x[0, 4, 5, 1] = np.inf
+    x, w, b = _conv_operands(rng, n, c, inf)
     size, stride, pad = pool
     kw = {"pool_size": size, "pool_stride": stride, "pool_padding": pad}
     y, argmax = convcore.conv2d_maxpool_forward(x, w, b, padding=2, relu=relu, **kw,
@@ -419,10 +426,7 @@ def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
     bits; a dense layer's A packed from them: any rows and features)."""
     threads(n_threads)
     rng = np.random.default_rng(seed)
-    x, w, b = (rng.uniform(-2, 2, s).astype(np.float32)
-               for s in ((n, 9, 11, c), (5, 5, c, 32), (32,)))
-    if inf:
-        x[0, 4, 5, 0] = np.inf
+    x, w, b = _conv_operands(rng, n, c, inf)
     size, stride, pad = pool
     kw = {"padding": 2, "relu": relu, "pool_size": size, "pool_stride": stride,
           "pool_padding": pad, "precision": "bf16"}
@@ -470,6 +474,14 @@ def test_bfloat16_bits_are_refused_where_they_would_be_misread():
     assert got.dtype == np.uint16 and got.shape == (1, 3, 3, 16) and not got.any()
 
 
+def _out_bf16_calls(monkeypatch, name):
+    """The out_bf16 of each call of convcore.<name> from now on (a list)."""
+    calls, real = [], getattr(convcore, name)
+    monkeypatch.setattr(convcore, name,
+                        lambda *a, **k: calls.append(k.get("out_bf16")) or real(*a, **k))
+    return calls
+
+
 def test_bf16_inference_hands_bits_only_to_layers_that_multiply_them(bf16_kernel,
                                                                       monkeypatch):
     """The inference plan hands a conv + pool's output over in bfloat16 where
@@ -477,10 +489,7 @@ def test_bf16_inference_hands_bits_only_to_layers_that_multiply_them(bf16_kernel
     Dropout): both of the tutorial's; not where anything else does (the
     model's output, a global pool), nor in fp32, nor in training. predict
     gives the bits of the layers run one by one in float32 between them."""
-    calls = []
-    real = convcore.conv2d_maxpool_forward
-    monkeypatch.setattr(convcore, "conv2d_maxpool_forward",
-                        lambda *a, **k: calls.append(k.get("out_bf16")) or real(*a, **k))
+    calls = _out_bf16_calls(monkeypatch, "conv2d_maxpool_forward")
     x = np.random.default_rng(3).random((37, 28, 28, 1), dtype=np.float32)
     model = pyconv.models.tutorial_cnn(seed=3).set_precision("bf16")
     h = x
@@ -516,10 +525,7 @@ def test_bf16_inference_hands_bits_from_a_folded_conv_to_the_next(bf16_kernel, m
     meet a residual add and do not; predict gives the bits of the same plan
     handing over float32 (1 and 2 threads)."""
     from pyconv import fusion
-    calls = []
-    real = convcore.conv2d_forward
-    monkeypatch.setattr(convcore, "conv2d_forward",
-                        lambda *a, **k: calls.append(k.get("out_bf16")) or real(*a, **k))
+    calls = _out_bf16_calls(monkeypatch, "conv2d_forward")
     x = np.random.default_rng(4).random((21, 28, 28, 1), dtype=np.float32)
     model = pyconv.models.resnet8(seed=1).set_precision("bf16")
     got = model.predict(x)

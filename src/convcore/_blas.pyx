@@ -62,6 +62,16 @@ def bf16_compiled():
     return bool(CC_HAVE_BF16_GEMM)
 
 
+cdef int _tile_step(int m, int n, int n_tiles, int* count) noexcept nogil:
+    """gemm_tiled's tiles of C (m, n): cut along its longer side (rows where m
+    >= n) into *count tiles of the step returned (a multiple of 16)."""
+    cdef int size = m if m >= n else n
+    cdef int step = (size + n_tiles - 1) // n_tiles
+    step = max(16, ((step + 15) // 16) * 16)
+    count[0] = (size + step - 1) // step
+    return step
+
+
 cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
                     const float* a, int lda,      # IN  op(A): (m, k)
                     const float* b, int ldb,      # IN  op(B): (k, n)
@@ -77,14 +87,11 @@ cdef int gemm_tiled(bint trans_a, bint trans_b, int m, int n, int k,
     the same bits on 1 and on many threads. The caller keeps BLAS itself
     single-threaded (threadpoolctl).
     """
-    cdef int t, size, step, count, i0, j0, mm, nn, failed = 0
+    cdef int t, step, count, i0, j0, mm, nn, failed = 0
     cdef bint along_m = m >= n
     if m <= 0 or n <= 0:
         return 0
-    size = m if along_m else n
-    step = (size + n_tiles - 1) // n_tiles
-    step = max(16, ((step + 15) // 16) * 16)
-    count = (size + step - 1) // step
+    step = _tile_step(m, n, n_tiles, &count)
     if bf16 and not along_m and not trans_a and not trans_b and count > 1 and m >= SHARED_A \
             and k > 0:
         return _gemm_tiled_shared_a(bf16, m, n, k, a, lda, b, ldb, beta, c, ldc, step, count,
@@ -143,15 +150,12 @@ cdef int gemm_tiled_bf16_a(int m, int n, int k, const uint16_t* a, int lda,
     tiles whose memory was not there, as gemm_tiled's."""
     cdef size_t kp = cc_up32(k)
     cdef bint along_m = m >= n
-    cdef int t, size, step, count, i0, j0, failed = 0
+    cdef int t, step, count, i0, j0, failed = 0
     cdef uint16_t* pa
     cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
     if m <= 0 or n <= 0:
         return 0
-    size = m if along_m else n
-    step = (size + n_tiles - 1) // n_tiles
-    step = max(16, ((step + 15) // 16) * 16)
-    count = (size + step - 1) // step
+    step = _tile_step(m, n, n_tiles, &count)
     pa = <uint16_t*>aligned_alloc(64, (cc_up32(m) + 32) * kp * 2)   # (a tile's rows past m)
     if pa == NULL:
         return count
