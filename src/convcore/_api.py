@@ -52,6 +52,7 @@ def _stacked(parts, shape):
 
 
 PRECISIONS = ("fp32", "bf16", "bf16-emulated")
+_BF16 = PRECISIONS[1:]   # the precisions whose products take bfloat16 bits
 
 
 # The shortest sums (kernel height x width x channels) the bf16 kernels run:
@@ -113,7 +114,7 @@ def _widened(fn, x, precision, depth, way="forward"):
     bf16 kernels take them (_rounded's choice), else widened to float32."""
     if x.dtype != np.uint16:
         return x, None
-    if not isinstance(precision, str) or precision not in ("bf16", "bf16-emulated"):
+    if not isinstance(precision, str) or precision not in _BF16:
         raise TypeError(f"{fn}: x must be float32, got uint16 {x.shape} (uint16 is taken as "
                         f"bfloat16 bits with precision 'bf16' or 'bf16-emulated' only, "
                         f"got precision {precision!r})")
@@ -265,7 +266,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
 
 def _bits_out(fn, out_bf16, precision, return_argmax=False):
     """Refuse out_bf16 outside the bf16 precisions, or with an argmax."""
-    if out_bf16 and (return_argmax or precision not in ("bf16", "bf16-emulated")):
+    if out_bf16 and (return_argmax or precision not in _BF16):
         raise ValueError(f"{fn}: out_bf16=True needs precision 'bf16' or 'bf16-emulated' and "
                          f"no argmax, got precision {precision!r}, "
                          f"return_argmax={return_argmax!r}")

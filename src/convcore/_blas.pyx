@@ -117,53 +117,29 @@ cdef int _gemm_tiled_shared_a(int bf16, int m, int n, int k, const float* a, int
     bits. The number of tiles whose memory was not there, as gemm_tiled's."""
     cdef size_t kp = cc_up32(k)
     cdef uint16_t* pa = <uint16_t*>aligned_alloc(64, cc_up32(m) * kp * 2)
-    cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
-    cdef int t, j0, failed = 0
+    cdef int t, failed
     if pa == NULL:
         return count
     for t in prange((m + CC_STREAM - 1) // CC_STREAM, schedule='static',
                     num_threads=n_threads):
         cc_pack_a_block(0, m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
                         pa + <size_t>t * CC_STREAM * kp, kp)
-    with parallel(num_threads=n_threads):
-        pb = <uint32_t*>aligned_alloc(64, max(cc_up32(step), CC_STREAM) * kp * 2)
-        for t in prange(count, schedule='dynamic'):
-            if pb == NULL:
-                failed += 1
-                continue
-            j0 = t * step
-            cc_gemm_bf16_shared_a(bf16, m, min(step, n - j0), k, pa, b + j0, ldb, beta,
-                                  c + j0, ldc, pb)
-        free(pb)
+    failed = _tiles_of_packed_a(bf16, m, n, k, pa, b, ldb, beta, c, ldc, step, count, False,
+                                n_threads)
     free(pa)
     return failed
 
 
-cdef int gemm_tiled_bf16_a(int m, int n, int k, const uint16_t* a, int lda,
-                           const float* b, int ldb, float beta, float* c, int ldc,
-                           int n_tiles, int n_threads, int bf16) noexcept nogil:
-    """gemm_tiled (neither operand transposed) in bf16 for an A given in
-    bfloat16 already (a: its bits; a layer's bf16 input): A packed once, in
-    parallel, then gemm_tiled's tiles of C, each from its rows of the packed A
-    (cc_gemm_bf16_shared_a). Each block of C the same sums in the same order
-    as gemm_tiled's on A widened to float32: the same bits. The number of
-    tiles whose memory was not there, as gemm_tiled's."""
+cdef int _tiles_of_packed_a(int bf16, int m, int n, int k, const uint16_t* pa,
+                            const float* b, int ldb, float beta, float* c, int ldc, int step,
+                            int count, bint along_m, int n_threads) noexcept nogil:
+    """gemm_tiled's tiles of C (count of them, step rows where along_m, else
+    step columns), in parallel, each from its rows of A packed already (pa:
+    up32(k) long rows, zero past m to a whole 32-row block of every tile) by
+    cc_gemm_bf16_shared_a. The number of tiles whose memory was not there."""
     cdef size_t kp = cc_up32(k)
-    cdef bint along_m = m >= n
-    cdef int t, step, count, i0, j0, failed = 0
-    cdef uint16_t* pa
     cdef uint32_t* pb = NULL   # (firstprivate in the parallel block: a tile's B)
-    if m <= 0 or n <= 0:
-        return 0
-    step = _tile_step(m, n, n_tiles, &count)
-    pa = <uint16_t*>aligned_alloc(64, (cc_up32(m) + 32) * kp * 2)   # (a tile's rows past m)
-    if pa == NULL:
-        return count
-    memset(pa + cc_up32(m) * kp, 0, 32 * kp * 2)
-    for t in prange((m + CC_STREAM - 1) // CC_STREAM, schedule='static',
-                    num_threads=n_threads):
-        cc_pack_a_bf16_block(m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
-                             pa + <size_t>t * CC_STREAM * kp, kp)
+    cdef int t, i0, j0, failed = 0
     with parallel(num_threads=n_threads):
         pb = <uint32_t*>aligned_alloc(64, max(cc_up32(n if along_m else step), CC_STREAM)
                                       * kp * 2)
@@ -178,5 +154,33 @@ cdef int gemm_tiled_bf16_a(int m, int n, int k, const uint16_t* a, int lda,
                                   pa + <size_t>i0 * kp, b + j0, ldb, beta,
                                   c + <size_t>i0 * ldc + j0, ldc, pb)
         free(pb)
+    return failed
+
+
+cdef int gemm_tiled_bf16_a(int m, int n, int k, const uint16_t* a, int lda,
+                           const float* b, int ldb, float beta, float* c, int ldc,
+                           int n_tiles, int n_threads, int bf16) noexcept nogil:
+    """gemm_tiled (neither operand transposed) in bf16 for an A given in
+    bfloat16 already (a: its bits; a layer's bf16 input): A packed once, in
+    parallel, then gemm_tiled's tiles of C, each from its rows of the packed A
+    (cc_gemm_bf16_shared_a). Each block of C the same sums in the same order
+    as gemm_tiled's on A widened to float32: the same bits. The number of
+    tiles whose memory was not there, as gemm_tiled's."""
+    cdef size_t kp = cc_up32(k)
+    cdef int t, step, count, failed
+    cdef uint16_t* pa
+    if m <= 0 or n <= 0:
+        return 0
+    step = _tile_step(m, n, n_tiles, &count)
+    pa = <uint16_t*>aligned_alloc(64, (cc_up32(m) + 32) * kp * 2)   # (a tile's rows past m)
+    if pa == NULL:
+        return count
+    memset(pa + cc_up32(m) * kp, 0, 32 * kp * 2)
+    for t in prange((m + CC_STREAM - 1) // CC_STREAM, schedule='static',
+                    num_threads=n_threads):
+        cc_pack_a_bf16_block(m, k, a, lda, <size_t>t * CC_STREAM, CC_STREAM,
+                             pa + <size_t>t * CC_STREAM * kp, kp)
+    failed = _tiles_of_packed_a(bf16, m, n, k, pa, b, ldb, beta, c, ldc, step, count, m >= n,
+                                n_threads)
     free(pa)
     return failed

@@ -35,8 +35,9 @@ from .layers import (
     slices_of,
 )
 from .optim import Adam
+from .precision import PRECISIONS
 
-BF16 = ("bf16", "bf16-emulated")   # the precisions whose products take bfloat16 bits
+BF16 = PRECISIONS[1:]   # the precisions whose products take bfloat16 bits
 
 
 class ConvPool:
