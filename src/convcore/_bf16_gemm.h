@@ -30,7 +30,7 @@
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
  *   cc_pack_a_bf16_block an A in bfloat16 already (a layer's bf16 input)
  *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_pad_bf16, cc_im2col_bf16,
- *   cc_pair_vnni, cc_rows_transposed
+ *   cc_pair_vnni, cc_rows_transposed, cc_sum_rows
  *                        the convolutions' packing from images in bf16
  *                        (_conv.pyx's bf16 section)
  */
@@ -403,6 +403,35 @@ static void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y, ptr
     }
 }
 
+/* acc (n) += x's rows (rows, n) one after another, each where relu_y (or NULL)
+ * > 0, else +0 (cc_narrow_bf16's mask): each sum in row order, the bits of
+ * adding row by row, acc held in registers 64 values at a time (a bias's
+ * gradient, db) */
+static void cc_sum_rows(const float* x, const float* relu_y, size_t rows, size_t n,
+                        float* acc)
+{
+    for (size_t c0 = 0; c0 < n; c0 += 64) {
+        __mmask16 in[4];
+        __m512 s[4];
+        for (int v = 0; v < 4; v++) {
+            in[v] = cc_first((ptrdiff_t)(n - c0) - 16 * v);
+            s[v] = _mm512_maskz_loadu_ps(in[v], acc + c0 + 16 * v);
+        }
+        for (size_t r = 0; r < rows; r++)
+            for (int v = 0; v < 4; v++) {
+                const size_t e = r * n + c0 + 16 * (size_t)v;
+                __m512 d = _mm512_maskz_loadu_ps(in[v], x + e);
+                if (relu_y != NULL)
+                    d = _mm512_maskz_mov_ps(
+                        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in[v], relu_y + e),
+                                           _mm512_setzero_ps(), _CMP_GT_OQ), d);
+                s[v] = _mm512_add_ps(s[v], d);
+            }
+        for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(acc + c0 + 16 * v, in[v], s[v]);
+    }
+}
+
 /* One image x (H, W, C) float32 (masked by relu_y > 0 where given) -> y
  * (Hp, Wp, C) bfloat16 (cc_narrow_bf16): PT rows and PL columns of zeros
  * before it, zeros after (Hp >= H + PT, Wp >= W + PL) */
@@ -706,6 +735,8 @@ static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int 
 }
 static inline void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y,
                                   ptrdiff_t n) { (void)x; (void)relu_y; (void)y; (void)n; }
+static inline void cc_sum_rows(const float* x, const float* relu_y, size_t rows, size_t n,
+                               float* acc) { (void)x; (void)relu_y; (void)rows; (void)n; (void)acc; }
 static inline void cc_pack_a_block(int trans, int m, int k, const float* a, int lda,
                                    size_t i0, size_t size, uint16_t* blk, size_t kp)
 { (void)trans; (void)m; (void)k; (void)a; (void)lda; (void)i0; (void)size; (void)blk; (void)kp; }

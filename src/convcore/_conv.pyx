@@ -783,6 +783,7 @@ cdef extern from "_bf16_gemm.h" nogil:
                       uint32_t* pb)
     void cc_rows_transposed(const uint16_t* rows, size_t ld, size_t m, size_t k, size_t kp,
                             uint16_t* pa)
+    void cc_sum_rows(const float* x, const float* relu_y, size_t rows, size_t n, float* acc)
 
 DEF NARROW_CHUNK = 16384   # elements a work item of _narrowed
 
@@ -1269,34 +1270,31 @@ cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
     """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (d: as _narrowed
     made it), or with xt (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
     (_dw_item_in_place), set by the slot's first item; db += sum dy (through
-    the ReLU where a.relu_y is given). The thread's scratch: rows_s (2,
-    up32(K)), a pair of sections; pb, the item's sections (or dy) as the
-    kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A (rows_s
-    and pa NULL in place); dym (group*OH*OW, F), dy through the ReLU for db,
-    where relu_y is given, or through the pool. aoff: _dy_slices, in place.
+    the ReLU where a.relu_y is given: cc_sum_rows). The thread's scratch:
+    rows_s (2, up32(K)), a pair of sections; pb, the item's sections (or dy)
+    as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A
+    (rows_s and pa NULL in place); dym (group*OH*OW, F), dy through the pool
+    (with a.argmax only). aoff: _dy_slices, in place.
     With a pool (a.argmax: in place only), the items' dy is first sent from
     the pool's into dym and its padded bf16 copy (_unpool_item). Returns the
     argmax entries out of place."""
     cdef Window g = a.g
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
-    cdef Py_ssize_t rows = (n1 - n0) * P, r, n_bad = 0
+    cdef Py_ssize_t rows = (n1 - n0) * P, n_bad = 0
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
-    cdef const float* dyp = dym
     if a.argmax != NULL:
         n_bad = _unpool_item(a, n0, n1, dym)
-    else:
-        dyp = a.dy + n0 * P * F
     if xt != NULL:
         _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dwt)
     else:
         _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
         cc_rows_transposed(d.at + n0 * P * F, F, F, rows, kr, pa)
         cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
-    if a.relu_y != NULL and a.argmax == NULL:
-        _relu_mask(dym, dyp, a.relu_y + n0 * P * F, rows * F)
-        dyp = dym
-    for r in range(rows):
-        _add_into(db, dyp + r * F, F)
+    if a.argmax != NULL:
+        cc_sum_rows(dym, NULL, rows, F, db)
+    else:
+        cc_sum_rows(a.dy + n0 * P * F, a.relu_y + n0 * P * F if a.relu_y != NULL else NULL,
+                    rows, F, db)
     return n_bad
 
 
@@ -1319,7 +1317,7 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t*
     cdef float* dym = NULL
     cdef float* part
     cdef int n_failed = 0
-    cdef bint need_dym = a.relu_y != NULL or a.argmax != NULL
+    cdef bint need_dym = a.argmax != NULL
     cdef Py_ssize_t bad = 0
     if in_place and aoff == NULL:
         return n_items
@@ -1363,16 +1361,19 @@ cdef DyRows _dy_rows(const uint16_t* dyb, const uint16_t* dyp, Window g, Window 
     return d
 
 
-cdef void _slots_into(const float* parts, Py_ssize_t n_slots, float* dwt, bint transposed,
+cdef void _slots_into(const float* parts, Py_ssize_t n_slots, float* dwt,
                       float[:, ::1] dw, float[::1] db, int n_threads) noexcept nogil:
-    """dw (K, F) and db: the slots' sums (_dw_bf16's parts), each slot's dw
-    transposed (F, K) or not; dwt: scratch (K * F)."""
+    """dw (K, F) and db (+=; zero at first): the slots' sums (_dw_bf16's
+    parts), each slot's dw (K, F), or with dwt (scratch, K * F) transposed
+    (F, K), summed there and then turned."""
     cdef Py_ssize_t K = dw.shape[0], F = dw.shape[1], k, f
-    memset(dwt, 0, K * F * sizeof(float))
-    _sum_slots(parts, n_slots, K * F, F, dwt, &db[0], n_threads)
-    for k in range(K):
-        for f in range(F):
-            dw[k, f] = dwt[f * K + k] if transposed else dwt[k * F + f]
+    cdef float* sums = dwt if dwt != NULL else &dw[0, 0]
+    memset(sums, 0, K * F * sizeof(float))
+    _sum_slots(parts, n_slots, K * F, F, sums, &db[0], n_threads)
+    if dwt != NULL:
+        for k in range(K):
+            for f in range(F):
+                dw[k, f] = dwt[f * K + k]
 
 
 def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
@@ -1386,9 +1387,9 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          Py_ssize_t max_slots, int n_threads,
                          const float[:, :, :, ::1] relu_y, int kernel):
     """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16."""
-    dw[:, :] = 0
     db[:] = 0
     if x.shape[0] == 0:
+        dw[:, :] = 0
         return
     cdef Images a = _images(x, w, g, -1, False)
     a.dy = &dy[0, 0, 0, 0]
@@ -1418,9 +1419,9 @@ def conv2d_maxpool_backward_bf16(
     convolution-sized gradient is never stored whole (it is, first, where dw
     cannot run in place). The same bits as unpooling first. Returns the
     argmax entries out of place."""
-    dw[:, :] = 0
     db[:] = 0
     if x.shape[0] == 0:
+        dw[:, :] = 0
         return 0
     cdef Images a = _images(x, w, g, pool_kernels, False)
     a.dy, a.argmax, a.pg = &dy[0, 0, 0, 0], &argmax[0, 0, 0, 0], pg
@@ -1458,7 +1459,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
     cdef int n_failed = 1
     cdef float* parts = alloc64(n_slots * (K * F + F))
-    cdef float* dwt = alloc64(K * F)
+    cdef float* dwt = NULL   # dw^T's sums, where dw is made transposed (xt NULL)
     cdef float* dyc = NULL
     cdef uint16_t* dyp = NULL
     cdef Source src         # dx's: dy's padded copy
@@ -1467,6 +1468,8 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     if roff == NULL:
         free(xt)
         xt = NULL
+    if xt == NULL:
+        dwt = alloc64(K * F)
     if a.argmax != NULL and xt == NULL:   # _unpool_item serves dw in place only
         dyc = _unpooled(a, N, n_threads, &n_bad)
     cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
@@ -1479,7 +1482,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
     cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
         if wt is not None else NULL
-    if parts != NULL and dwt != NULL and (xb != NULL or xt != NULL) and d.at != NULL \
+    if parts != NULL and (xt != NULL or (xb != NULL and dwt != NULL)) and d.at != NULL \
             and (wt is None or (pwt != NULL and dyp != NULL)) \
             and not (a.argmax != NULL and xt == NULL):
         n_failed = _dw_bf16(a, xb, d, xt, roff, N, group, per_slot, n_slots, parts,
@@ -1490,7 +1493,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
             n_failed = _forward_bf16(a.bf16, &src, _grown(gt), pwt, N, g.C, NULL, False,
                                      &dx[0, 0, 0, 0], group_t, n_threads)
     if not n_failed:
-        _slots_into(parts, n_slots, dwt, xt == NULL, dw, db, n_threads)
+        _slots_into(parts, n_slots, dwt, dw, db, n_threads)
     free(parts)
     free(dwt)
     free(dyc)
