@@ -460,6 +460,13 @@ def _phase_taps(size, k, s, pad, out, a):
     return taps, top, q
 
 
+def _descending(taps, step):
+    """The taps k0 > k1 > ... (step apart) of _phase_taps as a slice of the
+    kernel's axis: a view of w, where a list of them would copy it."""
+    stop = taps[-1] - step
+    return slice(taps[0], stop if stop >= 0 else None, -step)
+
+
 def _phase(g, w, a, b):
     """(wt, gt): the input gradient at the input's rows a, a + SH, ... and
     columns b, b + SW, ... as a stride-1 forward convolution of dy with the
@@ -473,7 +480,8 @@ def _phase(g, w, a, b):
     (th, top, qh), (tw, left, qw) = rows, cols
     if not th or not tw:
         return None, None
-    wt = np.ascontiguousarray(w[th][:, tw].transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
+    taps = w[_descending(th, g["SH"]), _descending(tw, g["SW"])]   # a view: one copy, below
+    wt = np.ascontiguousarray(taps.transpose(0, 1, 3, 2)).reshape(-1, w.shape[2])
     gt = {"H": g["OH"], "W": g["OW"], "C": w.shape[3], "KH": len(th), "KW": len(tw),
           "SH": 1, "SW": 1, "PT": top, "PL": left, "OH": qh, "OW": qw}
     return wt, gt
