@@ -20,6 +20,13 @@ XL, WL, DYL = np.ones((5, 7), f32), np.ones((7, 3), f32), np.ones((5, 3), f32)
 
 C3 = np.ones(3, f32)
 
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
 CASES = {
     # batch normalisation and average pooling
     "batchnorm batch of one": (lambda: convcore.batchnorm_forward(X[:1, :1, :1], C3, C3),
@@ -38,6 +45,12 @@ CASES = {
     # the residual add
     "add b shape": (lambda: convcore.add_forward(X, X[:1]), ValueError, "b"),
     "add a float64": (lambda: convcore.add_forward(X.astype(np.float64), X), TypeError, "a"),
+    "add out shape": (lambda: convcore.add_forward(X, X, out=X[:1].copy()), ValueError,
+                      "out must have shape"),
+    "add out strided": (lambda: convcore.add_forward(X[:, ::2], X[:, ::2], out=X[:, ::2]),
+                        TypeError, "out must be a writeable C-contiguous float32"),
+    "add out read-only": (lambda: convcore.add_forward(X, X, out=_read_only(X)), TypeError,
+                          "read-only"),
     "add_backward relu_y shape": (lambda: convcore.add_backward(X, X[:, :1]), ValueError,
                                   "relu_y"),
     "add_backward dy list": (lambda: convcore.add_backward(X.tolist(), X), TypeError, "dy"),

@@ -709,6 +709,8 @@ def test_add_equals_reference_and_numpy_bits(data, relu):
     assert np.array_equal(np.isnan(y), np.isnan(ry))
     assert dx.tobytes() == want_dx.tobytes()
     assert convcore.add_backward(dy) is dy   # no ReLU: the gradient is dy itself
+    out = np.full(shape, np.float32(7))
+    assert convcore.add_forward(a, b, relu, out=out) is out and out.tobytes() == y.tobytes()
 
 
 def test_add_of_every_pair_of_special_values_matches_numpy():

@@ -612,19 +612,38 @@ def _argmax_window_message(fn, n_bad):
             "stride or padding)")
 
 
-def add_forward(a, b, relu=False):
+def add_forward(a, b, relu=False, out=None):
     """y = a + b, both float32 of one shape (a residual connection's add);
     relu=True: max(y, 0) in the same pass (as NumPy's maximum: NaN stays NaN).
-    The same bits as NumPy's a + b (and maximum)."""
+    The same bits as NumPy's a + b (and maximum). out: a C-contiguous float32
+    array of a's shape to write y into (and return), else a new one."""
     fn = "add_forward"
     a = chk.array(fn, "a", a, getattr(a, "ndim", 0), "(...)")
     b = chk.array(fn, "b", b, a.ndim, f"{a.shape} (that of a)")
     if b.shape != a.shape:
         raise ValueError(f"{fn}: b must have the shape of a {a.shape}, got {b.shape}")
-    y = empty(a.shape)
+    y = empty(a.shape) if out is None else _out(fn, out, a.shape)
     _add.add_forward(a.reshape(-1), b.reshape(-1), y.reshape(-1), bool(relu),
                      get_num_threads())
     return y
+
+
+def _out(fn, out, shape):
+    """A caller's output array, checked: float32, C-contiguous, of the shape."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise TypeError(f"{fn}: out must be a writeable C-contiguous float32 numpy array of "
+                        f"shape {shape}, got {_described(out)}")
+    if out.shape != shape:
+        raise ValueError(f"{fn}: out must have shape {shape}, got {out.shape}")
+    return out
+
+
+def _described(a):
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    layout = "C-contiguous" if a.flags.c_contiguous else "not C-contiguous"
+    return f"{'' if a.flags.writeable else 'read-only '}{layout} {a.dtype} {a.shape}"
 
 
 def add_backward(dy, relu_y=None):

@@ -246,9 +246,13 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return (np.maximum(y, 0) if relu else y).astype(x.dtype)
 
 
-def add_forward(a, b, relu=False):
+def add_forward(a, b, relu=False, out=None):
     y = a + b
-    return np.maximum(y, 0) if relu else y
+    y = np.maximum(y, 0) if relu else y
+    if out is None:
+        return y
+    out[...] = y
+    return out
 
 
 def add_backward(dy, relu_y=None):

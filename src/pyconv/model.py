@@ -239,7 +239,7 @@ class Model:
             if not step.need_dx:
                 continue
             for name, d in zip(step.inputs, dx if len(step.inputs) > 1 else (dx,)):
-                grads[name] = d if name not in grads else grads[name] + d
+                grads[name] = d if name not in grads else _summed(grads[name], d)
         return grads.get(INPUT)
 
     def node_outputs(self, x):
@@ -436,6 +436,18 @@ def _bounds(slices, n, shard):
                              f"{convcore.slices.MAX_SLICES}, got {slices}")
         return convcore.slices.slice_bounds(n, slices) if slices > 1 else None
     return convcore.slices.checked_bounds("train_step", slices, n)
+
+
+def _summed(a, b):
+    """a + b, two gradients of one value: convcore's threaded add (the same
+    bits as NumPy's) where both are float32 of one shape. Into memory NumPy
+    allocates, as `a + b` did: taken from convcore's pool instead, it left
+    the next convolutions' scratch on fresh pages (resnet8, bf16: some 3,000
+    more page faults a step, the step 8% slower on 2 threads)."""
+    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype == np.float32):
+        return convcore.add_forward(a, b, out=np.empty(a.shape, np.float32))
+    return a + b
 
 
 def _read(values, names):
