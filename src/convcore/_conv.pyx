@@ -1459,7 +1459,6 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
     cdef int n_failed = 1
     cdef float* parts = alloc64(n_slots * (K * F + F))
-    cdef float* dwt = NULL   # dw^T's sums, where dw is made transposed (xt NULL)
     cdef float* dyc = NULL
     cdef uint16_t* dyp = NULL
     cdef Source src         # dx's: dy's padded copy
@@ -1468,8 +1467,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     if roff == NULL:
         free(xt)
         xt = NULL
-    if xt == NULL:
-        dwt = alloc64(K * F)
+    cdef float* dwt = alloc64(K * F) if xt == NULL else NULL   # dw^T's sums (no xt)
     if a.argmax != NULL and xt == NULL:   # _unpool_item serves dw in place only
         dyc = _unpooled(a, N, n_threads, &n_bad)
     cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
