@@ -640,6 +640,7 @@ def _out(fn, out, shape):
 
 
 def _described(a):
+    """What a bad `out` is, for the message: its type, or its flags, dtype, shape."""
     if not isinstance(a, np.ndarray):
         return type(a).__name__
     layout = "C-contiguous" if a.flags.c_contiguous else "not C-contiguous"

@@ -30,9 +30,10 @@
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
  *   cc_pack_a_bf16_block an A in bfloat16 already (a layer's bf16 input)
  *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_pad_bf16, cc_im2col_bf16,
- *   cc_pair_vnni, cc_rows_transposed, cc_sum_rows
+ *   cc_pair_vnni, cc_rows_transposed
  *                        the convolutions' packing from images in bf16
  *                        (_conv.pyx's bf16 section)
+ *   cc_sum_rows          their bias's gradient: dy's rows summed
  */
 #ifndef CC_BF16_GEMM_H
 #define CC_BF16_GEMM_H
@@ -736,7 +737,8 @@ static inline int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int 
 static inline void cc_narrow_bf16(const float* x, const float* relu_y, uint16_t* y,
                                   ptrdiff_t n) { (void)x; (void)relu_y; (void)y; (void)n; }
 static inline void cc_sum_rows(const float* x, const float* relu_y, size_t rows, size_t n,
-                               float* acc) { (void)x; (void)relu_y; (void)rows; (void)n; (void)acc; }
+                               float* acc)
+{ (void)x; (void)relu_y; (void)rows; (void)n; (void)acc; }
 static inline void cc_pack_a_block(int trans, int m, int k, const float* a, int lda,
                                    size_t i0, size_t size, uint16_t* blk, size_t kp)
 { (void)trans; (void)m; (void)k; (void)a; (void)lda; (void)i0; (void)size; (void)blk; (void)kp; }
