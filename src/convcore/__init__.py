@@ -11,7 +11,7 @@ from . import (
     geometry,  # noqa: F401 (public: window geometry and argument checks)
     slices,  # noqa: F401 (public: the canonical order of a sum over a batch)
 )
-from ._ops import CONTROLS, OPERATIONS
+from ._ops import CONTROLS, OPERATIONS, PRECISIONS  # noqa: F401 (PRECISIONS: public)
 from ._threads import get_num_threads, set_num_threads  # noqa: F401 (in __all__)
 
 __all__ = list(OPERATIONS + CONTROLS)   # (a list of strings: documentation tools read it)

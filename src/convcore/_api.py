@@ -9,6 +9,7 @@ from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
 from ._kernels import pool_set as _pool_set
 from ._kernels import winograd as _winograd
+from ._ops import PRECISIONS
 from ._threads import GEMM_TILES, blas_single_thread, get_num_threads
 from .slices import checked_bounds as _slices
 from .slices import pairs, tree_sum
@@ -51,7 +52,6 @@ def _stacked(parts, shape):
     return out
 
 
-PRECISIONS = ("fp32", "bf16", "bf16-emulated")
 _BF16 = PRECISIONS[1:]   # the precisions whose products take bfloat16 bits
 
 

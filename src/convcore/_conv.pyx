@@ -1282,19 +1282,18 @@ cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
     cdef Py_ssize_t rows = (n1 - n0) * P, n_bad = 0
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
-    if a.argmax != NULL:
+    cdef const float* dyp = a.dy + n0 * P * F   # db's rows, and their ReLU's mask
+    cdef const float* ry = a.relu_y + n0 * P * F if a.relu_y != NULL else NULL
+    if a.argmax != NULL:   # (through the pool and its ReLU: in dym)
         n_bad = _unpool_item(a, n0, n1, dym)
+        dyp, ry = dym, NULL
     if xt != NULL:
         _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dwt)
     else:
         _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
         cc_rows_transposed(d.at + n0 * P * F, F, F, rows, kr, pa)
         cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
-    if a.argmax != NULL:
-        cc_sum_rows(dym, NULL, rows, F, db)
-    else:
-        cc_sum_rows(a.dy + n0 * P * F, a.relu_y + n0 * P * F if a.relu_y != NULL else NULL,
-                    rows, F, db)
+    cc_sum_rows(dyp, ry, rows, F, db)
     return n_bad
 
 

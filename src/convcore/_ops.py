@@ -24,6 +24,10 @@ OPERATIONS = (
     "round_bf16",                                          # float32 -> bfloat16's values
 )
 
+# How the products multiply (each operation's `precision`): the bf16 ones
+# take bfloat16 operands (native kernels, or emulated on the float32 ones).
+PRECISIONS = ("fp32", "bf16", "bf16-emulated")
+
 # Threads, kernel choice, build facts, aligned arrays: not operations.
 CONTROLS = (
     "set_num_threads", "get_num_threads", "openmp_enabled", "set_kernels", "get_kernels",

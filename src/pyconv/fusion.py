@@ -311,6 +311,7 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS, training=True):
 
 
 _PASS_ON = (Flatten, Dropout)   # hand their input on as it is (at inference)
+_CONV_LED = (ConvPool, ConvNorm)   # fused steps whose convolution reads their input
 
 
 def _multipliers(name, readers):
@@ -321,7 +322,7 @@ def _multipliers(name, readers):
     for step in readers.get(name, ()):
         op = None if step is None else step.op
         more = (_multipliers(step.output, readers) if isinstance(op, _PASS_ON)
-                else [op.conv] if isinstance(op, (ConvPool, ConvNorm))
+                else [op.conv] if isinstance(op, _CONV_LED)
                 else [op] if isinstance(op, (Conv2D, Dense)) else None)
         if more is None:
             return None
@@ -340,7 +341,7 @@ def _with_handoffs(steps, output):
     out = []
     for step in steps:
         found = (_multipliers(step.output, readers)
-                 if isinstance(step.op, (ConvPool, ConvNorm)) else None)
+                 if isinstance(step.op, _CONV_LED) else None)
         out.append(replace(step, op=step.op.handing_bits_to(found)) if found else step)
     return out
 

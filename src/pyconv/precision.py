@@ -18,7 +18,7 @@ import os
 
 import convcore
 
-PRECISIONS = ("fp32", "bf16", "bf16-emulated")
+PRECISIONS = convcore.PRECISIONS   # (convcore names them: its products' precision)
 
 
 def cpu_name():
