@@ -423,12 +423,12 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     phases = _phases(g, w) if bf16 and need_dx and flipped is None else None
     if bf16 and (flipped is not None or phases is not None or not need_dx):
         wt, gt = flipped or (None, g)
+        dy_bits = np.empty(dy.shape, np.uint16) if phases is not None else None
         _conv.conv2d_backward_bf16(x, w2, wt, dy, dx if phases is None else None, dw, db,
                                    g, gt, group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
-                                   get_num_threads(), relu_y, bf16)
+                                   get_num_threads(), relu_y, bf16, dy_bits)
         if phases is not None:
-            dy = dy if relu_y is None else np.where(relu_y > 0, dy, np.float32(0))
-            _phase_dx(phases, g, dy, dx, bf16)
+            _phase_dx(phases, g, dy_bits, dx, bf16)
         return dx, dw.reshape(w.shape), db
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
@@ -505,16 +505,19 @@ def _phases(g, w):
     return out
 
 
-def _phase_dx(phases, g, dy, dx, bf16):
+def _phase_dx(phases, g, dy_bits, dx, bf16):
     """dx of a strided convolution (window g) from _phases: each phase's
-    convolution of dy (bf16's forward kernel) into its rows and columns of dx."""
+    convolution of dy (bf16's forward kernel, reading dy's bfloat16 bits, as
+    conv2d_backward_bf16 made them: through the ReLU) into its rows and
+    columns of dx."""
     sh, sw = g["SH"], g["SW"]
     for a, b, wt, gt in phases:
         if wt is None:
             dx[:, a::sh, b::sw] = 0
             continue
-        _conv.conv2d_forward_bf16(dy, wt, None, dx, gt, _group(gt["OH"] * gt["OW"]),
-                                  get_num_threads(), False, bf16, gt, phase=(a, b, sh, sw))
+        _conv.conv2d_forward_bf16(None, wt, None, dx, gt, _group(gt["OH"] * gt["OW"]),
+                                  get_num_threads(), False, bf16, gt, phase=(a, b, sh, sw),
+                                  xh=dy_bits)
 
 
 def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):

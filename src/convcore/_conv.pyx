@@ -789,9 +789,11 @@ DEF NARROW_CHUNK = 16384   # elements a work item of _narrowed
 
 
 cdef uint16_t* _narrowed(const float* x, const float* relu_y, Py_ssize_t n,
-                         int n_threads) noexcept nogil:
-    """x (masked by relu_y > 0 where given) in bfloat16, or NULL: no memory."""
-    cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((n * 2 + 63) // 64) * 64 + 64)
+                         int n_threads, uint16_t* into=NULL) noexcept nogil:
+    """x (masked by relu_y > 0 where given) in bfloat16, into `into` where
+    given, else into new memory; NULL: no memory."""
+    cdef uint16_t* y = into if into != NULL else \
+        <uint16_t*>aligned_alloc(64, ((n * 2 + 63) // 64) * 64 + 64)
     cdef Py_ssize_t c
     if y == NULL:
         return NULL
@@ -1384,8 +1386,11 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          float[::1] db,                  # OUT (F,)
                          Window g, Window gt, Py_ssize_t group, Py_ssize_t group_t,
                          Py_ssize_t max_slots, int n_threads,
-                         const float[:, :, :, ::1] relu_y, int kernel):
-    """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16."""
+                         const float[:, :, :, ::1] relu_y, int kernel,
+                         uint16_t[:, :, :, ::1] dy_bits=None):   # OUT dy's bits, or None
+    """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16; dy_bits
+    (without wt): takes dy's bfloat16 bits (through the ReLU), as dw reads
+    them, for a strided dx's phases to read (conv2d_forward_bf16's xh)."""
     db[:] = 0
     if x.shape[0] == 0:
         dw[:, :] = 0
@@ -1394,7 +1399,8 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     a.dy = &dy[0, 0, 0, 0]
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     a.bf16, a.gt = kernel, gt
-    _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots, n_threads)
+    _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots, n_threads,
+                   &dy_bits[0, 0, 0, 0] if dy_bits is not None and wt is None else NULL)
 
 
 def conv2d_maxpool_backward_bf16(
@@ -1446,11 +1452,11 @@ cdef float* _unpooled(Images* a, Py_ssize_t N, int n_threads,
 cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
                                float[:, :, :, ::1] dx, float[:, ::1] dw, float[::1] db,
                                Py_ssize_t group, Py_ssize_t group_t, Py_ssize_t max_slots,
-                               int n_threads) except -1:
+                               int n_threads, uint16_t* dy_bits=NULL) except -1:
     """conv2d_backward_bf16 and conv2d_maxpool_backward_bf16 (a.argmax) of
     N images: the images narrowed, dw and db made a slot at a time (_dw_bf16),
-    dx with wt (_forward_bf16 of dy's padded copy); the argmax entries out of
-    place."""
+    dx with wt (_forward_bf16 of dy's padded copy), dy's bits into dy_bits
+    where given (no wt, no argmax); the argmax entries out of place."""
     cdef Window g = a.g, gt = a.gt
     cdef Py_ssize_t F = a.F, K = dw.shape[0], n_bad = 0, bad = 0
     cdef Py_ssize_t n_items = (N + group - 1) // group
@@ -1474,11 +1480,11 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
         dyp = a.dy_narrow = _padded_images(gt, N)   # filled item by item (_unpool_item)
     elif wt is not None:
         dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads)
-    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads) \
-        if (xt == NULL or dyp == NULL) and a.argmax == NULL else NULL   # in place: dy in dyp
+    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads, dy_bits) \
+        if (xt == NULL or dyp == NULL or dy_bits != NULL) and a.argmax == NULL \
+        else NULL   # in place: dy in dyp
     cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
-    cdef uint32_t* pwt = _packed_kernels(&wt[0, 0], wt.shape[0], wt.shape[1]) \
-        if wt is not None else NULL
+    cdef uint32_t* pwt = NULL if wt is None else _packed_kernels(&wt[0, 0], wt.shape[0], g.C)
     if parts != NULL and (xt != NULL or (xb != NULL and dwt != NULL)) and d.at != NULL \
             and (wt is None or (pwt != NULL and dyp != NULL)) \
             and not (a.argmax != NULL and xt == NULL):
@@ -1497,7 +1503,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     free(xt)
     free(roff)
     free(xb)
-    free(dyb)
+    free(dyb if dyb != dy_bits else NULL)
     free(dyp)
     free(pwt)
     if n_failed:
