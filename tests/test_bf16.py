@@ -308,6 +308,24 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     assert _bits((y, got[0])) == _bits(made)
 
 
+def test_bf16_conv_backward_without_db_gives_the_same_dx_and_dw(bf16_kernel):
+    """need_db=False (a convolution without bias): db None, dx and dw the bits
+    of need_db=True's, on each bf16 path (dw in place, strided dx's phases,
+    dw of made sections, through a ReLU)."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2, 2, (3, 8, 8, 32)).astype(np.float32)
+    w = rng.uniform(-2, 2, (3, 3, 32, 48)).astype(np.float32)
+    for kwargs in ({"padding": 1}, {"stride": 2, "padding": "same"}, {"padding": 0}):
+        dy = rng.uniform(-2, 2, convcore.conv2d_forward(x, w, **kwargs).shape)
+        dy = dy.astype(np.float32)
+        for relu_y in (None, dy[::-1].copy()):
+            whole = convcore.conv2d_backward(x, w, dy, **kwargs, relu_y=relu_y,
+                                             precision="bf16")
+            dx, dw, db = convcore.conv2d_backward(x, w, dy, **kwargs, relu_y=relu_y,
+                                                  precision="bf16", need_db=False)
+            assert db is None and _bits((dx, dw)) == _bits(whole[:2]), kwargs
+
+
 def test_bf16_dw_in_place_leaves_x_that_is_not_finite_to_made_sections(bf16_kernel):
     """dw in place multiplies dy's zero rows (past each output row) by cells
     no window of that kernel cell reads: an infinity there would make NaN

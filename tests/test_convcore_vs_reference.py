@@ -92,8 +92,8 @@ def test_conv2d_forward_equals_reference(data, win, cout, with_bias, relu):
     assert_within(got, want, bound, k[0] * k[1] * shape[3] + 1, "conv2d_forward y")
 
 
-@given(st.data(), windows(), st.integers(1, 5), st.booleans(), st.booleans())
-def test_conv2d_backward_equals_reference(data, win, cout, need_dx, relu):
+@given(st.data(), windows(), st.integers(1, 5), st.booleans(), st.booleans(), st.booleans())
+def test_conv2d_backward_equals_reference(data, win, cout, need_dx, relu, need_db):
     shape, k, s, p = win
     x = data.draw(f32(shape))
     w = data.draw(f32((*k, shape[3], cout)))
@@ -101,12 +101,15 @@ def test_conv2d_backward_equals_reference(data, win, cout, need_dx, relu):
     dy = data.draw(f32(y_shape))
     relu_y = data.draw(f32(y_shape)) if relu else None   # any sign pattern
     dx, dw, db = convcore.conv2d_backward(x, w, dy, stride=s, padding=p, need_dx=need_dx,
-                                          relu_y=relu_y)
+                                          relu_y=relu_y, need_db=need_db)
     rdx, rdw, rdb = ref.conv2d_backward(*_64(x, w, dy), stride=s, padding=p, relu_y=relu_y)
     bdx, bdw, bdb = ref.conv2d_backward(*_abs(x, w, dy), stride=s, padding=p)
     positions = shape[0] * y_shape[1] * y_shape[2]
     assert_within(dw, rdw, bdw, positions, "conv2d_backward dw")
-    assert_within(db, rdb, bdb, positions, "conv2d_backward db")
+    if need_db:
+        assert_within(db, rdb, bdb, positions, "conv2d_backward db")
+    else:
+        assert db is None
     if need_dx:
         assert_within(dx, rdx, bdx, k[0] * k[1] * cout, "conv2d_backward dx")
     else:

@@ -386,10 +386,12 @@ def conv2d_maxpool_backward(x, w, dy, argmax, stride=1, padding=0, pool_size=2,
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None,
-                    precision="fp32"):
+                    precision="fp32", need_db=True):
     """Gradients of conv2d_forward: (dx, dw, db) from the input x, kernels w and dy.
 
     need_dx=False skips the input gradient (a first layer) and returns None for it.
+    need_db=False (a convolution without bias) returns None for db (the bf16
+    kernels then skip its sum, a pass over dy).
     relu_y: the output y of a relu=True forward; dy is then taken through the
     ReLU (masked by y > 0) inside the kernel.
     slices: the bounds [0, ..., N] of the batch's slices: dw and db are each
@@ -408,9 +410,11 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     dy, round_dy = _dy_rounded(precision, bf16, dy, kernels is not None)
     if kernels is None and len(bounds) > 2:
         parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
-            xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16)), x, dy, relu_y)
+            xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16),
+            need_db=need_db), x, dy, relu_y)
         dx = _stacked([p[0] for p in parts], x.shape) if need_dx else None
-        return dx, tree_sum([p[1] for p in parts]), tree_sum([p[2] for p in parts])
+        return (dx, tree_sum([p[1] for p in parts]),
+                tree_sum([p[2] for p in parts]) if need_db else None)
     dx = empty(x.shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(w2.shape[1])
@@ -418,7 +422,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
         _conv.conv2d_backward_direct(x, w2, dy, dx, dw, db, g, _direct_slots(slices),
                                      get_num_threads(),
                                      kernels, bounds, relu_y, _winograd(g), round_dy)
-        return dx, dw.reshape(w.shape), db
+        return dx, dw.reshape(w.shape), db if need_db else None
     flipped = _flipped(g, w) if bf16 and need_dx else None
     phases = _phases(g, w) if bf16 and need_dx and flipped is None else None
     if bf16 and (flipped is not None or phases is not None or not need_dx):
@@ -426,14 +430,14 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
         dy_bits = np.empty(dy.shape, np.uint16) if phases is not None else None
         _conv.conv2d_backward_bf16(x, w2, wt, dy, dx if phases is None else None, dw, db,
                                    g, gt, group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
-                                   get_num_threads(), relu_y, bf16, dy_bits)
+                                   get_num_threads(), relu_y, bf16, dy_bits, need_db)
         if phases is not None:
             _phase_dx(phases, g, dy_bits, dx, bf16)
-        return dx, dw.reshape(w.shape), db
+        return dx, dw.reshape(w.shape), db if need_db else None
     with blas_single_thread():
         _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
                               relu_y, bf16)
-    return dx, dw.reshape(w.shape), db
+    return dx, dw.reshape(w.shape), db if need_db else None
 
 
 def _flipped(g, w):

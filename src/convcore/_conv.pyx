@@ -88,6 +88,7 @@ cdef struct Images:             # what every image's pass reads and writes
     uint16_t* dy_narrow         # bf16 pooled backward: dy's padded copy, made item by item
     Window gt                   # ... over the window of the dx convolution (_grown(gt))
     int bf16                    # the im2col path's product: 0 float32, else gemm_prec's kernel
+    bint no_db                  # bf16 backward: no bias, its gradient not summed (db stays 0)
 
 
 cdef inline int _padded(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t k,
@@ -1272,7 +1273,7 @@ cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
     """Images n0..n1: dw^T (F, K) (+)= dy^T @ sections(xb) (d: as _narrowed
     made it), or with xt (_narrowed_transposed) dw (K, F) (+)= S^T @ dy in place
     (_dw_item_in_place), set by the slot's first item; db += sum dy (through
-    the ReLU where a.relu_y is given: cc_sum_rows). The thread's scratch:
+    the ReLU where a.relu_y is given: cc_sum_rows; not a.no_db). The thread's scratch:
     rows_s (2, up32(K)), a pair of sections; pb, the item's sections (or dy)
     as the kernels' B operand; pa (up32(F), up32(rows)), dy^T as their A
     (rows_s and pa NULL in place); dym (group*OH*OW, F), dy through the pool
@@ -1295,7 +1296,8 @@ cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
         _sections_vnni(xb, _grown(g), n0, n1, rows_s, ld, kr, pb)
         cc_rows_transposed(d.at + n0 * P * F, F, F, rows, kr, pa)
         cc_gemm_bf16_packed(a.bf16, F, K, kr, pa, pb, 0.0 if first else 1.0, dwt, K, 0, NULL)
-    cc_sum_rows(dyp, ry, rows, F, db)
+    if not a.no_db:
+        cc_sum_rows(dyp, ry, rows, F, db)
     return n_bad
 
 
@@ -1387,10 +1389,12 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          Window g, Window gt, Py_ssize_t group, Py_ssize_t group_t,
                          Py_ssize_t max_slots, int n_threads,
                          const float[:, :, :, ::1] relu_y, int kernel,
-                         uint16_t[:, :, :, ::1] dy_bits=None):   # OUT dy's bits, or None
-    """dw, db and (with wt: stride 1) dx of conv2d_forward_bf16; dy_bits
-    (without wt): takes dy's bfloat16 bits (through the ReLU), as dw reads
-    them, for a strided dx's phases to read (conv2d_forward_bf16's xh)."""
+                         uint16_t[:, :, :, ::1] dy_bits=None,    # OUT dy's bits, or None
+                         bint need_db=True):
+    """dw, db (zeros where not need_db: a convolution without bias) and (with
+    wt: stride 1) dx of conv2d_forward_bf16; dy_bits (without wt): takes dy's
+    bfloat16 bits (through the ReLU), as dw reads them, for a strided dx's
+    phases to read (conv2d_forward_bf16's xh)."""
     db[:] = 0
     if x.shape[0] == 0:
         dw[:, :] = 0
@@ -1398,7 +1402,7 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef Images a = _images(x, w, g, -1, False)
     a.dy = &dy[0, 0, 0, 0]
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
-    a.bf16, a.gt = kernel, gt
+    a.bf16, a.gt, a.no_db = kernel, gt, not need_db
     _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots, n_threads,
                    &dy_bits[0, 0, 0, 0] if dy_bits is not None and wt is None else NULL)
 

@@ -81,8 +81,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, slices=None,
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, slices=None,
-                    precision="fp32"):
-    """slices: dw and db are each slice's sums added in the pairwise tree."""
+                    precision="fp32", need_db=True):
+    """slices: dw and db are each slice's sums added in the pairwise tree;
+    need_db=False: db None."""
     x, w, dy = _multiplied(precision, x, w, dy)
     if relu_y is not None:
         dy = np.where(relu_y > 0, dy, 0)
@@ -94,7 +95,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     dx = None
     if need_dx:
         dx = col2im(dy @ w.reshape(k, cout).T, x.shape, w.shape[:2], stride, padding)
-    return dx, dw, db
+    return dx, dw, db if need_db else None
 
 
 def maxpool2d_forward(x, pool_size=2, stride=None, padding=0):

@@ -225,7 +225,8 @@ class Conv2D(_Affine):
 
     def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
-                                        relu_y=relu_y, slices=slices, precision=self.precision)
+                                        relu_y=relu_y, slices=slices, precision=self.precision,
+                                        need_db=self.use_bias)
 
     def config(self):
         return dict(filters=self.filters, kernel_size=list(self.kernel_size),
