@@ -756,9 +756,13 @@ def test_batchnorm_equals_reference(data, relu, eps):
     assert convcore.batchnorm_inference(x, gamma, beta, mean, var, eps, relu).tobytes() == \
         y.tobytes()
     dy = data.draw(f32(x.shape))
-    got = convcore.batchnorm_backward(x, gamma, mean, var, dy, eps, relu_y=y if relu else None)
+    got = convcore.batchnorm_backward(x, gamma, mean, var, dy, eps,
+                                      relu_beta=beta if relu else None)
     want = ref.batchnorm_backward(*_64(x, gamma, mean, var, dy), eps,
-                                  relu_y=y if relu else None)   # the same ReLU mask
+                                  relu_beta=beta if relu else None)   # the same ReLU mask
+    if relu:    # made again from x: the bits of dy taken through the forward's y > 0
+        plain = convcore.batchnorm_backward(x, gamma, mean, var, np.where(y > 0, dy, 0), eps)
+        assert [a.tobytes() for a in got] == [a.tobytes() for a in plain]
     m = x.shape[0] * x.shape[1] * x.shape[2]
     for g, w, name in zip(got, want, ("dx", "dgamma", "dbeta")):
         # dx divides by sqrt(var + eps): its error grows with 1 / sqrt(eps)
@@ -790,9 +794,15 @@ def test_batchnorm_is_the_same_bits_on_every_kernel_set(data, relu, threads):
         yi = np.empty_like(rows)
         _norm.batchnorm_inference(rows, mean, gamma, beta, relu, yi, threads, k)
         dx, dgamma, dbeta = np.empty_like(rows), np.empty(c, np.float32), np.empty(c, np.float32)
-        _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, d, y if relu else None, dx,
+        _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, d, beta if relu else None, dx,
                                  dgamma, dbeta, threads, k)
         results[name] = b"".join(a.tobytes() for a in (y, mean, var, yi, dx, dgamma, dbeta))
+        if relu:    # the mask made again: the bits of dy taken through y > 0
+            masked = (np.empty_like(rows), np.empty(c, np.float32), np.empty(c, np.float32))
+            _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, np.where(y > 0, d, 0),
+                                     None, *masked, threads, k)
+            assert b"".join(a.tobytes() for a in masked) == \
+                b"".join(a.tobytes() for a in (dx, dgamma, dbeta)), name
     assert len(set(results.values())) == 1, {k: hash(v) for k, v in results.items()}
 
 

@@ -121,7 +121,7 @@ def arguments(name):
             "eps": epsilons, "relu": st.booleans()}))
     if name == "batchnorm_backward":
         return st.tuples(st.tuples(ARR, ARR, ARR, ARR, ARR), st.fixed_dictionaries(
-            {}, optional={"eps": epsilons, "need_dx": st.booleans(), "relu_y": ARR}))
+            {}, optional={"eps": epsilons, "need_dx": st.booleans(), "relu_beta": ARR}))
     if name == "linear_forward":
         return st.tuples(st.tuples(ARR, ARR), st.fixed_dictionaries({}, optional={
             "b": ARR, "relu": st.booleans(),

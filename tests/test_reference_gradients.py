@@ -123,7 +123,7 @@ def test_batchnorm_backward_matches_finite_differences(data, n, hw, c, relu):
         return np.sum(ref.batchnorm_forward(x, gamma, beta, 1e-3, relu)[0] * r)
 
     dx, dgamma, dbeta = ref.batchnorm_backward(x, gamma, mean, var, r, 1e-3,
-                                               relu_y=y if relu else None)
+                                               relu_beta=beta if relu else None)
     np.testing.assert_allclose(dx, numeric_grad(loss, x), atol=1e-5)
     np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma), atol=1e-5)
     np.testing.assert_allclose(dbeta, numeric_grad(loss, beta), atol=1e-5)

@@ -107,7 +107,7 @@ def _all_ops(rng):
     xn = rng.standard_normal((3, 11, 13, 40)).astype(np.float32) + 2
     gn, bn = b[:16].repeat(3)[:40] + 1, b[:16].repeat(3)[:40]
     yn, mn, vn = convcore.batchnorm_forward(xn, gn, bn, relu=True)
-    norm_back = convcore.batchnorm_backward(xn, gn, mn, vn, xn, relu_y=yn)
+    norm_back = convcore.batchnorm_backward(xn, gn, mn, vn, xn, relu_beta=bn)
     return {
         "batchnorm_forward": [yn, mn, vn],
         "batchnorm_inference": [convcore.batchnorm_inference(xn, gn, bn, mn, vn + 1)],

@@ -918,27 +918,33 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return y
 
 
-def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None,
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_beta=None,
                        totals=None):
     """Gradients (dx, dgamma, dbeta) of batchnorm_forward(x, gamma, beta, eps,
-    relu) from its input x, its batch statistics (mean, var) and dy (through
-    the ReLU where relu_y, the forward's output, is given); dx None where
-    need_dx is False.
+    relu) from its input x, its batch statistics (mean, var) and dy; dx None
+    where need_dx is False.
+
+    relu_beta: the forward's beta where it ran with relu=True: dy is taken
+    through that ReLU, whose mask (y > 0) is made again from x, mean, var,
+    gamma and beta as the forward made y (the same bits; its output is not
+    read, one pass's array fewer).
 
     totals = (count, dgamma, dbeta) of the whole batch where x is one
     process's slice of it (its statistics the whole batch's): dx is then this
     slice's part of the whole batch's gradient; the dgamma and dbeta returned
     are still this slice's (their sums over the slices are the totals)."""
     fn = "batchnorm_backward"
-    x, rows, (gamma, mean, var) = _channels(fn, x, {"gamma": gamma, "mean": mean, "var": var})
+    named = {"gamma": gamma, "mean": mean, "var": var}
+    x, rows, checked = _channels(fn, x, named if relu_beta is None else
+                                 {**named, "relu_beta": relu_beta})
+    gamma, mean, var, relu_beta = (*checked, None)[:4]
     eps = _eps(fn, eps)
-    dy, relu_y = _dy_checks(fn, dy, relu_y, x.shape, _X)
+    dy, _ = _dy_checks(fn, dy, None, x.shape, _X)
     if totals is not None:
         totals = _totals(fn, totals, gamma.shape[0], rows.shape[0])
     dx = empty(x.shape) if need_dx else None
     dgamma, dbeta = empty(gamma.shape), empty(gamma.shape)
-    _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape),
-                             None if relu_y is None else relu_y.reshape(rows.shape),
+    _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape), relu_beta,
                              None if dx is None else dx.reshape(rows.shape), dgamma, dbeta,
                              get_num_threads(), _pool_set(), totals)
     return dx, dgamma, dbeta

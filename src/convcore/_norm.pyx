@@ -12,7 +12,9 @@ every set); what is left here is per channel.
                        y = (x - mean) scale + beta (relu: max(., 0)),
                        scale = gamma / sqrt(var + eps)
   inference:           the same y from given mean and var (running statistics)
-  backward:            dy' = dy (where relu_y > 0, if given), xhat = (x - mean) / sqrt(var + eps),
+  backward:            dy' = dy (where the forward's ReLU passed it, if relu_beta is given:
+                       (x - mean) scale + beta > 0, made again from x),
+                       xhat = (x - mean) / sqrt(var + eps),
                        dbeta = sum dy',  dgamma = sum dy' xhat,
                        dx = scale (dy' - dbeta / M - xhat dgamma / M)
 """
@@ -26,9 +28,9 @@ from convcore._isa cimport cc_kernel_set, kernel_set
 DEF ROWS = 64   # rows per block of a sum: fixed, so the order of every sum is too
 
 
-cdef int sums(const cc_kernel_set* k, const float* x, const float* dy, const float* relu_y,
-              const double* centre, Py_ssize_t M, Py_ssize_t C, double* s1, double* s2,
-              int n_threads) except -1:
+cdef int sums(const cc_kernel_set* k, const float* x, const float* dy, const float* relu_scale,
+              const float* relu_beta, const double* centre, Py_ssize_t M, Py_ssize_t C,
+              double* s1, double* s2, int n_threads) except -1:
     """s1, s2 (C,): the blocks' sums (k.bn_sums, _norm_kernels.h) over all M
     rows, blocks in parallel, added in double in block order."""
     cdef Py_ssize_t nb = (M + ROWS - 1) // ROWS, b, c
@@ -36,7 +38,7 @@ cdef int sums(const cc_kernel_set* k, const float* x, const float* dy, const flo
     if part == NULL:
         raise MemoryError()
     for b in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        k.bn_sums(x, dy, relu_y, centre, b * ROWS, min(M, (b + 1) * ROWS), C,
+        k.bn_sums(x, dy, relu_scale, relu_beta, centre, b * ROWS, min(M, (b + 1) * ROWS), C,
                   part + 2 * b * C, part + (2 * b + 1) * C)
     memset(s1, 0, sizeof(double) * C)
     memset(s2, 0, sizeof(double) * C)
@@ -58,6 +60,12 @@ cdef void affine(const cc_kernel_set* k, const float* x, const float* mean, cons
         k.bn_affine(x, mean, scale, beta, b * ROWS, min(M, (b + 1) * ROWS), C, relu, y)
 
 
+cdef inline float _scale(float gamma, float var, double eps) noexcept nogil:
+    """gamma / sqrt(var + eps) in float: the forward's, and the backward's where
+    it makes the forward's ReLU mask again (the same bits)."""
+    return <float>(gamma / sqrt(<double>var + eps))
+
+
 def batchnorm_forward(const float[:, ::1] x,        # IN  (M, C)
                       const float[::1] gamma, const float[::1] beta,   # IN (C,)
                       double eps, bint relu,
@@ -74,14 +82,14 @@ def batchnorm_forward(const float[:, ::1] x,        # IN  (M, C)
     try:
         for c in range(C):                  # centred on the first row: float sums of the
             s[c] = x[0, c]                  # differences stay exact for a constant channel
-        sums(k, &x[0, 0], NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
+        sums(k, &x[0, 0], NULL, NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
         for c in range(C):
             s[c] = s[c] + s[C + c] / M                          # the mean, the new centre
-        sums(k, &x[0, 0], NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
+        sums(k, &x[0, 0], NULL, NULL, NULL, s, M, C, s + C, s + 2 * C, n_threads)
         for c in range(C):
             mean[c] = <float>s[c]
             var[c] = <float>(s[2 * C + c] / M)
-            scale[c] = <float>(gamma[c] / sqrt(<double>var[c] + eps))
+            scale[c] = _scale(gamma[c], var[c], eps)
     finally:
         free(s)
     affine(k, &x[0, 0], &mean[0], &scale[0], &beta[0], M, C, relu, &y[0, 0], n_threads)
@@ -97,7 +105,8 @@ def batchnorm_inference(const float[:, ::1] x, const float[::1] mean, const floa
 
 def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
                        const float[::1] mean, const float[::1] var, double eps,
-                       const float[:, ::1] dy, const float[:, ::1] relu_y,   # relu_y or None
+                       const float[:, ::1] dy,
+                       const float[::1] relu_beta,  # IN  (C,): the forward's beta (ReLU), or None
                        float[:, ::1] dx,            # OUT (M, C) or None
                        float[::1] dgamma, float[::1] dbeta,   # OUT (C,)
                        int n_threads, int kernels,
@@ -111,13 +120,15 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
     if s == NULL:
         raise MemoryError()
     cdef float[::1] inv = dgamma.copy(), k = dgamma.copy(), cb = dgamma.copy()
-    cdef float[::1] cg = dgamma.copy()
-    cdef const float* ry = &relu_y[0, 0] if relu_y is not None else NULL
+    cdef float[::1] cg = dgamma.copy(), scale = dgamma.copy()
+    cdef const float* rb = &relu_beta[0] if relu_beta is not None else NULL
+    cdef const float* rs = &scale[0] if relu_beta is not None else NULL
     try:
         for c in range(C):
-            s[c] = mean[c]
+            s[c] = mean[c]                          # (the centre: the mask's mean too)
+            scale[c] = _scale(gamma[c], var[c], eps)
         if M:
-            sums(ks, &x[0, 0], &dy[0, 0], ry, s, M, C, s + C, s + 2 * C, n_threads)
+            sums(ks, &x[0, 0], &dy[0, 0], rs, rb, s, M, C, s + C, s + 2 * C, n_threads)
         else:
             memset(s + C, 0, sizeof(double) * 2 * C)
         for c in range(C):
@@ -139,5 +150,5 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
         return
     # dx = k (dy' - dbeta / M - xhat dgamma / M), xhat = (x - mean) inv
     for b in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        ks.bn_dx(&x[0, 0], &dy[0, 0], ry, &mean[0], &k[0], &inv[0], &cb[0], &cg[0], b * ROWS,
-                 min(M, (b + 1) * ROWS), C, &dx[0, 0])
+        ks.bn_dx(&x[0, 0], &dy[0, 0], rs, rb, &mean[0], &k[0], &inv[0], &cb[0], &cg[0],
+                 b * ROWS, min(M, (b + 1) * ROWS), C, &dx[0, 0])

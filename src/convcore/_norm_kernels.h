@@ -4,10 +4,16 @@
  *
  *   cc_bn_sums:    s1 = sum (x - centre), s2 = sum (x - centre)^2       (forward)
  *                  or, with dy, s1 = sum dy', s2 = sum dy' (x - centre) (backward;
- *                  dy' = dy where relu_y > 0, else 0, if relu_y is given)
+ *                  centre the mean; dy' = dy where the forward's ReLU passed it,
+ *                  else 0, if relu_scale and relu_beta are given: cc_bn_passes)
  *                  each in float, row after row, then stored as double
  *   cc_bn_affine:  y = (x - mean) scale + beta, then max(y, 0) if relu (NaN -> 0)
  *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg)
+ *
+ * The backward's ReLU mask is not read from the forward's output: it is made
+ * again from x, as cc_bn_affine made y (cc_bn_passes: y > 0, the same
+ * operations on the same values, so the same bits), one array fewer to read
+ * in each backward pass.
  *
  * Compiled once per kernel set (_kernel_set_body.h) from this C: a channel's
  * arithmetic is the same IEEE operations in the same order on every set,
@@ -50,6 +56,13 @@ static inline void cc_bn_store(float* p, cc_bn_v v) { memcpy(p, &v, sizeof v); }
 /* v where m holds, else +0 (a mask of a comparison: NaN compares false) */
 static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_bn_vi)v & m); }
 
+/* Where the forward's ReLU passed its input (d = x - mean): (d scale + beta) > 0,
+ * cc_bn_affine's y before its max; NaN compares false, as NaN -> 0 there */
+static inline cc_bn_vi cc_bn_passes(cc_bn_v d, cc_bn_v scale, cc_bn_v beta)
+{
+    return d * scale + beta > 0;
+}
+
 /* The kernels below run each group of nv <= CC_BN_V whole vectors of channels
  * in registers over the block (cc_bn_groups: 4 at a time, then the rest of the
  * whole vectors, so that C = 32 on AVX-512 is two vectors, not 32 strided
@@ -74,17 +87,21 @@ static inline int cc_bn_groups(ptrdiff_t C, ptrdiff_t* c0, int* nv)
     return 1;
 }
 
-CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float* relu_y,
-                                   const double* centre, ptrdiff_t r0, ptrdiff_t r1,
-                                   ptrdiff_t C, ptrdiff_t c0, const int nv, double* s1,
-                                   double* s2)
+CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float* relu_scale,
+                                   const float* relu_beta, const double* centre, ptrdiff_t r0,
+                                   ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0, const int nv,
+                                   double* s1, double* s2)
 {
     CC_BN_EXACT
-    cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V];
+    cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V], sc[CC_BN_V], bt[CC_BN_V];
     for (int v = 0; v < nv; v++) {
         a1[v] = a2[v] = (cc_bn_v){0};
         for (int l = 0; l < CC_BN_W; l++)
             cf[v][l] = (float)centre[c0 + CC_BN_W * v + l];
+        if (relu_scale != NULL) {
+            sc[v] = cc_bn_load(relu_scale + c0 + CC_BN_W * v);
+            bt[v] = cc_bn_load(relu_beta + c0 + CC_BN_W * v);
+        }
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
         const float* xr = x + r * C + c0;
@@ -98,10 +115,11 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float*
         }
         for (int v = 0; v < nv; v++) {
             cc_bn_v g = cc_bn_load(dy + r * C + c0 + CC_BN_W * v);
-            if (relu_y != NULL)
-                g = cc_bn_keep(g, cc_bn_load(relu_y + r * C + c0 + CC_BN_W * v) > 0);
+            cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
+            if (relu_scale != NULL)
+                g = cc_bn_keep(g, cc_bn_passes(d, sc[v], bt[v]));
             a1[v] = a1[v] + g;
-            a2[v] = a2[v] + g * (cc_bn_load(xr + CC_BN_W * v) - cf[v]);
+            a2[v] = a2[v] + g * d;
         }
     }
     for (int v = 0; v < nv; v++)
@@ -111,15 +129,16 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float*
         }
 }
 
-CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_y,
-                         const double* centre, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
-                         double* s1, double* s2)
+CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_scale,
+                         const float* relu_beta, const double* centre, ptrdiff_t r0,
+                         ptrdiff_t r1, ptrdiff_t C, double* s1, double* s2)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_sums_group(x, dy, relu_y, centre, r0, r1, C, c0, NV, s1, s2));
+        CC_BN_NV(cc_bn_sums_group(x, dy, relu_scale, relu_beta, centre, r0, r1, C, c0, NV, s1,
+                                  s2));
     for (; c0 < C; c0++) {      /* the channels past the last whole vector */
         float a1 = 0, a2 = 0, cf = (float)centre[c0];
         for (ptrdiff_t r = r0; r < r1; r++) {
@@ -130,9 +149,11 @@ CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_y,
                 a2 = a2 + d * d;
                 continue;
             }
-            float g = relu_y == NULL || relu_y[e] > 0 ? dy[e] : 0.0f;
+            float d = x[e] - cf;
+            float g = relu_scale == NULL || d * relu_scale[c0] + relu_beta[c0] > 0 ? dy[e]
+                                                                                   : 0.0f;
             a1 = a1 + g;
-            a2 = a2 + g * (x[e] - cf);
+            a2 = a2 + g * d;
         }
         s1[c0] = a1;
         s2[c0] = a2;
@@ -176,15 +197,17 @@ CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale
         }
 }
 
-/* dx's per-channel constants: mean, k, inv, cb, cg (cc_bn_dx) */
-typedef struct { const float *mean, *k, *inv, *cb, *cg; } cc_bn_dx_consts;
+/* dx's per-channel constants: mean, k, inv, cb, cg (cc_bn_dx), and the
+ * forward's scale and beta where its ReLU's mask is made again (else NULL) */
+typedef struct { const float *mean, *k, *inv, *cb, *cg, *scale, *beta; } cc_bn_dx_consts;
 
-CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const float* relu_y,
-                                 const cc_bn_dx_consts* q, ptrdiff_t r0, ptrdiff_t r1,
-                                 ptrdiff_t C, ptrdiff_t c0, const int nv, float* dx)
+CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx_consts* q,
+                                 ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0,
+                                 const int nv, float* dx)
 {
     CC_BN_EXACT
     cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
+    cc_bn_v sc[CC_BN_V], bt[CC_BN_V];
     for (int v = 0; v < nv; v++) {
         ptrdiff_t c = c0 + CC_BN_W * v;
         m[v] = cc_bn_load(q->mean + c);
@@ -192,33 +215,40 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const float* r
         iv[v] = cc_bn_load(q->inv + c);
         b[v] = cc_bn_load(q->cb + c);
         gg[v] = cc_bn_load(q->cg + c);
+        if (q->scale != NULL) {
+            sc[v] = cc_bn_load(q->scale + c);
+            bt[v] = cc_bn_load(q->beta + c);
+        }
     }
     for (ptrdiff_t r = r0; r < r1; r++)
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
             cc_bn_v g = cc_bn_load(dy + e);
-            if (relu_y != NULL)
-                g = cc_bn_keep(g, cc_bn_load(relu_y + e) > 0);
-            cc_bn_store(dx + e, kk[v] * ((g - b[v]) - ((cc_bn_load(x + e) - m[v]) * iv[v])
-                                         * gg[v]));
+            cc_bn_v d = cc_bn_load(x + e) - m[v];
+            if (q->scale != NULL)
+                g = cc_bn_keep(g, cc_bn_passes(d, sc[v], bt[v]));
+            cc_bn_store(dx + e, kk[v] * ((g - b[v]) - (d * iv[v]) * gg[v]));
         }
 }
 
-CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_y,
-                       const float* mean, const float* k, const float* inv, const float* cb,
-                       const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, float* dx)
+CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_scale,
+                       const float* relu_beta, const float* mean, const float* k,
+                       const float* inv, const float* cb, const float* cg, ptrdiff_t r0,
+                       ptrdiff_t r1, ptrdiff_t C, float* dx)
 {
     CC_BN_EXACT
-    const cc_bn_dx_consts q = {mean, k, inv, cb, cg};
+    const cc_bn_dx_consts q = {mean, k, inv, cb, cg, relu_scale, relu_beta};
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_dx_group(x, dy, relu_y, &q, r0, r1, C, c0, NV, dx));
+        CC_BN_NV(cc_bn_dx_group(x, dy, &q, r0, r1, C, c0, NV, dx));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
-            float g = relu_y == NULL || relu_y[e] > 0 ? dy[e] : 0.0f;
-            dx[e] = k[c0] * ((g - cb[c0]) - ((x[e] - mean[c0]) * inv[c0]) * cg[c0]);
+            float d = x[e] - mean[c0];
+            float g = relu_scale == NULL || d * relu_scale[c0] + relu_beta[c0] > 0 ? dy[e]
+                                                                                   : 0.0f;
+            dx[e] = k[c0] * ((g - cb[c0]) - (d * inv[c0]) * cg[c0]);
         }
 }
 

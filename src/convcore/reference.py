@@ -247,6 +247,16 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     return (np.maximum(y, 0) if relu else y).astype(x.dtype)
 
 
+def _affine32(x, gamma, beta, mean, var, eps):
+    """y = (x - mean) * scale + beta in float32 operations, scale = gamma /
+    sqrt(var + eps) rounded once to float32: the bits convcore's batch
+    normalisation writes (its ReLU's mask is y > 0)."""
+    f = np.float32
+    scale = (np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, f).astype(np.float64)
+                                                     + eps)).astype(f)
+    return (np.asarray(x, f) - np.asarray(mean, f)) * scale + np.asarray(beta, f)
+
+
 def add_forward(a, b, relu=False, out=None):
     y = a + b
     y = np.maximum(y, 0) if relu else y
@@ -260,10 +270,12 @@ def add_backward(dy, relu_y=None):
     return dy if relu_y is None else dy * (relu_y > 0)
 
 
-def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_y=None,
+def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_beta=None,
                        totals=None):
-    if relu_y is not None:
-        dy = np.where(relu_y > 0, dy, 0)
+    """relu_beta: the forward's beta (relu=True): dy where its float32 output
+    (batchnorm_inference's arithmetic, float32 in and out) is > 0."""
+    if relu_beta is not None:
+        dy = np.where(_affine32(x, gamma, relu_beta, mean, var, eps) > 0, dy, 0)
     m = x.shape[0] * x.shape[1] * x.shape[2]
     xhat = (x - mean) / np.sqrt(var + eps)
     dbeta = dy.sum(axis=(0, 1, 2))

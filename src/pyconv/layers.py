@@ -367,7 +367,8 @@ class BatchNormalization(Layer):
         else:
             y = convcore.batchnorm_inference(xi, g, b, mean, var, self.epsilon, relu)
         self._update_running(mean, var, m)
-        return y.reshape(x.shape), (xi, y if relu else None, mean, var, sums, m, slices)
+        relu_beta = b.copy() if relu else None     # (the backward makes the mask again)
+        return y.reshape(x.shape), (xi, relu_beta, mean, var, sums, m, slices)
 
     def _update_running(self, mean, var, m):
         k, one = np.float32(self.momentum), np.float32(1 - self.momentum)
@@ -376,23 +377,22 @@ class BatchNormalization(Layer):
         run_var[...] = k * run_var + one * (var * np.float32(m / (m - 1)))
 
     def backward(self, ctx, dy, need_dx=True):
-        xi, relu_y, mean, var, sums, m, slices = ctx
+        xi, relu_beta, mean, var, sums, m, slices = ctx
         shape, gamma, dy = dy.shape, self.params["gamma"].value, dy.reshape(xi.shape)
         c, totals = gamma.shape[0], None
         if slices is not None:      # each slice's sums, added in the tree (convcore.slices)
-            ry = (lambda a, b: None) if relu_y is None else (lambda a, b: relu_y[a:b])
             local = convcore.slices.tree_sum([np.concatenate(convcore.batchnorm_backward(
-                xi[a:b], gamma, mean, var, dy[a:b], self.epsilon, False, ry(a, b))[1:])
+                xi[a:b], gamma, mean, var, dy[a:b], self.epsilon, False, relu_beta)[1:])
                 for a, b in convcore.slices.pairs(slices)])
             total = (local if sums is None else sums(local)).astype(np.float64)
             totals = (m, total[:c], total[c:])
         elif sums is not None:      # this slice's sums first, then the whole batch's
             _, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
-                                                    False, relu_y)
+                                                    False, relu_beta)
             total = sums(np.concatenate([dg, db]).astype(np.float64))
             totals = (m, total[:len(dg)], total[len(dg):])
         dx, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
-                                                 need_dx, relu_y, totals)
+                                                 need_dx, relu_beta, totals)
         if slices is not None:      # the slices' tree (the hook adds the processes')
             dg, db = local[:c].copy(), local[c:].copy()
         self.params["gamma"].grad, self.params["beta"].grad = dg, db
