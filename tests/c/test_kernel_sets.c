@@ -311,27 +311,28 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
 {
     const cc_kernel_set* base = cc_kernel_set_get(CC_SET_BASELINE);
     size_t n = (size_t)M * C;
-    float *x = fill(n), *dy = fill(n), *ry = fill(n), *p = fill(6 * (size_t)C);
+    float *x = fill(n), *dy = fill(n), *p = fill(6 * (size_t)C);
     double* centre = malloc(sizeof(double) * C);
     double* s[2][2];
     float *y[2][2], *dx[2];
-    x[3] = NAN, x[n / 2] = INFINITY, x[n - 1] = -0.0f, ry[5] = NAN, ry[7] = -0.0f;
+    x[3] = NAN, x[n / 2] = INFINITY, x[n - 1] = -0.0f, x[5] = -INFINITY, p[C + 1] = 0.0f;
     for (int c = 0; c < C; c++)
         centre[c] = p[c] * 0.1;
     for (int i = 0; i < 2; i++) {
         const cc_kernel_set* ks = i ? k : base;
         s[i][0] = malloc(sizeof(double) * 2 * C), s[i][1] = malloc(sizeof(double) * 2 * C);
-        ks->bn_sums(x, NULL, NULL, centre, 1, M, C, s[i][0], s[i][0] + C);
-        ks->bn_sums(x, dy, ry, centre, 0, M - 1, C, s[i][1], s[i][1] + C);
+        ks->bn_sums(x, NULL, NULL, NULL, centre, 1, M, C, s[i][0], s[i][0] + C);
+        ks->bn_sums(x, dy, p + C, p + 2 * C, centre, 0, M - 1, C, s[i][1], s[i][1] + C);
         for (int relu = 0; relu < 2; relu++) {
             y[i][relu] = malloc(sizeof(float) * n);
             ks->bn_affine(x, p, p + C, p + 2 * C, 0, M, C, relu, y[i][relu]);
         }
         dx[i] = malloc(sizeof(float) * n);
-        ks->bn_dx(x, dy, ry, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M, C, dx[i]);
+        ks->bn_dx(x, dy, p + C, p + 2 * C, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M,
+                  C, dx[i]);
     }
-    const char* what[] = {"bn sums", "bn sums (dy, relu_y)", "bn affine", "bn affine (relu)",
-                          "bn dx"};
+    const char* what[] = {"bn sums", "bn sums (dy, the ReLU's mask)", "bn affine",
+                          "bn affine (relu)", "bn dx"};
     const void* a[] = {s[0][0], s[0][1], y[0][0], y[0][1], dx[0]};
     const void* b[] = {s[1][0], s[1][1], y[1][0], y[1][1], dx[1]};
     size_t bytes[] = {sizeof(double) * 2 * C, sizeof(double) * 2 * C, sizeof(float) * n,
@@ -346,7 +347,7 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
     for (int i = 0; i < 2; i++) {
         free(s[i][0]), free(s[i][1]), free(y[i][0]), free(y[i][1]), free(dx[i]);
     }
-    free(x), free(dy), free(ry), free(p), free(centre);
+    free(x), free(dy), free(p), free(centre);
 }
 
 /* Adam (_adam.h) of n parameters: the bits of its operations one rounding
