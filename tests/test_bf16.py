@@ -272,9 +272,10 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     """The bf16 kernels' convolution, forward and backward, at any size,
     channels, kernel, stride and padding (every depth sent to them: their
     padded image copy and its sections, the flipped dx at stride 1): the
-    reference's bf16-emulated within the float32 sum's bound; sections read
-    in place (stride 1, kernel rows of 32k values) give the bits of sections
-    made."""
+    reference's bf16-emulated within the float32 sum's bound (the backward
+    through the forward's ReLU for odd seeds); sections read in place (stride
+    1, kernel rows of 32k values: dw and dx item by item where both do) give
+    the bits of sections made."""
     n, h, w_, c, kh, kw, stride, padding, f = geometry
     if padding not in ("same", "valid") and (padding >= kh or padding >= kw):
         padding = 0
@@ -293,8 +294,10 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
                   ref.conv2d_forward(np.abs(x64), np.abs(w64), np.abs(b), **kwargs),
                   kh * kw * c + 1, "y")
     dy = rng.uniform(-2, 2, y.shape).astype(np.float32)
-    got = convcore.conv2d_backward(x, w, dy, **kwargs, precision="bf16")
-    want = ref.conv2d_backward(x64, w64, np.float64(dy), **kwargs, precision="bf16-emulated")
+    ry = y if seed % 2 else None
+    got = convcore.conv2d_backward(x, w, dy, **kwargs, relu_y=ry, precision="bf16")
+    want = ref.conv2d_backward(x64, w64, np.float64(dy), **kwargs, relu_y=ry,
+                               precision="bf16-emulated")
     absolute = ref.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(np.float64(dy)), **kwargs)
     terms = max(kh * kw * f, n * y.shape[1] * y.shape[2])
     for name, g, want_i, b_i in zip(("dx", "dw"), got, want, absolute):
@@ -302,10 +305,42 @@ def test_bf16_convolutions_equal_the_reference_for_any_geometry(bf16_kernel, mon
     _conv.use_sections_in_place(False)
     try:
         made = (convcore.conv2d_forward(x, w, b, relu=True, **kwargs, precision="bf16"),
-                convcore.conv2d_backward(x, w, dy, **kwargs, precision="bf16")[0])
+                convcore.conv2d_backward(x, w, dy, **kwargs, relu_y=ry, precision="bf16")[0])
     finally:
         _conv.use_sections_in_place(True)
     assert _bits((y, got[0])) == _bits(made)
+
+
+def test_bf16_conv_backward_item_by_item_gives_the_bits_of_sections_made(bf16_kernel):
+    """Where dw and dx both read in place (stride 1, channels in and out a
+    multiple of 32), each work item pads its own dy for both (_fused_in_place):
+    dx the bits of sections made, dw those of dw alone (need_dx=False: in
+    place from a whole-batch copy of dy), dy through the ReLU where relu_y is
+    given; dx and dw within the reference's bound."""
+    rng = np.random.default_rng(8)
+    for n, hw, c, f, k in ((3, 16, 32, 32, 3), (9, 7, 64, 32, 3), (7, 4, 32, 64, 1)):
+        x = rng.uniform(-2, 2, (n, hw, hw, c)).astype(np.float32)
+        w = rng.uniform(-2, 2, (k, k, c, f)).astype(np.float32)
+        dy = rng.uniform(-2, 2, (n, hw, hw, f)).astype(np.float32)
+        for relu_y in (None, dy[::-1].copy()):
+            got = convcore.conv2d_backward(x, w, dy, padding="same", relu_y=relu_y,
+                                           precision="bf16")
+            want = ref.conv2d_backward(np.float64(x), np.float64(w), np.float64(dy),
+                                       padding="same", relu_y=relu_y,
+                                       precision="bf16-emulated")
+            bound = ref.conv2d_backward(np.abs(np.float64(x)), np.abs(np.float64(w)),
+                                        np.abs(np.float64(dy)), padding="same")
+            for name, g, want_i, b_i in zip(("dx", "dw"), got, want, bound):
+                assert_within(g, want_i, b_i, max(k * k * f, n * hw * hw), name)
+            _conv.use_sections_in_place(False)
+            try:
+                made = convcore.conv2d_backward(x, w, dy, padding="same", relu_y=relu_y,
+                                                precision="bf16")
+            finally:
+                _conv.use_sections_in_place(True)
+            alone = convcore.conv2d_backward(x, w, dy, padding="same", need_dx=False,
+                                             relu_y=relu_y, precision="bf16")
+            assert _bits(got) == _bits((made[0], alone[1], alone[2])), (n, hw, c, f, k)
 
 
 def test_bf16_conv_backward_without_db_gives_the_same_dx_and_dw(bf16_kernel):

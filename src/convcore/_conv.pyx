@@ -1191,8 +1191,8 @@ cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
 
 
 cdef struct DyRows:     # dy in bfloat16: its row (n, oh, ow) of F values at
-    const uint16_t* at  # at + n * image + (oh * row + ow) * F (as _narrowed made it,
-    Py_ssize_t image, row   # or inside _narrowed_padded's border)
+    const uint16_t* at  # at + (n - first) * image + (oh * row + ow) * F (as _narrowed
+    Py_ssize_t image, row, first   # made it, or inside _narrowed_padded's border)
 
 
 cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, DyRows d,
@@ -1209,7 +1209,7 @@ cdef void _dw_item_in_place(const Images* a, const uint16_t* xt, DyRows d,
     cdef const uint16_t* r[2]
     for q in range(0, kr, 2):
         for i in range(2):
-            r[i] = d.at + n * d.image + (oh * d.row + ow) * F \
+            r[i] = d.at + (n - d.first) * d.image + (oh * d.row + ow) * F \
                 if oh < a.g.OH and ow < a.g.OW else NULL
             pos += 1
             ow += 1
@@ -1350,6 +1350,83 @@ cdef int _dw_bf16(const Images* a, const uint16_t* xb, DyRows d, const uint16_t*
     return n_failed
 
 
+cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff,
+                         const size_t* aoff, const size_t* aofft, const uint32_t* pwt,
+                         Py_ssize_t n0, Py_ssize_t n1, bint first, uint16_t* dyq, uint32_t* pb,
+                         float* yc, float* dw, float* db, float* dx) noexcept nogil:
+    """Images n0..n1 of _fused_in_place: their dy padded in bf16 into dyq (the
+    thread's, in cache; zeros after), dw (+)= S^T @ dy (_dw_item_in_place), db
+    += sum dy (not a.no_db), and each image's dx, the forward of its padded dy
+    with the flipped kernels pwt (aofft), through yc to its place."""
+    cdef Window gt = a.gt, p = _grown(a.gt)
+    cdef Py_ssize_t F = a.F, C = a.g.C, P = a.g.OH * a.g.OW, n, oh
+    cdef Py_ssize_t size = p.H * p.W * p.C, src = gt.H * gt.W * gt.C, rows = p.OH * p.W
+    cdef Out o = _dense(dx, p.OH, p.OW, C)
+    cdef cc_epilogue ep
+    cdef DyRows d
+    ep.bias, ep.relu = NULL, 0
+    for n in range(n0, n1):
+        _narrow_image(a.dy + n * src, a.relu_y + n * src if a.relu_y != NULL else NULL, gt,
+                      dyq + (n - n0) * size)
+    memset(dyq + (n1 - n0) * size, 0, (CC_SLACK + 32 * gt.C + gt.KW * gt.C) * 2)
+    d.at, d.image, d.row, d.first = dyq + (gt.PT * p.W + gt.PL) * p.C, size, p.W, n0
+    _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dw)
+    if not a.no_db:
+        cc_sum_rows(a.dy + n0 * P * F, a.relu_y + n0 * P * F if a.relu_y != NULL else NULL,
+                    (n1 - n0) * P, F, db)
+    for n in range(n0, n1):
+        cc_gemm_bf16_rows(a.bf16, cc_up32(rows), C, cc_up32(p.KH * p.KW * p.C),
+                          dyq + (n - n0) * size, p.C, aofft, NULL, pwt, 0.0, yc, C, 0, &ep)
+        for oh in range(p.OH):
+            _put_row(&o, yc + oh * p.W * C, n, oh, p.OW, C)
+
+
+cdef int _fused_in_place(const Images* a, const uint16_t* xt, const size_t* roff,
+                         const uint32_t* pwt, Py_ssize_t N, Py_ssize_t group,
+                         Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts, float* dx,
+                         int n_threads) noexcept nogil:
+    """dw and db (each slot's, in parts, as _dw_bf16's in place) and dx of
+    N images item by item (_item_in_place): each item's dy padded in bf16 in
+    the thread's scratch, read there by dw and dx (not a whole-batch copy
+    written out and read back twice); the same sums as unfused, the same
+    bits. -1 where dx's forward cannot read dy in place (aofft), else the
+    items that had no scratch."""
+    cdef Window p = _grown(a.gt), g = _grown(a.g)
+    cdef Py_ssize_t F = a.F, K = a.g.KH * a.g.KW * a.g.C, sl, it
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef size_t kr = group * cc_up32(a.g.OH * g.W)
+    cdef size_t* aofft = _slices_in_place(p)
+    cdef size_t* aoff = _dy_slices(g, kr) if aofft != NULL else NULL
+    cdef uint16_t* dyq = NULL   # (firstprivate in the parallel block, as pb and yc)
+    cdef uint32_t* pb = NULL
+    cdef float* yc = NULL
+    cdef float* part
+    cdef int n_failed = 0
+    if aoff == NULL:
+        free(aofft)
+        return -1
+    with parallel(num_threads=n_threads):
+        dyq = _padded_images(a.gt, group)
+        pb = <uint32_t*>aligned_alloc(64, kr * cc_up32(F) * 2)
+        yc = alloc64(cc_up32(p.OH * p.W) * a.g.C)
+        for sl in prange(n_slots, schedule='dynamic'):
+            if dyq == NULL or pb == NULL or yc == NULL:
+                n_failed += 1
+                continue
+            part = parts + sl * (K * F + F)
+            memset(part + K * F, 0, F * sizeof(float))
+            for it in range(sl * per_slot, min(n_items, (sl + 1) * per_slot)):
+                _item_in_place(a, xt, roff, aoff, aofft, pwt, it * group,
+                               min(N, (it + 1) * group), it == sl * per_slot, dyq, pb, yc,
+                               part, part + K * F, dx)
+        free(dyq)
+        free(pb)
+        free(yc)
+    free(aoff)
+    free(aofft)
+    return n_failed
+
+
 cdef DyRows _dy_rows(const uint16_t* dyb, const uint16_t* dyp, Window g, Window gt,
                      Py_ssize_t F) noexcept nogil:
     """dy's rows (F values each) in dyb (_narrowed) where it was made, else in
@@ -1357,6 +1434,7 @@ cdef DyRows _dy_rows(const uint16_t* dyb, const uint16_t* dyp, Window g, Window 
     border); g: the convolution's window."""
     cdef DyRows d
     cdef Window p = _grown(gt)
+    d.first = 0
     if dyb != NULL or dyp == NULL:
         d.at, d.image, d.row = dyb, g.OH * g.OW * F, g.OW
     else:
@@ -1453,62 +1531,85 @@ cdef float* _unpooled(Images* a, Py_ssize_t N, int n_threads,
     return dyc
 
 
-cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
-                               float[:, :, :, ::1] dx, float[:, ::1] dw, float[::1] db,
-                               Py_ssize_t group, Py_ssize_t group_t, Py_ssize_t max_slots,
-                               int n_threads, uint16_t* dy_bits=NULL) except -1:
-    """conv2d_backward_bf16 and conv2d_maxpool_backward_bf16 (a.argmax) of
-    N images: the images narrowed, dw and db made a slot at a time (_dw_bf16),
-    dx with wt (_forward_bf16 of dy's padded copy), dy's bits into dy_bits
-    where given (no wt, no argmax); the argmax entries out of place."""
+cdef int _unfused(Images* a, Py_ssize_t N, const uint16_t* xt, const size_t* roff,
+                  const uint32_t* pwt, float* dx, float* dwt, Py_ssize_t group,
+                  Py_ssize_t group_t, Py_ssize_t per_slot, Py_ssize_t n_slots, float* parts,
+                  uint16_t* dy_bits, int n_threads, Py_ssize_t* n_bad) noexcept nogil:
+    """_backward_bf16's dw and db (_dw_bf16) then dx (with pwt: _forward_bf16
+    of dy's padded copy), each from whole-batch copies: x's padded in bf16
+    where xt is NULL (dw of made sections, into dwt), dy's (or, with a pool,
+    made item by item, _unpool_item). The items that had no scratch."""
     cdef Window g = a.g, gt = a.gt
-    cdef Py_ssize_t F = a.F, K = dw.shape[0], n_bad = 0, bad = 0
-    cdef Py_ssize_t n_items = (N + group - 1) // group
-    cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
-    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
+    cdef Py_ssize_t F = a.F, bad = 0
     cdef int n_failed = 1
-    cdef float* parts = alloc64(n_slots * (K * F + F))
     cdef float* dyc = NULL
     cdef uint16_t* dyp = NULL
     cdef Source src         # dx's: dy's padded copy
-    cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
-    cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
-    if roff == NULL:
-        free(xt)
-        xt = NULL
-    cdef float* dwt = alloc64(K * F) if xt == NULL else NULL   # dw^T's sums (no xt)
     if a.argmax != NULL and xt == NULL:   # _unpool_item serves dw in place only
-        dyc = _unpooled(a, N, n_threads, &n_bad)
+        dyc = _unpooled(a, N, n_threads, n_bad)
     cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
     if a.argmax != NULL:
         dyp = a.dy_narrow = _padded_images(gt, N)   # filled item by item (_unpool_item)
-    elif wt is not None:
+    elif pwt != NULL:
         dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads)
     cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads, dy_bits) \
         if (xt == NULL or dyp == NULL or dy_bits != NULL) and a.argmax == NULL \
         else NULL   # in place: dy in dyp
     cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
-    cdef uint32_t* pwt = NULL if wt is None else _packed_kernels(&wt[0, 0], wt.shape[0], g.C)
-    if parts != NULL and (xt != NULL or (xb != NULL and dwt != NULL)) and d.at != NULL \
-            and (wt is None or (pwt != NULL and dyp != NULL)) \
-            and not (a.argmax != NULL and xt == NULL):
+    if (xt != NULL or (xb != NULL and dwt != NULL)) and d.at != NULL \
+            and (pwt == NULL or dyp != NULL) and not (a.argmax != NULL and xt == NULL):
         n_failed = _dw_bf16(a, xb, d, xt, roff, N, group, per_slot, n_slots, parts,
                             n_threads, &bad)
-        n_bad += bad
-        if wt is not None and not n_failed:
+        n_bad[0] += bad
+        if pwt != NULL and not n_failed:
             src.xb, src.x, src.g0, src.xh = dyp, NULL, gt, NULL
-            n_failed = _forward_bf16(a.bf16, &src, _grown(gt), pwt, N, g.C, NULL, False,
-                                     &dx[0, 0, 0, 0], group_t, n_threads)
+            n_failed = _forward_bf16(a.bf16, &src, _grown(gt), pwt, N, g.C, NULL, False, dx,
+                                     group_t, n_threads)
+    free(dyc)
+    free(xb)
+    free(dyb if dyb != dy_bits else NULL)
+    free(dyp)
+    return n_failed
+
+
+cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
+                               float[:, :, :, ::1] dx, float[:, ::1] dw, float[::1] db,
+                               Py_ssize_t group, Py_ssize_t group_t, Py_ssize_t max_slots,
+                               int n_threads, uint16_t* dy_bits=NULL) except -1:
+    """conv2d_backward_bf16 and conv2d_maxpool_backward_bf16 (a.argmax) of
+    N images: dw and db made a slot at a time, dx with wt (the flipped
+    kernels): item by item where dw and dx both read in place
+    (_fused_in_place), else _unfused; dy's bits into dy_bits where given (no
+    wt, no argmax); the argmax entries out of place."""
+    cdef Window g = a.g
+    cdef Py_ssize_t F = a.F, K = dw.shape[0], n_bad = 0
+    cdef Py_ssize_t n_items = (N + group - 1) // group
+    cdef Py_ssize_t per_slot = max(1, (n_items + max_slots - 1) // max_slots)
+    cdef Py_ssize_t n_slots = (n_items + per_slot - 1) // per_slot
+    cdef int n_failed = 1
+    cdef float* parts = alloc64(n_slots * (K * F + F))
+    cdef float* dwt = NULL   # dw^T's sums (no xt)
+    cdef float* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
+    cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
+    if roff == NULL:
+        free(xt)
+        xt = NULL
+    cdef uint32_t* pwt = NULL if wt is None else _packed_kernels(&wt[0, 0], wt.shape[0], g.C)
+    if parts != NULL and (wt is None or pwt != NULL):
+        n_failed = _fused_in_place(a, xt, roff, pwt, N, group, per_slot, n_slots, parts, dxp,
+                                   n_threads) \
+            if xt != NULL and pwt != NULL and a.argmax == NULL and dy_bits == NULL else -1
+        if n_failed < 0:
+            dwt = alloc64(K * F) if xt == NULL else NULL
+            n_failed = _unfused(a, N, xt, roff, pwt, dxp, dwt, group, group_t, per_slot,
+                                n_slots, parts, dy_bits, n_threads, &n_bad)
     if not n_failed:
         _slots_into(parts, n_slots, dwt, dw, db, n_threads)
     free(parts)
     free(dwt)
-    free(dyc)
     free(xt)
     free(roff)
-    free(xb)
-    free(dyb if dyb != dy_bits else NULL)
-    free(dyp)
     free(pwt)
     if n_failed:
         raise MemoryError("conv2d_backward: could not allocate the bf16 scratch")
