@@ -935,9 +935,11 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     are still this slice's (their sums over the slices are the totals)."""
     fn = "batchnorm_backward"
     named = {"gamma": gamma, "mean": mean, "var": var}
-    x, rows, checked = _channels(fn, x, named if relu_beta is None else
-                                 {**named, "relu_beta": relu_beta})
-    gamma, mean, var, relu_beta = (*checked, None)[:4]
+    if relu_beta is not None:
+        named["relu_beta"] = relu_beta
+    x, rows, checked = _channels(fn, x, named)
+    gamma, mean, var = checked[:3]
+    relu_beta = checked[3] if relu_beta is not None else None
     eps = _eps(fn, eps)
     dy, _ = _dy_checks(fn, dy, None, x.shape, _X)
     if totals is not None:
