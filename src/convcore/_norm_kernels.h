@@ -58,8 +58,9 @@ static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_b
 
 /* Where the forward's ReLU passed its input (d = x - mean): (d scale + beta) > 0,
  * cc_bn_affine's y before its max; NaN compares false, as NaN -> 0 there */
-static inline cc_bn_vi cc_bn_passes(cc_bn_v d, cc_bn_v scale, cc_bn_v beta)
+CC_BN_INLINE cc_bn_vi cc_bn_passes(cc_bn_v d, cc_bn_v scale, cc_bn_v beta)
 {
+    CC_BN_EXACT
     return d * scale + beta > 0;
 }
 

@@ -316,6 +316,11 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
     double* s[2][2];
     float *y[2][2], *dx[2];
     x[3] = NAN, x[n / 2] = INFINITY, x[n - 1] = -0.0f, x[5] = -INFINITY, p[C + 1] = 0.0f;
+    /* channel 2: (x - 0) / 3 - 1 is +0 rounded twice, 3e-8 fused: a contracted
+     * mask (one rounding, not the forward's two) would pass what the ReLU stopped */
+    p[2] = 0.0f, p[C + 2] = 1.0f / 3.0f, p[2 * C + 2] = -1.0f;
+    for (int r = 0; r < M; r += 2)
+        x[(size_t)r * C + 2] = 3.0f;
     for (int c = 0; c < C; c++)
         centre[c] = p[c] * 0.1;
     for (int i = 0; i < 2; i++) {
