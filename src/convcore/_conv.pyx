@@ -838,12 +838,17 @@ cdef inline void _narrow_image(const float* x, const float* relu_y, Window g,
                           <int>p.H, <int>p.W, y)
 
 
+cdef inline Py_ssize_t _slack(Window g) noexcept nogil:
+    """u16 past the last padded image (window _grown(g)) that the sections
+    read (cc_im2col_bf16; _forward_in_place): zeros there."""
+    return CC_SLACK + 32 * g.C + g.KW * g.C
+
+
 cdef uint16_t* _padded_images(Window g, Py_ssize_t N) noexcept nogil:
-    """Room for N padded bf16 images (window _grown(g)), and after them zeros:
-    as many as the sections read past the last image (cc_im2col_bf16;
-    _forward_in_place); or NULL: no memory."""
+    """Room for N padded bf16 images (window _grown(g)), and after them zeros
+    (_slack); or NULL: no memory."""
     cdef Window p = _grown(g)
-    cdef Py_ssize_t size = p.H * p.W * p.C, slack = CC_SLACK + 32 * g.C + g.KW * g.C
+    cdef Py_ssize_t size = p.H * p.W * p.C, slack = _slack(g)
     cdef uint16_t* y = <uint16_t*>aligned_alloc(64, ((N * size + slack) * 2 + 63) // 64 * 64)
     if y != NULL:
         memset(y + N * size, 0, slack * 2)
@@ -980,6 +985,16 @@ cdef inline void _pool_to(const cc_kernel_set* pk, const float* yc, Window pg, P
     cc_narrow_bf16(pr, NULL, yb + at, pg.OW * pg.C)
 
 
+cdef inline void _image_in_place(int kernel, const uint16_t* image, Window g,
+                                 const uint32_t* pw, const size_t* aoff, Py_ssize_t F,
+                                 const cc_epilogue* ep, float* yc) noexcept nogil:
+    """One padded image's outputs (window g: _grown) at every column of its
+    rows into yc (up32(OH * W) rows of F; whole blocks), read in place (aoff:
+    _slices_in_place)."""
+    cc_gemm_bf16_rows(kernel, cc_up32(g.OH * g.W), F, cc_up32(g.KH * g.KW * g.C), image, g.C,
+                      aoff, NULL, pw, 0.0, yc, F, 0, ep)
+
+
 cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32_t* pw,
                            const size_t* aoff, Py_ssize_t N, Py_ssize_t F,
                            const cc_epilogue* ep, float* y, uint16_t* yb, const Out* o,
@@ -996,7 +1011,6 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     none); yb: the pooled output in bfloat16 instead of y. The images that
     had no scratch."""
     cdef Py_ssize_t rows = g.OH * g.W, n, oh
-    cdef size_t kp = cc_up32(g.KH * g.KW * g.C)
     cdef float* yc = NULL   # (firstprivate in the parallel block, as xs and pr)
     cdef uint16_t* xs = NULL
     cdef float* pr = NULL
@@ -1015,8 +1029,7 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
             if yc == NULL or (src.xb == NULL and xs == NULL) or (yb != NULL and pr == NULL):
                 n_failed += 1
                 continue
-            cc_gemm_bf16_rows(kernel, cc_up32(rows), F, kp, _item_images(src, n, n + 1, xs),
-                              g.C, aoff, NULL, pw, 0.0, yc, F, 0, ep)   # (whole blocks)
+            _image_in_place(kernel, _item_images(src, n, n + 1, xs), g, pw, aoff, F, ep, yc)
             if pool_wide:
                 for oh in range(pg.OH):
                     _pool_to(pk, yc, wide, oh, n, y, yb, pr, NULL, pool_relu)
@@ -1355,12 +1368,12 @@ cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff
                          Py_ssize_t n0, Py_ssize_t n1, bint first, uint16_t* dyq, uint32_t* pb,
                          float* yc, float* dw, float* db, float* dx) noexcept nogil:
     """Images n0..n1 of _fused_in_place: their dy padded in bf16 into dyq (the
-    thread's, in cache; zeros after), dw (+)= S^T @ dy (_dw_item_in_place), db
-    += sum dy (not a.no_db), and each image's dx, the forward of its padded dy
-    with the flipped kernels pwt (aofft), through yc to its place."""
+    thread's, in cache; zeros after), dw and db from it (_dw_item_bf16 in
+    place), and each image's dx, the forward of its padded dy with the
+    flipped kernels pwt (_image_in_place, aofft), through yc to its place."""
     cdef Window gt = a.gt, p = _grown(a.gt)
-    cdef Py_ssize_t F = a.F, C = a.g.C, P = a.g.OH * a.g.OW, n, oh
-    cdef Py_ssize_t size = p.H * p.W * p.C, src = gt.H * gt.W * gt.C, rows = p.OH * p.W
+    cdef Py_ssize_t C = a.g.C, n, oh
+    cdef Py_ssize_t size = p.H * p.W * p.C, src = gt.H * gt.W * gt.C
     cdef Out o = _dense(dx, p.OH, p.OW, C)
     cdef cc_epilogue ep
     cdef DyRows d
@@ -1368,15 +1381,11 @@ cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff
     for n in range(n0, n1):
         _narrow_image(a.dy + n * src, a.relu_y + n * src if a.relu_y != NULL else NULL, gt,
                       dyq + (n - n0) * size)
-    memset(dyq + (n1 - n0) * size, 0, (CC_SLACK + 32 * gt.C + gt.KW * gt.C) * 2)
+    memset(dyq + (n1 - n0) * size, 0, _slack(gt) * 2)
     d.at, d.image, d.row, d.first = dyq + (gt.PT * p.W + gt.PL) * p.C, size, p.W, n0
-    _dw_item_in_place(a, xt, d, n0, n1, first, pb, aoff, roff, dw)
-    if not a.no_db:
-        cc_sum_rows(a.dy + n0 * P * F, a.relu_y + n0 * P * F if a.relu_y != NULL else NULL,
-                    (n1 - n0) * P, F, db)
+    _dw_item_bf16(a, NULL, d, xt, roff, n0, n1, first, NULL, pb, NULL, NULL, aoff, dw, db)
     for n in range(n0, n1):
-        cc_gemm_bf16_rows(a.bf16, cc_up32(rows), C, cc_up32(p.KH * p.KW * p.C),
-                          dyq + (n - n0) * size, p.C, aofft, NULL, pwt, 0.0, yc, C, 0, &ep)
+        _image_in_place(a.bf16, dyq + (n - n0) * size, p, pwt, aofft, C, &ep, yc)
         for oh in range(p.OH):
             _put_row(&o, yc + oh * p.W * C, n, oh, p.OW, C)
 
