@@ -46,11 +46,24 @@
 
 /* What a product does past its sums (a convolution's bias and ReLU, fused):
  * C starts from bias (a row, n long; then beta is 0) instead of beta * C,
- * and ends as max(C, 0) (NaN kept, -0 kept: _conv.pyx's _relu) where relu */
+ * and ends as max(C, 0) (NaN kept, -0 kept: _conv.pyx's _relu) where relu.
+ * Where to is given, C's rows end at their places instead of in C (C then
+ * only carries the sums from one slice of k to the next): row i = oh w + ow
+ * (a convolution's outputs at every column of its padded image, w wide,
+ * cc_gemm_bf16_rows in place) goes to to + oh row + ow col where ow < ow_n
+ * and oh < oh_n, and nowhere else */
 typedef struct {
     const float* bias;
     int relu;
+    float* to;
+    size_t w, ow_n, oh_n, row, col;
 } cc_epilogue;
+
+static inline cc_epilogue cc_epilogue_of(const float* bias, int relu)
+{
+    cc_epilogue ep = {bias, relu, NULL, 0, 0, 0, 0, 0};
+    return ep;
+}
 
 static inline size_t cc_up32(size_t v) { return (v + 31) & ~(size_t)31; }
 
@@ -273,9 +286,9 @@ static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* ao
 static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
- * through out (beta * C or the bias, zero outside C, then copied back). tc:
- * C is stored transposed (element (i, j) at c[j * ldc + i]); ep: NULL or the
- * epilogue (not with tc) */
+ * through out (beta * C or the bias, zero outside C, then copied back, or
+ * to the rows' places: ep->to). tc: C is stored transposed (element (i, j)
+ * at c[j * ldc + i]); ep: NULL or the epilogue (not with tc) */
 static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* aoff,
                      const uint32_t* b0, size_t ldp, size_t kp, size_t i0, size_t j0, float* c,
                      size_t ldc, size_t m, size_t n, float beta, float* out, int tc,
@@ -288,32 +301,41 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
     float* cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
     size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
     const float* bias = ep != NULL && ep->bias != NULL ? ep->bias + j0 : NULL;
-    int relu = ep != NULL && ep->relu;
-    if (!tc && ie == CC_BLK && je == CC_BLK && (beta == 0.0f || beta == 1.0f)) {
-        block(a0, lda, aoff, b0, ldp, kp, cb, ldc, beta != 0.0f ? cb : bias,
-              beta != 0.0f ? ldc : 0);
-        for (size_t i = 0; relu && i < CC_BLK; i++)
-            for (size_t j = 0; j < CC_BLK; j++)
-                cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
-        return;
+    int relu = ep != NULL && ep->relu, whole = ie == CC_BLK && je == CC_BLK;
+    const cc_epilogue* to = ep != NULL && ep->to != NULL ? ep : NULL;
+    if (!tc && whole && (beta == 0.0f || beta == 1.0f)) {
+        block(a0, lda, aoff, b0, ldp, kp, to ? out : cb, to ? CC_BLK : ldc,
+              beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
+        if (to == NULL) {
+            for (size_t i = 0; relu && i < CC_BLK; i++)
+                for (size_t j = 0; j < CC_BLK; j++)
+                    cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
+            return;
+        }
+    } else {
+        int from_c = beta != 0.0f || bias != NULL;   /* else the block starts from zeros */
+        if (from_c) {
+            memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
+            for (size_t i = 0; i < ie; i++)
+                for (size_t j = 0; j < je; j++)
+                    out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
+        }
+        block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, from_c ? out : NULL, CC_BLK);
     }
-    int from_c = beta != 0.0f || bias != NULL;   /* else the block starts from zeros */
-    if (from_c) {
-        memset(out, 0, CC_BLK * CC_BLK * sizeof(float));
-        for (size_t i = 0; i < ie; i++)
-            for (size_t j = 0; j < je; j++)
-                out[i * CC_BLK + j] = bias != NULL ? bias[j] : beta * cb[i * si + j * sj];
-    }
-    block(a0, lda, aoff, b0, ldp, kp, out, CC_BLK, from_c ? out : NULL, CC_BLK);
     if (tc) {   /* C's rows j, each written along (no epilogue with tc) */
         for (size_t j = 0; j < je; j++)
             for (size_t i = 0; i < ie; i++)
                 cb[j * sj + i] = out[i * CC_BLK + j];
         return;
     }
-    for (size_t i = 0; i < ie; i++)
+    for (size_t i = 0; i < ie; i++) {
+        size_t oh = (i0 + i) / (to ? to->w : 1), ow = (i0 + i) % (to ? to->w : 1);
+        if (to != NULL && (ow >= to->ow_n || oh >= to->oh_n))
+            continue;
+        float* dst = to ? to->to + oh * to->row + ow * to->col + j0 : cb + i * si;
         for (size_t j = 0; j < je; j++)
-            cb[i * si + j] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
+            dst[j] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
+    }
 }
 
 /* C (m, n) := beta * C + A @ B from A's rows (row i0 + r of the 32 of a
@@ -344,7 +366,9 @@ static void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp, const u
         size_t slices = (kp + CC_BF16_KC_IN_PLACE - 1) / CC_BF16_KC_IN_PLACE;
         step = cc_up32((kp + slices - 1) / slices);
     }
-    cc_epilogue first = {ep != NULL ? ep->bias : NULL, 0}, last = {NULL, ep != NULL && ep->relu};
+    cc_epilogue first = cc_epilogue_of(ep != NULL ? ep->bias : NULL, 0);
+    cc_epilogue last = ep != NULL ? *ep : cc_epilogue_of(NULL, 0);
+    last.bias = NULL;
     for (size_t k0 = 0; k0 < kp; k0 += step) {
         size_t kc = kp - k0 < step ? kp - k0 : step;
         const cc_epilogue* e = k0 == 0 ? (k0 + kc == kp ? ep : &first)

@@ -764,6 +764,9 @@ cdef extern from "_bf16_gemm.h" nogil:
     ctypedef struct cc_epilogue:
         const float* bias   # NULL, or C's first value: a row, n long
         int relu            # C := max(C, 0) after
+        float* to           # NULL, or where C's rows go (of a padded image's w columns:
+        size_t w, ow_n, oh_n, row, col   # (oh, ow) to to + oh row + ow col, ow < ow_n)
+    cc_epilogue cc_epilogue_of(const float* bias, int relu)
     void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
                              const cc_epilogue* ep)
@@ -985,12 +988,22 @@ cdef inline void _pool_to(const cc_kernel_set* pk, const float* yc, Window pg, P
     cc_narrow_bf16(pr, NULL, yb + at, pg.OW * pg.C)
 
 
+cdef inline cc_epilogue _to_places(cc_epilogue ep, const Out* o, Py_ssize_t n,
+                                   Window g) noexcept nogil:
+    """ep with image n's output (window g: _grown) written by the product
+    straight to o's places (float32: o.yb NULL), not kept in its scratch."""
+    ep.to = o.y + n * o.image
+    ep.w, ep.ow_n, ep.oh_n, ep.row, ep.col = g.W, g.OW, g.OH, o.row, o.col
+    return ep
+
+
 cdef inline void _image_in_place(int kernel, const uint16_t* image, Window g,
                                  const uint32_t* pw, const size_t* aoff, Py_ssize_t F,
                                  const cc_epilogue* ep, float* yc) noexcept nogil:
     """One padded image's outputs (window g: _grown) at every column of its
-    rows into yc (up32(OH * W) rows of F; whole blocks), read in place (aoff:
-    _slices_in_place)."""
+    rows into yc (up32(OH * W) rows of F; whole blocks), or to ep's places
+    (_to_places; yc then carries the sums between slices of k), read in place
+    (aoff: _slices_in_place)."""
     cc_gemm_bf16_rows(kernel, cc_up32(g.OH * g.W), F, cc_up32(g.KH * g.KW * g.C), image, g.C,
                       aoff, NULL, pw, 0.0, yc, F, 0, ep)
 
@@ -1003,7 +1016,8 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     """_forward_bf16 at stride 1 with kernel rows of whole slices (aoff:
     _slices_in_place): no sections made; an image's outputs at every column of
     the padded image (the A rows at a uniform step there, cc_gemm_bf16_rows),
-    the first OW of each row kept (unpooled: to o's places). The same sums in
+    the first OW of each row kept (unpooled float32: written there by the
+    product, _to_places; else through yc to o's places). The same sums in
     the same order as _forward_bf16's: the same bits. Where no argmax is kept
     and no pool window reaches past column OW, the pool reads the rows where
     they are (its window over rows of W columns), else from the first OW of
@@ -1016,6 +1030,8 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     cdef float* pr = NULL
     cdef int n_failed = 0
     cdef Window wide
+    cdef cc_epilogue e
+    cdef bint direct = pk == NULL and o.yb == NULL   # unpooled float32: straight to o
     cdef bint pool_wide = pk != NULL and argmax == NULL \
         and (pg.OW - 1) * pg.SW - pg.PL + pg.KW <= g.OW
     if pool_wide:
@@ -1029,7 +1045,10 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
             if yc == NULL or (src.xb == NULL and xs == NULL) or (yb != NULL and pr == NULL):
                 n_failed += 1
                 continue
-            _image_in_place(kernel, _item_images(src, n, n + 1, xs), g, pw, aoff, F, ep, yc)
+            e = _to_places(ep[0], o, n, g) if direct else ep[0]
+            _image_in_place(kernel, _item_images(src, n, n + 1, xs), g, pw, aoff, F, &e, yc)
+            if direct:
+                continue
             if pool_wide:
                 for oh in range(pg.OH):
                     _pool_to(pk, yc, wide, oh, n, y, yb, pr, NULL, pool_relu)
@@ -1087,9 +1106,7 @@ cdef int _forward_bf16(int kernel, const Source* src, Window g, const uint32_t* 
     cdef bint pool_relu = relu and pk != NULL and argmax == NULL
     cdef Out o = out[0] if out != NULL else _dense(y, g.OH, g.OW, F)
     cdef bint scattered = out != NULL and pk == NULL   # the output through yc to o
-    cdef cc_epilogue ep
-    ep.bias = b
-    ep.relu = relu and not pool_relu
+    cdef cc_epilogue ep = cc_epilogue_of(b, relu and not pool_relu)
     cdef size_t* aoff = _slices_in_place(g)
     if aoff != NULL:
         n_failed = _forward_in_place(kernel, src, g, pw, aoff, N, F, &ep, y, yb, &o, n_threads,
@@ -1370,14 +1387,14 @@ cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff
     """Images n0..n1 of _fused_in_place: their dy padded in bf16 into dyq (the
     thread's, in cache; zeros after), dw and db from it (_dw_item_bf16 in
     place), and each image's dx, the forward of its padded dy with the
-    flipped kernels pwt (_image_in_place, aofft), through yc to its place."""
+    flipped kernels pwt (_image_in_place, aofft), written to its place by
+    the product (_to_places)."""
     cdef Window gt = a.gt, p = _grown(a.gt)
-    cdef Py_ssize_t C = a.g.C, n, oh
+    cdef Py_ssize_t C = a.g.C, n
     cdef Py_ssize_t size = p.H * p.W * p.C, src = gt.H * gt.W * gt.C
     cdef Out o = _dense(dx, p.OH, p.OW, C)
     cdef cc_epilogue ep
     cdef DyRows d
-    ep.bias, ep.relu = NULL, 0
     for n in range(n0, n1):
         _narrow_image(a.dy + n * src, a.relu_y + n * src if a.relu_y != NULL else NULL, gt,
                       dyq + (n - n0) * size)
@@ -1385,9 +1402,8 @@ cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff
     d.at, d.image, d.row, d.first = dyq + (gt.PT * p.W + gt.PL) * p.C, size, p.W, n0
     _dw_item_bf16(a, NULL, d, xt, roff, n0, n1, first, NULL, pb, NULL, NULL, aoff, dw, db)
     for n in range(n0, n1):
+        ep = _to_places(cc_epilogue_of(NULL, 0), &o, n, p)
         _image_in_place(a.bf16, dyq + (n - n0) * size, p, pwt, aofft, C, &ep, yc)
-        for oh in range(p.OH):
-            _put_row(&o, yc + oh * p.W * C, n, oh, p.OW, C)
 
 
 cdef int _fused_in_place(const Images* a, const uint16_t* xt, const size_t* roff,
