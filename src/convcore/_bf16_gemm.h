@@ -285,6 +285,21 @@ static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* ao
 
 static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
+/* A row of a block's n <= 32 sums at src to dst, through cc_relu1 where relu
+ * (v < 0 ordered: NaN and -0 kept) */
+static inline void cc_put_row(float* dst, const float* src, size_t n, int relu)
+{
+    __mmask16 m0 = cc_first((ptrdiff_t)n), m1 = cc_first((ptrdiff_t)n - 16);
+    __m512 v0 = _mm512_maskz_loadu_ps(m0, src), v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+    if (relu) {
+        const __m512 zero = _mm512_setzero_ps();
+        v0 = _mm512_mask_mov_ps(v0, _mm512_cmp_ps_mask(v0, zero, _CMP_LT_OQ), zero);
+        v1 = _mm512_mask_mov_ps(v1, _mm512_cmp_ps_mask(v1, zero, _CMP_LT_OQ), zero);
+    }
+    _mm512_mask_storeu_ps(dst, m0, v0);
+    _mm512_mask_storeu_ps(dst + 16, m1, v1);
+}
+
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
  * through out (beta * C or the bias, zero outside C, then copied back, or
  * to the rows' places: ep->to). tc: C is stored transposed (element (i, j)
@@ -328,13 +343,16 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
                 cb[j * sj + i] = out[i * CC_BLK + j];
         return;
     }
+    size_t oh = to ? i0 / to->w : 0, ow = to ? i0 % to->w : 0;   /* row i0's place */
     for (size_t i = 0; i < ie; i++) {
-        size_t oh = (i0 + i) / (to ? to->w : 1), ow = (i0 + i) % (to ? to->w : 1);
-        if (to != NULL && (ow >= to->ow_n || oh >= to->oh_n))
-            continue;
-        float* dst = to ? to->to + oh * to->row + ow * to->col + j0 : cb + i * si;
-        for (size_t j = 0; j < je; j++)
-            dst[j] = relu ? cc_relu1(out[i * CC_BLK + j]) : out[i * CC_BLK + j];
+        if (to == NULL)
+            cc_put_row(cb + i * si, out + i * CC_BLK, je, relu);
+        else if (ow < to->ow_n && oh < to->oh_n)
+            cc_put_row(to->to + oh * to->row + ow * to->col + j0, out + i * CC_BLK, je, relu);
+        if (to != NULL && ++ow == to->w) {
+            ow = 0;
+            oh++;
+        }
     }
 }
 
