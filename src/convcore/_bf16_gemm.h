@@ -283,10 +283,8 @@ static void cc_avx512bf16_block(const uint16_t* a0, size_t lda, const size_t* ao
     }
 }
 
-static inline float cc_relu1(float v) { return v < 0.0f ? 0.0f : v; }
-
-/* A row of a block's n <= 32 sums at src to dst, through cc_relu1 where relu
- * (v < 0 ordered: NaN and -0 kept) */
+/* A row of a block's n <= 32 sums at src to dst (src itself allowed),
+ * through the ReLU where relu: v < 0 (ordered) -> 0, so NaN and -0 kept */
 static inline void cc_put_row(float* dst, const float* src, size_t n, int relu)
 {
     __mmask16 m0 = cc_first((ptrdiff_t)n), m1 = cc_first((ptrdiff_t)n - 16);
@@ -323,8 +321,7 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
               beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
         if (to == NULL) {
             for (size_t i = 0; relu && i < CC_BLK; i++)
-                for (size_t j = 0; j < CC_BLK; j++)
-                    cb[i * ldc + j] = cc_relu1(cb[i * ldc + j]);
+                cc_put_row(cb + i * ldc, cb + i * ldc, CC_BLK, 1);
             return;
         }
     } else {
@@ -343,13 +340,16 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
                 cb[j * sj + i] = out[i * CC_BLK + j];
         return;
     }
-    size_t oh = to ? i0 / to->w : 0, ow = to ? i0 % to->w : 0;   /* row i0's place */
-    for (size_t i = 0; i < ie; i++) {
-        if (to == NULL)
+    if (to == NULL) {
+        for (size_t i = 0; i < ie; i++)
             cc_put_row(cb + i * si, out + i * CC_BLK, je, relu);
-        else if (ow < to->ow_n && oh < to->oh_n)
+        return;
+    }
+    size_t oh = i0 / to->w, ow = i0 % to->w;   /* row i0's place, then stepped along */
+    for (size_t i = 0; i < ie; i++) {
+        if (ow < to->ow_n && oh < to->oh_n)
             cc_put_row(to->to + oh * to->row + ow * to->col + j0, out + i * CC_BLK, je, relu);
-        if (to != NULL && ++ow == to->w) {
+        if (++ow == to->w) {
             ow = 0;
             oh++;
         }

@@ -30,7 +30,7 @@
  * neither before the ReLU nor after it (v > best fails either way). */
 #define CC_POOL_BODY static inline __attribute__((always_inline)) void
 
-/* v, or max(v, 0) where relu (-0 and NaN kept, as cc_relu1 and cc_relu) */
+/* v, or max(v, 0) where relu (-0 and NaN kept, as cc_put_row's and cc_relu) */
 static inline float cc_pool_in(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
 
 /* One window wholly inside the image, its first cell x0 (index idx0): the
