@@ -503,10 +503,43 @@ def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
         _bits(convcore.linear_forward(ref.widen_bits(xl), wl, bl, relu=relu, precision="bf16"))
 
 
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 4), c=st.sampled_from([6, 32, 64]), f=st.sampled_from([16, 32]),
+       window=st.sampled_from([(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)]),
+       need_dx=st.booleans(), relu=st.booleans(), inf=st.booleans(), sliced=st.booleans(),
+       n_threads=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_bf16_conv_backward_takes_bits_with_the_bits_of_float32(
+        bf16_kernel, threads, n, c, f, window, need_dx, relu, inf, sliced, n_threads, seed):
+    """A convolution handed its input in bfloat16 in training keeps it so for
+    its backward pass: conv2d_backward given x's bits gives the bits of the
+    call on their float32 values, and of x's (which it rounds so anyway); on
+    each path: dw in place (c 32 and 64: x made channels first from the bits,
+    an infinity there leaving it to made sections), dw of made sections (c 6,
+    strides 2), the strided dx's phases, a batch in slices; dx float32."""
+    threads(n_threads)
+    rng = np.random.default_rng(seed)
+    k, stride, pad = window
+    x = rng.uniform(-2, 2, (n, 9, 9, c)).astype(np.float32)
+    if inf:     # in the last column: read in place at rows past the output's (dy 0 there)
+        x[0, 4, 8, seed % 2] = np.inf
+    w = rng.uniform(-2, 2, (k, k, c, f)).astype(np.float32)
+    kw = {"stride": stride, "padding": pad, "need_dx": need_dx, "precision": "bf16",
+          "slices": [0, n // 2, n] if sliced and n > 1 else None}
+    shape = convcore.conv2d_forward(x, w, **{a: kw[a] for a in ("stride", "padding")}).shape
+    dy = rng.uniform(-2, 2, shape).astype(np.float32)
+    kw["relu_y"] = rng.uniform(-1, 1, shape).astype(np.float32) if relu else None
+    xh = ref.narrow_bits(x)
+    got = convcore.conv2d_backward(xh, w, dy, **kw)
+    assert got[0] is None or got[0].dtype == np.float32
+    assert _bits(got) == _bits(convcore.conv2d_backward(ref.widen_bits(xh), w, dy, **kw)) \
+        == _bits(convcore.conv2d_backward(x, w, dy, **kw))
+
+
 def test_bfloat16_bits_are_refused_where_they_would_be_misread():
     """uint16 is taken as bfloat16 bits with precision bf16 or bf16-emulated
     only (with fp32, raw 16-bit pixels would be misread: a TypeError naming
-    x); out_bf16 needs one of them and no argmax; a backward takes float32."""
+    x, forward or backward); out_bf16 needs one of them and no argmax."""
     x = np.zeros((1, 6, 6, 2), np.uint16)
     w = np.zeros((3, 3, 2, 16), np.float32)
     with pytest.raises(TypeError, match="conv2d_forward: x must be float32, got uint16"):
@@ -519,9 +552,8 @@ def test_bfloat16_bits_are_refused_where_they_would_be_misread():
     with pytest.raises(ValueError, match="out_bf16=True needs precision"):
         convcore.conv2d_maxpool_forward(x, w, out_bf16=True, return_argmax=True,
                                         precision="bf16-emulated")
-    with pytest.raises(TypeError, match="conv2d_backward: x must be float32"):
-        convcore.conv2d_backward(x, w, np.zeros((1, 4, 4, 16), np.float32),
-                                 precision="bf16-emulated")
+    with pytest.raises(TypeError, match="conv2d_backward: x must be float32, got uint16"):
+        convcore.conv2d_backward(x, w, np.zeros((1, 4, 4, 16), np.float32))
     got = convcore.conv2d_maxpool_forward(x, w, padding=1, out_bf16=True,
                                           precision="bf16-emulated")   # (the float32 kernels)
     assert got.dtype == np.uint16 and got.shape == (1, 3, 3, 16) and not got.any()
@@ -584,11 +616,43 @@ def test_bf16_inference_hands_bits_from_a_folded_conv_to_the_next(bf16_kernel, m
     got = model.predict(x)
     assert calls.count(True) == 3 and len(calls) == 9     # the stem, 3 blocks of 2, 2 shortcuts
     with monkeypatch.context() as m:
-        m.setattr(fusion, "_with_handoffs", lambda steps, output: steps)
+        m.setattr(fusion, "_with_handoffs", lambda steps, output, training: steps)
         plain = pyconv.models.resnet8(seed=1).set_precision("bf16")
     for n in (1, 2):
         threads(n)
         assert model.predict(x).tobytes() == got.tobytes() == plain.predict(x).tobytes()
+
+
+def test_bf16_training_hands_a_batch_norms_output_to_a_lone_convolution_in_bits(
+        bf16_kernel, monkeypatch, threads):
+    """In training, a batch norm + ReLU whose output only bf16 convolutions
+    read writes it in bfloat16 (resnet8: each block's first, not the stem's,
+    which the residual add reads too; not in fp32); training gives the bits
+    of the same plan handing over float32: weights, running statistics and
+    predictions, on 1 and 2 threads."""
+    from pyconv import fusion
+    calls = _out_bf16_calls(monkeypatch, "batchnorm_forward")
+    rng = np.random.default_rng(5)
+    x, y = rng.random((16, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 16)
+
+    def trained(model):
+        opt = pyconv.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(2):
+            model.train_step(x, y, opt)
+        return ([p.value.tobytes() for p in model.parameters()]
+                + [b.tobytes() for _, b in model.named_buffers()] + [model.predict(x).tobytes()])
+    got = trained(pyconv.models.resnet8(seed=2).set_precision("bf16"))
+    assert calls == [False, True, False, True, False, False, True, False, False] * 2
+    calls.clear()
+    trained(pyconv.models.resnet8(seed=2))
+    assert True not in calls
+    real = fusion._with_handoffs
+    monkeypatch.setattr(fusion, "_with_handoffs",
+                        lambda steps, output, training: steps if training else
+                        real(steps, output, training))
+    for n in (1, 2):
+        threads(n)
+        assert trained(pyconv.models.resnet8(seed=2).set_precision("bf16")) == got
 
 
 @settings(max_examples=30, deadline=None,

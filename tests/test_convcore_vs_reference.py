@@ -776,7 +776,8 @@ def test_batchnorm_is_the_same_bits_on_every_kernel_set(data, relu, threads):
     """The passes over the rows (_norm_kernels.h) on the baseline and each
     vector set: the same bits (no fused multiply-adds; whole vectors of 4, 8
     or 16 channels in groups of one to four, the channels past the last
-    whole vector one at a time), NaN, infinities and -0 among x."""
+    whole vector one at a time), NaN, infinities and -0 among x; where the
+    output is asked in bfloat16, its bits are those of round_bf16(y)."""
     from convcore import _isa, _norm
     n, h, w = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 7)), data.draw(
         st.integers(2, 7))
@@ -793,6 +794,12 @@ def test_batchnorm_is_the_same_bits_on_every_kernel_set(data, relu, threads):
         _norm.batchnorm_forward(rows, gamma, beta, 1e-5, relu, y, mean, var, threads, k)
         yi = np.empty_like(rows)
         _norm.batchnorm_inference(rows, mean, gamma, beta, relu, yi, threads, k)
+        bits = (np.empty(rows.shape, np.uint16), np.empty(rows.shape, np.uint16))
+        _norm.batchnorm_forward(rows, gamma, beta, 1e-5, relu, None, *np.empty((2, c), np.float32),
+                                threads, k, bits[0])
+        _norm.batchnorm_inference(rows, mean, gamma, beta, relu, None, threads, k, bits[1])
+        assert bits[0].tobytes() == ref.narrow_bits(y).tobytes(), name
+        assert bits[1].tobytes() == ref.narrow_bits(yi).tobytes(), name
         dx, dgamma, dbeta = np.empty_like(rows), np.empty(c, np.float32), np.empty(c, np.float32)
         _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, d, beta if relu else None, dx,
                                  dgamma, dbeta, threads, k)

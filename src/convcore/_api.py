@@ -397,25 +397,29 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     slices: the bounds [0, ..., N] of the batch's slices: dw and db are each
     slice's sums added in the pairwise tree (_slices.pxd), the same bits
     wherever the slices are computed; None: one slice.
-    precision: as conv2d_forward's (dy rounded too; the ReLU's mask is relu_y's).
+    precision: as conv2d_forward's (dy rounded too; the ReLU's mask is relu_y's);
+    x may be given as bfloat16 bits as there (what the forward read: a
+    layer's input handed over in bfloat16), dx then still float32.
     """
     fn = "conv2d_backward"
-    x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding)
+    x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding, bits=True)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
     dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
+    shape = x.shape
+    x, xh = _widened(fn, x, precision, w2.shape[0], way="backward")
     bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
-    bounds = _slices(fn, slices, x.shape[0])
+    bounds = _slices(fn, slices, shape[0])
     kernels = None if bf16 else _conv_simd(fn, g, w2.shape[1], need_dx)
     dy, round_dy = _dy_rounded(precision, bf16, dy, kernels is not None)
     if kernels is None and len(bounds) > 2:
         parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
             xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16),
-            need_db=need_db), x, dy, relu_y)
-        dx = _stacked([p[0] for p in parts], x.shape) if need_dx else None
+            need_db=need_db), x if xh is None else xh, dy, relu_y)
+        dx = _stacked([p[0] for p in parts], shape) if need_dx else None
         return (dx, tree_sum([p[1] for p in parts]),
                 tree_sum([p[2] for p in parts]) if need_db else None)
-    dx = empty(x.shape) if need_dx else None
+    dx = empty(shape) if need_dx else None
     dw = empty(w2.shape)
     db = empty(w2.shape[1])
     if kernels is not None:
@@ -429,14 +433,14 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
         wt, gt = flipped or (None, g)
         dy_bits = np.empty(dy.shape, np.uint16) if phases is not None else None
         _conv.conv2d_backward_bf16(x, w2, wt, dy, dx if phases is None else None, dw, db,
-                                   g, gt, group, _group(x.shape[1] * x.shape[2]), BF16_SLOTS,
-                                   get_num_threads(), relu_y, bf16, dy_bits, need_db)
+                                   g, gt, group, _group(shape[1] * shape[2]), BF16_SLOTS,
+                                   get_num_threads(), relu_y, bf16, dy_bits, need_db, xh)
         if phases is not None:
             _phase_dx(phases, g, dy_bits, dx, bf16)
         return dx, dw.reshape(w.shape), db if need_db else None
     with blas_single_thread():
-        _conv.conv2d_backward(x, w2, dy, dx, dw, db, g, group, MAX_SLOTS, get_num_threads(),
-                              relu_y, bf16)
+        _conv.conv2d_backward(widen_bits(xh) if x is None else x, w2, dy, dx, dw, db, g, group,
+                              MAX_SLOTS, get_num_threads(), relu_y, bf16)
     return dx, dw.reshape(w.shape), db if need_db else None
 
 
@@ -884,27 +888,42 @@ def _eps(fn, eps):
     return float(eps)
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False):
+def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False, out_bf16=False):
     """Batch normalisation in training: (y, mean, var), y = (x - mean) /
     sqrt(var + eps) * gamma + beta (then ReLU if relu), with each channel's mean
     and biased variance over the batch's N H W cells. The sums run in a fixed
-    order: the same bits on any thread count."""
+    order: the same bits on any thread count. out_bf16: y as the bfloat16
+    bits of round_bf16(y) (uint16), written so by the kernel: for a next
+    layer that multiplies in bf16 (it rounds its input so anyway)."""
     fn = "batchnorm_forward"
     x, rows, (gamma, beta) = _channels(fn, x, {"gamma": gamma, "beta": beta})
     eps = _eps(fn, eps)
     if rows.shape[0] < 2:
         raise ValueError(f"{fn}: x must have more than one value per channel (N H W >= 2) "
                          f"for batch statistics, got shape {x.shape}")
-    y, mean, var = empty(x.shape), empty(gamma.shape), empty(gamma.shape)
-    _norm.batchnorm_forward(rows, gamma, beta, eps, bool(relu), y.reshape(rows.shape), mean,
-                            var, get_num_threads(), _pool_set())
+    y, mean, var = _norm_out(x, out_bf16), empty(gamma.shape), empty(gamma.shape)
+    out, bits = _norm_outs(y, rows)
+    _norm.batchnorm_forward(rows, gamma, beta, eps, bool(relu), out, mean, var,
+                            get_num_threads(), _pool_set(), bits)
     return y, mean, var
 
 
-def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
+def _norm_out(x, out_bf16):
+    """A batch normalisation's output for x: float32, or (out_bf16) its bits."""
+    return empty(x.shape, np.uint16 if out_bf16 else np.float32)
+
+
+def _norm_outs(y, rows):
+    """(y, None) or (None, bits), as _norm's functions take them, viewed as rows."""
+    y = y.reshape(rows.shape)
+    return (None, y) if y.dtype == np.uint16 else (y, None)
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False, out_bf16=False):
     """Batch normalisation on given statistics (the running ones): y = (x -
     mean) * scale + beta, scale = gamma / sqrt(var + eps), then ReLU if relu:
-    the bits of batchnorm_forward's output for the same statistics."""
+    the bits of batchnorm_forward's output for the same statistics (out_bf16:
+    as batchnorm_forward's)."""
     fn = "batchnorm_inference"
     x, rows, (gamma, beta, mean, var) = _channels(
         fn, x, {"gamma": gamma, "beta": beta, "mean": mean, "var": var})
@@ -912,9 +931,10 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
     if (var < 0).any():
         raise ValueError(f"{fn}: var must be >= 0, got a minimum of {var.min()}")
     scale = (gamma / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
-    y = empty(x.shape)
-    _norm.batchnorm_inference(rows, mean, scale, beta, bool(relu), y.reshape(rows.shape),
-                              get_num_threads(), _pool_set())
+    y = _norm_out(x, out_bf16)
+    out, bits = _norm_outs(y, rows)
+    _norm.batchnorm_inference(rows, mean, scale, beta, bool(relu), out, get_num_threads(),
+                              _pool_set(), bits)
     return y
 
 

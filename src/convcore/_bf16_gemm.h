@@ -30,7 +30,8 @@
  *   cc_pack_a, cc_pack_b float32 operands (transposed or not) into the layout
  *   cc_pack_a_bf16_block an A in bfloat16 already (a layer's bf16 input)
  *   cc_narrow_bf16, cc_narrow_padded_bf16, cc_pad_bf16, cc_im2col_bf16,
- *   cc_pair_vnni, cc_rows_transposed
+ *   cc_narrow_transposed_bf16, cc_transposed_bits_bf16, cc_pair_vnni,
+ *   cc_rows_transposed
  *                        the convolutions' packing from images in bf16
  *                        (_conv.pyx's bf16 section)
  *   cc_sum_rows          their bias's gradient: dy's rows summed
@@ -537,6 +538,35 @@ static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT
     return bad != 0;
 }
 
+/* cc_narrow_transposed_bf16 for an image in bfloat16 already (x: its bits;
+ * C even): each gathered 32-bit word holds two channels, c and c + 1 */
+static int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL,
+                                   int Hp, int Wp, uint16_t* y)
+{
+    const __m512i lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(C));
+    const __m512i lo_exp = _mm512_set1_epi32(0x7f80), hi_exp = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w += 16) {
+            __mmask16 in = cc_first(W - w);
+            const uint16_t* src = x + ((size_t)h * W + w) * C;
+            for (int c = 0; c < C; c += 2) {
+                __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), in, lanes,
+                                                        src + c, 2);
+                bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, lo_exp), lo_exp)
+                     | _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, hi_exp), hi_exp);
+                uint16_t* to = y + ((size_t)c * Hp + h + PT) * Wp + PL + w;
+                _mm256_mask_storeu_epi16(to, in, _mm512_cvtepi32_epi16(v));
+                _mm256_mask_storeu_epi16(to + (size_t)Hp * Wp, in,
+                                         _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+            }
+        }
+    return bad != 0;
+}
+
 /* Rows p0 <= p < p1 of the sections of an image padded already (Wp columns
  * of C channels, cc_narrow_padded_bf16: no window reaches past it), each of
  * length kp: the KH runs of KW * C values, then zeros. Whole vectors only: a
@@ -814,6 +844,12 @@ static inline void cc_gemm_bf16_rows(int kernel, size_t m, size_t n, size_t kp,
 }
 static inline int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT,
                                             int PL, int Hp, int Wp, uint16_t* y)
+{
+    (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
+    return 0;
+}
+static inline int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int PT,
+                                          int PL, int Hp, int Wp, uint16_t* y)
 {
     (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
     return 0;

@@ -68,7 +68,8 @@ cdef void _sum_slots(const float* parts, Py_ssize_t n_slots, Py_ssize_t KF, Py_s
 
 cdef struct Images:             # what every image's pass reads and writes
     const cc_kernel_set* k      # the kernel set (direct drivers), or NULL
-    const float* x              # IN  (N, H, W, C)
+    const float* x              # IN  (N, H, W, C), or NULL: xh
+    const uint16_t* xh          # IN  x's bfloat16 bits (the bf16 backward), or NULL
     const float* w              # IN  (KH*KW*C, F): the forward's kernels
     const float* U              # IN  Winograd transform of the kernels in use, or NULL
     const float* b              # IN  (F,) or NULL
@@ -123,7 +124,7 @@ cdef Images _images(const float[:, :, :, ::1] x, const float[:, ::1] w, Window g
     memset(&a, 0, sizeof(Images))
     if kernels >= 0:
         a.k = kernel_set(kernels)
-    a.x = &x[0, 0, 0, 0]
+    a.x = &x[0, 0, 0, 0] if x is not None else NULL
     a.w = &w[0, 0]
     a.g = g
     a.F = <int>w.shape[1]
@@ -776,6 +777,8 @@ cdef extern from "_bf16_gemm.h" nogil:
                            const cc_epilogue* ep)
     int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT, int PL, int Hp,
                                   int Wp, uint16_t* y)
+    int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL, int Hp,
+                                int Wp, uint16_t* y)
     void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                int PT, int PL, int Hp, int Wp, uint16_t* y)
     void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL, int Hp, int Wp,
@@ -820,16 +823,21 @@ cdef Window _grown(Window g) noexcept nogil:
 
 
 cdef uint16_t* _narrowed_padded(const float* x, const float* relu_y, Window g, Py_ssize_t N,
-                                int n_threads) noexcept nogil:
+                                int n_threads, const uint16_t* xh=NULL) noexcept nogil:
     """N images x (window g's; masked by relu_y > 0 where given) in bfloat16,
-    padded (window _grown(g)), zeros after (_padded_images); or NULL: no memory."""
+    padded (window _grown(g)), zeros after (_padded_images); or NULL: no
+    memory. xh (x NULL): the images' bfloat16 bits, padded as they are."""
     cdef Window p = _grown(g)
     cdef Py_ssize_t n, size = p.H * p.W * p.C, src = g.H * g.W * g.C
     cdef uint16_t* y = _padded_images(g, N)
     if y == NULL:
         return NULL
     for n in prange(N, schedule='static', num_threads=n_threads):
-        _narrow_image(x + n * src, relu_y + n * src if relu_y else NULL, g, y + n * size)
+        if xh != NULL:
+            cc_pad_bf16(xh + n * src, <int>g.H, <int>g.W, <int>g.C, <int>g.PT, <int>g.PL,
+                        <int>p.H, <int>p.W, y + n * size)
+        else:
+            _narrow_image(x + n * src, relu_y + n * src if relu_y else NULL, g, y + n * size)
     return y
 
 
@@ -1195,11 +1203,11 @@ def conv2d_forward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
 # at those positions (zero at ow >= OW and past the image) are B's. Products
 # at the zero rows vanish where x is finite (checked; else sections are made).
 
-cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
+cdef uint16_t* _narrowed_transposed(const float* x, const uint16_t* xh, Window g, Py_ssize_t N,
                                     int n_threads) noexcept nogil:
-    """The images x channels first in bfloat16 (N, C, Hp, Wp; window
-    _grown(g)), zeros after; NULL where x is not all finite, g not of the
-    kind, or no memory."""
+    """The images x (or, x NULL, their bfloat16 bits xh) channels first in
+    bfloat16 (N, C, Hp, Wp; window _grown(g)), zeros after; NULL where x is
+    not all finite, g not of the kind, or no memory."""
     cdef Window p = _grown(g)
     cdef Py_ssize_t n, size = p.C * p.H * p.W, slack = 2 * CC_SLACK + g.KW
     cdef int bad = 0
@@ -1210,9 +1218,14 @@ cdef uint16_t* _narrowed_transposed(const float* x, Window g, Py_ssize_t N,
     if y == NULL:
         return NULL
     for n in prange(N, schedule='static', num_threads=n_threads):
-        bad += cc_narrow_transposed_bf16(x + n * g.H * g.W * g.C, <int>g.H, <int>g.W,
-                                         <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
-                                         y + n * size)
+        if xh != NULL:
+            bad += cc_transposed_bits_bf16(xh + n * g.H * g.W * g.C, <int>g.H, <int>g.W,
+                                           <int>g.C, <int>g.PT, <int>g.PL, <int>p.H, <int>p.W,
+                                           y + n * size)
+        else:
+            bad += cc_narrow_transposed_bf16(x + n * g.H * g.W * g.C, <int>g.H, <int>g.W,
+                                             <int>g.C, <int>g.PT, <int>g.PL, <int>p.H,
+                                             <int>p.W, y + n * size)
     memset(y + N * size, 0, slack * 2)
     if bad:
         free(y)
@@ -1482,7 +1495,7 @@ cdef void _slots_into(const float* parts, Py_ssize_t n_slots, float* dwt,
                 dw[k, f] = dwt[f * K + k]
 
 
-def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
+def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C), or None: xh
                          const float[:, ::1] w,          # IN  (KH*KW*C, F)
                          const float[:, ::1] wt,         # IN  (KH*KW*F, C): flipped, or None
                          const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
@@ -1493,20 +1506,24 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C)
                          Py_ssize_t max_slots, int n_threads,
                          const float[:, :, :, ::1] relu_y, int kernel,
                          uint16_t[:, :, :, ::1] dy_bits=None,    # OUT dy's bits, or None
-                         bint need_db=True):
+                         bint need_db=True,
+                         const uint16_t[:, :, :, ::1] xh=None):  # IN  x's bf16 bits (x None)
     """dw, db (zeros where not need_db: a convolution without bias) and (with
     wt: stride 1) dx of conv2d_forward_bf16; dy_bits (without wt): takes dy's
     bfloat16 bits (through the ReLU), as dw reads them, for a strided dx's
-    phases to read (conv2d_forward_bf16's xh)."""
+    phases to read (conv2d_forward_bf16's xh). xh (x None): the images'
+    bfloat16 bits."""
+    cdef Py_ssize_t N = xh.shape[0] if x is None else x.shape[0]
     db[:] = 0
-    if x.shape[0] == 0:
+    if N == 0:
         dw[:, :] = 0
         return
     cdef Images a = _images(x, w, g, -1, False)
+    a.xh = &xh[0, 0, 0, 0] if x is None else NULL
     a.dy = &dy[0, 0, 0, 0]
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     a.bf16, a.gt, a.no_db = kernel, gt, not need_db
-    _backward_bf16(&a, x.shape[0], wt, dx, dw, db, group, group_t, max_slots, n_threads,
+    _backward_bf16(&a, N, wt, dx, dw, db, group, group_t, max_slots, n_threads,
                    &dy_bits[0, 0, 0, 0] if dy_bits is not None and wt is None else NULL)
 
 
@@ -1572,7 +1589,8 @@ cdef int _unfused(Images* a, Py_ssize_t N, const uint16_t* xt, const size_t* rof
     cdef Source src         # dx's: dy's padded copy
     if a.argmax != NULL and xt == NULL:   # _unpool_item serves dw in place only
         dyc = _unpooled(a, N, n_threads, n_bad)
-    cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads) if xt == NULL else NULL
+    cdef uint16_t* xb = _narrowed_padded(a.x, NULL, g, N, n_threads, a.xh) \
+        if xt == NULL else NULL
     if a.argmax != NULL:
         dyp = a.dy_narrow = _padded_images(gt, N)   # filled item by item (_unpool_item)
     elif pwt != NULL:
@@ -1615,7 +1633,7 @@ cdef Py_ssize_t _backward_bf16(Images* a, Py_ssize_t N, const float[:, ::1] wt,
     cdef float* parts = alloc64(n_slots * (K * F + F))
     cdef float* dwt = NULL   # dw^T's sums (no xt)
     cdef float* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
-    cdef uint16_t* xt = _narrowed_transposed(a.x, g, N, n_threads)   # dw in place, or NULL
+    cdef uint16_t* xt = _narrowed_transposed(a.x, a.xh, g, N, n_threads)   # dw in place, or NULL
     cdef size_t* roff = _rows_in_place(_grown(g)) if xt != NULL else NULL
     if roff == NULL:
         free(xt)

@@ -1,7 +1,7 @@
 # The kernel sets (_kernel_set.h): one table of vector kernels per instruction
 # set; the drivers (_conv, _linear, _pool, _dropout, _norm) take a set's number and
 # call through kernel_set(number).
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 # a kernel set's Philox generator (_dropout_kernels.h), which cc_dropout takes
 ctypedef void (*PhiloxBatch)(uint64_t q, const uint32_t* k, uint32_t* words) noexcept nogil
@@ -52,7 +52,7 @@ cdef extern from "_kernel_set.h" nogil:
                         Py_ssize_t r1, Py_ssize_t C, double* s1, double* s2) noexcept nogil
         void (*bn_affine)(const float* x, const float* mean, const float* scale,
                           const float* beta, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                          int relu, float* y) noexcept nogil
+                          int relu, float* y, uint16_t* yb) noexcept nogil
         void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
                       const float* relu_beta, const float* mean, const float* k,
                       const float* inv, const float* cb, const float* cg, Py_ssize_t r0,

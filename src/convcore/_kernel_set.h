@@ -81,7 +81,8 @@ typedef struct {
                     const float* relu_beta, const double* centre, ptrdiff_t r0, ptrdiff_t r1,
                     ptrdiff_t C, double* s1, double* s2);
     void (*bn_affine)(const float* x, const float* mean, const float* scale, const float* beta,
-                      ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, int relu, float* y);
+                      ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, int relu, float* y,
+                      uint16_t* yb);
     void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
                   const float* relu_beta, const float* mean, const float* k, const float* inv,
                   const float* cb, const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,

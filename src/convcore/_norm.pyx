@@ -21,6 +21,7 @@ every set); what is left here is per channel.
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
+from libc.stdint cimport uint16_t
 from libc.string cimport memset
 
 from convcore._isa cimport cc_kernel_set, kernel_set
@@ -52,12 +53,21 @@ cdef int sums(const cc_kernel_set* k, const float* x, const float* dy, const flo
 
 cdef void affine(const cc_kernel_set* k, const float* x, const float* mean, const float* scale,
                  const float* beta, Py_ssize_t M, Py_ssize_t C, bint relu, float* y,
-                 int n_threads) noexcept nogil:
-    """y = (x - mean) scale + beta per channel (then max(., 0) if relu), row blocks in
-    parallel (k.bn_affine)."""
+                 uint16_t* yb, int n_threads) noexcept nogil:
+    """y = (x - mean) scale + beta per channel (then max(., 0) if relu), or
+    its bfloat16 bits into yb where given (y NULL), row blocks in parallel
+    (k.bn_affine)."""
     cdef Py_ssize_t nb = (M + ROWS - 1) // ROWS, b
     for b in prange(nb, schedule='static', num_threads=n_threads):
-        k.bn_affine(x, mean, scale, beta, b * ROWS, min(M, (b + 1) * ROWS), C, relu, y)
+        k.bn_affine(x, mean, scale, beta, b * ROWS, min(M, (b + 1) * ROWS), C, relu, y, yb)
+
+
+cdef inline float* _or_null(float[:, ::1] y):
+    return &y[0, 0] if y is not None else NULL
+
+
+cdef inline uint16_t* _bits_or_null(uint16_t[:, ::1] yb):
+    return &yb[0, 0] if yb is not None else NULL
 
 
 cdef inline float _scale(float gamma, float var, double eps) noexcept nogil:
@@ -69,9 +79,10 @@ cdef inline float _scale(float gamma, float var, double eps) noexcept nogil:
 def batchnorm_forward(const float[:, ::1] x,        # IN  (M, C)
                       const float[::1] gamma, const float[::1] beta,   # IN (C,)
                       double eps, bint relu,
-                      float[:, ::1] y,              # OUT (M, C)
+                      float[:, ::1] y,              # OUT (M, C), or None: yb
                       float[::1] mean, float[::1] var,   # OUT (C,): batch statistics
-                      int n_threads, int kernels):
+                      int n_threads, int kernels,
+                      uint16_t[:, ::1] yb=None):    # OUT (M, C): y's bfloat16 bits (y None)
     """kernels: the kernel set's number (_isa.pxd), as for every function here."""
     cdef const cc_kernel_set* k = kernel_set(kernels)
     cdef Py_ssize_t M = x.shape[0], C = x.shape[1], c
@@ -92,15 +103,17 @@ def batchnorm_forward(const float[:, ::1] x,        # IN  (M, C)
             scale[c] = _scale(gamma[c], var[c], eps)
     finally:
         free(s)
-    affine(k, &x[0, 0], &mean[0], &scale[0], &beta[0], M, C, relu, &y[0, 0], n_threads)
+    affine(k, &x[0, 0], &mean[0], &scale[0], &beta[0], M, C, relu, _or_null(y), _bits_or_null(yb),
+           n_threads)
 
 
 def batchnorm_inference(const float[:, ::1] x, const float[::1] mean, const float[::1] scale,
                         const float[::1] beta, bint relu, float[:, ::1] y, int n_threads,
-                        int kernels):
-    """y = (x - mean) scale + beta (then ReLU), from given (running) statistics."""
+                        int kernels, uint16_t[:, ::1] yb=None):
+    """y = (x - mean) scale + beta (then ReLU), from given (running) statistics;
+    or its bfloat16 bits into yb (y None)."""
     affine(kernel_set(kernels), &x[0, 0], &mean[0], &scale[0], &beta[0], x.shape[0],
-           x.shape[1], relu, &y[0, 0], n_threads)
+           x.shape[1], relu, _or_null(y), _bits_or_null(yb), n_threads)
 
 
 def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,

@@ -7,7 +7,9 @@
  *                  centre the mean; dy' = dy where the forward's ReLU passed it,
  *                  else 0, if relu_scale and relu_beta are given: cc_bn_passes)
  *                  each in float, row after row, then stored as double
- *   cc_bn_affine:  y = (x - mean) scale + beta, then max(y, 0) if relu (NaN -> 0)
+ *   cc_bn_affine:  y = (x - mean) scale + beta, then max(y, 0) if relu (NaN -> 0);
+ *                  or, yb given, y's bfloat16 bits there (cc_bf16_bits: for
+ *                  a bf16 product that would round y so anyway)
  *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg)
  *
  * The backward's ReLU mask is not read from the forward's output: it is made
@@ -28,7 +30,10 @@
 #define CONVCORE_NORM_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+
+#include "_bf16_kernels.h"
 
 #ifdef CC_KERNEL_SET   /* --------------------------- the kernels, once per kernel set */
 
@@ -49,10 +54,21 @@
 #endif
 typedef float cc_bn_v __attribute__((vector_size(4 * CC_BN_W)));
 typedef int cc_bn_vi __attribute__((vector_size(4 * CC_BN_W)));
+typedef unsigned cc_bn_vu __attribute__((vector_size(4 * CC_BN_W)));
+typedef uint16_t cc_bn_vh __attribute__((vector_size(2 * CC_BN_W)));
 enum { CC_BN_V = 4, CC_BN_CH = CC_BN_W * CC_BN_V };       /* a chunk: 4 vectors */
 
 static inline cc_bn_v cc_bn_load(const float* p) { cc_bn_v v; memcpy(&v, p, sizeof v); return v; }
 static inline void cc_bn_store(float* p, cc_bn_v v) { memcpy(p, &v, sizeof v); }
+/* v's bfloat16 bits (cc_bf16_bits, lane by lane) stored at p */
+static inline void cc_bn_store_bf16(uint16_t* p, cc_bn_v v)
+{
+    cc_bn_vu u = (cc_bn_vu)v;
+    cc_bn_vu nan = (cc_bn_vu)((u & 0x7fffffffu) > 0x7f800000u);
+    cc_bn_vu r = ((u | 0x00400000u) & nan) | ((u + 0x7fffu + ((u >> 16) & 1u)) & ~nan);
+    cc_bn_vh h = __builtin_convertvector(r >> 16, cc_bn_vh);
+    memcpy(p, &h, sizeof h);
+}
 /* v where m holds, else +0 (a mask of a comparison: NaN compares false) */
 static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_bn_vi)v & m); }
 
@@ -164,7 +180,7 @@ CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_scal
 CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const float* scale,
                                      const float* beta, ptrdiff_t r0, ptrdiff_t r1,
                                      ptrdiff_t C, ptrdiff_t c0, const int nv, int relu,
-                                     float* y)
+                                     float* y, uint16_t* yb)
 {
     CC_BN_EXACT
     cc_bn_v m[CC_BN_V], s[CC_BN_V], b[CC_BN_V];
@@ -177,24 +193,35 @@ CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const fl
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
             cc_bn_v o = (cc_bn_load(x + e) - m[v]) * s[v] + b[v];
-            cc_bn_store(y + e, relu ? cc_bn_keep(o, o > 0) : o);
+            o = relu ? cc_bn_keep(o, o > 0) : o;
+            if (yb != NULL)
+                cc_bn_store_bf16(yb + e, o);
+            else
+                cc_bn_store(y + e, o);
         }
 }
 
 CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale,
                            const float* beta, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
-                           int relu, float* y)
+                           int relu, float* y, uint16_t* yb)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_affine_group(x, mean, scale, beta, r0, r1, C, c0, NV, relu, y));
+        CC_BN_NV(cc_bn_affine_group(x, mean, scale, beta, r0, r1, C, c0, NV, relu, y, yb));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
             float o = (x[e] - mean[c0]) * scale[c0] + beta[c0];
-            y[e] = relu && !(o > 0) ? 0.0f : o;
+            o = relu && !(o > 0) ? 0.0f : o;
+            if (yb != NULL) {
+                uint32_t u;
+                memcpy(&u, &o, 4);
+                yb[e] = (uint16_t)(cc_bf16_bits(u) >> 16);
+            } else {
+                y[e] = o;
+            }
         }
 }
 

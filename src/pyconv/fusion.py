@@ -134,13 +134,22 @@ class DenseAdam:
 
 class NormReLU:
     """A BatchNormalization and the ReLU after it: one pass over the batch
-    (convcore's batchnorm functions with relu=True), in training and inference."""
+    (convcore's batchnorm functions with relu=True), in training and inference.
 
-    def __init__(self, norm, relu):
-        self.norm, self.relu = norm, relu
+    bits_for: the layers that alone read its output (_with_handoffs): where
+    they all multiply in bf16, the output is handed to them in bfloat16
+    (out_bf16: what they would round it to; half the bytes written and read).
+    In training too: its own backward reads its input, not its output."""
+
+    def __init__(self, norm, relu, bits_for=()):
+        self.norm, self.relu, self.bits_for = norm, relu, tuple(bits_for)
 
     def forward(self, x, training=False):
-        return self.norm.forward(x, training, relu=True)
+        bits = bool(self.bits_for) and all(layer.precision == "bf16" for layer in self.bits_for)
+        return self.norm.forward(x, training, relu=True, out_bf16=bits)
+
+    def handing_bits_to(self, layers):
+        return NormReLU(self.norm, self.relu, layers)
 
     def backward(self, ctx, dy, need_dx=True):
         return self.norm.backward(ctx, dy, need_dx)
@@ -307,41 +316,47 @@ def plan(nodes, output, optimizer=None, fusions=FUSIONS, training=True):
         done.update(r.name for r in run)
         steps.append(Step(op, node.inputs, run[-1].name,
                           any(name != "input" for name in node.inputs)))
-    return _with_drops(steps if training else _with_handoffs(steps, output))
+    return _with_drops(_with_handoffs(steps, output, training))
 
 
 _PASS_ON = (Flatten, Dropout)   # hand their input on as it is (at inference)
 _CONV_LED = (ConvPool, ConvNorm)   # fused steps whose convolution reads their input
 
 
-def _multipliers(name, readers):
+def _multipliers(name, readers, training):
     """The Conv2D and Dense layers that read the value `name`, directly or
-    through steps that hand it on as it is (_PASS_ON); None where anything
-    else reads it (another step, the model's output)."""
+    (at inference) through steps that hand it on as it is (_PASS_ON) or a
+    fused step's convolution (_CONV_LED); in training Conv2D steps only (their
+    backward passes take it in bfloat16 too); None where anything else reads
+    it (another step, the model's output)."""
     found = []
     for step in readers.get(name, ()):
         op = None if step is None else step.op
-        more = (_multipliers(step.output, readers) if isinstance(op, _PASS_ON)
-                else [op.conv] if isinstance(op, _CONV_LED)
-                else [op] if isinstance(op, (Conv2D, Dense)) else None)
+        if training:
+            more = [op] if isinstance(op, Conv2D) else None
+        else:
+            more = (_multipliers(step.output, readers, training) if isinstance(op, _PASS_ON)
+                    else [op.conv] if isinstance(op, _CONV_LED)
+                    else [op] if isinstance(op, (Conv2D, Dense)) else None)
         if more is None:
             return None
         found += more
     return found
 
 
-def _with_handoffs(steps, output):
-    """An inference plan's steps, each ConvPool and ConvNorm whose output only
-    Conv2D and Dense layers read (through Flatten, Dropout) knowing them: it
-    hands them its output in bfloat16 where all run in bf16 (bits_for)."""
+def _with_handoffs(steps, output, training):
+    """The steps, each that can write its output in bfloat16 (ConvPool and
+    ConvNorm at inference, NormReLU) knowing the layers that alone read it
+    (_multipliers): it hands it to them so where all run in bf16 (bits_for)."""
     readers = {output: [None]}
     for step in steps:
         for name in step.inputs:
             readers.setdefault(name, []).append(step)
+    handing = (NormReLU,) if training else (*_CONV_LED, NormReLU)
     out = []
     for step in steps:
-        found = (_multipliers(step.output, readers)
-                 if isinstance(step.op, _CONV_LED) else None)
+        found = (_multipliers(step.output, readers, training)
+                 if isinstance(step.op, handing) else None)
         out.append(replace(step, op=step.op.handing_bits_to(found)) if found else step)
     return out
 

@@ -345,14 +345,16 @@ class BatchNormalization(Layer):
         self.buffers["mean"] = convcore.zeros((c,))
         self.buffers["var"] = convcore.zeros((c,)) + np.float32(1)
 
-    def forward(self, x, training=False, relu=False):
+    def forward(self, x, training=False, relu=False, out_bf16=False):
+        """out_bf16: y as bfloat16 bits (convcore's batchnorm functions'), for
+        layers that multiply in bf16 (a fused step's choice)."""
         if self.output_shape is None:
             self.build(x.shape[1:], np.random.default_rng())
         g, b = self.params["gamma"].value, self.params["beta"].value
         xi = _as_images(x)
         if not training:
             y = convcore.batchnorm_inference(xi, g, b, self.buffers["mean"], self.buffers["var"],
-                                             self.epsilon, relu)
+                                             self.epsilon, relu, out_bf16=out_bf16)
             return y.reshape(x.shape), None
         sums = training.sums if isinstance(training, Training) else None
         slices = slices_of(training)
@@ -363,9 +365,11 @@ class BatchNormalization(Layer):
             raise ValueError(f"BatchNormalization: training needs more than one value per "
                              f"channel (batch x height x width >= 2), got input {x.shape}")
         if sums is None and slices is None:
-            y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu)
+            y, mean, var = convcore.batchnorm_forward(xi, g, b, self.epsilon, relu,
+                                                      out_bf16=out_bf16)
         else:
-            y = convcore.batchnorm_inference(xi, g, b, mean, var, self.epsilon, relu)
+            y = convcore.batchnorm_inference(xi, g, b, mean, var, self.epsilon, relu,
+                                             out_bf16=out_bf16)
         self._update_running(mean, var, m)
         relu_beta = b.copy() if relu else None     # (the backward makes the mask again)
         return y.reshape(x.shape), (xi, relu_beta, mean, var, sums, m, slices)
