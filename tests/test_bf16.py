@@ -508,15 +508,19 @@ def test_bf16_layers_hand_over_bfloat16_bits_with_the_bits_of_float32(
 @given(n=st.integers(1, 4), c=st.sampled_from([6, 32, 64]), f=st.sampled_from([16, 32]),
        window=st.sampled_from([(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 1, 2)]),
        need_dx=st.booleans(), relu=st.booleans(), inf=st.booleans(), sliced=st.booleans(),
-       n_threads=st.integers(1, 2), seed=st.integers(0, 2**16))
+       dy_bits=st.booleans(), need_db=st.booleans(), n_threads=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
 def test_bf16_conv_backward_takes_bits_with_the_bits_of_float32(
-        bf16_kernel, threads, n, c, f, window, need_dx, relu, inf, sliced, n_threads, seed):
+        bf16_kernel, threads, n, c, f, window, need_dx, relu, inf, sliced, dy_bits, need_db,
+        n_threads, seed):
     """A convolution handed its input in bfloat16 in training keeps it so for
-    its backward pass: conv2d_backward given x's bits gives the bits of the
-    call on their float32 values, and of x's (which it rounds so anyway); on
-    each path: dw in place (c 32 and 64: x made channels first from the bits,
-    an infinity there leaving it to made sections), dw of made sections (c 6,
-    strides 2), the strided dx's phases, a batch in slices; dx float32."""
+    its backward pass, and may be handed dy so: conv2d_backward given x's
+    bits (and dy's) gives the bits of the call on their float32 values, and
+    of x's (which it rounds so anyway); on each path: dw in place (c 32 and
+    64: x made channels first from the bits, an infinity there leaving it to
+    made sections; dy padded item by item from its bits), dw of made
+    sections (c 6, strides 2), the strided dx's phases (reading dy's bits),
+    a batch in slices; with a bias gradient or a ReLU, dy widened; dx float32."""
     threads(n_threads)
     rng = np.random.default_rng(seed)
     k, stride, pad = window
@@ -525,12 +529,14 @@ def test_bf16_conv_backward_takes_bits_with_the_bits_of_float32(
         x[0, 4, 8, seed % 2] = np.inf
     w = rng.uniform(-2, 2, (k, k, c, f)).astype(np.float32)
     kw = {"stride": stride, "padding": pad, "need_dx": need_dx, "precision": "bf16",
-          "slices": [0, n // 2, n] if sliced and n > 1 else None}
+          "slices": [0, n // 2, n] if sliced and n > 1 else None, "need_db": need_db}
     shape = convcore.conv2d_forward(x, w, **{a: kw[a] for a in ("stride", "padding")}).shape
     dy = rng.uniform(-2, 2, shape).astype(np.float32)
     kw["relu_y"] = rng.uniform(-1, 1, shape).astype(np.float32) if relu else None
+    dyh = ref.narrow_bits(dy) if dy_bits else dy
+    dy = ref.widen_bits(dyh) if dy_bits else dy
     xh = ref.narrow_bits(x)
-    got = convcore.conv2d_backward(xh, w, dy, **kw)
+    got = convcore.conv2d_backward(xh, w, dyh, **kw)
     assert got[0] is None or got[0].dtype == np.float32
     assert _bits(got) == _bits(convcore.conv2d_backward(ref.widen_bits(xh), w, dy, **kw)) \
         == _bits(convcore.conv2d_backward(x, w, dy, **kw))
@@ -554,6 +560,8 @@ def test_bfloat16_bits_are_refused_where_they_would_be_misread():
                                         precision="bf16-emulated")
     with pytest.raises(TypeError, match="conv2d_backward: x must be float32, got uint16"):
         convcore.conv2d_backward(x, w, np.zeros((1, 4, 4, 16), np.float32))
+    with pytest.raises(TypeError, match="conv2d_backward: dy must be float32, got uint16"):
+        convcore.conv2d_backward(x.astype(np.float32), w, np.zeros((1, 4, 4, 16), np.uint16))
     got = convcore.conv2d_maxpool_forward(x, w, padding=1, out_bf16=True,
                                           precision="bf16-emulated")   # (the float32 kernels)
     assert got.dtype == np.uint16 and got.shape == (1, 3, 3, 16) and not got.any()
@@ -623,15 +631,21 @@ def test_bf16_inference_hands_bits_from_a_folded_conv_to_the_next(bf16_kernel, m
         assert model.predict(x).tobytes() == got.tobytes() == plain.predict(x).tobytes()
 
 
-def test_bf16_training_hands_a_batch_norms_output_to_a_lone_convolution_in_bits(
+def test_bf16_training_hands_outputs_only_convolutions_read_in_bits(
         bf16_kernel, monkeypatch, threads):
-    """In training, a batch norm + ReLU whose output only bf16 convolutions
-    read writes it in bfloat16 (resnet8: each block's first, not the stem's,
-    which the residual add reads too; not in fp32); training gives the bits
-    of the same plan handing over float32: weights, running statistics and
+    """In training, a batch norm + ReLU or a residual add + ReLU whose output
+    only bf16 convolutions read writes it in bfloat16 (resnet8: each block's
+    first batch norm, not the stem's, which the residual add reads too; the
+    first two blocks' adds, not the last's, which the global pool reads; at
+    inference too; not in fp32); a batch norm hands its input gradient back
+    so to the bias-free convolution that alone feeds it (all but the stem's,
+    whose 3x3x1 sums run on the float32 kernels). Training gives the bits of
+    the same plan handing over float32: weights, running statistics and
     predictions, on 1 and 2 threads."""
     from pyconv import fusion
     calls = _out_bf16_calls(monkeypatch, "batchnorm_forward")
+    adds = _out_bf16_calls(monkeypatch, "add_forward")
+    grads = _out_bf16_calls(monkeypatch, "batchnorm_backward")
     rng = np.random.default_rng(5)
     x, y = rng.random((16, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 16)
 
@@ -643,9 +657,13 @@ def test_bf16_training_hands_a_batch_norms_output_to_a_lone_convolution_in_bits(
                 + [b.tobytes() for _, b in model.named_buffers()] + [model.predict(x).tobytes()])
     got = trained(pyconv.models.resnet8(seed=2).set_precision("bf16"))
     assert calls == [False, True, False, True, False, False, True, False, False] * 2
+    assert [a for a in adds if a is not None] == [True, True, False] * 3   # 2 steps, predict
+    assert grads == ([True] * 8 + [False]) * 2     # backward, in reverse: not the stem's
     calls.clear()
+    adds.clear()
+    grads.clear()
     trained(pyconv.models.resnet8(seed=2))
-    assert True not in calls
+    assert True not in calls + adds + grads
     real = fusion._with_handoffs
     monkeypatch.setattr(fusion, "_with_handoffs",
                         lambda steps, output, training: steps if training else

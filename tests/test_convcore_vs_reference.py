@@ -714,10 +714,38 @@ def test_add_equals_reference_and_numpy_bits(data, relu):
     assert convcore.add_backward(dy) is dy   # no ReLU: the gradient is dy itself
     out = np.full(shape, np.float32(7))
     assert convcore.add_forward(a, b, relu, out=out) is out and out.tobytes() == y.tobytes()
+    _add_in_bits(a, b, y, dy, dx, relu)
+
+
+def _add_in_bits(a, b, y, dy, dx, relu):
+    """add_forward's out_bf16: the bits of round_bf16(y), on the compiler's
+    vectors and (a CPU with the bf16 kernels) AVX-512's, and add_backward's
+    mask read from them the same as from y; float32 y where a positive sum
+    rounds to +0 (its mask would be lost: with relu only)."""
+    from convcore import _add
+    lost = int(((y > 0) & (ref.narrow_bits(y) == 0)).sum())
+    for wide in (False, True) if convcore.bf16_supported() else (False,):
+        bits = np.empty(y.shape, np.uint16)
+        assert _add.add_forward_bits(a.reshape(-1), b.reshape(-1), bits.reshape(-1), relu, 1,
+                                     wide) == lost
+        assert bits.tobytes() == ref.narrow_bits(y).tobytes()
+    got = convcore.add_forward(a, b, relu, out_bf16=True)
+    with np.errstate(all="ignore"):
+        twin = ref.add_forward(a, b, relu, out_bf16=True)     # the reference's rule
+        twin_dx = ref.add_backward(dy, relu_y=twin) if relu else None
+    assert twin.dtype == got.dtype and twin.tobytes() == got.tobytes()
+    if relu and lost:
+        assert got.dtype == np.float32 and got.tobytes() == y.tobytes()
+        return
+    assert got.dtype == np.uint16 and got.tobytes() == ref.narrow_bits(y).tobytes()
+    if relu:
+        assert convcore.add_backward(dy, relu_y=got).tobytes() == dx.tobytes() \
+            == twin_dx.tobytes()
 
 
 def test_add_of_every_pair_of_special_values_matches_numpy():
-    """-0 + -0 (whose ReLU NumPy makes +0), NaN, infinities, subnormals: every pair."""
+    """-0 + -0 (whose ReLU NumPy makes +0), NaN, infinities, subnormals: every
+    pair; the backward's ReLU mask read from bfloat16 bits too."""
     a, b = (v.astype(np.float32).reshape(-1) for v in np.meshgrid(SPECIAL, SPECIAL))
     with np.errstate(all="ignore"):
         for relu in (False, True):
@@ -725,6 +753,10 @@ def test_add_of_every_pair_of_special_values_matches_numpy():
             assert convcore.add_forward(a, b, relu).tobytes() == want.tobytes(), relu
         assert convcore.add_backward(a, relu_y=b).tobytes() == \
             np.multiply(a, b > 0, dtype=np.float32).tobytes()
+        bits = ref.narrow_bits(b)     # the mask read from bfloat16 bits: where b rounds to
+        kept = b != np.float32(1e-45)   # +0 (the smallest subnormal), it is lost
+        assert convcore.add_backward(a[kept], relu_y=bits[kept]).tobytes() == \
+            np.multiply(a[kept], b[kept] > 0, dtype=np.float32).tobytes()
 
 
 def _bn_case(data, max_hw=9):
@@ -800,9 +832,13 @@ def test_batchnorm_is_the_same_bits_on_every_kernel_set(data, relu, threads):
         _norm.batchnorm_inference(rows, mean, gamma, beta, relu, None, threads, k, bits[1])
         assert bits[0].tobytes() == ref.narrow_bits(y).tobytes(), name
         assert bits[1].tobytes() == ref.narrow_bits(yi).tobytes(), name
+        dxb = np.empty(rows.shape, np.uint16)
+        _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, d, beta if relu else None, None,
+                                 *np.empty((2, c), np.float32), threads, k, None, dxb)
         dx, dgamma, dbeta = np.empty_like(rows), np.empty(c, np.float32), np.empty(c, np.float32)
         _norm.batchnorm_backward(rows, gamma, mean, var, 1e-5, d, beta if relu else None, dx,
                                  dgamma, dbeta, threads, k)
+        assert dxb.tobytes() == ref.narrow_bits(dx).tobytes(), name
         results[name] = b"".join(a.tobytes() for a in (y, mean, var, yi, dx, dgamma, dbeta))
         if relu:    # the mask made again: the bits of dy taken through y > 0
             masked = (np.empty_like(rows), np.empty(c, np.float32), np.empty(c, np.float32))

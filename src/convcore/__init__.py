@@ -20,6 +20,7 @@ try:
     # re-exported: __all__ is built from the registry
     from . import _api
     from ._alloc import empty, zeros  # noqa: F401
+    from ._api import BF16_MIN_DEPTH  # noqa: F401 (public: the bf16 kernels' shortest sums)
     from ._kernels import (  # noqa: F401
         bf16_supported,
         get_kernels,

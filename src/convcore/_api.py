@@ -5,6 +5,7 @@ from . import _add, _bf16, _conv, _dropout, _gather, _im2col, _linear, _norm, _o
 from . import _checks as chk
 from ._alloc import empty
 from ._kernels import bf16_kernel as _bf16_kernel
+from ._kernels import bf16_supported
 from ._kernels import conv_simd as _conv_simd
 from ._kernels import linear_simd as _linear_simd
 from ._kernels import pool_set as _pool_set
@@ -108,14 +109,14 @@ def _input(fn, x, ndim, layout, bits):
     return chk.array(fn, "x", x, ndim, layout)
 
 
-def _widened(fn, x, precision, depth, way="forward"):
+def _widened(fn, x, precision, depth, way="forward", name="x"):
     """(x, xh): float32 x as it is, (x, None); x's bfloat16 bits (uint16, with
     precision bf16 or bf16-emulated only) as they are, (None, x), where the
     bf16 kernels take them (_rounded's choice), else widened to float32."""
     if x.dtype != np.uint16:
         return x, None
     if not isinstance(precision, str) or precision not in _BF16:
-        raise TypeError(f"{fn}: x must be float32, got uint16 {x.shape} (uint16 is taken as "
+        raise TypeError(f"{fn}: {name} must be float32, got uint16 {x.shape} (uint16 is taken as "
                         f"bfloat16 bits with precision 'bf16' or 'bf16-emulated' only, "
                         f"got precision {precision!r})")
     if precision == "bf16" and depth >= BF16_MIN_DEPTH[way]:
@@ -133,9 +134,10 @@ def narrow_bits(x):
     return (round_bf16(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
 
 
-def _dy_checks(fn, dy, relu_y, want, desc):
-    """An output gradient dy and the optional ReLU output relu_y, both of shape want."""
-    dy = chk.array(fn, "dy", dy, len(want), desc)
+def _dy_checks(fn, dy, relu_y, want, desc, bits=False):
+    """An output gradient dy (with bits, uint16: its bfloat16 bits) and the
+    optional ReLU output relu_y, both of shape want."""
+    dy = chk.array(fn, "dy", dy, len(want), desc, **({"dtype": np.uint16} if bits else {}))
     if dy.shape != want:
         raise ValueError(f"{fn}: dy must have shape {want} to match x and w, got {dy.shape}")
     if relu_y is not None:
@@ -399,14 +401,15 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     wherever the slices are computed; None: one slice.
     precision: as conv2d_forward's (dy rounded too; the ReLU's mask is relu_y's);
     x may be given as bfloat16 bits as there (what the forward read: a
-    layer's input handed over in bfloat16), dx then still float32.
+    layer's input handed over in bfloat16), and so may dy (a batch norm's
+    dx handed over so: batchnorm_backward's out_bf16), dx still float32.
     """
     fn = "conv2d_backward"
     x, w2, _, g, group = _conv_checks(fn, x, w, stride, padding, bits=True)
     want = (x.shape[0], g["OH"], g["OW"], w2.shape[1])
-    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)")
     shape = x.shape
-    x, xh = _widened(fn, x, precision, w2.shape[0], way="backward")
+    x, xh, dy, dyh, relu_y = _backward_bits(fn, x, dy, relu_y, want, precision, w2.shape[0],
+                                            need_db)
     bf16, x, w2 = _rounded(fn, precision, w2.shape[0], x, w2)
     w = w2.reshape(w.shape)
     bounds = _slices(fn, slices, shape[0])
@@ -415,7 +418,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     if kernels is None and len(bounds) > 2:
         parts = _slice_by_slice(bounds, lambda xs, dys, rys: conv2d_backward(
             xs, w, dys, stride, padding, need_dx, rys, precision=_inner(bf16),
-            need_db=need_db), x if xh is None else xh, dy, relu_y)
+            need_db=need_db), x if xh is None else xh, dy if dyh is None else dyh, relu_y)
         dx = _stacked([p[0] for p in parts], shape) if need_dx else None
         return (dx, tree_sum([p[1] for p in parts]),
                 tree_sum([p[2] for p in parts]) if need_db else None)
@@ -431,17 +434,31 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, need_dx=True, relu_y=None, sl
     phases = _phases(g, w) if bf16 and need_dx and flipped is None else None
     if bf16 and (flipped is not None or phases is not None or not need_dx):
         wt, gt = flipped or (None, g)
-        dy_bits = np.empty(dy.shape, np.uint16) if phases is not None else None
+        dy_bits = np.empty(want, np.uint16) if phases is not None and dyh is None else None
         _conv.conv2d_backward_bf16(x, w2, wt, dy, dx if phases is None else None, dw, db,
                                    g, gt, group, _group(shape[1] * shape[2]), BF16_SLOTS,
-                                   get_num_threads(), relu_y, bf16, dy_bits, need_db, xh)
+                                   get_num_threads(), relu_y, bf16, dy_bits, need_db, xh, dyh)
         if phases is not None:
-            _phase_dx(phases, g, dy_bits, dx, bf16)
+            _phase_dx(phases, g, dy_bits if dyh is None else dyh, dx, bf16)
         return dx, dw.reshape(w.shape), db if need_db else None
     with blas_single_thread():
-        _conv.conv2d_backward(widen_bits(xh) if x is None else x, w2, dy, dx, dw, db, g, group,
+        _conv.conv2d_backward(widen_bits(xh) if x is None else x, w2,
+                              widen_bits(dyh) if dy is None else dy, dx, dw, db, g, group,
                               MAX_SLOTS, get_num_threads(), relu_y, bf16)
     return dx, dw.reshape(w.shape), db if need_db else None
+
+
+def _backward_bits(fn, x, dy, relu_y, want, precision, depth, need_db):
+    """conv2d_backward's (x, xh, dy, dyh, relu_y): x and dy float32, or
+    bfloat16 bits (xh, dyh) where the bf16 kernels take them (_widened; dy's
+    only without a bias gradient or a ReLU to apply), else widened."""
+    dyh = dy if isinstance(dy, np.ndarray) and dy.dtype == np.uint16 else None
+    dy, relu_y = _dy_checks(fn, dy, relu_y, want, "(N, OH, OW, C_out)", bits=dyh is not None)
+    x, xh = _widened(fn, x, precision, depth, way="backward")
+    dy, dyh = _widened(fn, dy, precision, depth, way="backward", name="dy")
+    if dyh is not None and (need_db or relu_y is not None):
+        dy, dyh = widen_bits(dyh), None
+    return x, xh, dy, dyh, relu_y
 
 
 def _flipped(g, w):
@@ -623,16 +640,26 @@ def _argmax_window_message(fn, n_bad):
             "stride or padding)")
 
 
-def add_forward(a, b, relu=False, out=None):
+def add_forward(a, b, relu=False, out=None, out_bf16=False):
     """y = a + b, both float32 of one shape (a residual connection's add);
     relu=True: max(y, 0) in the same pass (as NumPy's maximum: NaN stays NaN).
     The same bits as NumPy's a + b (and maximum). out: a C-contiguous float32
-    array of a's shape to write y into (and return), else a new one."""
+    array of a's shape to write y into (and return), else a new one.
+    out_bf16 (no out): y as the bfloat16 bits of round_bf16(y) (uint16), for
+    layers that multiply in bf16; add_backward reads the ReLU's mask from
+    them. Except where relu and a sum in (0, 2^-134] would round to +0 and
+    lose its mask: y is float32 then."""
     fn = "add_forward"
     a = chk.array(fn, "a", a, getattr(a, "ndim", 0), "(...)")
     b = chk.array(fn, "b", b, a.ndim, f"{a.shape} (that of a)")
     if b.shape != a.shape:
         raise ValueError(f"{fn}: b must have the shape of a {a.shape}, got {b.shape}")
+    if out_bf16 and out is None:
+        bits = empty(a.shape, np.uint16)
+        lost = _add.add_forward_bits(a.reshape(-1), b.reshape(-1), bits.reshape(-1), bool(relu),
+                                     get_num_threads(), bool(bf16_supported()))
+        if not (relu and lost):
+            return bits
     y = empty(a.shape) if out is None else _out(fn, out, a.shape)
     _add.add_forward(a.reshape(-1), b.reshape(-1), y.reshape(-1), bool(relu),
                      get_num_threads())
@@ -660,14 +687,24 @@ def _described(a):
 
 def add_backward(dy, relu_y=None):
     """The gradient of each input of add_forward: dy itself, or with relu_y
-    (the output of a relu=True forward) dy * (relu_y > 0), as NumPy gives it."""
+    (the output of a relu=True forward) dy * (relu_y > 0), as NumPy gives it;
+    relu_y may be that output's bfloat16 bits (out_bf16's), the same mask."""
     fn = "add_backward"
     dy = chk.array(fn, "dy", dy, getattr(dy, "ndim", 0), "(...)")
     if relu_y is None:
         return dy
-    _, relu_y = _dy_checks(fn, dy, relu_y, dy.shape, f"{dy.shape} (that of dy)")
+    bits = isinstance(relu_y, np.ndarray) and relu_y.dtype == np.uint16
+    if bits:
+        relu_y = chk.array(fn, "relu_y", relu_y, dy.ndim, f"{dy.shape} (that of dy)",
+                           dtype=np.uint16)
+        if relu_y.shape != dy.shape:
+            raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
+                             f"got {relu_y.shape}")
+    else:
+        _, relu_y = _dy_checks(fn, dy, relu_y, dy.shape, f"{dy.shape} (that of dy)")
     dx = empty(dy.shape)
-    _add.add_backward(dy.reshape(-1), relu_y.reshape(-1), dx.reshape(-1), get_num_threads())
+    (_add.add_backward_bits if bits else _add.add_backward)(
+        dy.reshape(-1), relu_y.reshape(-1), dx.reshape(-1), get_num_threads())
     return dx
 
 
@@ -939,7 +976,7 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False, out_bf1
 
 
 def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_beta=None,
-                       totals=None):
+                       totals=None, out_bf16=False):
     """Gradients (dx, dgamma, dbeta) of batchnorm_forward(x, gamma, beta, eps,
     relu) from its input x, its batch statistics (mean, var) and dy; dx None
     where need_dx is False.
@@ -952,7 +989,10 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     totals = (count, dgamma, dbeta) of the whole batch where x is one
     process's slice of it (its statistics the whole batch's): dx is then this
     slice's part of the whole batch's gradient; the dgamma and dbeta returned
-    are still this slice's (their sums over the slices are the totals)."""
+    are still this slice's (their sums over the slices are the totals).
+
+    out_bf16: dx as the bfloat16 bits of round_bf16(dx) (uint16), for a bf16
+    convolution before it, which rounds its dy so anyway."""
     fn = "batchnorm_backward"
     named = {"gamma": gamma, "mean": mean, "var": var}
     if relu_beta is not None:
@@ -964,11 +1004,11 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     dy, _ = _dy_checks(fn, dy, None, x.shape, _X)
     if totals is not None:
         totals = _totals(fn, totals, gamma.shape[0], rows.shape[0])
-    dx = empty(x.shape) if need_dx else None
+    dx = _norm_out(x, out_bf16) if need_dx else None
+    out, bits = _norm_outs(dx, rows) if need_dx else (None, None)
     dgamma, dbeta = empty(gamma.shape), empty(gamma.shape)
     _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape), relu_beta,
-                             None if dx is None else dx.reshape(rows.shape), dgamma, dbeta,
-                             get_num_threads(), _pool_set(), totals)
+                             out, dgamma, dbeta, get_num_threads(), _pool_set(), totals, bits)
     return dx, dgamma, dbeta
 
 

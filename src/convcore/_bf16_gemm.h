@@ -789,6 +789,14 @@ static int cc_gemm_bf16(int kernel, int trans_a, int trans_b, int m, int n, int 
     return 0;
 }
 
+/* cc_add_bf16 (_bf16_kernels.h) in this target's vectors, for the CPUs that
+ * run the bf16 kernels: the same operations, so the same bits */
+static ptrdiff_t cc_add_bf16_wide(const float* a, const float* b, uint16_t* y, ptrdiff_t n,
+                                  int relu)
+{
+    return cc_add_bf16(a, b, y, n, relu);
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -864,6 +872,11 @@ static inline void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, i
                                int Hp, int Wp, uint16_t* y)
 {
     (void)x; (void)H; (void)W; (void)C; (void)PT; (void)PL; (void)Hp; (void)Wp; (void)y;
+}
+static inline ptrdiff_t cc_add_bf16_wide(const float* a, const float* b, uint16_t* y,
+                                         ptrdiff_t n, int relu)
+{
+    return cc_add_bf16(a, b, y, n, relu);
 }
 static inline void cc_pack_a_bf16_block(int m, int k, const uint16_t* a, int lda, size_t i0,
                                         size_t size, uint16_t* blk, size_t kp)

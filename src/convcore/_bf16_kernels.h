@@ -5,6 +5,8 @@
  *                     stays NaN (made quiet: the payload's top bits may be 0),
  *                     infinities stay, a finite value past bfloat16's largest
  *                     becomes an infinity (as a rounding must)
+ *   cc_add_bf16       a + b (then max(., 0)) as bfloat16 bits: a residual
+ *                     add's output for layers that multiply in bf16
  *   cc_bf16_features  which bf16 instructions this CPU and OS run
  *
  * Integer operations only: the same bits on every compiler and target, the
@@ -35,6 +37,28 @@ static inline void cc_round_bf16(const float *x, float *y, ptrdiff_t n)
         u = cc_bf16_bits(u);
         memcpy(y + i, &u, 4);
     }
+}
+
+/* y = the bits of a + b (relu: then max(., 0) as NumPy's maximum: NaN kept,
+ * -0 made +0), cc_bf16_bits's, in masks the compiler makes vectors of;
+ * returns how many are > 0 with bits 0 (their ReLU mask lost) */
+static inline ptrdiff_t cc_add_bf16(const float *a, const float *b, uint16_t *y, ptrdiff_t n,
+                                    int relu)
+{
+    uint32_t lost = 0;
+    const uint32_t off = relu ? 0u : ~0u;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float v = a[i] + b[i];
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        uint32_t pos = -(uint32_t)(v > 0), nan = -(uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+        u &= off | pos | nan;                           /* the ReLU: NaN kept, else +0 */
+        uint32_t r = (nan & (u | 0x00400000u)) | (~nan & (u + 0x7fffu + ((u >> 16) & 1u)));
+        uint16_t h = (uint16_t)(r >> 16);
+        y[i] = h;
+        lost += pos & (h == 0);
+    }
+    return lost;
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -73,7 +73,8 @@ cdef struct Images:             # what every image's pass reads and writes
     const float* w              # IN  (KH*KW*C, F): the forward's kernels
     const float* U              # IN  Winograd transform of the kernels in use, or NULL
     const float* b              # IN  (F,) or NULL
-    const float* dy             # IN  (N, OH, OW, F), or the pool's (N, PH, PW, F)
+    const float* dy             # IN  (N, OH, OW, F), or the pool's (N, PH, PW, F); or NULL:
+    const uint16_t* dyh         # IN  dy's bfloat16 bits (the bf16 backward: no ReLU, no db)
     const int* argmax           # IN  the pool's argmax (backward), or NULL: no pool
     const float* relu_y         # IN  the ReLU's output (of dy's shape), or NULL
     float* y                    # OUT the forward's (N, OH, OW, F), or pooled (N, PH, PW, F)
@@ -1328,7 +1329,7 @@ cdef Py_ssize_t _dw_item_bf16(const Images* a, const uint16_t* xb, DyRows d,
     cdef Py_ssize_t F = a.F, K = g.KH * g.KW * g.C, P = g.OH * g.OW
     cdef Py_ssize_t rows = (n1 - n0) * P, n_bad = 0
     cdef size_t ld = cc_up32(K), kr = cc_up32(rows)
-    cdef const float* dyp = a.dy + n0 * P * F   # db's rows, and their ReLU's mask
+    cdef const float* dyp = a.dy + n0 * P * F if a.dy != NULL else NULL   # db's rows
     cdef const float* ry = a.relu_y + n0 * P * F if a.relu_y != NULL else NULL
     if a.argmax != NULL:   # (through the pool and its ReLU: in dym)
         n_bad = _unpool_item(a, n0, n1, dym)
@@ -1409,8 +1410,12 @@ cdef void _item_in_place(const Images* a, const uint16_t* xt, const size_t* roff
     cdef cc_epilogue ep
     cdef DyRows d
     for n in range(n0, n1):
-        _narrow_image(a.dy + n * src, a.relu_y + n * src if a.relu_y != NULL else NULL, gt,
-                      dyq + (n - n0) * size)
+        if a.dyh != NULL:
+            cc_pad_bf16(a.dyh + n * src, <int>gt.H, <int>gt.W, <int>gt.C, <int>gt.PT,
+                        <int>gt.PL, <int>p.H, <int>p.W, dyq + (n - n0) * size)
+        else:
+            _narrow_image(a.dy + n * src, a.relu_y + n * src if a.relu_y != NULL else NULL,
+                          gt, dyq + (n - n0) * size)
     memset(dyq + (n1 - n0) * size, 0, _slack(gt) * 2)
     d.at, d.image, d.row, d.first = dyq + (gt.PT * p.W + gt.PL) * p.C, size, p.W, n0
     _dw_item_bf16(a, NULL, d, xt, roff, n0, n1, first, NULL, pb, NULL, NULL, aoff, dw, db)
@@ -1498,7 +1503,7 @@ cdef void _slots_into(const float* parts, Py_ssize_t n_slots, float* dwt,
 def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C), or None: xh
                          const float[:, ::1] w,          # IN  (KH*KW*C, F)
                          const float[:, ::1] wt,         # IN  (KH*KW*F, C): flipped, or None
-                         const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F)
+                         const float[:, :, :, ::1] dy,   # IN  (N, OH, OW, F), or None: dyh
                          float[:, :, :, ::1] dx,         # OUT (N, H, W, C) or None
                          float[:, ::1] dw,               # OUT (KH*KW*C, F)
                          float[::1] db,                  # OUT (F,)
@@ -1507,12 +1512,13 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C), or 
                          const float[:, :, :, ::1] relu_y, int kernel,
                          uint16_t[:, :, :, ::1] dy_bits=None,    # OUT dy's bits, or None
                          bint need_db=True,
-                         const uint16_t[:, :, :, ::1] xh=None):  # IN  x's bf16 bits (x None)
+                         const uint16_t[:, :, :, ::1] xh=None,   # IN  x's bf16 bits (x None)
+                         const uint16_t[:, :, :, ::1] dyh=None):  # IN  dy's (dy None)
     """dw, db (zeros where not need_db: a convolution without bias) and (with
     wt: stride 1) dx of conv2d_forward_bf16; dy_bits (without wt): takes dy's
     bfloat16 bits (through the ReLU), as dw reads them, for a strided dx's
     phases to read (conv2d_forward_bf16's xh). xh (x None): the images'
-    bfloat16 bits."""
+    bfloat16 bits; dyh (dy None) dy's (then no relu_y, no db, no dy_bits)."""
     cdef Py_ssize_t N = xh.shape[0] if x is None else x.shape[0]
     db[:] = 0
     if N == 0:
@@ -1520,7 +1526,8 @@ def conv2d_backward_bf16(const float[:, :, :, ::1] x,    # IN  (N, H, W, C), or 
         return
     cdef Images a = _images(x, w, g, -1, False)
     a.xh = &xh[0, 0, 0, 0] if x is None else NULL
-    a.dy = &dy[0, 0, 0, 0]
+    a.dy = &dy[0, 0, 0, 0] if dy is not None else NULL
+    a.dyh = &dyh[0, 0, 0, 0] if dy is None else NULL
     a.relu_y = &relu_y[0, 0, 0, 0] if relu_y is not None else NULL
     a.bf16, a.gt, a.no_db = kernel, gt, not need_db
     _backward_bf16(&a, N, wt, dx, dw, db, group, group_t, max_slots, n_threads,
@@ -1594,10 +1601,12 @@ cdef int _unfused(Images* a, Py_ssize_t N, const uint16_t* xt, const size_t* rof
     if a.argmax != NULL:
         dyp = a.dy_narrow = _padded_images(gt, N)   # filled item by item (_unpool_item)
     elif pwt != NULL:
-        dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads)
-    cdef uint16_t* dyb = _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads, dy_bits) \
-        if (xt == NULL or dyp == NULL or dy_bits != NULL) and a.argmax == NULL \
-        else NULL   # in place: dy in dyp
+        dyp = _narrowed_padded(a.dy, a.relu_y, gt, N, n_threads, a.dyh)
+    cdef bint whole = (xt == NULL or dyp == NULL or dy_bits != NULL) and a.argmax == NULL
+    cdef uint16_t* dyb = NULL   # dy's bits whole (else in place: dy in dyp)
+    if whole:
+        dyb = <uint16_t*>a.dyh if a.dyh != NULL else \
+            _narrowed(a.dy, a.relu_y, N * g.OH * g.OW * F, n_threads, dy_bits)
     cdef DyRows d = _dy_rows(dyb, dyp, g, gt, F)
     if (xt != NULL or (xb != NULL and dwt != NULL)) and d.at != NULL \
             and (pwt == NULL or dyp != NULL) and not (a.argmax != NULL and xt == NULL):
@@ -1610,7 +1619,7 @@ cdef int _unfused(Images* a, Py_ssize_t N, const uint16_t* xt, const size_t* rof
                                      group_t, n_threads)
     free(dyc)
     free(xb)
-    free(dyb if dyb != dy_bits else NULL)
+    free(dyb if dyb != dy_bits and dyb != a.dyh else NULL)
     free(dyp)
     return n_failed
 

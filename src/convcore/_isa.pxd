@@ -56,7 +56,7 @@ cdef extern from "_kernel_set.h" nogil:
         void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
                       const float* relu_beta, const float* mean, const float* k,
                       const float* inv, const float* cb, const float* cg, Py_ssize_t r0,
-                      Py_ssize_t r1, Py_ssize_t C, float* dx) noexcept nogil
+                      Py_ssize_t r1, Py_ssize_t C, float* dx, uint16_t* dxb) noexcept nogil
         void (*adam)(float* p, const float* g, float* m, float* v, Py_ssize_t n, float lr_t,
                      float a1, float a2, float eps) noexcept nogil
 

@@ -86,7 +86,7 @@ typedef struct {
     void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
                   const float* relu_beta, const float* mean, const float* k, const float* inv,
                   const float* cb, const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
-                  float* dx);
+                  float* dx, uint16_t* dxb);
     /* _adam.h */
     void (*adam)(float* p, const float* g, float* m, float* v, ptrdiff_t n, float lr_t,
                  float a1, float a2, float eps);

@@ -123,9 +123,11 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
                        float[:, ::1] dx,            # OUT (M, C) or None
                        float[::1] dgamma, float[::1] dbeta,   # OUT (C,)
                        int n_threads, int kernels,
-                       const double[::1] totals=None):   # IN (1 + 2C,): M, dgamma, dbeta
+                       const double[::1] totals=None,   # IN (1 + 2C,): M, dgamma, dbeta
+                       uint16_t[:, ::1] dxb=None):      # OUT (M, C): dx's bfloat16 bits
     """totals: the whole batch's count and sums, where x is one process's slice
-    of it (dgamma and dbeta are still this slice's)."""
+    of it (dgamma and dbeta are still this slice's). dxb (dx None): dx as
+    bfloat16 bits."""
     cdef const cc_kernel_set* ks = kernel_set(kernels)
     cdef Py_ssize_t M = x.shape[0], C = x.shape[1], nb = (M + ROWS - 1) // ROWS, b, c
     cdef double count = M
@@ -159,9 +161,11 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
             cg[c] = <float>(s[2 * C + c] * inv[c] / count)
     finally:
         free(s)
-    if dx is None or M == 0:
+    cdef float* dxp = _or_null(dx)
+    cdef uint16_t* dxh = _bits_or_null(dxb)
+    if (dxp == NULL and dxh == NULL) or M == 0:
         return
     # dx = k (dy' - dbeta / M - xhat dgamma / M), xhat = (x - mean) inv
     for b in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
         ks.bn_dx(&x[0, 0], &dy[0, 0], rs, rb, &mean[0], &k[0], &inv[0], &cb[0], &cg[0],
-                 b * ROWS, min(M, (b + 1) * ROWS), C, &dx[0, 0])
+                 b * ROWS, min(M, (b + 1) * ROWS), C, dxp, dxh)

@@ -10,7 +10,8 @@
  *   cc_bn_affine:  y = (x - mean) scale + beta, then max(y, 0) if relu (NaN -> 0);
  *                  or, yb given, y's bfloat16 bits there (cc_bf16_bits: for
  *                  a bf16 product that would round y so anyway)
- *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg)
+ *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg); or, dxb given,
+ *                  its bfloat16 bits there (for a bf16 convolution's dy)
  *
  * The backward's ReLU mask is not read from the forward's output: it is made
  * again from x, as cc_bn_affine made y (cc_bn_passes: y > 0, the same
@@ -68,6 +69,13 @@ static inline void cc_bn_store_bf16(uint16_t* p, cc_bn_v v)
     cc_bn_vu r = ((u | 0x00400000u) & nan) | ((u + 0x7fffu + ((u >> 16) & 1u)) & ~nan);
     cc_bn_vh h = __builtin_convertvector(r >> 16, cc_bn_vh);
     memcpy(p, &h, sizeof h);
+}
+/* one value's bfloat16 bits (cc_bf16_bits) */
+static inline uint16_t cc_bn_bits1(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return (uint16_t)(cc_bf16_bits(u) >> 16);
 }
 /* v where m holds, else +0 (a mask of a comparison: NaN compares false) */
 static inline cc_bn_v cc_bn_keep(cc_bn_v v, cc_bn_vi m) { return (cc_bn_v)((cc_bn_vi)v & m); }
@@ -215,13 +223,10 @@ CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale
             ptrdiff_t e = r * C + c0;
             float o = (x[e] - mean[c0]) * scale[c0] + beta[c0];
             o = relu && !(o > 0) ? 0.0f : o;
-            if (yb != NULL) {
-                uint32_t u;
-                memcpy(&u, &o, 4);
-                yb[e] = (uint16_t)(cc_bf16_bits(u) >> 16);
-            } else {
+            if (yb != NULL)
+                yb[e] = cc_bn_bits1(o);
+            else
                 y[e] = o;
-            }
         }
 }
 
@@ -231,7 +236,7 @@ typedef struct { const float *mean, *k, *inv, *cb, *cg, *scale, *beta; } cc_bn_d
 
 CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx_consts* q,
                                  ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0,
-                                 const int nv, float* dx)
+                                 const int nv, float* dx, uint16_t* dxb)
 {
     CC_BN_EXACT
     cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
@@ -255,28 +260,36 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx
             cc_bn_v d = cc_bn_load(x + e) - m[v];
             if (q->scale != NULL)
                 g = cc_bn_keep(g, cc_bn_passes(d, sc[v], bt[v]));
-            cc_bn_store(dx + e, kk[v] * ((g - b[v]) - (d * iv[v]) * gg[v]));
+            cc_bn_v o = kk[v] * ((g - b[v]) - (d * iv[v]) * gg[v]);
+            if (dxb != NULL)
+                cc_bn_store_bf16(dxb + e, o);
+            else
+                cc_bn_store(dx + e, o);
         }
 }
 
 CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_scale,
                        const float* relu_beta, const float* mean, const float* k,
                        const float* inv, const float* cb, const float* cg, ptrdiff_t r0,
-                       ptrdiff_t r1, ptrdiff_t C, float* dx)
+                       ptrdiff_t r1, ptrdiff_t C, float* dx, uint16_t* dxb)
 {
     CC_BN_EXACT
     const cc_bn_dx_consts q = {mean, k, inv, cb, cg, relu_scale, relu_beta};
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_dx_group(x, dy, &q, r0, r1, C, c0, NV, dx));
+        CC_BN_NV(cc_bn_dx_group(x, dy, &q, r0, r1, C, c0, NV, dx, dxb));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
             float d = x[e] - mean[c0];
             float g = relu_scale == NULL || d * relu_scale[c0] + relu_beta[c0] > 0 ? dy[e]
                                                                                    : 0.0f;
-            dx[e] = k[c0] * ((g - cb[c0]) - (d * inv[c0]) * cg[c0]);
+            float o = k[c0] * ((g - cb[c0]) - (d * inv[c0]) * cg[c0]);
+            if (dxb != NULL)
+                dxb[e] = cc_bn_bits1(o);
+            else
+                dx[e] = o;
         }
 }
 

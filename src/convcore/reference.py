@@ -232,19 +232,21 @@ def avgpool2d_backward(dy, x_shape, pool_size=2, stride=None, padding=0):
     return xp[:, pt:pt + h, pl:pl + w, :].astype(dy.dtype)
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False):
-    """(y, mean, var): statistics per channel over N, H, W; var biased."""
+def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False, out_bf16=False):
+    """(y, mean, var): statistics per channel over N, H, W; var biased; y as
+    bfloat16 bits with out_bf16."""
     if x.shape[0] * x.shape[1] * x.shape[2] < 2:
         raise ValueError("batchnorm_forward: needs more than one value per channel")
     mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
     var = ((x - mean) ** 2).mean(axis=(0, 1, 2))
-    y = batchnorm_inference(x, gamma, beta, mean, var, eps, relu)
+    y = batchnorm_inference(x, gamma, beta, mean, var, eps, relu, out_bf16)
     return y, mean.astype(x.dtype), var.astype(x.dtype)
 
 
-def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False):
+def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False, out_bf16=False):
     y = (x - mean) / np.sqrt(var + eps) * gamma + beta
-    return (np.maximum(y, 0) if relu else y).astype(x.dtype)
+    y = (np.maximum(y, 0) if relu else y).astype(x.dtype)
+    return narrow_bits(y) if out_bf16 else y
 
 
 def _affine32(x, gamma, beta, mean, var, eps):
@@ -257,9 +259,14 @@ def _affine32(x, gamma, beta, mean, var, eps):
     return (np.asarray(x, f) - np.asarray(mean, f)) * scale + np.asarray(beta, f)
 
 
-def add_forward(a, b, relu=False, out=None):
+def add_forward(a, b, relu=False, out=None, out_bf16=False):
+    """out_bf16: y's bfloat16 bits, but float32 y where relu and a value > 0
+    has bits 0 (the backward's mask, read from the bits, would lose it)."""
     y = a + b
     y = np.maximum(y, 0) if relu else y
+    bits = narrow_bits(y) if out_bf16 and out is None else None
+    if bits is not None and not (relu and ((y > 0) & (bits == 0)).any()):
+        return bits
     if out is None:
         return y
     out[...] = y
@@ -267,13 +274,17 @@ def add_forward(a, b, relu=False, out=None):
 
 
 def add_backward(dy, relu_y=None):
+    """relu_y: the forward's output, or its bfloat16 bits (uint16)."""
+    if relu_y is not None and np.asarray(relu_y).dtype == np.uint16:
+        relu_y = widen_bits(relu_y)
     return dy if relu_y is None else dy * (relu_y > 0)
 
 
 def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_beta=None,
-                       totals=None):
+                       totals=None, out_bf16=False):
     """relu_beta: the forward's beta (relu=True): dy where its float32 output
-    (batchnorm_inference's arithmetic, float32 in and out) is > 0."""
+    (batchnorm_inference's arithmetic, float32 in and out) is > 0. out_bf16:
+    dx as bfloat16 bits."""
     if relu_beta is not None:
         dy = np.where(_affine32(x, gamma, relu_beta, mean, var, eps) > 0, dy, 0)
     m = x.shape[0] * x.shape[1] * x.shape[2]
@@ -282,7 +293,8 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     dgamma = (dy * xhat).sum(axis=(0, 1, 2))
     tm, tg, tb = (m, dgamma, dbeta) if totals is None else totals
     dx = gamma / np.sqrt(var + eps) * (dy - tb / tm - xhat * tg / tm) if need_dx else None
-    return (None if dx is None else dx.astype(x.dtype), dgamma.astype(x.dtype),
+    dx = None if dx is None else dx.astype(x.dtype)
+    return (narrow_bits(dx) if out_bf16 and dx is not None else dx, dgamma.astype(x.dtype),
             dbeta.astype(x.dtype))
 
 

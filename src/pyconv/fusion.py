@@ -90,6 +90,12 @@ class ConvPool:
         return f"ConvPool({self.conv!r}, {self.pool!r})"
 
 
+def _all_bf16(layers):
+    """Whether there are layers and all multiply in bf16 (a NormReLU's or
+    AddReLU's bits_for: then they are handed its output in bfloat16)."""
+    return bool(layers) and all(layer.precision == "bf16" for layer in layers)
+
+
 def _in_bits(op):
     """Whether op (a ConvPool or ConvNorm of an inference plan) hands its
     output over in bfloat16: it and the layers that multiply it (bits_for)
@@ -139,20 +145,24 @@ class NormReLU:
     bits_for: the layers that alone read its output (_with_handoffs): where
     they all multiply in bf16, the output is handed to them in bfloat16
     (out_bf16: what they would round it to; half the bytes written and read).
-    In training too: its own backward reads its input, not its output."""
+    In training too: its own backward reads its input, not its output.
+    grad_bits_for: as Norm's."""
 
-    def __init__(self, norm, relu, bits_for=()):
+    def __init__(self, norm, relu, bits_for=(), grad_bits_for=()):
         self.norm, self.relu, self.bits_for = norm, relu, tuple(bits_for)
+        self.grad_bits_for = tuple(grad_bits_for)
 
     def forward(self, x, training=False):
-        bits = bool(self.bits_for) and all(layer.precision == "bf16" for layer in self.bits_for)
-        return self.norm.forward(x, training, relu=True, out_bf16=bits)
+        return self.norm.forward(x, training, relu=True, out_bf16=_all_bf16(self.bits_for))
 
     def handing_bits_to(self, layers):
-        return NormReLU(self.norm, self.relu, layers)
+        return NormReLU(self.norm, self.relu, layers, self.grad_bits_for)
+
+    def handing_grad_bits_to(self, conv):
+        return NormReLU(self.norm, self.relu, self.bits_for, (conv,))
 
     def backward(self, ctx, dy, need_dx=True):
-        return self.norm.backward(ctx, dy, need_dx)
+        return self.norm.backward(ctx, dy, need_dx, out_bf16=_all_bf16(self.grad_bits_for))
 
     def ready_params(self):
         return self.norm.ready_params()
@@ -161,18 +171,45 @@ class NormReLU:
         return f"NormReLU({self.norm!r}, {self.relu!r})"
 
 
+class Norm:
+    """A BatchNormalization on its own (a training plan's, _with_handoffs)
+    whose input only it reads and a bias-free convolution without activation
+    makes (grad_bits_for): where that convolution multiplies in bf16, the
+    input gradient is handed back to it in bfloat16 (batchnorm_backward's
+    out_bf16: what it would round its dy to; no bias gradient sums dy)."""
+
+    def __init__(self, norm, grad_bits_for=()):
+        self.norm, self.grad_bits_for = norm, tuple(grad_bits_for)
+
+    def forward(self, x, training=False):
+        return self.norm.forward(x, training)
+
+    def backward(self, ctx, dy, need_dx=True):
+        return self.norm.backward(ctx, dy, need_dx, out_bf16=_all_bf16(self.grad_bits_for))
+
+    def ready_params(self):
+        return self.norm.ready_params()
+
+    def __repr__(self):
+        return f"Norm({self.norm!r})"
+
+
 class AddReLU:
     """An Add and the ReLU after it (a residual block's end): the sum and the
     ReLU written in one output array; backward hands each input dy through
-    the ReLU's mask. The same bits as the two layers."""
+    the ReLU's mask. The same bits as the two layers. bits_for: as
+    NormReLU's (the mask then read from the bits: convcore.add_forward)."""
     merges = True
 
-    def __init__(self, add, relu):
-        self.add, self.relu = add, relu
+    def __init__(self, add, relu, bits_for=()):
+        self.add, self.relu, self.bits_for = add, relu, tuple(bits_for)
 
     def forward(self, xs, training=False):
-        y = add_all(xs, relu=True)
+        y = add_all(xs, relu=True, out_bf16=_all_bf16(self.bits_for))
         return y, ((len(xs), y) if training else None)
+
+    def handing_bits_to(self, layers):
+        return AddReLU(self.add, self.relu, layers)
 
     def backward(self, ctx, dy, need_dx=True):
         n, y = ctx
@@ -345,20 +382,42 @@ def _multipliers(name, readers, training):
 
 
 def _with_handoffs(steps, output, training):
-    """The steps, each that can write its output in bfloat16 (ConvPool and
-    ConvNorm at inference, NormReLU) knowing the layers that alone read it
+    """The steps, each that can write its output in bfloat16 (NormReLU,
+    AddReLU; ConvPool and ConvNorm at inference) knowing the layers that alone read it
     (_multipliers): it hands it to them so where all run in bf16 (bits_for)."""
     readers = {output: [None]}
     for step in steps:
         for name in step.inputs:
             readers.setdefault(name, []).append(step)
-    handing = (NormReLU,) if training else (*_CONV_LED, NormReLU)
+    handing = (NormReLU, AddReLU) + (() if training else _CONV_LED)
+    made = {step.output: step for step in steps}
     out = []
     for step in steps:
         found = (_multipliers(step.output, readers, training)
                  if isinstance(step.op, handing) else None)
-        out.append(replace(step, op=step.op.handing_bits_to(found)) if found else step)
+        op = step.op.handing_bits_to(found) if found else step.op
+        conv = _grad_bits_for(step, made, readers) if training else None
+        if conv is not None:
+            op = op.handing_grad_bits_to(conv) if isinstance(op, NormReLU) else Norm(op, (conv,))
+        out.append(replace(step, op=op))
     return out
+
+
+def _grad_bits_for(step, made, readers):
+    """The Conv2D whose output only the batch norm `step` reads, where it
+    has no bias and no activation (so it needs its dy only in bfloat16, as
+    its products round it) and its sums are long enough for the bf16
+    kernels' backward (shorter ones would widen the bits again); else None."""
+    if not isinstance(step.op, (BatchNormalization, NormReLU)):
+        return None
+    name = step.inputs[0]
+    before = made.get(name)
+    conv = None if before is None else before.op
+    if not isinstance(conv, Conv2D) or conv.use_bias or conv.activation is not None \
+            or readers.get(name) != [step]:
+        return None
+    kh, kw, c_in = conv.params["w"].value.shape[:3]
+    return conv if kh * kw * c_in >= convcore.BF16_MIN_DEPTH["backward"] else None
 
 
 def _with_drops(steps):

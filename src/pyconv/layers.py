@@ -380,7 +380,9 @@ class BatchNormalization(Layer):
         run_mean[...] = k * run_mean + one * mean
         run_var[...] = k * run_var + one * (var * np.float32(m / (m - 1)))
 
-    def backward(self, ctx, dy, need_dx=True):
+    def backward(self, ctx, dy, need_dx=True, out_bf16=False):
+        """out_bf16: dx as bfloat16 bits (for a convolution that multiplies
+        in bf16 before it: a fused step's choice)."""
         xi, relu_beta, mean, var, sums, m, slices = ctx
         shape, gamma, dy = dy.shape, self.params["gamma"].value, dy.reshape(xi.shape)
         c, totals = gamma.shape[0], None
@@ -396,7 +398,7 @@ class BatchNormalization(Layer):
             total = sums(np.concatenate([dg, db]).astype(np.float64))
             totals = (m, total[:len(dg)], total[len(dg):])
         dx, dg, db = convcore.batchnorm_backward(xi, gamma, mean, var, dy, self.epsilon,
-                                                 need_dx, relu_beta, totals)
+                                                 need_dx, relu_beta, totals, out_bf16=out_bf16)
         if slices is not None:      # the slices' tree (the hook adds the processes')
             dg, db = local[:c].copy(), local[c:].copy()
         self.params["gamma"].grad, self.params["beta"].grad = dg, db
@@ -586,12 +588,14 @@ class Add(_Merge):
         return [dy] * n if need_dx else None
 
 
-def add_all(xs, relu=False):
+def add_all(xs, relu=False, out_bf16=False):
     """xs[0] + xs[1] + ..., summed left to right (compiled, on convcore's
-    threads); relu=True: max(., 0) fused into the last add."""
+    threads); relu=True: max(., 0) fused into the last add; out_bf16: its
+    output in bfloat16 (convcore.add_forward's)."""
     y = xs[0]
     for i, x in enumerate(xs[1:], 2):
-        y = convcore.add_forward(y, x, relu=relu and i == len(xs))
+        last = i == len(xs)
+        y = convcore.add_forward(y, x, relu=relu and last, out_bf16=out_bf16 and last)
     return y
 
 

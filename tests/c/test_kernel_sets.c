@@ -330,11 +330,11 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
         ks->bn_sums(x, dy, p + C, p + 2 * C, centre, 0, M - 1, C, s[i][1], s[i][1] + C);
         for (int relu = 0; relu < 2; relu++) {
             y[i][relu] = malloc(sizeof(float) * n);
-            ks->bn_affine(x, p, p + C, p + 2 * C, 0, M, C, relu, y[i][relu]);
+            ks->bn_affine(x, p, p + C, p + 2 * C, 0, M, C, relu, y[i][relu], NULL);
         }
         dx[i] = malloc(sizeof(float) * n);
         ks->bn_dx(x, dy, p + C, p + 2 * C, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M,
-                  C, dx[i]);
+                  C, dx[i], NULL);
     }
     const char* what[] = {"bn sums", "bn sums (dy, the ReLU's mask)", "bn affine",
                           "bn affine (relu)", "bn dx"};
