@@ -125,8 +125,13 @@ def _widened(fn, x, precision, depth, way="forward", name="x"):
 
 
 def widen_bits(h):
-    """bfloat16 bits (uint16) -> their values as float32 (exact)."""
-    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    """bfloat16 bits (uint16) -> their values as float32 (exact; one
+    compiled pass)."""
+    h = np.asarray(h)
+    h = h if h.flags.c_contiguous else h.copy()
+    y = empty(h.shape)
+    _bf16.widen_bits(h.reshape(-1), y.reshape(-1).view(np.uint32), get_num_threads())
+    return y
 
 
 def narrow_bits(x):

@@ -1,7 +1,8 @@
-"""bfloat16: rounding float32 to bfloat16's values (element-wise: any split
-over threads gives the same bits), and which bf16 instructions the CPU has
-(_bf16_kernels.h)."""
+"""bfloat16: rounding float32 to bfloat16's values, widening bfloat16 bits
+to float32 (element-wise: any split over threads gives the same bits), and
+which bf16 instructions the CPU has (_bf16_kernels.h)."""
 from cython.parallel cimport prange
+from libc.stdint cimport uint16_t, uint32_t
 
 cdef extern from "_bf16_kernels.h" nogil:
     void cc_round_bf16(const float* x, float* y, Py_ssize_t n)
@@ -9,6 +10,15 @@ cdef extern from "_bf16_kernels.h" nogil:
     int CC_BF16_AVX512, CC_BF16_AMX
 
 DEF CHUNK = 16384   # elements per work item
+
+
+def widen_bits(const uint16_t[::1] h, uint32_t[::1] y, int n_threads):
+    """y = h << 16: bfloat16 bits as float32's (y viewed as float32)."""
+    cdef Py_ssize_t c, i, n = y.shape[0]
+    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+                    num_threads=n_threads):
+        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            y[i] = (<uint32_t>h[i]) << 16
 
 
 def round_bf16(const float[::1] x, float[::1] y, int n_threads):
