@@ -638,10 +638,11 @@ def test_bf16_training_hands_outputs_only_convolutions_read_in_bits(
     first batch norm, not the stem's, which the residual add reads too; the
     first two blocks' adds, not the last's, which the global pool reads; at
     inference too; not in fp32); a batch norm hands its input gradient back
-    so to the bias-free convolution that alone feeds it (all but the stem's,
-    whose 3x3x1 sums run on the float32 kernels). Training gives the bits of
-    the same plan handing over float32: weights, running statistics and
-    predictions, on 1 and 2 threads."""
+    so to the bias-free convolution that alone feeds it (not the stem's,
+    whose 3x3x1 sums run on the float32 kernels, nor the 1x1 strided
+    shortcuts', whose input gradient is made of float32 sections). Training
+    gives the bits of the same plan handing over float32: weights, running
+    statistics and predictions, on 1 and 2 threads."""
     from pyconv import fusion
     calls = _out_bf16_calls(monkeypatch, "batchnorm_forward")
     adds = _out_bf16_calls(monkeypatch, "add_forward")
@@ -658,7 +659,7 @@ def test_bf16_training_hands_outputs_only_convolutions_read_in_bits(
     got = trained(pyconv.models.resnet8(seed=2).set_precision("bf16"))
     assert calls == [False, True, False, True, False, False, True, False, False] * 2
     assert [a for a in adds if a is not None] == [True, True, False] * 3   # 2 steps, predict
-    assert grads == ([True] * 8 + [False]) * 2     # backward, in reverse: not the stem's
+    assert grads == [False, True, True, False, True, True, True, True, False] * 2  # reversed
     calls.clear()
     adds.clear()
     grads.clear()

@@ -403,6 +403,13 @@ def _with_handoffs(steps, output, training):
     return out
 
 
+def _keeps_bits(op):
+    """Whether op is a Conv2D whose backward pass reads a dy in bfloat16 bits
+    as they are; not a 1x1 strided one (its input gradient is a product of
+    float32 sections: it would widen them, a pass more than float32 costs)."""
+    return isinstance(op, Conv2D) and (op.kernel_size != (1, 1) or op.stride == (1, 1))
+
+
 def _grad_bits_for(step, made, readers):
     """The Conv2D whose output only the batch norm `step` reads, where it
     has no bias and no activation (so it needs its dy only in bfloat16, as
@@ -413,7 +420,7 @@ def _grad_bits_for(step, made, readers):
     name = step.inputs[0]
     before = made.get(name)
     conv = None if before is None else before.op
-    if not isinstance(conv, Conv2D) or conv.use_bias or conv.activation is not None \
+    if not _keeps_bits(conv) or conv.use_bias or conv.activation is not None \
             or readers.get(name) != [step]:
         return None
     kh, kw, c_in = conv.params["w"].value.shape[:3]
