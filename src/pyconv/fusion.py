@@ -383,8 +383,10 @@ def _multipliers(name, readers, training):
 
 def _with_handoffs(steps, output, training):
     """The steps, each that can write its output in bfloat16 (NormReLU,
-    AddReLU; ConvPool and ConvNorm at inference) knowing the layers that alone read it
-    (_multipliers): it hands it to them so where all run in bf16 (bits_for)."""
+    AddReLU; ConvPool and ConvNorm at inference) knowing the layers that
+    alone read it (_multipliers): it hands it to them so where all run in
+    bf16 (bits_for); in training, each batch norm that can hand its input
+    gradient back so knowing the convolution it goes to (_grad_bits_for)."""
     readers = {output: [None]}
     for step in steps:
         for name in step.inputs:
