@@ -562,6 +562,9 @@ def test_bfloat16_bits_are_refused_where_they_would_be_misread():
         convcore.conv2d_backward(x, w, np.zeros((1, 4, 4, 16), np.float32))
     with pytest.raises(TypeError, match="conv2d_backward: dy must be float32, got uint16"):
         convcore.conv2d_backward(x.astype(np.float32), w, np.zeros((1, 4, 4, 16), np.uint16))
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="add_forward: out_bf16=True writes a new uint16 "):
+        convcore.add_forward(a, a, out_bf16=True, out=np.empty_like(a))
     got = convcore.conv2d_maxpool_forward(x, w, padding=1, out_bf16=True,
                                           precision="bf16-emulated")   # (the float32 kernels)
     assert got.dtype == np.uint16 and got.shape == (1, 3, 3, 16) and not got.any()

@@ -650,16 +650,19 @@ def add_forward(a, b, relu=False, out=None, out_bf16=False):
     relu=True: max(y, 0) in the same pass (as NumPy's maximum: NaN stays NaN).
     The same bits as NumPy's a + b (and maximum). out: a C-contiguous float32
     array of a's shape to write y into (and return), else a new one.
-    out_bf16 (no out): y as the bfloat16 bits of round_bf16(y) (uint16), for
-    layers that multiply in bf16; add_backward reads the ReLU's mask from
-    them. Except where relu and a sum in (0, 2^-134] would round to +0 and
-    lose its mask: y is float32 then."""
+    out_bf16: y as the bfloat16 bits of round_bf16(y) (uint16, a new array:
+    not with out), for layers that multiply in bf16; add_backward reads the
+    ReLU's mask from them. Except where relu and a sum in (0, 2^-134] would
+    round to +0 and lose its mask: y is float32 then."""
     fn = "add_forward"
     a = chk.array(fn, "a", a, getattr(a, "ndim", 0), "(...)")
     b = chk.array(fn, "b", b, a.ndim, f"{a.shape} (that of a)")
     if b.shape != a.shape:
         raise ValueError(f"{fn}: b must have the shape of a {a.shape}, got {b.shape}")
-    if out_bf16 and out is None:
+    if out_bf16 and out is not None:
+        raise ValueError(f"{fn}: out_bf16=True writes a new uint16 array; it cannot go to "
+                         f"out (float32), got out {_described(out)}")
+    if out_bf16:
         bits = empty(a.shape, np.uint16)
         lost = _add.add_forward_bits(a.reshape(-1), b.reshape(-1), bits.reshape(-1), bool(relu),
                                      get_num_threads(), bool(bf16_supported()))
