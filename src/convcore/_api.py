@@ -702,14 +702,11 @@ def add_backward(dy, relu_y=None):
     if relu_y is None:
         return dy
     bits = isinstance(relu_y, np.ndarray) and relu_y.dtype == np.uint16
-    if bits:
-        relu_y = chk.array(fn, "relu_y", relu_y, dy.ndim, f"{dy.shape} (that of dy)",
-                           dtype=np.uint16)
-        if relu_y.shape != dy.shape:
-            raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
-                             f"got {relu_y.shape}")
-    else:
-        _, relu_y = _dy_checks(fn, dy, relu_y, dy.shape, f"{dy.shape} (that of dy)")
+    relu_y = chk.array(fn, "relu_y", relu_y, dy.ndim, f"{dy.shape} (that of dy)",
+                       **({"dtype": np.uint16} if bits else {}))
+    if relu_y.shape != dy.shape:
+        raise ValueError(f"{fn}: relu_y must have the shape of dy {dy.shape}, "
+                         f"got {relu_y.shape}")
     dx = empty(dy.shape)
     (_add.add_backward_bits if bits else _add.add_backward)(
         dy.reshape(-1), relu_y.reshape(-1), dx.reshape(-1), get_num_threads())

@@ -513,12 +513,18 @@ static void cc_pad_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL, 
 /* One image x (H, W, C) float32 -> y (C, Hp, Wp) bfloat16 (cc_bf16_bits),
  * channels first, each plane padded as cc_narrow_padded_bf16's image; 1
  * where x holds an infinity or NaN, else 0 */
+/* 0, C, 2C, ... 15C: a gather's offsets, 16 pixels' same channel */
+static inline __m512i cc_pixel_lanes(int C)
+{
+    return _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(C));
+}
+
 static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT, int PL,
                                      int Hp, int Wp, uint16_t* y)
 {
-    const __m512i lanes = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(C));
+    const __m512i lanes = cc_pixel_lanes(C);
     const __m512i exp_bits = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
     memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));
@@ -543,9 +549,7 @@ static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT
 static int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int PT, int PL,
                                    int Hp, int Wp, uint16_t* y)
 {
-    const __m512i lanes = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(C));
+    const __m512i lanes = cc_pixel_lanes(C);
     const __m512i lo_exp = _mm512_set1_epi32(0x7f80), hi_exp = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
     memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));

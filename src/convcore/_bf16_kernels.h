@@ -22,11 +22,13 @@
 #define CC_BF16_AVX512 1   /* AVX512-BF16: vdpbf16ps (Cooper Lake, Zen 4 and later) */
 #define CC_BF16_AMX 2      /* AMX-BF16 tiles, the OS permitting (Sapphire Rapids and later) */
 
+/* NaN: made quiet, then cut; else ties to even. In masks, no branch: the
+ * compiler makes vectors of the loops that call it */
 static inline uint32_t cc_bf16_bits(uint32_t u)
 {
-    if ((u & 0x7fffffffu) > 0x7f800000u)                 /* NaN: quiet, then cut */
-        return (u | 0x00400000u) & 0xffff0000u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;   /* ties to even */
+    uint32_t nan = -(uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    return ((nan & (u | 0x00400000u)) | (~nan & (u + 0x7fffu + ((u >> 16) & 1u))))
+           & 0xffff0000u;
 }
 
 static inline void cc_round_bf16(const float *x, float *y, ptrdiff_t n)
@@ -40,8 +42,8 @@ static inline void cc_round_bf16(const float *x, float *y, ptrdiff_t n)
 }
 
 /* y = the bits of a + b (relu: then max(., 0) as NumPy's maximum: NaN kept,
- * -0 made +0), cc_bf16_bits's, in masks the compiler makes vectors of;
- * returns how many are > 0 with bits 0 (their ReLU mask lost) */
+ * -0 made +0), cc_bf16_bits's; returns how many are > 0 with bits 0 (their
+ * ReLU mask lost) */
 static inline ptrdiff_t cc_add_bf16(const float *a, const float *b, uint16_t *y, ptrdiff_t n,
                                     int relu)
 {
@@ -51,10 +53,9 @@ static inline ptrdiff_t cc_add_bf16(const float *a, const float *b, uint16_t *y,
         float v = a[i] + b[i];
         uint32_t u;
         memcpy(&u, &v, 4);
-        uint32_t pos = -(uint32_t)(v > 0), nan = -(uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+        uint32_t pos = -(uint32_t)(v > 0), nan = -(uint32_t)(v != v);
         u &= off | pos | nan;                           /* the ReLU: NaN kept, else +0 */
-        uint32_t r = (nan & (u | 0x00400000u)) | (~nan & (u + 0x7fffu + ((u >> 16) & 1u)));
-        uint16_t h = (uint16_t)(r >> 16);
+        uint16_t h = (uint16_t)(cc_bf16_bits(u) >> 16);
         y[i] = h;
         lost += pos & (h == 0);
     }

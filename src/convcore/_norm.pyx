@@ -161,10 +161,10 @@ def batchnorm_backward(const float[:, ::1] x, const float[::1] gamma,
             cg[c] = <float>(s[2 * C + c] * inv[c] / count)
     finally:
         free(s)
+    if (dx is None and dxb is None) or M == 0:
+        return
     cdef float* dxp = _or_null(dx)
     cdef uint16_t* dxh = _bits_or_null(dxb)
-    if (dxp == NULL and dxh == NULL) or M == 0:
-        return
     # dx = k (dy' - dbeta / M - xhat dgamma / M), xhat = (x - mean) inv
     for b in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
         ks.bn_dx(&x[0, 0], &dy[0, 0], rs, rb, &mean[0], &k[0], &inv[0], &cb[0], &cg[0],

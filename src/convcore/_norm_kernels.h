@@ -61,7 +61,7 @@ enum { CC_BN_V = 4, CC_BN_CH = CC_BN_W * CC_BN_V };       /* a chunk: 4 vectors 
 
 static inline cc_bn_v cc_bn_load(const float* p) { cc_bn_v v; memcpy(&v, p, sizeof v); return v; }
 static inline void cc_bn_store(float* p, cc_bn_v v) { memcpy(p, &v, sizeof v); }
-/* v's bfloat16 bits (cc_bf16_bits, lane by lane) stored at p */
+/* v's bfloat16 bits stored at p: cc_bf16_bits's masks on a whole vector */
 static inline void cc_bn_store_bf16(uint16_t* p, cc_bn_v v)
 {
     cc_bn_vu u = (cc_bn_vu)v;

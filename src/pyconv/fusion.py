@@ -138,39 +138,6 @@ class DenseAdam:
         return f"DenseAdam({self.dense!r})"
 
 
-class NormReLU:
-    """A BatchNormalization and the ReLU after it: one pass over the batch
-    (convcore's batchnorm functions with relu=True), in training and inference.
-
-    bits_for: the layers that alone read its output (_with_handoffs): where
-    they all multiply in bf16, the output is handed to them in bfloat16
-    (out_bf16: what they would round it to; half the bytes written and read).
-    In training too: its own backward reads its input, not its output.
-    grad_bits_for: as Norm's."""
-
-    def __init__(self, norm, relu, bits_for=(), grad_bits_for=()):
-        self.norm, self.relu, self.bits_for = norm, relu, tuple(bits_for)
-        self.grad_bits_for = tuple(grad_bits_for)
-
-    def forward(self, x, training=False):
-        return self.norm.forward(x, training, relu=True, out_bf16=_all_bf16(self.bits_for))
-
-    def handing_bits_to(self, layers):
-        return NormReLU(self.norm, self.relu, layers, self.grad_bits_for)
-
-    def handing_grad_bits_to(self, conv):
-        return NormReLU(self.norm, self.relu, self.bits_for, (conv,))
-
-    def backward(self, ctx, dy, need_dx=True):
-        return self.norm.backward(ctx, dy, need_dx, out_bf16=_all_bf16(self.grad_bits_for))
-
-    def ready_params(self):
-        return self.norm.ready_params()
-
-    def __repr__(self):
-        return f"NormReLU({self.norm!r}, {self.relu!r})"
-
-
 class Norm:
     """A BatchNormalization on its own (a training plan's, _with_handoffs)
     whose input only it reads and a bias-free convolution without activation
@@ -192,6 +159,33 @@ class Norm:
 
     def __repr__(self):
         return f"Norm({self.norm!r})"
+
+
+class NormReLU(Norm):
+    """A BatchNormalization and the ReLU after it: one pass over the batch
+    (convcore's batchnorm functions with relu=True), in training and inference.
+
+    bits_for: the layers that alone read its output (_with_handoffs): where
+    they all multiply in bf16, the output is handed to them in bfloat16
+    (out_bf16: what they would round it to; half the bytes written and read).
+    In training too: its own backward reads its input, not its output.
+    grad_bits_for and the backward pass: Norm's."""
+
+    def __init__(self, norm, relu, bits_for=(), grad_bits_for=()):
+        super().__init__(norm, grad_bits_for)
+        self.relu, self.bits_for = relu, tuple(bits_for)
+
+    def forward(self, x, training=False):
+        return self.norm.forward(x, training, relu=True, out_bf16=_all_bf16(self.bits_for))
+
+    def handing_bits_to(self, layers):
+        return NormReLU(self.norm, self.relu, layers, self.grad_bits_for)
+
+    def handing_grad_bits_to(self, conv):
+        return NormReLU(self.norm, self.relu, self.bits_for, (conv,))
+
+    def __repr__(self):
+        return f"NormReLU({self.norm!r}, {self.relu!r})"
 
 
 class AddReLU:
