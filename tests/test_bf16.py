@@ -542,6 +542,44 @@ def test_bf16_conv_backward_takes_bits_with_the_bits_of_float32(
         == _bits(convcore.conv2d_backward(x, w, dy, **kw))
 
 
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 5), hw=st.integers(1, 9), c=st.sampled_from([1, 7, 32, 64, 100]),
+       relu=st.booleans(), out_bf16=st.booleans(), odd=st.booleans(),
+       kernels_name=st.sampled_from(KERNEL_NAMES), n_threads=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
+def test_batchnorm_takes_x_as_bits_with_the_bits_of_their_values(
+        kernels, threads, n, hw, c, relu, out_bf16, odd, kernels_name, n_threads, seed):
+    """A batch norm given its input as bfloat16 bits (a bf16 network's: a
+    convolution's out_bf16) gives the bits of the call on their float32
+    values, on every kernel set and thread count: batchnorm_forward's y,
+    mean and var, batchnorm_inference's y, batchnorm_backward's dx, dgamma
+    and dbeta (with the ReLU's mask made again from the bits), whole
+    vectors of channels and the channels past them; NaN and infinities too."""
+    assume(n * hw * hw >= 2)
+    kernels(kernels_name)
+    threads(n_threads)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, hw, hw, c)) * 3 + 1).astype(np.float32)
+    if odd:
+        x.reshape(-1)[rng.integers(0, x.size, 3)] = [np.inf, -np.inf, np.nan]
+    xh = ref.narrow_bits(x)
+    xw = ref.widen_bits(xh)
+    g, b = rng.uniform(0.5, 2, c).astype(np.float32), rng.uniform(-1, 1, c).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    fw = _bits(convcore.batchnorm_forward(xh, g, b, 1e-5, relu, out_bf16=out_bf16))
+    assert fw == _bits(convcore.batchnorm_forward(xw, g, b, 1e-5, relu, out_bf16=out_bf16))
+    mean, var = convcore.batchnorm_forward(xw, g, b, 1e-5, relu)[1:]
+    var = np.abs(np.nan_to_num(var))
+    assert _bits(convcore.batchnorm_inference(xh, g, b, mean, var, 1e-5, relu, out_bf16)) == \
+        _bits(convcore.batchnorm_inference(xw, g, b, mean, var, 1e-5, relu, out_bf16))
+    rb = b if relu else None
+    assert _bits(convcore.batchnorm_backward(xh, g, mean, var, dy, 1e-5, True, rb,
+                                             out_bf16=out_bf16)) == \
+        _bits(convcore.batchnorm_backward(xw, g, mean, var, dy, 1e-5, True, rb,
+                                          out_bf16=out_bf16))
+
+
 def test_bfloat16_bits_are_refused_where_they_would_be_misread():
     """uint16 is taken as bfloat16 bits with precision bf16 or bf16-emulated
     only (with fp32, raw 16-bit pixels would be misread: a TypeError naming
@@ -640,13 +678,17 @@ def test_bf16_training_hands_outputs_only_convolutions_read_in_bits(
     only bf16 convolutions read writes it in bfloat16 (resnet8: each block's
     first batch norm, not the stem's, which the residual add reads too; the
     first two blocks' adds, not the last's, which the global pool reads; at
-    inference too; not in fp32); a batch norm hands its input gradient back
+    inference too; not in fp32); a convolution whose output only batch norms
+    read writes it so (all nine of resnet8's: a batch norm in bf16 reads its
+    input in bfloat16); a batch norm hands its input gradient back
     so to the bias-free convolution that alone feeds it (not the stem's,
     whose 3x3x1 sums run on the float32 kernels, nor the 1x1 strided
     shortcuts', whose input gradient is made of float32 sections). Training
-    gives the bits of the same plan handing over float32: weights, running
-    statistics and predictions, on 1 and 2 threads."""
+    gives the bits of the same plan handing over float32 (each batch norm
+    then rounding its input itself): weights, running statistics and
+    predictions, on 1 and 2 threads."""
     from pyconv import fusion
+    convs = _out_bf16_calls(monkeypatch, "conv2d_forward")
     calls = _out_bf16_calls(monkeypatch, "batchnorm_forward")
     adds = _out_bf16_calls(monkeypatch, "add_forward")
     grads = _out_bf16_calls(monkeypatch, "batchnorm_backward")
@@ -663,11 +705,11 @@ def test_bf16_training_hands_outputs_only_convolutions_read_in_bits(
     assert calls == [False, True, False, True, False, False, True, False, False] * 2
     assert [a for a in adds if a is not None] == [True, True, False] * 3   # 2 steps, predict
     assert grads == [False, True, True, False, True, True, True, True, False] * 2  # reversed
-    calls.clear()
-    adds.clear()
-    grads.clear()
+    assert convs == [True] * 18 + [False, True, False, True, False, False, True, False, False]
+    for seen in (calls, adds, grads, convs):
+        seen.clear()
     trained(pyconv.models.resnet8(seed=2))
-    assert True not in calls + adds + grads
+    assert True not in calls + adds + grads + convs
     real = fusion._with_handoffs
     monkeypatch.setattr(fusion, "_with_handoffs",
                         lambda steps, output, training: steps if training else

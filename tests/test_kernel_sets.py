@@ -42,4 +42,4 @@ def test_neon_set_under_qemu(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split(" ")[0] for line in lines] == ["baseline", "neon"]
-    assert lines[1] == "neon (4 floats a vector): 69 checks, all passed"
+    assert lines[1] == "neon (4 floats a vector): 79 checks, all passed"

@@ -909,8 +909,10 @@ def sgd_update(p, g, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
 
 
 def _channels(fn, x, named):
-    """x (N, H, W, C) as rows (N H W, C), and each named (C,) vector checked."""
-    x = chk.array(fn, "x", x, 4, _X)
+    """x (N, H, W, C) as rows (N H W, C), and each named (C,) vector checked.
+    x float32, or uint16: the bfloat16 bits of its values (a bf16 network's
+    batch norm reads its input so), which the kernels widen as they read."""
+    x = _input(fn, x, 4, _X, bits=True)
     c = x.shape[3]
     if c < 1:
         raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
@@ -922,6 +924,11 @@ def _channels(fn, x, named):
                              f"x {x.shape}, got {v.shape}")
         out.append(v)
     return x, x.reshape(-1, c), out
+
+
+def _x_or_bits(rows):
+    """(x, None) or (None, bits), as _norm's functions take them."""
+    return (None, rows) if rows.dtype == np.uint16 else (rows, None)
 
 
 def _eps(fn, eps):
@@ -936,7 +943,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False, out_bf16=False):
     and biased variance over the batch's N H W cells. The sums run in a fixed
     order: the same bits on any thread count. out_bf16: y as the bfloat16
     bits of round_bf16(y) (uint16), written so by the kernel: for a next
-    layer that multiplies in bf16 (it rounds its input so anyway)."""
+    layer that multiplies in bf16 (it rounds its input so anyway). x may be
+    uint16, the bfloat16 bits of its values (what conv2d_forward's out_bf16
+    makes): the bits of the same call on widen_bits(x), half the bytes read."""
     fn = "batchnorm_forward"
     x, rows, (gamma, beta) = _channels(fn, x, {"gamma": gamma, "beta": beta})
     eps = _eps(fn, eps)
@@ -945,8 +954,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, relu=False, out_bf16=False):
                          f"for batch statistics, got shape {x.shape}")
     y, mean, var = _norm_out(x, out_bf16), empty(gamma.shape), empty(gamma.shape)
     out, bits = _norm_outs(y, rows)
-    _norm.batchnorm_forward(rows, gamma, beta, eps, bool(relu), out, mean, var,
-                            get_num_threads(), _pool_set(), bits)
+    xf, xh = _x_or_bits(rows)
+    _norm.batchnorm_forward(xf, gamma, beta, eps, bool(relu), out, mean, var,
+                            get_num_threads(), _pool_set(), bits, xh)
     return y, mean, var
 
 
@@ -964,8 +974,8 @@ def _norm_outs(y, rows):
 def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False, out_bf16=False):
     """Batch normalisation on given statistics (the running ones): y = (x -
     mean) * scale + beta, scale = gamma / sqrt(var + eps), then ReLU if relu:
-    the bits of batchnorm_forward's output for the same statistics (out_bf16:
-    as batchnorm_forward's)."""
+    the bits of batchnorm_forward's output for the same statistics (out_bf16,
+    and x as bfloat16 bits: as batchnorm_forward's)."""
     fn = "batchnorm_inference"
     x, rows, (gamma, beta, mean, var) = _channels(
         fn, x, {"gamma": gamma, "beta": beta, "mean": mean, "var": var})
@@ -975,8 +985,9 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps=1e-5, relu=False, out_bf1
     scale = (gamma / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
     y = _norm_out(x, out_bf16)
     out, bits = _norm_outs(y, rows)
-    _norm.batchnorm_inference(rows, mean, scale, beta, bool(relu), out, get_num_threads(),
-                              _pool_set(), bits)
+    xf, xh = _x_or_bits(rows)
+    _norm.batchnorm_inference(xf, mean, scale, beta, bool(relu), out, get_num_threads(),
+                              _pool_set(), bits, xh)
     return y
 
 
@@ -997,7 +1008,8 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     are still this slice's (their sums over the slices are the totals).
 
     out_bf16: dx as the bfloat16 bits of round_bf16(dx) (uint16), for a bf16
-    convolution before it, which rounds its dy so anyway."""
+    convolution before it, which rounds its dy so anyway. x: as the
+    forward's, float32 or its bfloat16 bits (dy float32)."""
     fn = "batchnorm_backward"
     named = {"gamma": gamma, "mean": mean, "var": var}
     if relu_beta is not None:
@@ -1012,8 +1024,10 @@ def batchnorm_backward(x, gamma, mean, var, dy, eps=1e-5, need_dx=True, relu_bet
     dx = _norm_out(x, out_bf16) if need_dx else None
     out, bits = _norm_outs(dx, rows) if need_dx else (None, None)
     dgamma, dbeta = empty(gamma.shape), empty(gamma.shape)
-    _norm.batchnorm_backward(rows, gamma, mean, var, eps, dy.reshape(rows.shape), relu_beta,
-                             out, dgamma, dbeta, get_num_threads(), _pool_set(), totals, bits)
+    xf, xh = _x_or_bits(rows)
+    _norm.batchnorm_backward(xf, gamma, mean, var, eps, dy.reshape(rows.shape), relu_beta,
+                             out, dgamma, dbeta, get_num_threads(), _pool_set(), totals, bits,
+                             xh)
     return dx, dgamma, dbeta
 
 

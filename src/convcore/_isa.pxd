@@ -47,13 +47,16 @@ cdef extern from "_kernel_set.h" nogil:
                                    Py_ssize_t KW, Py_ssize_t PT, Py_ssize_t PL,
                                    Py_ssize_t OH, Py_ssize_t OW, float* dx) noexcept nogil
         PhiloxBatch philox_batch
-        void (*bn_sums)(const float* x, const float* dy, const float* relu_scale,
+        void (*bn_sums)(const float* x, const uint16_t* xh, const float* dy,
+                        const float* relu_scale,
                         const float* relu_beta, const double* centre, Py_ssize_t r0,
                         Py_ssize_t r1, Py_ssize_t C, double* s1, double* s2) noexcept nogil
-        void (*bn_affine)(const float* x, const float* mean, const float* scale,
+        void (*bn_affine)(const float* x, const uint16_t* xh, const float* mean,
+                          const float* scale,
                           const float* beta, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
                           int relu, float* y, uint16_t* yb) noexcept nogil
-        void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
+        void (*bn_dx)(const float* x, const uint16_t* xh, const float* dy,
+                      const float* relu_scale,
                       const float* relu_beta, const float* mean, const float* k,
                       const float* inv, const float* cb, const float* cg, Py_ssize_t r0,
                       Py_ssize_t r1, Py_ssize_t C, float* dx, uint16_t* dxb) noexcept nogil

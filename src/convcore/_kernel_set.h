@@ -77,13 +77,13 @@ typedef struct {
     /* _dropout_kernels.h */
     void (*philox_batch)(uint64_t q, const uint32_t k[2], uint32_t* words);
     /* _norm_kernels.h */
-    void (*bn_sums)(const float* x, const float* dy, const float* relu_scale,
+    void (*bn_sums)(const float* x, const uint16_t* xh, const float* dy, const float* relu_scale,
                     const float* relu_beta, const double* centre, ptrdiff_t r0, ptrdiff_t r1,
                     ptrdiff_t C, double* s1, double* s2);
-    void (*bn_affine)(const float* x, const float* mean, const float* scale, const float* beta,
-                      ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, int relu, float* y,
-                      uint16_t* yb);
-    void (*bn_dx)(const float* x, const float* dy, const float* relu_scale,
+    void (*bn_affine)(const float* x, const uint16_t* xh, const float* mean, const float* scale,
+                      const float* beta, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, int relu,
+                      float* y, uint16_t* yb);
+    void (*bn_dx)(const float* x, const uint16_t* xh, const float* dy, const float* relu_scale,
                   const float* relu_beta, const float* mean, const float* k, const float* inv,
                   const float* cb, const float* cg, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
                   float* dx, uint16_t* dxb);

@@ -13,6 +13,10 @@
  *   cc_bn_dx:      dx = k ((dy' - cb) - ((x - mean) inv) cg); or, dxb given,
  *                  its bfloat16 bits there (for a bf16 convolution's dy)
  *
+ * x may come as the bfloat16 bits of its values instead (xh, x NULL: a bf16
+ * network's batch norm reads its input so, half the bytes): each is widened
+ * as it is loaded (cc_bn_load_x), so the same arithmetic on the same values.
+ *
  * The backward's ReLU mask is not read from the forward's output: it is made
  * again from x, as cc_bn_affine made y (cc_bn_passes: y > 0, the same
  * operations on the same values, so the same bits), one array fewer to read
@@ -70,6 +74,27 @@ static inline void cc_bn_store_bf16(uint16_t* p, cc_bn_v v)
     cc_bn_vh h = __builtin_convertvector(r >> 16, cc_bn_vh);
     memcpy(p, &h, sizeof h);
 }
+/* x's vector at e: float32, or (bits, a constant in each inlined copy: CC_BN_X)
+ * widened from xh's bfloat16 bits */
+static inline cc_bn_v cc_bn_load_x(const float* x, const uint16_t* xh, ptrdiff_t e,
+                                   const int bits)
+{
+    if (!bits)
+        return cc_bn_load(x + e);
+    cc_bn_vh h;
+    memcpy(&h, xh + e, sizeof h);
+    return (cc_bn_v)(__builtin_convertvector(h, cc_bn_vu) << 16);
+}
+/* x's value at e, either way */
+static inline float cc_bn_x1(const float* x, const uint16_t* xh, ptrdiff_t e)
+{
+    if (xh == NULL)
+        return x[e];
+    uint32_t u = (uint32_t)xh[e] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 /* one value's bfloat16 bits (cc_bf16_bits) */
 static inline uint16_t cc_bn_bits1(float v)
 {
@@ -102,6 +127,12 @@ CC_BN_INLINE cc_bn_vi cc_bn_passes(cc_bn_v d, cc_bn_v scale, cc_bn_v beta)
         }                                                         \
     } while (0)
 
+/* call with BITS a constant: whether x comes as xh's bits (cc_bn_load_x) */
+#define CC_BN_X(call) do {                                        \
+        if (xh != NULL) { enum { BITS = 1 }; call; }              \
+        else { enum { BITS = 0 }; call; }                         \
+    } while (0)
+
 /* the channel groups' (c0, nv) in order: nv vectors from c0 */
 static inline int cc_bn_groups(ptrdiff_t C, ptrdiff_t* c0, int* nv)
 {
@@ -112,10 +143,11 @@ static inline int cc_bn_groups(ptrdiff_t C, ptrdiff_t* c0, int* nv)
     return 1;
 }
 
-CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float* relu_scale,
-                                   const float* relu_beta, const double* centre, ptrdiff_t r0,
-                                   ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0, const int nv,
-                                   double* s1, double* s2)
+CC_BN_INLINE void cc_bn_sums_group(const float* x, const uint16_t* xh, const float* dy,
+                                   const float* relu_scale, const float* relu_beta,
+                                   const double* centre, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
+                                   ptrdiff_t c0, const int nv, const int bits, double* s1,
+                                   double* s2)
 {
     CC_BN_EXACT
     cc_bn_v a1[CC_BN_V], a2[CC_BN_V], cf[CC_BN_V], sc[CC_BN_V], bt[CC_BN_V];
@@ -129,10 +161,10 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float*
         }
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const float* xr = x + r * C + c0;
+        const ptrdiff_t xr = r * C + c0;
         if (dy == NULL) {
             for (int v = 0; v < nv; v++) {
-                cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
+                cc_bn_v d = cc_bn_load_x(x, xh, xr + CC_BN_W * v, bits) - cf[v];
                 a1[v] = a1[v] + d;
                 a2[v] = a2[v] + d * d;
             }
@@ -140,7 +172,7 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float*
         }
         for (int v = 0; v < nv; v++) {
             cc_bn_v g = cc_bn_load(dy + r * C + c0 + CC_BN_W * v);
-            cc_bn_v d = cc_bn_load(xr + CC_BN_W * v) - cf[v];
+            cc_bn_v d = cc_bn_load_x(x, xh, xr + CC_BN_W * v, bits) - cf[v];
             if (relu_scale != NULL)
                 g = cc_bn_keep(g, cc_bn_passes(d, sc[v], bt[v]));
             a1[v] = a1[v] + g;
@@ -154,27 +186,26 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const float* dy, const float*
         }
 }
 
-CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_scale,
-                         const float* relu_beta, const double* centre, ptrdiff_t r0,
-                         ptrdiff_t r1, ptrdiff_t C, double* s1, double* s2)
+CC_BN_FN void cc_bn_sums(const float* x, const uint16_t* xh, const float* dy,
+                         const float* relu_scale, const float* relu_beta, const double* centre,
+                         ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, double* s1, double* s2)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_sums_group(x, dy, relu_scale, relu_beta, centre, r0, r1, C, c0, NV, s1,
-                                  s2));
+        CC_BN_X(CC_BN_NV(cc_bn_sums_group(x, xh, dy, relu_scale, relu_beta, centre, r0, r1, C,
+                                          c0, NV, BITS, s1, s2)));
     for (; c0 < C; c0++) {      /* the channels past the last whole vector */
         float a1 = 0, a2 = 0, cf = (float)centre[c0];
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
+            float d = cc_bn_x1(x, xh, e) - cf;
             if (dy == NULL) {
-                float d = x[e] - cf;
                 a1 = a1 + d;
                 a2 = a2 + d * d;
                 continue;
             }
-            float d = x[e] - cf;
             float g = relu_scale == NULL || d * relu_scale[c0] + relu_beta[c0] > 0 ? dy[e]
                                                                                    : 0.0f;
             a1 = a1 + g;
@@ -185,10 +216,10 @@ CC_BN_FN void cc_bn_sums(const float* x, const float* dy, const float* relu_scal
     }
 }
 
-CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const float* scale,
-                                     const float* beta, ptrdiff_t r0, ptrdiff_t r1,
-                                     ptrdiff_t C, ptrdiff_t c0, const int nv, int relu,
-                                     float* y, uint16_t* yb)
+CC_BN_INLINE void cc_bn_affine_group(const float* x, const uint16_t* xh, const float* mean,
+                                     const float* scale, const float* beta, ptrdiff_t r0,
+                                     ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0, const int nv,
+                                     const int bits, int relu, float* y, uint16_t* yb)
 {
     CC_BN_EXACT
     cc_bn_v m[CC_BN_V], s[CC_BN_V], b[CC_BN_V];
@@ -200,7 +231,7 @@ CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const fl
     for (ptrdiff_t r = r0; r < r1; r++)
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
-            cc_bn_v o = (cc_bn_load(x + e) - m[v]) * s[v] + b[v];
+            cc_bn_v o = (cc_bn_load_x(x, xh, e, bits) - m[v]) * s[v] + b[v];
             o = relu ? cc_bn_keep(o, o > 0) : o;
             if (yb != NULL)
                 cc_bn_store_bf16(yb + e, o);
@@ -209,19 +240,20 @@ CC_BN_INLINE void cc_bn_affine_group(const float* x, const float* mean, const fl
         }
 }
 
-CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale,
-                           const float* beta, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C,
-                           int relu, float* y, uint16_t* yb)
+CC_BN_FN void cc_bn_affine(const float* x, const uint16_t* xh, const float* mean,
+                           const float* scale, const float* beta, ptrdiff_t r0, ptrdiff_t r1,
+                           ptrdiff_t C, int relu, float* y, uint16_t* yb)
 {
     CC_BN_EXACT
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_affine_group(x, mean, scale, beta, r0, r1, C, c0, NV, relu, y, yb));
+        CC_BN_X(CC_BN_NV(cc_bn_affine_group(x, xh, mean, scale, beta, r0, r1, C, c0, NV, BITS,
+                                            relu, y, yb)));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
-            float o = (x[e] - mean[c0]) * scale[c0] + beta[c0];
+            float o = (cc_bn_x1(x, xh, e) - mean[c0]) * scale[c0] + beta[c0];
             o = relu && !(o > 0) ? 0.0f : o;
             if (yb != NULL)
                 yb[e] = cc_bn_bits1(o);
@@ -234,9 +266,10 @@ CC_BN_FN void cc_bn_affine(const float* x, const float* mean, const float* scale
  * forward's scale and beta where its ReLU's mask is made again (else NULL) */
 typedef struct { const float *mean, *k, *inv, *cb, *cg, *scale, *beta; } cc_bn_dx_consts;
 
-CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx_consts* q,
-                                 ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t C, ptrdiff_t c0,
-                                 const int nv, float* dx, uint16_t* dxb)
+CC_BN_INLINE void cc_bn_dx_group(const float* x, const uint16_t* xh, const float* dy,
+                                 const cc_bn_dx_consts* q, ptrdiff_t r0, ptrdiff_t r1,
+                                 ptrdiff_t C, ptrdiff_t c0, const int nv, const int bits,
+                                 float* dx, uint16_t* dxb)
 {
     CC_BN_EXACT
     cc_bn_v m[CC_BN_V], kk[CC_BN_V], iv[CC_BN_V], b[CC_BN_V], gg[CC_BN_V];
@@ -257,7 +290,7 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
             cc_bn_v g = cc_bn_load(dy + e);
-            cc_bn_v d = cc_bn_load(x + e) - m[v];
+            cc_bn_v d = cc_bn_load_x(x, xh, e, bits) - m[v];
             if (q->scale != NULL)
                 g = cc_bn_keep(g, cc_bn_passes(d, sc[v], bt[v]));
             cc_bn_v o = kk[v] * ((g - b[v]) - (d * iv[v]) * gg[v]);
@@ -268,7 +301,8 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const float* dy, const cc_bn_dx
         }
 }
 
-CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_scale,
+CC_BN_FN void cc_bn_dx(const float* x, const uint16_t* xh, const float* dy,
+                       const float* relu_scale,
                        const float* relu_beta, const float* mean, const float* k,
                        const float* inv, const float* cb, const float* cg, ptrdiff_t r0,
                        ptrdiff_t r1, ptrdiff_t C, float* dx, uint16_t* dxb)
@@ -278,11 +312,11 @@ CC_BN_FN void cc_bn_dx(const float* x, const float* dy, const float* relu_scale,
     ptrdiff_t c0 = 0;
     int nv;
     for (; cc_bn_groups(C, &c0, &nv); c0 += nv * CC_BN_W)
-        CC_BN_NV(cc_bn_dx_group(x, dy, &q, r0, r1, C, c0, NV, dx, dxb));
+        CC_BN_X(CC_BN_NV(cc_bn_dx_group(x, xh, dy, &q, r0, r1, C, c0, NV, BITS, dx, dxb)));
     for (; c0 < C; c0++)
         for (ptrdiff_t r = r0; r < r1; r++) {
             ptrdiff_t e = r * C + c0;
-            float d = x[e] - mean[c0];
+            float d = cc_bn_x1(x, xh, e) - mean[c0];
             float g = relu_scale == NULL || d * relu_scale[c0] + relu_beta[c0] > 0 ? dy[e]
                                                                                    : 0.0f;
             float o = k[c0] * ((g - cb[c0]) - (d * inv[c0]) * cg[c0]);

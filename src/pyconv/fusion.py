@@ -138,6 +138,29 @@ class DenseAdam:
         return f"DenseAdam({self.dense!r})"
 
 
+class Conv:
+    """A Conv2D on its own (a training plan's, _with_handoffs), no activation,
+    whose output only batch norms read (bits_for): where it and they run in
+    bf16, it writes that output in bfloat16 (conv2d_forward's out_bf16: what
+    a batch norm in bf16 rounds its input to; half the bytes written, and
+    read by each of the batch norm's passes). Backward: the Conv2D's."""
+
+    def __init__(self, conv, bits_for=()):
+        self.conv, self.bits_for = conv, tuple(bits_for)
+
+    def forward(self, x, training=False):
+        return self.conv.forward(x, training, out_bf16=_all_bf16((self.conv,) + self.bits_for))
+
+    def backward(self, ctx, dy, need_dx=True):
+        return self.conv.backward(ctx, dy, need_dx)
+
+    def ready_params(self):
+        return self.conv.ready_params()
+
+    def __repr__(self):
+        return f"Conv({self.conv!r})"
+
+
 class Norm:
     """A BatchNormalization on its own (a training plan's, _with_handoffs)
     whose input only it reads and a bias-free convolution without activation
@@ -379,8 +402,10 @@ def _with_handoffs(steps, output, training):
     """The steps, each that can write its output in bfloat16 (NormReLU,
     AddReLU; ConvPool and ConvNorm at inference) knowing the layers that
     alone read it (_multipliers): it hands it to them so where all run in
-    bf16 (bits_for); in training, each batch norm that can hand its input
-    gradient back so knowing the convolution it goes to (_grad_bits_for)."""
+    bf16 (bits_for); in training, each convolution that only batch norms
+    read knowing them (Conv: they read it in bfloat16), and each batch norm
+    that can hand its input gradient back so knowing the convolution it goes
+    to (_grad_bits_for)."""
     readers = {output: [None]}
     for step in steps:
         for name in step.inputs:
@@ -392,11 +417,25 @@ def _with_handoffs(steps, output, training):
         found = (_multipliers(step.output, readers, training)
                  if isinstance(step.op, handing) else None)
         op = step.op.handing_bits_to(found) if found else step.op
+        norms = _norms_reading(step, readers) if training else None
+        op = Conv(op, norms) if norms else op
         conv = _grad_bits_for(step, made, readers) if training else None
         if conv is not None:
             op = op.handing_grad_bits_to(conv) if isinstance(op, NormReLU) else Norm(op, (conv,))
         out.append(replace(step, op=op))
     return out
+
+
+def _norms_reading(step, readers):
+    """The batch norms that alone read the output of `step`, a Conv2D without
+    activation (its backward reads no ReLU mask from that output); else None."""
+    conv = step.op
+    if not isinstance(conv, Conv2D) or conv.activation is not None:
+        return None
+    ops = [None if s is None else s.op for s in readers.get(step.output, ())]
+    if not ops or not all(isinstance(op, (BatchNormalization, NormReLU)) for op in ops):
+        return None
+    return [op.norm if isinstance(op, NormReLU) else op for op in ops]
 
 
 def _keeps_bits(op):

@@ -170,12 +170,15 @@ class _Affine(Layer):
         if self.use_bias:
             self.params["b"] = Parameter("b", init.make(self.b_init, (w_shape[-1],), rng))
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, out_bf16=False):
+        """out_bf16 (Conv2D's, no activation): y as bfloat16 bits, for batch
+        norms that read it so in bf16 (a plan's choice: pyconv.fusion)."""
         if self.output_shape is None:      # used on its own: built for the first input
             self.build(x.shape[1:], np.random.default_rng())
         b = self.params["b"].value if self.use_bias else None
         slices = slices_of(training)
-        y = self._forward(x, self.params["w"].value, b, self.activation == "relu", slices)
+        y = self._forward(x, self.params["w"].value, b, self.activation == "relu", slices,
+                          out_bf16)
         return y, ((x, y, slices) if training else None)
 
     def backward(self, ctx, dy, need_dx=True):
@@ -219,9 +222,13 @@ class Conv2D(_Affine):
     def make_params(self, input_shape, rng):
         self._make((*self.kernel_size, input_shape[2], self.filters), rng)
 
-    def _forward(self, x, w, b, relu, slices=None):
+    def _forward(self, x, w, b, relu, slices=None, out_bf16=False):
+        if out_bf16 and relu:
+            raise ValueError("Conv2D: out_bf16 is for a convolution without activation (its "
+                             "backward reads a ReLU's mask from its float32 output)")
         return convcore.conv2d_forward(x, w, b, self.stride, self.padding, relu=relu,
-                                       slices=slices, precision=self.precision)
+                                       slices=slices, precision=self.precision,
+                                       out_bf16=out_bf16)
 
     def _backward(self, x, w, dy, need_dx, relu_y, slices=None):
         return convcore.conv2d_backward(x, w, dy, self.stride, self.padding, need_dx=need_dx,
@@ -254,7 +261,9 @@ class Dense(_Affine):
     def make_params(self, input_shape, rng):
         self._make((input_shape[0], self.units), rng)
 
-    def _forward(self, x, w, b, relu, slices=None):
+    def _forward(self, x, w, b, relu, slices=None, out_bf16=False):
+        if out_bf16:
+            raise ValueError("Dense: out_bf16 is not taken (linear_forward writes float32)")
         return convcore.linear_forward(x, w, b, relu=relu, slices=slices,
                                        precision=self.precision)
 
@@ -318,7 +327,13 @@ class BatchNormalization(Layer):
     Keras and ONNX (momentum 0.9 here is PyTorch's momentum=0.1), with the
     unbiased batch variance (M / (M - 1) var over M = N H W values, as PyTorch
     and TensorFlow keep it). At inference the running statistics are used.
-    Defaults are ONNX's and PyTorch's: momentum 0.9, epsilon 1e-5."""
+    Defaults are ONNX's and PyTorch's: momentum 0.9, epsilon 1e-5.
+
+    In bf16 (precision "bf16" or "bf16-emulated") it reads its input rounded to
+    bfloat16, as Keras' mixed_bfloat16 and PyTorch's autocast hand a
+    convolution's output to its batch norm (the statistics stay float32 sums);
+    a float32 input is rounded here, a convolution that alone feeds it hands
+    it the bits (a plan's choice: pyconv.fusion)."""
 
     def __init__(self, momentum=0.9, epsilon=1e-5):
         super().__init__()
@@ -352,6 +367,8 @@ class BatchNormalization(Layer):
             self.build(x.shape[1:], np.random.default_rng())
         g, b = self.params["gamma"].value, self.params["beta"].value
         xi = _as_images(x)
+        if self.precision != "fp32" and xi.dtype != np.uint16:
+            xi = convcore.round_bf16(xi)        # (a convolution's bits are so already)
         if not training:
             y = convcore.batchnorm_inference(xi, g, b, self.buffers["mean"], self.buffers["var"],
                                              self.epsilon, relu, out_bf16=out_bf16)
@@ -414,6 +431,8 @@ def _global_statistics(xi, sums, slices=None):
     (None: this one alone). With slices (convcore.slices), this process's
     sums are each slice's float64 sums added in the tree."""
     c = xi.shape[3]
+    if xi.dtype == np.uint16:       # bfloat16 bits: their values
+        xi = (xi.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
     def total(v, *first):
         if slices is None:

@@ -9,10 +9,11 @@
                      To see how a network trains in bf16 before renting the CPU.
 
 In both bf16 modes the activations, weights and gradients that a product
-takes are rounded to nearest, ties to even; the master weights, optimiser
-state, batch-norm statistics, the loss and the softmax stay float32, as do
-the saved, checkpointed and exported weights. Keras' mixed_bfloat16 policy
-and PyTorch's autocast(bfloat16) make the same split.
+takes are rounded to nearest, ties to even, and so is a batch norm's input;
+the master weights, optimiser state, batch-norm statistics, the loss and
+the softmax stay float32, as do the saved, checkpointed and exported
+weights. Keras' mixed_bfloat16 policy and PyTorch's autocast(bfloat16) make
+the same split.
 """
 import os
 

@@ -304,17 +304,59 @@ static void test_philox(const cc_kernel_set* k)
     }
 }
 
+/* one set's batch normalisation passes over x (or xh's bits, x NULL): the sums
+ * without and with dy (rows 1..M and 0..M-1), y without and with relu, dx */
+typedef struct { double *s0, *s1; float *y0, *y1, *dx; } bn_out;
+
+static bn_out run_bn(const cc_kernel_set* ks, const float* x, const uint16_t* xh,
+                     const float* dy, const float* p, const double* centre, int M, int C)
+{
+    size_t n = (size_t)M * C;
+    bn_out o = {malloc(sizeof(double) * 2 * C), malloc(sizeof(double) * 2 * C),
+                malloc(sizeof(float) * n), malloc(sizeof(float) * n), malloc(sizeof(float) * n)};
+    ks->bn_sums(x, xh, NULL, NULL, NULL, centre, 1, M, C, o.s0, o.s0 + C);
+    ks->bn_sums(x, xh, dy, p + C, p + 2 * C, centre, 0, M - 1, C, o.s1, o.s1 + C);
+    ks->bn_affine(x, xh, p, p + C, p + 2 * C, 0, M, C, 0, o.y0, NULL);
+    ks->bn_affine(x, xh, p, p + C, p + 2 * C, 0, M, C, 1, o.y1, NULL);
+    ks->bn_dx(x, xh, dy, p + C, p + 2 * C, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M,
+              C, o.dx, NULL);
+    return o;
+}
+
+static void check_bn(bn_out a, bn_out b, int M, int C, const char* how)
+{
+    const char* what[] = {"bn sums", "bn sums (dy, the ReLU's mask)", "bn affine",
+                          "bn affine (relu)", "bn dx"};
+    const void* pa[] = {a.s0, a.s1, a.y0, a.y1, a.dx};
+    const void* pb[] = {b.s0, b.s1, b.y0, b.y1, b.dx};
+    size_t n = (size_t)M * C, bytes[] = {sizeof(double) * 2 * C, sizeof(double) * 2 * C,
+                                          sizeof(float) * n, sizeof(float) * n,
+                                          sizeof(float) * n};
+    for (int j = 0; j < 5; j++) {
+        n_checks++;
+        if (memcmp(pa[j], pb[j], bytes[j]) != 0) {
+            printf("  %s (M %d, C %d): not the baseline's bits%s\n", what[j], M, C, how);
+            n_failed++;
+        }
+    }
+}
+
+static void free_bn(bn_out o)
+{
+    free(o.s0), free(o.s1), free(o.y0), free(o.y1), free(o.dx);
+}
+
 /* batch normalisation's passes over rows r0..r1 of x (M, C): the same bits as
  * the baseline set's (no fused multiply-add; channels past the last chunk one
- * at a time), with NaN, infinity and -0 among x and relu_y */
+ * at a time), with NaN, infinity and -0 among x and relu_y; and x given as
+ * bfloat16 bits the same bits as their values given as float32 */
 static void test_bn(const cc_kernel_set* k, int M, int C)
 {
     const cc_kernel_set* base = cc_kernel_set_get(CC_SET_BASELINE);
     size_t n = (size_t)M * C;
-    float *x = fill(n), *dy = fill(n), *p = fill(6 * (size_t)C);
+    float *x = fill(n), *dy = fill(n), *p = fill(6 * (size_t)C), *xw = malloc(sizeof(float) * n);
+    uint16_t* xh = malloc(sizeof(uint16_t) * n);
     double* centre = malloc(sizeof(double) * C);
-    double* s[2][2];
-    float *y[2][2], *dx[2];
     x[3] = NAN, x[n / 2] = INFINITY, x[n - 1] = -0.0f, x[5] = -INFINITY, p[C + 1] = 0.0f;
     /* channel 2: (x - 0) / 3 - 1 is +0 rounded twice, 3e-8 fused: a contracted
      * mask (one rounding, not the forward's two) would pass what the ReLU stopped */
@@ -323,36 +365,21 @@ static void test_bn(const cc_kernel_set* k, int M, int C)
         x[(size_t)r * C + 2] = 3.0f;
     for (int c = 0; c < C; c++)
         centre[c] = p[c] * 0.1;
-    for (int i = 0; i < 2; i++) {
-        const cc_kernel_set* ks = i ? k : base;
-        s[i][0] = malloc(sizeof(double) * 2 * C), s[i][1] = malloc(sizeof(double) * 2 * C);
-        ks->bn_sums(x, NULL, NULL, NULL, centre, 1, M, C, s[i][0], s[i][0] + C);
-        ks->bn_sums(x, dy, p + C, p + 2 * C, centre, 0, M - 1, C, s[i][1], s[i][1] + C);
-        for (int relu = 0; relu < 2; relu++) {
-            y[i][relu] = malloc(sizeof(float) * n);
-            ks->bn_affine(x, p, p + C, p + 2 * C, 0, M, C, relu, y[i][relu], NULL);
-        }
-        dx[i] = malloc(sizeof(float) * n);
-        ks->bn_dx(x, dy, p + C, p + 2 * C, p, p + C, p + 2 * C, p + 3 * C, p + 4 * C, 0, M,
-                  C, dx[i], NULL);
+    for (size_t i = 0; i < n; i++) {    /* x's top halves, and their values */
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        xh[i] = (uint16_t)(u >> 16), u &= 0xffff0000u;
+        memcpy(xw + i, &u, 4);
     }
-    const char* what[] = {"bn sums", "bn sums (dy, the ReLU's mask)", "bn affine",
-                          "bn affine (relu)", "bn dx"};
-    const void* a[] = {s[0][0], s[0][1], y[0][0], y[0][1], dx[0]};
-    const void* b[] = {s[1][0], s[1][1], y[1][0], y[1][1], dx[1]};
-    size_t bytes[] = {sizeof(double) * 2 * C, sizeof(double) * 2 * C, sizeof(float) * n,
-                      sizeof(float) * n, sizeof(float) * n};
-    for (int j = 0; j < 5; j++) {
-        n_checks++;
-        if (memcmp(a[j], b[j], bytes[j]) != 0) {
-            printf("  %s (M %d, C %d): not the baseline's bits\n", what[j], M, C);
-            n_failed++;
-        }
-    }
-    for (int i = 0; i < 2; i++) {
-        free(s[i][0]), free(s[i][1]), free(y[i][0]), free(y[i][1]), free(dx[i]);
-    }
-    free(x), free(dy), free(p), free(centre);
+    bn_out a = run_bn(base, x, NULL, dy, p, centre, M, C);
+    bn_out b = run_bn(k, x, NULL, dy, p, centre, M, C);
+    check_bn(a, b, M, C, "");
+    free_bn(a), free_bn(b);
+    a = run_bn(base, xw, NULL, dy, p, centre, M, C);
+    b = run_bn(k, NULL, xh, dy, p, centre, M, C);
+    check_bn(a, b, M, C, " (x as bfloat16 bits)");
+    free_bn(a), free_bn(b);
+    free(x), free(dy), free(p), free(centre), free(xw), free(xh);
 }
 
 /* Adam (_adam.h) of n parameters: the bits of its operations one rounding
