@@ -35,6 +35,26 @@ def test_round_bf16_is_the_reference_bits_for_any_float32(u):
     assert convcore.round_bf16(x).tobytes() == ref.round_bf16(x).tobytes()
 
 
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(BITS, st.integers(1, 2))
+def test_narrow_bits_is_the_reference_bits_for_any_float32(threads, u, n_threads):
+    """The compiled narrowing (a layer's output handed over in bfloat16
+    where its kernel cannot write the bits) gives the reference's bits for
+    every float32 pattern, on 1 and 2 threads, in the baseline's vectors and
+    (where the CPU runs the bf16 kernels) AVX-512's."""
+    from convcore import _bf16
+    from convcore._api import narrow_bits
+    threads(n_threads)
+    x = u.view(np.float32)
+    got = narrow_bits(x)
+    assert got.dtype == np.uint16 and got.tobytes() == ref.narrow_bits(x).tobytes()
+    for wide in (False, True)[:1 + bool(convcore.bf16_supported())]:
+        y = np.empty(x.shape, np.uint16)
+        _bf16.narrow_bits(x, y, n_threads, wide)
+        assert y.tobytes() == got.tobytes()
+
+
 def test_round_bf16_agrees_with_ml_dtypes_on_a_million_patterns():
     """ml-dtypes rounds to nearest, ties to even, as bf16 hardware converts:
     the same value for every non-NaN input (a NaN stays a NaN in both)."""

@@ -1,11 +1,12 @@
-"""bfloat16: rounding float32 to bfloat16's values, widening bfloat16 bits
-to float32 (element-wise: any split over threads gives the same bits), and
+"""bfloat16: rounding float32 to bfloat16's values (or to their bits),
+widening bfloat16 bits to float32 (element-wise: any split over threads gives the same bits), and
 which bf16 instructions the CPU has (_bf16_kernels.h)."""
 from cython.parallel cimport prange
 from libc.stdint cimport uint16_t, uint32_t
 
 cdef extern from "_bf16_kernels.h" nogil:
     void cc_round_bf16(const float* x, float* y, Py_ssize_t n)
+    void cc_narrow_bits(const float* x, uint16_t* y, Py_ssize_t n)
     int cc_bf16_features()
     int CC_BF16_AVX512, CC_BF16_AMX
 
@@ -26,6 +27,23 @@ def round_bf16(const float[::1] x, float[::1] y, int n_threads):
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads):
         cc_round_bf16(&x[c * CHUNK], &y[c * CHUNK], min(n, (c + 1) * CHUNK) - c * CHUNK)
+
+
+def narrow_bits(const float[::1] x, uint16_t[::1] y, int n_threads, bint wide):
+    """y = the bfloat16 bits of round_bf16(x), in one pass (wide: in
+    AVX-512's vectors, on a CPU that runs the bf16 kernels)."""
+    cdef Py_ssize_t c, n = y.shape[0], m
+    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+                    num_threads=n_threads):
+        m = min(n, (c + 1) * CHUNK) - c * CHUNK
+        if wide:
+            cc_narrow_bits_wide(&x[c * CHUNK], &y[c * CHUNK], m)
+        else:
+            cc_narrow_bits(&x[c * CHUNK], &y[c * CHUNK], m)
+
+
+cdef extern from "_bf16_gemm.h" nogil:
+    void cc_narrow_bits_wide(const float* x, uint16_t* y, Py_ssize_t n)
 
 
 KERNELS = {"amx": CC_BF16_AMX, "avx512_bf16": CC_BF16_AVX512}   # _bf16_gemm.h's numbers

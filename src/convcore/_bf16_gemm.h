@@ -52,17 +52,19 @@
  * only carries the sums from one slice of k to the next): row i = oh w + ow
  * (a convolution's outputs at every column of its padded image, w wide,
  * cc_gemm_bf16_rows in place) goes to to + oh row + ow col where ow < ow_n
- * and oh < oh_n, and nowhere else */
+ * and oh < oh_n, and nowhere else; where tob is given instead of to, the
+ * bfloat16 bits of its values go there so (cc_bf16_bits, after the ReLU) */
 typedef struct {
     const float* bias;
     int relu;
     float* to;
     size_t w, ow_n, oh_n, row, col;
+    uint16_t* tob;
 } cc_epilogue;
 
 static inline cc_epilogue cc_epilogue_of(const float* bias, int relu)
 {
-    cc_epilogue ep = {bias, relu, NULL, 0, 0, 0, 0, 0};
+    cc_epilogue ep = {bias, relu, NULL, 0, 0, 0, 0, 0, NULL};
     return ep;
 }
 
@@ -299,6 +301,20 @@ static inline void cc_put_row(float* dst, const float* src, size_t n, int relu)
     _mm512_mask_storeu_ps(dst + 16, m1, v1);
 }
 
+/* the same row's bfloat16 bits (cc_bf16_bits) to dst, after the ReLU */
+static inline void cc_put_row_bits(uint16_t* dst, const float* src, size_t n, int relu)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t h = 0; h < 2; h++) {
+        __mmask16 m = cc_first((ptrdiff_t)n - 16 * (ptrdiff_t)h);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + 16 * h);
+        if (relu)
+            v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+        _mm256_mask_storeu_epi16(dst + 16 * h, m,
+                                 _mm512_cvtepi32_epi16(_mm512_srli_epi32(cc_bf16_bits16(v), 16)));
+    }
+}
+
 /* C's block at (i0, j0): in place where it is whole and beta 0 or 1, else
  * through out (beta * C or the bias, zero outside C, then copied back, or
  * to the rows' places: ep->to). tc: C is stored transposed (element (i, j)
@@ -316,7 +332,7 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
     size_t si = tc ? 1 : ldc, sj = tc ? ldc : 1;   /* (i, j)'s place: cb[i * si + j * sj] */
     const float* bias = ep != NULL && ep->bias != NULL ? ep->bias + j0 : NULL;
     int relu = ep != NULL && ep->relu, whole = ie == CC_BLK && je == CC_BLK;
-    const cc_epilogue* to = ep != NULL && ep->to != NULL ? ep : NULL;
+    const cc_epilogue* to = ep != NULL && (ep->to != NULL || ep->tob != NULL) ? ep : NULL;
     if (!tc && whole && (beta == 0.0f || beta == 1.0f)) {
         block(a0, lda, aoff, b0, ldp, kp, to ? out : cb, to ? CC_BLK : ldc,
               beta != 0.0f ? cb : bias, beta != 0.0f ? ldc : 0);
@@ -348,8 +364,11 @@ static void cc_block(int kernel, const uint16_t* a0, size_t lda, const size_t* a
     }
     size_t oh = i0 / to->w, ow = i0 % to->w;   /* row i0's place, then stepped along */
     for (size_t i = 0; i < ie; i++) {
-        if (ow < to->ow_n && oh < to->oh_n)
-            cc_put_row(to->to + oh * to->row + ow * to->col + j0, out + i * CC_BLK, je, relu);
+        size_t at = oh * to->row + ow * to->col + j0;
+        if (ow < to->ow_n && oh < to->oh_n && to->tob != NULL)
+            cc_put_row_bits(to->tob + at, out + i * CC_BLK, je, relu);
+        else if (ow < to->ow_n && oh < to->oh_n)
+            cc_put_row(to->to + at, out + i * CC_BLK, je, relu);
         if (++ow == to->w) {
             ow = 0;
             oh++;
@@ -801,6 +820,12 @@ static ptrdiff_t cc_add_bf16_wide(const float* a, const float* b, uint16_t* y, p
     return cc_add_bf16(a, b, y, n, relu);
 }
 
+/* cc_narrow_bits in AVX-512's vectors, likewise */
+static void cc_narrow_bits_wide(const float* x, uint16_t* y, ptrdiff_t n)
+{
+    cc_narrow_bits(x, y, n);
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -881,6 +906,10 @@ static inline ptrdiff_t cc_add_bf16_wide(const float* a, const float* b, uint16_
                                          ptrdiff_t n, int relu)
 {
     return cc_add_bf16(a, b, y, n, relu);
+}
+static inline void cc_narrow_bits_wide(const float* x, uint16_t* y, ptrdiff_t n)
+{
+    cc_narrow_bits(x, y, n);
 }
 static inline void cc_pack_a_bf16_block(int m, int k, const uint16_t* a, int lda, size_t i0,
                                         size_t size, uint16_t* blk, size_t kp)

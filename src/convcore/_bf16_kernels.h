@@ -5,6 +5,8 @@
  *                     stays NaN (made quiet: the payload's top bits may be 0),
  *                     infinities stay, a finite value past bfloat16's largest
  *                     becomes an infinity (as a rounding must)
+ *   cc_narrow_bits    the same value's bfloat16 bits (uint16): a layer's
+ *                     output handed to one that reads it in bfloat16
  *   cc_add_bf16       a + b (then max(., 0)) as bfloat16 bits: a residual
  *                     add's output for layers that multiply in bf16
  *   cc_bf16_features  which bf16 instructions this CPU and OS run
@@ -38,6 +40,16 @@ static inline void cc_round_bf16(const float *x, float *y, ptrdiff_t n)
         memcpy(&u, x + i, 4);
         u = cc_bf16_bits(u);
         memcpy(y + i, &u, 4);
+    }
+}
+
+/* y = x's bfloat16 bits (the top half of cc_bf16_bits) */
+static inline void cc_narrow_bits(const float *x, uint16_t *y, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        y[i] = (uint16_t)(cc_bf16_bits(u) >> 16);
     }
 }
 

@@ -768,6 +768,7 @@ cdef extern from "_bf16_gemm.h" nogil:
         int relu            # C := max(C, 0) after
         float* to           # NULL, or where C's rows go (of a padded image's w columns:
         size_t w, ow_n, oh_n, row, col   # (oh, ow) to to + oh row + ow col, ow < ow_n)
+        uint16_t* tob       # NULL, or where the bfloat16 bits of C's rows go so (not to)
     cc_epilogue cc_epilogue_of(const float* bias, int relu)
     void cc_gemm_bf16_packed(int kernel, size_t m, size_t n, size_t kp, const uint16_t* pa,
                              const uint32_t* pb, float beta, float* c, size_t ldc, int tc,
@@ -1000,8 +1001,10 @@ cdef inline void _pool_to(const cc_kernel_set* pk, const float* yc, Window pg, P
 cdef inline cc_epilogue _to_places(cc_epilogue ep, const Out* o, Py_ssize_t n,
                                    Window g) noexcept nogil:
     """ep with image n's output (window g: _grown) written by the product
-    straight to o's places (float32: o.yb NULL), not kept in its scratch."""
-    ep.to = o.y + n * o.image
+    straight to o's places (float32, or o.yb's bfloat16 bits), not kept in
+    its scratch."""
+    ep.to = o.y + n * o.image if o.yb == NULL else NULL
+    ep.tob = o.yb + n * o.image if o.yb != NULL else NULL
     ep.w, ep.ow_n, ep.oh_n, ep.row, ep.col = g.W, g.OW, g.OH, o.row, o.col
     return ep
 
@@ -1040,7 +1043,7 @@ cdef int _forward_in_place(int kernel, const Source* src, Window g, const uint32
     cdef int n_failed = 0
     cdef Window wide
     cdef cc_epilogue e
-    cdef bint direct = pk == NULL and o.yb == NULL   # unpooled float32: straight to o
+    cdef bint direct = pk == NULL   # unpooled: straight to o (float32 or bits)
     cdef bint pool_wide = pk != NULL and argmax == NULL \
         and (pg.OW - 1) * pg.SW - pg.PL + pg.KW <= g.OW
     if pool_wide:
