@@ -30,6 +30,12 @@
  * four vectors of channels stays in registers for the whole block (the
  * set's vectors; 4 floats in the baseline's), the channels past the last
  * whole vector one at a time.
+ *
+ * Each pass asks the cache for the rows about 4 KB ahead of the one it reads
+ * (CC_BN_PREFETCH): a group's stream of x (and dy) alone, 64 bytes a row for
+ * 32 channels of bits, kept too few misses in flight for the memory's
+ * bandwidth (64x28x28x32, bits, 1 thread: the forward 1.09 -> 0.92 ms, the
+ * backward 1.78 -> 1.05).
  */
 #ifndef CONVCORE_NORM_KERNELS_H
 #define CONVCORE_NORM_KERNELS_H
@@ -127,6 +133,15 @@ CC_BN_INLINE cc_bn_vi cc_bn_passes(cc_bn_v d, cc_bn_v scale, cc_bn_v beta)
         }                                                         \
     } while (0)
 
+/* rows ahead to ask the cache for: about 4 KB of x */
+#define CC_BN_AHEAD(C, bits) ((ptrdiff_t)(4096 / ((C) * ((bits) ? 2 : 4))) + 1)
+#define CC_BN_PREFETCH(x, xh, e, nv, bits) do {                                  \
+        for (int v_ = 0; v_ < (nv); v_++) {                                      \
+            if (bits) __builtin_prefetch((xh) + (e) + CC_BN_W * v_);             \
+            else __builtin_prefetch((x) + (e) + CC_BN_W * v_);                   \
+        }                                                                        \
+    } while (0)
+
 /* call with BITS a constant: whether x comes as xh's bits (cc_bn_load_x) */
 #define CC_BN_X(call) do {                                        \
         if (xh != NULL) { enum { BITS = 1 }; call; }              \
@@ -162,6 +177,12 @@ CC_BN_INLINE void cc_bn_sums_group(const float* x, const uint16_t* xh, const flo
     }
     for (ptrdiff_t r = r0; r < r1; r++) {
         const ptrdiff_t xr = r * C + c0;
+        if (dy == NULL)
+            CC_BN_PREFETCH(x, xh, xr + CC_BN_AHEAD(C, bits) * C, nv, bits);
+        else {
+            CC_BN_PREFETCH(x, xh, xr + CC_BN_AHEAD(C, 0) * C, nv, bits);
+            CC_BN_PREFETCH(dy, dy, xr + CC_BN_AHEAD(C, 0) * C, nv, 0);
+        }
         if (dy == NULL) {
             for (int v = 0; v < nv; v++) {
                 cc_bn_v d = cc_bn_load_x(x, xh, xr + CC_BN_W * v, bits) - cf[v];
@@ -228,7 +249,8 @@ CC_BN_INLINE void cc_bn_affine_group(const float* x, const uint16_t* xh, const f
         s[v] = cc_bn_load(scale + c0 + CC_BN_W * v);
         b[v] = cc_bn_load(beta + c0 + CC_BN_W * v);
     }
-    for (ptrdiff_t r = r0; r < r1; r++)
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        CC_BN_PREFETCH(x, xh, (r + CC_BN_AHEAD(C, bits)) * C + c0, nv, bits);
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
             cc_bn_v o = (cc_bn_load_x(x, xh, e, bits) - m[v]) * s[v] + b[v];
@@ -238,6 +260,7 @@ CC_BN_INLINE void cc_bn_affine_group(const float* x, const uint16_t* xh, const f
             else
                 cc_bn_store(y + e, o);
         }
+    }
 }
 
 CC_BN_FN void cc_bn_affine(const float* x, const uint16_t* xh, const float* mean,
@@ -286,7 +309,10 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const uint16_t* xh, const float
             bt[v] = cc_bn_load(q->beta + c);
         }
     }
-    for (ptrdiff_t r = r0; r < r1; r++)
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        ptrdiff_t ahead = (r + CC_BN_AHEAD(C, 0)) * C + c0;
+        CC_BN_PREFETCH(x, xh, ahead, nv, bits);
+        CC_BN_PREFETCH(dy, dy, ahead, nv, 0);
         for (int v = 0; v < nv; v++) {
             ptrdiff_t e = r * C + c0 + CC_BN_W * v;
             cc_bn_v g = cc_bn_load(dy + e);
@@ -299,6 +325,7 @@ CC_BN_INLINE void cc_bn_dx_group(const float* x, const uint16_t* xh, const float
             else
                 cc_bn_store(dx + e, o);
         }
+    }
 }
 
 CC_BN_FN void cc_bn_dx(const float* x, const uint16_t* xh, const float* dy,
