@@ -498,6 +498,16 @@ static void cc_sum_rows(const float* x, const float* relu_y, size_t rows, size_t
 /* One image x (H, W, C) float32 (masked by relu_y > 0 where given) -> y
  * (Hp, Wp, C) bfloat16 (cc_narrow_bf16): PT rows and PL columns of zeros
  * before it, zeros after (Hp >= H + PT, Wp >= W + PL) */
+/* Ask the cache for the bytes at p: a row two ahead of the one a
+ * channels-first copy gathers from (its source streams from memory, the
+ * copy stays in cache; 64x28x28x32 in resnet8's bf16 step, 1 thread: the
+ * two copies 3.6% -> 2.7% of it in perf) */
+static inline void cc_prefetch_run(const void* p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch((const char*)p + o);
+}
+
 static void cc_narrow_padded_bf16(const float* x, const float* relu_y, int H, int W, int C,
                                   int PT, int PL, int Hp, int Wp, uint16_t* y)
 {
@@ -547,7 +557,8 @@ static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT
     const __m512i exp_bits = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
     memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));
-    for (int h = 0; h < H; h++)
+    for (int h = 0; h < H; h++) {
+        cc_prefetch_run(x + (size_t)(h + 2) * W * C, (size_t)W * C * sizeof(float));
         for (int w = 0; w < W; w += 16) {
             __mmask16 in = cc_first(W - w);
             const float* src = x + ((size_t)h * W + w) * C;
@@ -560,6 +571,7 @@ static int cc_narrow_transposed_bf16(const float* x, int H, int W, int C, int PT
                     _mm512_cvtepi32_epi16(_mm512_srli_epi32(cc_bf16_bits16(v), 16)));
             }
         }
+    }
     return bad != 0;
 }
 
@@ -572,7 +584,8 @@ static int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int P
     const __m512i lo_exp = _mm512_set1_epi32(0x7f80), hi_exp = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
     memset(y, 0, (size_t)C * Hp * Wp * sizeof(uint16_t));
-    for (int h = 0; h < H; h++)
+    for (int h = 0; h < H; h++) {
+        cc_prefetch_run(x + (size_t)(h + 2) * W * C, (size_t)W * C * sizeof(uint16_t));
         for (int w = 0; w < W; w += 16) {
             __mmask16 in = cc_first(W - w);
             const uint16_t* src = x + ((size_t)h * W + w) * C;
@@ -587,6 +600,7 @@ static int cc_transposed_bits_bf16(const uint16_t* x, int H, int W, int C, int P
                                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
             }
         }
+    }
     return bad != 0;
 }
 
