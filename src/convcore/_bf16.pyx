@@ -1,6 +1,7 @@
 """bfloat16: rounding float32 to bfloat16's values (or to their bits),
-widening bfloat16 bits to float32 (element-wise: any split over threads gives the same bits), and
-which bf16 instructions the CPU has (_bf16_kernels.h)."""
+widening bfloat16 bits to float32 (element-wise: any split over threads
+gives the same bits), and which bf16 instructions the CPU has
+(_bf16_kernels.h)."""
 from cython.parallel cimport prange
 from libc.stdint cimport uint16_t, uint32_t
 
@@ -9,6 +10,9 @@ cdef extern from "_bf16_kernels.h" nogil:
     void cc_narrow_bits(const float* x, uint16_t* y, Py_ssize_t n)
     int cc_bf16_features()
     int CC_BF16_AVX512, CC_BF16_AMX
+
+cdef extern from "_bf16_gemm.h" nogil:    # (AVX-512's vectors, where the bf16 kernels run)
+    void cc_narrow_bits_wide(const float* x, uint16_t* y, Py_ssize_t n)
 
 DEF CHUNK = 16384   # elements per work item
 
@@ -40,10 +44,6 @@ def narrow_bits(const float[::1] x, uint16_t[::1] y, int n_threads, bint wide):
             cc_narrow_bits_wide(&x[c * CHUNK], &y[c * CHUNK], m)
         else:
             cc_narrow_bits(&x[c * CHUNK], &y[c * CHUNK], m)
-
-
-cdef extern from "_bf16_gemm.h" nogil:
-    void cc_narrow_bits_wide(const float* x, uint16_t* y, Py_ssize_t n)
 
 
 KERNELS = {"amx": CC_BF16_AMX, "avx512_bf16": CC_BF16_AVX512}   # _bf16_gemm.h's numbers
